@@ -1,0 +1,46 @@
+"""The BlobStore port: the object store holding originals (immutable Part 10) and derived data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from pacs.events.model import ObjectEvent
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    key: str
+    size: int
+    etag: str
+    version_id: str | None = None
+
+
+class BlobStore(Protocol):
+    """Objects by key. Writes are atomic: a reader sees the whole object or none of it."""
+
+    def put(self, key: str, data: bytes | BinaryIO, *, content_type: str = "application/dicom") -> BlobInfo:
+        """Write durably, replacing any object at `key`; raises StorageFailure when not stored."""
+        ...
+
+    def head(self, key: str) -> BlobInfo | None: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A readable, seekable stream; raises NotFound."""
+        ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object in pieces, never whole in memory."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]: ...
+
+
+#: Called after an object is durably created or removed, in stores that do not notify by themselves
+#: (the filesystem). S3 notifies through its own bucket notifications instead.
+Notify = Callable[[ObjectEvent], None]
