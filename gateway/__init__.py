@@ -1,1 +1,1 @@
-"""gateway."""
+"""The DIMSE gateway: a pynetdicom AE whose handlers call `pacs.services`."""

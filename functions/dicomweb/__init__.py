@@ -1,1 +1,1 @@
-"""dicomweb."""
+"""DICOMweb: a FastAPI app (uvicorn in `pacs up`, Mangum on Lambda)."""

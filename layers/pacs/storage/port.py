@@ -15,13 +15,27 @@ class BlobInfo:
     size: int
     etag: str
     version_id: str | None = None
+    #: Orders writes of the same key (hex, comparable with `sequencer_order`), where the store knows it.
+    sequencer: str | None = None
+
+
+class AlreadyExists(Exception):
+    """`put(..., if_absent=True)` found an object at the key; nothing was written."""
 
 
 class BlobStore(Protocol):
     """Objects by key. Writes are atomic: a reader sees the whole object or none of it."""
 
-    def put(self, key: str, data: bytes | BinaryIO, *, content_type: str = "application/dicom") -> BlobInfo:
-        """Write durably, replacing any object at `key`; raises StorageFailure when not stored."""
+    def put(
+        self,
+        key: str,
+        data: bytes | BinaryIO,
+        *,
+        content_type: str = "application/dicom",
+        if_absent: bool = False,
+    ) -> BlobInfo:
+        """Write durably, replacing any object at `key` (or raising AlreadyExists when `if_absent`);
+        raises StorageFailure when not stored."""
         ...
 
     def head(self, key: str) -> BlobInfo | None: ...

@@ -1,0 +1,56 @@
+"""The gateway's Application Entity: contexts for every storage SOP class and transfer syntax."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+#: Every transfer syntax pydicom knows, native and compressed (JPEG, JPEG-LS, JPEG 2000, HTJ2K,
+#: RLE, MPEG-2/-4, HEVC, deflated, big endian): objects are stored as received.
+TRANSFER_SYNTAXES = list(AllTransferSyntaxes)
+
+
+def make_ae(ae_title: str, *, max_pdu: int = 1 << 20) -> AE:
+    _config.LOG_HANDLER_LEVEL = "none"  # no per-PDU logging on the hot path
+    ae = AE(ae_title=ae_title)
+    ae.require_called_aet = True  # an unknown called AE title is rejected at association
+    ae.maximum_pdu_size = max_pdu
+    ae.maximum_associations = 64
+    ae.network_timeout = 60
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.add_supported_context(Verification)
+    for uid in _STORAGE_CLASSES.values():
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+    return ae
+
+
+class GatewayServer(ThreadedAssociationServer):
+    """An association server that may serve a listening socket inherited from a parent process
+    (pre-forked workers share the DICOM port), and sets TCP_NODELAY on every connection."""
+
+    inherited_socket: socket.socket | None = None
+
+    def server_bind(self) -> None:
+        if self.inherited_socket is None:
+            super().server_bind()
+            return
+        assert self.socket is not None
+        self.socket.close()
+        self.socket = self.inherited_socket
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self.inherited_socket is None:
+            super().server_activate()
+
+    def get_request(self) -> Any:
+        client, address = super().get_request()
+        client.setblocking(True)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address

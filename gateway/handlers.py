@@ -1,0 +1,49 @@
+"""Gateway event handlers: (event, handler, args) as pynetdicom binds them. They call services only."""
+
+from __future__ import annotations
+
+import logging
+
+from pacs.errors import PacsError
+from pacs.services.ingest import IngestService
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.events import Event
+
+from gateway import status
+
+log = logging.getLogger("gateway")
+
+
+def _status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]  # LO: at most 64 characters
+    return ds
+
+
+def handle_echo(event: Event) -> int:
+    return status.SUCCESS
+
+
+def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
+    """Store the received bytes as they are; answer success only once they are durable."""
+    try:
+        data = event.encoded_dataset(include_meta=True)
+    except Exception as exc:
+        log.warning("C-STORE: cannot read the received data set: %s", exc)
+        return _status(status.CANNOT_UNDERSTAND, f"cannot read data set: {exc}")
+    try:
+        ingest.ingest(data)
+    except PacsError as exc:
+        log.warning("C-STORE from %s refused (0x%04X): %s", event.assoc.requestor.ae_title,
+                    exc.dimse_status, exc.reason)
+        return _status(exc.dimse_status, exc.reason)
+    except Exception as exc:
+        log.exception("C-STORE failed")
+        return _status(status.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
+    return status.SUCCESS
+
+
+def handlers(ingest: IngestService) -> list[tuple]:
+    return [(evt.EVT_C_ECHO, handle_echo), (evt.EVT_C_STORE, handle_store, [ingest])]

@@ -1,0 +1,124 @@
+"""Run the gateway: N worker processes serve one listening socket bound before they fork.
+
+One pynetdicom process is bound by the GIL (≈150-200 instances/s); workers sharing the port scale
+ingest across cores. SIGTERM/SIGINT stop accepting, let open associations finish (bounded), exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from pacs.backends import open_backend
+from pacs.config import Settings
+from pacs.services.ingest import DuplicatePolicy, IngestService
+
+from gateway.ae import GatewayServer, make_ae
+from gateway.handlers import handlers
+
+log = logging.getLogger("gateway")
+GRACE_SECONDS = 30.0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)  # workers race for accept(): the loser gets EAGAIN, not a hang
+    return sock
+
+
+def serve_worker(settings: Settings, sock: socket.socket) -> None:
+    """One worker: its own backend handles and AE, serving the shared socket until signalled."""
+    backend = open_backend(settings)
+    ingest = IngestService(
+        backend.store, partition=settings.partition,
+        duplicate_policy=DuplicatePolicy(settings.duplicate_policy),
+    )
+    ae = make_ae(settings.ae_title, max_pdu=settings.max_pdu)
+    GatewayServer.inherited_socket = sock
+    server = ae.make_server(
+        sock.getsockname()[:2], ae_title=settings.ae_title, evt_handlers=handlers(ingest),
+        server_class=GatewayServer,
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    stopping.wait()
+    server.server_close = lambda: None  # type: ignore[method-assign]  # the parent owns the socket
+    server.shutdown()
+    deadline = time.monotonic() + GRACE_SECONDS
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    backend.close()
+
+
+def serve(settings: Settings, workers: int | None = None) -> int:
+    workers = max(1, workers or settings.gateway_workers)
+    sock = listen(settings.host, settings.dimse_port)
+    print(f"gateway: DIMSE on {settings.host}:{sock.getsockname()[1]} AE {settings.ae_title} "
+          f"({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    if workers == 1:
+        serve_worker(settings, sock)
+        return 0
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                serve_worker(settings, sock)
+            except BaseException:
+                log.exception("gateway worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        while True:
+            try:
+                _, st = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        status |= os.waitstatus_to_exitcode(st) != 0
+    sock.close()
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--port", type=int, default=None, help="DICOM port (default: PACS_DIMSE_PORT)")
+    parser.add_argument("--ae-title", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings.from_env(dimse_port=args.port, ae_title=args.ae_title)
+    return serve(settings, args.workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Pick the adapters for a backend: one code path, only the adapters differ.
+
+- embedded: filesystem objects + SQLite catalog + SQLite durable queue (the store notifies it);
+- aws: S3 objects + DynamoDB catalog; notifications come from the bucket (S3 → SQS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pacs.catalog.port import Catalog
+from pacs.config import Settings
+from pacs.events.local import LocalQueue
+from pacs.storage.port import BlobStore
+
+
+@dataclass(slots=True)
+class Backend:
+    settings: Settings
+    store: BlobStore
+    catalog: Catalog
+    #: The embedded queue; None on AWS, where S3 notifies SQS by itself.
+    queue: LocalQueue | None
+
+    def close(self) -> None:
+        self.catalog.close()
+        if self.queue is not None:
+            self.queue.close()
+
+
+def open_backend(settings: Settings) -> Backend:
+    if settings.backend == "embedded":
+        from pacs.catalog.sqlite import SqliteCatalog
+        from pacs.storage.filesystem import FilesystemBlobStore
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        queue = LocalQueue(settings.data_dir / "queue.db")
+        store = FilesystemBlobStore(settings.data_dir / "objects", notify=queue.publish)
+        return Backend(settings, store, SqliteCatalog(settings.data_dir / "catalog.db"), queue)
+    if settings.backend == "aws":
+        from pacs.catalog.dynamodb import DynamoCatalog
+        from pacs.storage.s3 import S3BlobStore
+
+        missing = [n for n in ("bucket", "table") if not getattr(settings, n)]
+        if missing:
+            raise ValueError(f"the aws backend needs {', '.join('PACS_' + m.upper() for m in missing)}")
+        endpoint = settings.endpoint_url or None
+        store = S3BlobStore(settings.bucket, endpoint_url=endpoint, region=settings.region)
+        catalog = DynamoCatalog(settings.table, region=settings.region, host=endpoint)
+        return Backend(settings, store, catalog, None)
+    raise ValueError(f"unknown backend {settings.backend!r}: use embedded or aws")

@@ -1,0 +1,366 @@
+"""SQLite Catalog (embedded mode): the access patterns of DESIGN.md with indexes, WAL mode.
+
+Each upsert or removal is one `BEGIN IMMEDIATE` transaction that writes the instance row and the
+series and study aggregates together, so counts stay exact under duplicate, concurrent and
+out-of-order calls (from several threads or processes). Queries use the most selective index the
+conditions allow, then filter in Python with the shared matcher.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from pacs.catalog.matching import Condition, matches_all, normalize_name
+from pacs.catalog.records import (
+    DicomJson,
+    IndexedInstance,
+    InstanceRow,
+    QueryPage,
+    SeriesRow,
+    StudyRow,
+    UpsertOutcome,
+)
+from pacs.events.model import sequencer_order
+
+PATIENT_NAME, PATIENT_ID, ISSUER = "00100010", "00100020", "00100021"
+ACCESSION, STUDY_DATE, STUDY_TIME, STUDY_UID = "00080050", "00080020", "00080030", "0020000D"
+SERIES_NUMBER, INSTANCE_NUMBER = "00200011", "00200013"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    partition TEXT NOT NULL, study_uid TEXT NOT NULL, attrs BLOB NOT NULL,
+    n_series INTEGER NOT NULL, n_instances INTEGER NOT NULL, size INTEGER NOT NULL,
+    modalities TEXT NOT NULL, sop_classes TEXT NOT NULL,
+    patient_id TEXT, issuer TEXT, accession TEXT, name_norm TEXT, study_date TEXT, study_time TEXT,
+    PRIMARY KEY (partition, study_uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS studies_patient ON studies (partition, patient_id);
+CREATE INDEX IF NOT EXISTS studies_accession ON studies (partition, accession);
+CREATE INDEX IF NOT EXISTS studies_name ON studies (partition, name_norm);
+CREATE INDEX IF NOT EXISTS studies_date ON studies (partition, study_date DESC, study_time DESC);
+CREATE TABLE IF NOT EXISTS series (
+    partition TEXT NOT NULL, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, attrs BLOB NOT NULL,
+    n_instances INTEGER NOT NULL, size INTEGER NOT NULL, modality TEXT NOT NULL,
+    series_number INTEGER,
+    PRIMARY KEY (partition, study_uid, series_uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS instances (
+    partition TEXT NOT NULL, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, sop_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL, transfer_syntax_uid TEXT NOT NULL, key TEXT NOT NULL,
+    size INTEGER NOT NULL, etag TEXT NOT NULL, sequencer TEXT NOT NULL, version_id TEXT,
+    instance_number INTEGER, attrs BLOB NOT NULL,
+    PRIMARY KEY (partition, study_uid, series_uid, sop_uid)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS instances_key ON instances (key);
+"""
+
+_STUDY_COLS = "partition, study_uid, attrs, n_series, n_instances, size, modalities, sop_classes"
+_SERIES_COLS = "partition, study_uid, series_uid, attrs, n_instances, size, modality"
+_INSTANCE_COLS = (
+    "partition, study_uid, series_uid, sop_uid, sop_class_uid, transfer_syntax_uid, key, size, etag,"
+    " sequencer, attrs, version_id"
+)
+T = TypeVar("T")
+
+
+def first_value(attrs: DicomJson, tag: str) -> Any:
+    """The first value of an attribute in DICOM JSON, or None; PN gives its Alphabetic group."""
+    values = attrs.get(tag, {}).get("Value")
+    if not values:
+        return None
+    v = values[0]
+    if isinstance(v, dict):
+        return v.get("Alphabetic")
+    return v
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _study(r: tuple[Any, ...]) -> StudyRow:
+    return StudyRow(r[0], r[1], orjson.loads(r[2]), r[3], r[4], r[5], orjson.loads(r[6]), orjson.loads(r[7]))
+
+
+def _series(r: tuple[Any, ...]) -> SeriesRow:
+    return SeriesRow(r[0], r[1], r[2], orjson.loads(r[3]), r[4], r[5], r[6])
+
+
+def _instance(r: tuple[Any, ...]) -> InstanceRow:
+    return InstanceRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], orjson.loads(r[10]), r[11]
+    )
+
+
+def _page(
+    rows: Iterator[T], to_json: Callable[[T], DicomJson], conds: Sequence[Condition], fuzzy: bool,
+    limit: int | None, offset: int,
+) -> QueryPage[T]:
+    out: list[T] = []
+    skipped = 0
+    for row in rows:
+        if conds and not matches_all(to_json(row), conds, fuzzy=fuzzy):
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        if limit is not None and len(out) >= limit:
+            return QueryPage(out, truncated=True)
+        out.append(row)
+    return QueryPage(out)
+
+
+class SqliteCatalog:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._db().executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            with self._lock:
+                self._conns.append(db)
+        return db
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def upsert_instance(self, item: IndexedInstance) -> UpsertOutcome:
+        return self._write(lambda db: self._upsert(db, item))
+
+    def _upsert(self, db: sqlite3.Connection, item: IndexedInstance) -> UpsertOutcome:
+        i = item.instance
+        ids = (i.partition, i.study_uid, i.series_uid)
+        old = db.execute(
+            "SELECT etag, sequencer, size FROM instances WHERE partition=? AND study_uid=? AND series_uid=?"
+            " AND sop_uid=?",
+            (*ids, i.sop_uid),
+        ).fetchone()
+        if old is not None:
+            if old[0] == i.etag:
+                return "unchanged"
+            if sequencer_order(i.sequencer) <= sequencer_order(old[1]):
+                return "stale"
+        added, delta = (1, i.size) if old is None else (0, i.size - old[2])
+        db.execute(
+            f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLS}, instance_number)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                *ids, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.key, i.size, i.etag,
+                i.sequencer, orjson.dumps(i.attrs), i.version_id,
+                _int_or_none(first_value(i.attrs, INSTANCE_NUMBER)),
+            ),
+        )
+        series = db.execute(
+            "SELECT n_instances FROM series WHERE partition=? AND study_uid=? AND series_uid=?", ids
+        ).fetchone()
+        new_series = series is None
+        db.execute(
+            "INSERT INTO series (partition, study_uid, series_uid, attrs, n_instances, size, modality,"
+            " series_number) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET attrs=excluded.attrs,"
+            " n_instances=n_instances+?, size=size+?, modality=excluded.modality,"
+            " series_number=excluded.series_number",
+            (
+                *ids, orjson.dumps(item.series_attrs), added, i.size, item.modality,
+                _int_or_none(first_value(item.series_attrs, SERIES_NUMBER)), added, delta,
+            ),
+        )
+        study = db.execute(
+            "SELECT modalities, sop_classes FROM studies WHERE partition=? AND study_uid=?", ids[:2]
+        ).fetchone()
+        modalities: set[str] = set(orjson.loads(study[0])) if study else set()
+        sop_classes: set[str] = set(orjson.loads(study[1])) if study else set()
+        if item.modality:
+            modalities.add(item.modality)
+        sop_classes.add(i.sop_class_uid)
+        a = item.study_attrs
+        db.execute(
+            "INSERT INTO studies (partition, study_uid, attrs, n_series, n_instances, size, modalities,"
+            " sop_classes, patient_id, issuer, accession, name_norm, study_date, study_time)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET attrs=excluded.attrs,"
+            " n_series=n_series+?, n_instances=n_instances+?, size=size+?, modalities=excluded.modalities,"
+            " sop_classes=excluded.sop_classes, patient_id=excluded.patient_id, issuer=excluded.issuer,"
+            " accession=excluded.accession, name_norm=excluded.name_norm,"
+            " study_date=excluded.study_date, study_time=excluded.study_time",
+            (
+                *ids[:2], orjson.dumps(a), int(new_series), added, i.size,
+                orjson.dumps(sorted(modalities)), orjson.dumps(sorted(sop_classes)),
+                first_value(a, PATIENT_ID), first_value(a, ISSUER), first_value(a, ACCESSION),
+                normalize_name(first_value(a, PATIENT_NAME) or ""), first_value(a, STUDY_DATE),
+                first_value(a, STUDY_TIME), int(new_series), added, delta,
+            ),
+        )
+        return "inserted" if old is None else "replaced"
+
+    def remove_instance(self, partition: str, study_uid: str, series_uid: str, sop_uid: str) -> bool:
+        return self._write(lambda db: self._remove(db, partition, study_uid, series_uid, sop_uid))
+
+    def _remove(self, db: sqlite3.Connection, partition: str, study_uid: str, series_uid: str,
+                sop_uid: str) -> bool:
+        ids = (partition, study_uid, series_uid)
+        row = db.execute(
+            "DELETE FROM instances WHERE partition=? AND study_uid=? AND series_uid=? AND sop_uid=?"
+            " RETURNING size",
+            (*ids, sop_uid),
+        ).fetchone()
+        if row is None:
+            return False
+        size = row[0]
+        left = db.execute(
+            "UPDATE series SET n_instances=n_instances-1, size=size-? WHERE partition=? AND study_uid=?"
+            " AND series_uid=? RETURNING n_instances",
+            (size, *ids),
+        ).fetchone()
+        series_gone = left is not None and left[0] <= 0
+        if series_gone:
+            db.execute("DELETE FROM series WHERE partition=? AND study_uid=? AND series_uid=?", ids)
+        remaining = db.execute(
+            "UPDATE studies SET n_series=n_series-?, n_instances=n_instances-1, size=size-?"
+            " WHERE partition=? AND study_uid=? RETURNING n_instances",
+            (int(series_gone), size, partition, study_uid),
+        ).fetchone()
+        if remaining is not None and remaining[0] <= 0:
+            db.execute("DELETE FROM studies WHERE partition=? AND study_uid=?", (partition, study_uid))
+            return True
+        modalities = sorted(
+            {m for (m,) in db.execute(
+                "SELECT DISTINCT modality FROM series WHERE partition=? AND study_uid=?",
+                (partition, study_uid),
+            ) if m}
+        )
+        sop_classes = sorted(
+            c for (c,) in db.execute(
+                "SELECT DISTINCT sop_class_uid FROM instances WHERE partition=? AND study_uid=?",
+                (partition, study_uid),
+            )
+        )
+        db.execute(
+            "UPDATE studies SET modalities=?, sop_classes=? WHERE partition=? AND study_uid=?",
+            (orjson.dumps(modalities), orjson.dumps(sop_classes), partition, study_uid),
+        )
+        return True
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_study(self, partition: str, study_uid: str) -> StudyRow | None:
+        r = self._db().execute(
+            f"SELECT {_STUDY_COLS} FROM studies WHERE partition=? AND study_uid=?", (partition, study_uid)
+        ).fetchone()
+        return _study(r) if r else None
+
+    def get_instance(
+        self, partition: str, study_uid: str, series_uid: str, sop_uid: str
+    ) -> InstanceRow | None:
+        r = self._db().execute(
+            f"SELECT {_INSTANCE_COLS} FROM instances WHERE partition=? AND study_uid=? AND series_uid=?"
+            " AND sop_uid=?",
+            (partition, study_uid, series_uid, sop_uid),
+        ).fetchone()
+        return _instance(r) if r else None
+
+    def _study_plan(self, partition: str, conds: Sequence[Condition]) -> tuple[str, list[Any]]:
+        """The most selective index for the conditions: a WHERE clause and its parameters."""
+        by_tag = {c.tag: c for c in conds}
+        c = by_tag.get(STUDY_UID)
+        if c is not None and c.kind in ("single", "list"):
+            uids = list(c.uids) if c.kind == "list" else [c.value]
+            return f"study_uid IN ({','.join('?' * len(uids))})", uids
+        for tag, col in ((PATIENT_ID, "patient_id"), (ACCESSION, "accession")):
+            c = by_tag.get(tag)
+            if c is not None and c.kind == "single":
+                return f"{col} = ?", [c.value]
+        c = by_tag.get(PATIENT_NAME)
+        if c is not None and c.kind in ("single", "wildcard"):
+            prefix = normalize_name(c.literal_prefix)
+            if prefix:
+                return "name_norm >= ? AND name_norm < ?", [prefix, prefix + "\U0010ffff"]
+        c = by_tag.get(STUDY_DATE)
+        if c is not None and c.kind in ("single", "range"):
+            lo, hi = c.range_bounds if c.kind == "range" else (c.value, c.value)
+            clauses, params = [], []
+            if lo:
+                clauses.append("study_date >= ?")
+                params.append(lo)
+            if hi:
+                clauses.append("study_date <= ?")
+                params.append(hi)
+            if clauses:
+                return " AND ".join(clauses), params
+        return "1", []
+
+    def query_studies(
+        self, partition: str, conditions: Sequence[Condition], *, fuzzy: bool = False,
+        limit: int | None = None, offset: int = 0,
+    ) -> QueryPage[StudyRow]:
+        where, params = self._study_plan(partition, conditions)
+        cur = self._db().execute(
+            f"SELECT {_STUDY_COLS} FROM studies WHERE partition=? AND {where}"
+            " ORDER BY study_date IS NULL, study_date DESC, study_time DESC, study_uid",
+            (partition, *params),
+        )
+        return _page(map(_study, cur), StudyRow.to_dicom_json, conditions, fuzzy, limit, offset)
+
+    def query_series(
+        self, partition: str, study_uid: str, conditions: Sequence[Condition], *, fuzzy: bool = False,
+        limit: int | None = None, offset: int = 0,
+    ) -> QueryPage[SeriesRow]:
+        cur = self._db().execute(
+            f"SELECT {_SERIES_COLS} FROM series WHERE partition=? AND study_uid=?"
+            " ORDER BY series_number IS NULL, series_number, series_uid",
+            (partition, study_uid),
+        )
+        return _page(map(_series, cur), SeriesRow.to_dicom_json, conditions, fuzzy, limit, offset)
+
+    def query_instances(
+        self, partition: str, study_uid: str, series_uid: str | None, conditions: Sequence[Condition],
+        *, fuzzy: bool = False, limit: int | None = None, offset: int = 0,
+    ) -> QueryPage[InstanceRow]:
+        sql = f"SELECT {_INSTANCE_COLS} FROM instances WHERE partition=? AND study_uid=?"
+        params: list[Any] = [partition, study_uid]
+        if series_uid is not None:
+            sql += " AND series_uid=?"
+            params.append(series_uid)
+        sql += " ORDER BY series_uid, instance_number IS NULL, instance_number, sop_uid"
+        cur = self._db().execute(sql, params)
+        return _page(map(_instance, cur), InstanceRow.to_dicom_json, conditions, fuzzy, limit, offset)
+
+    def missing_keys(self, partition: str, keys: Iterable[str]) -> set[str]:
+        db = self._db()
+        return {
+            k for k in keys
+            if db.execute("SELECT 1 FROM instances WHERE key=?", (k,)).fetchone() is None
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._conns:
+                db.close()
+            self._conns.clear()
+        self._local = threading.local()

@@ -1,0 +1,80 @@
+"""The `pacs` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pacs.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend")
+    return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pacs.cli import up
+
+    return up.run(_settings(args))
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from pacs.backends import open_backend
+    from pacs.services.reconcile import reconcile
+
+    settings = _settings(args)
+    backend = open_backend(settings)
+    try:
+        report = reconcile(backend.store, backend.catalog, settings.partition)
+    finally:
+        backend.close()
+    print(f"scanned {report.scanned}, indexed {report.indexed}, failed {len(report.failed)}")
+    for key, reason in report.failed:
+        print(f"  failed {key}: {reason}")
+    return 1 if report.failed else 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from pacs.backends import open_backend
+
+    backend = open_backend(_settings(args))
+    try:
+        if backend.queue is None:
+            print("the dead-letter queue of the aws backend is an SQS queue", file=sys.stderr)
+            return 2
+        if args.action == "redrive":
+            print(f"redriven {backend.queue.redrive()}")
+        else:
+            for d in backend.queue.dead_letters():
+                print(f"{d.id}\t{d.event.kind}\t{d.event.key}\tattempts={d.attempts}\t{d.error}")
+    finally:
+        backend.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pacs.cli.up import add_arguments
+
+    parser = argparse.ArgumentParser(prog="pacs", description="A serverless, cloud-native PACS.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("up", help="run the whole PACS on this machine")
+    add_arguments(p)
+    p.set_defaults(fn=cmd_up)
+    p = sub.add_parser("reconcile", help="index stored instances missing from the catalog")
+    add_arguments(p)
+    p.set_defaults(fn=cmd_reconcile)
+    p = sub.add_parser("dlq", help="list or redrive failed index events")
+    p.add_argument("action", choices=["list", "redrive"])
+    add_arguments(p)
+    p.set_defaults(fn=cmd_dlq)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Settings of a PACS process, from the environment (`PACS_*`), shared by every component.
+
+`pacs up` passes its settings to the processes it starts through the same variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+Backend = Literal["embedded", "aws"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    backend: Backend = "embedded"
+    #: Embedded storage: objects under DATA_DIR/objects, catalog.db and queue.db beside them.
+    data_dir: Path = Path("pacs-data")
+    #: The tenant every object and catalog row belongs to.
+    partition: str = "default"
+    ae_title: str = "PACS"
+    host: str = "127.0.0.1"
+    dimse_port: int = 11112
+    http_port: int = 8080
+    #: Gateway worker processes sharing the DICOM port.
+    gateway_workers: int = 2
+    #: What a re-sent SOP Instance UID with different content does: replace, keep or reject.
+    duplicate_policy: str = "replace"
+    #: Largest PDU the gateway accepts (bytes); 0 means unlimited.
+    max_pdu: int = 1 << 20
+    #: AWS backend.
+    bucket: str = ""
+    table: str = ""
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"PACS_{f.name.upper()}")
+            if raw is None:
+                continue
+            if f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("Path", Path):
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        return {f"PACS_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}

@@ -1,0 +1,150 @@
+"""The embedded durable queue: SQLite in WAL mode, shared by the processes of `pacs up`.
+
+`publish` commits with `synchronous=FULL` before it returns, so an event recorded before an ingest
+is acknowledged survives a crash. Consumers claim messages with a visibility timeout (as SQS does):
+a consumer that dies leaves its messages to be delivered again. After `max_attempts` failed
+deliveries a message moves to the dead-letter table, where `dead_letters()` shows it and
+`redrive()` puts it back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pacs.events.model import ObjectEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body BLOB NOT NULL,
+    visible_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    failed_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    id: int
+    event: ObjectEvent
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    event: ObjectEvent
+    attempts: int
+    error: str | None
+
+
+class LocalQueue:
+    def __init__(
+        self, path: str | Path, *, max_attempts: int = 5, visibility_timeout: float = 60.0
+    ) -> None:
+        self.path = str(path)
+        self.max_attempts = max_attempts
+        self.visibility_timeout = visibility_timeout
+        self._local = threading.local()
+        with self._conn() as db:
+            db.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    def publish(self, event: ObjectEvent) -> None:
+        """Record an event durably (committed and synced) before returning."""
+        self._conn().execute(
+            "INSERT INTO messages (body, visible_at) VALUES (?, ?)", (event.to_json(), time.time())
+        )
+
+    def receive(self, max_messages: int = 10, wait: float = 0.0) -> list[QueueMessage]:
+        """Claim up to `max_messages` visible messages, waiting up to `wait` seconds for one."""
+        deadline = time.monotonic() + wait
+        while True:
+            now = time.time()
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "UPDATE messages SET visible_at = ?, attempts = attempts + 1 WHERE id IN "
+                    "(SELECT id FROM messages WHERE visible_at <= ? ORDER BY id LIMIT ?) "
+                    "RETURNING id, body, attempts",
+                    (now + self.visibility_timeout, now, max_messages),
+                ).fetchall()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if rows or time.monotonic() >= deadline:
+                rows.sort()
+                return [QueueMessage(i, ObjectEvent.from_json(b), a) for i, b, a in rows]
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def ack(self, message_id: int) -> None:
+        self._conn().execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    def fail(self, message: QueueMessage, error: str, *, retry_after: float = 1.0) -> None:
+        """Make a message visible again later, or dead-letter it after `max_attempts` deliveries."""
+        db = self._conn()
+        if message.attempts >= self.max_attempts:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, body, attempts, last_error, failed_at) "
+                "SELECT id, body, attempts, ?, ? FROM messages WHERE id = ?",
+                (error, time.time(), message.id),
+            )
+            db.execute("DELETE FROM messages WHERE id = ?", (message.id,))
+            db.execute("COMMIT")
+        else:
+            db.execute(
+                "UPDATE messages SET visible_at = ?, last_error = ? WHERE id = ?",
+                (time.time() + retry_after, error, message.id),
+            )
+
+    def depth(self) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    def dead_letters(self) -> list[DeadLetter]:
+        rows = self._conn().execute(
+            "SELECT id, body, attempts, last_error FROM dead_letters ORDER BY id"
+        ).fetchall()
+        return [DeadLetter(i, ObjectEvent.from_json(b), a, e) for i, b, a, e in rows]
+
+    def redrive(self) -> int:
+        """Move every dead letter back to the queue; returns how many."""
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        n = db.execute(
+            "INSERT INTO messages (body, visible_at) SELECT body, ? FROM dead_letters ORDER BY id",
+            (time.time(),),
+        ).rowcount
+        db.execute("DELETE FROM dead_letters")
+        db.execute("COMMIT")
+        return int(n)
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None

@@ -1,0 +1,36 @@
+"""The embedded indexer worker: consume the local queue and call the indexer service.
+
+The AWS twin is `functions/indexer` (SQS batch → the same IndexerService).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from pacs.events.local import LocalQueue
+from pacs.services.indexer import IndexerService
+
+log = logging.getLogger("pacs.indexer")
+
+
+def drain_once(queue: LocalQueue, indexer: IndexerService, *, batch: int = 32, wait: float = 0.0) -> int:
+    """Process one batch of messages; returns how many were taken."""
+    messages = queue.receive(batch, wait=wait)
+    for msg in messages:
+        try:
+            indexer.handle(msg.event)
+        except Exception as exc:
+            log.warning("indexing %s failed (attempt %d): %s", msg.event.key, msg.attempts, exc)
+            queue.fail(msg, f"{type(exc).__name__}: {exc}")
+        else:
+            queue.ack(msg.id)
+    return len(messages)
+
+
+def run(queue: LocalQueue, indexer: IndexerService, stop: threading.Event, *, poll: float = 0.2) -> None:
+    """Index until `stop` is set, then finish what is already queued and visible."""
+    while not stop.is_set():
+        drain_once(queue, indexer, wait=poll)
+    while drain_once(queue, indexer):
+        pass

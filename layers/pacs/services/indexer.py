@@ -1,0 +1,82 @@
+"""Indexer: turn object events into catalog rows, idempotently and in any order.
+
+The indexer is level-triggered: an event only says "this key changed"; the indexer reads the
+object store's current state for the key and makes the catalog agree with it. A created event
+whose ETag no longer matches the stored object is superseded (the newer write has its own event);
+a key that no longer exists is removed from the catalog. Versions are ordered by the event's
+sequencer, so a late, older delivery never overwrites newer state.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pacs.catalog.port import Catalog
+from pacs.catalog.records import IndexedInstance, InstanceRow
+from pacs.dicom.levels import split_levels
+from pacs.dicom.part10 import read_header
+from pacs.errors import InvalidDataset
+from pacs.events.model import ObjectEvent
+from pacs.storage.keys import parse_instance_key
+from pacs.storage.port import BlobInfo, BlobStore
+
+
+class IndexOutcome(enum.StrEnum):
+    IGNORED = "ignored"  # not an original instance key
+    SUPERSEDED = "superseded"  # the object changed again since this event
+    INSERTED = "inserted"
+    REPLACED = "replaced"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+    REMOVED = "removed"
+    ABSENT = "absent"  # removed from the store and not in the catalog
+
+
+class IndexerService:
+    def __init__(self, store: BlobStore, catalog: Catalog) -> None:
+        self.store = store
+        self.catalog = catalog
+
+    def handle(self, event: ObjectEvent) -> IndexOutcome:
+        ref = parse_instance_key(event.key)
+        if ref is None:
+            return IndexOutcome.IGNORED
+        head = self.store.head(event.key)
+        if head is None:
+            removed = self.catalog.remove_instance(ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid)
+            return IndexOutcome.REMOVED if removed else IndexOutcome.ABSENT
+        if event.kind == "removed":
+            return IndexOutcome.SUPERSEDED  # re-created since: the created event indexes it
+        if event.etag and head.etag != event.etag:
+            return IndexOutcome.SUPERSEDED
+        return self.index(head, sequencer=event.sequencer or head.sequencer or "")
+
+    def index(self, head: BlobInfo, *, sequencer: str) -> IndexOutcome:
+        """Read the header of a stored object and upsert it into the catalog."""
+        ref = parse_instance_key(head.key)
+        if ref is None:
+            return IndexOutcome.IGNORED
+        with self.store.open(head.key) as fp:
+            ds = read_header(fp)
+        found = (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")),
+                 str(ds.get("SOPInstanceUID", "")))
+        if found != (ref.study_uid, ref.series_uid, ref.sop_uid):
+            raise InvalidDataset(f"object {head.key} holds UIDs {found}, not those of its key")
+        study, series, instance = split_levels(ds)
+        instance["00083002"] = {"vr": "UI", "Value": [str(ds.file_meta.TransferSyntaxUID)]}
+        row = InstanceRow(
+            partition=ref.partition,
+            study_uid=ref.study_uid,
+            series_uid=ref.series_uid,
+            sop_uid=ref.sop_uid,
+            sop_class_uid=str(ds.get("SOPClassUID", "")),
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            key=head.key,
+            size=head.size,
+            etag=head.etag,
+            sequencer=sequencer,
+            attrs=instance,
+            version_id=head.version_id,
+        )
+        item = IndexedInstance(row, study, series, str(ds.get("Modality", "") or ""))
+        return IndexOutcome(self.catalog.upsert_instance(item))
