@@ -17,9 +17,10 @@ normalised form (`matching.name_keys`) is indexed: the first on the study item, 
 alias items `SK = NAME#{form}` of the same study (listed in the study's `name_aliases`).
 
 A study query uses the most selective of: StudyInstanceUID (BatchGet), AccessionNumber, PatientID,
-PatientName literal prefix (`begins_with`; not with fuzzy matching), else the date index walked month by month, newest first,
-page by page, stopping once `offset + limit + 1` rows matched. Never a Scan. Every candidate is then
-filtered with the shared matcher. DICOM JSON attributes are stored as one orjson string per item.
+PatientName literal prefix (`begins_with`; not with fuzzy matching), else the date index walked
+month by month, newest first, page by page, stopping once `offset + limit + 1` rows matched (with the
+StudyDate bounds as key conditions). Never a Scan. Every candidate is then filtered with the shared
+matcher. DICOM JSON attributes are stored as one orjson string per item.
 
 Writes read the items concerned, then commit one TransactWriteItems whose conditions check what was
 read (optimistic concurrency); a cancelled transaction is re-read and retried. Counters use ADD, so
@@ -453,8 +454,8 @@ class DynamoCatalog:
                 st_actions.append(m.sop_classes.add({i.sop_class_uid}))
             if item.modality:
                 st_actions.append(m.modalities.add({item.modality}))
-            se_cond = m.pk.does_not_exist() if series is None else m.pk.exists()
-            st_cond = m.pk.does_not_exist() if study is None else m.pk.exists()
+            se_cond: DbCondition = m.pk.does_not_exist() if series is None else m.pk.exists()
+            st_cond: DbCondition = m.pk.does_not_exist() if study is None else m.pk.exists()
             ops: list[_Op] = [("save", doc, doc_cond, []), ("update", m(pk, se_sk), se_cond, se_actions)]
             old_aliases = set(study.name_aliases or ()) if study is not None else set()
             if aliases != old_aliases:  # rare: the alias items follow, serialised on the study's rev

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -223,17 +223,17 @@ class _Canon:
 
     __slots__ = ("canon", "q")
 
-    def __init__(self, q: str, canon: Any) -> None:
+    def __init__(self, q: str, canon: Callable[[Any], str]) -> None:
         self.q, self.canon = q, canon
 
     def test(self, v: Any) -> bool:
-        return bool(self.canon(v) == self.q)
+        return self.canon(v) == self.q
 
 
 class _Between:
     __slots__ = ("hi", "lo", "low")
 
-    def __init__(self, lo: str | None, hi: str | None, low: Any) -> None:
+    def __init__(self, lo: str | None, hi: str | None, low: Callable[[Any], str]) -> None:
         self.lo, self.hi, self.low = lo, hi, low
 
     def test(self, v: Any) -> bool:
@@ -262,8 +262,8 @@ class _PnExact:
 
 
 class _PnGlob:
-    """A normalised pattern; `alt` is the pattern without trailing " *" components
-    ("Doe^*" matches a bare "Doe")."""
+    """A normalised pattern; trailing " *" components are optional: `rx` has one, `alt` none
+    ("Doe^*" and "Doe^*^*" match "Doe^John" and a bare "Doe")."""
 
     __slots__ = ("alt", "rx")
 
@@ -431,7 +431,7 @@ def _pn_plan(key: str, v: str) -> _Plan:
         core = q
         while core.endswith(" *"):
             core = core[:-2]
-        glob = _PnGlob(_glob(q), _glob(core) if core != q else None)
+        glob = _PnGlob(_glob(core + " *"), _glob(core)) if core != q else _PnGlob(_glob(q), None)
     return _Plan("wildcard", glob, _PnFuzzy(words, glob), prefix=_literal_prefix(v))
 
 
@@ -590,7 +590,7 @@ def matches(attrs: dict[str, dict[str, Any]], cond: Condition, *, fuzzy: bool = 
     m = plan.fuzzy if fuzzy and plan.fuzzy is not None else plan.matcher
     assert m is not None
     test = m.test
-    for v in values:
+    for v in values:  # noqa: SIM110 (a plain loop: no generator per row)
         if v is not None and test(v):
             return True
     return False

@@ -285,8 +285,11 @@ class SqliteCatalog:
         ).fetchone()
         return _instance(r) if r else None
 
-    def _study_plan(self, partition: str, conds: Sequence[Condition]) -> tuple[str, list[Any]]:
-        """The most selective index for the conditions: a WHERE clause and its parameters."""
+    def _study_plan(self, conds: Sequence[Condition], fuzzy: bool) -> tuple[str, list[Any]]:
+        """The most selective index for the conditions: a WHERE clause and its parameters.
+
+        The name index holds the Alphabetic group: fuzzy matching (words in any order) cannot use it.
+        """
         by_tag = {c.tag: c for c in conds}
         c = by_tag.get(STUDY_UID)
         if c is not None and c.kind in ("single", "list"):
@@ -297,7 +300,7 @@ class SqliteCatalog:
             if c is not None and c.kind == "single":
                 return f"{col} = ?", [c.value]
         c = by_tag.get(PATIENT_NAME)
-        if c is not None and c.kind in ("single", "wildcard"):
+        if c is not None and c.kind in ("single", "wildcard") and not fuzzy:
             prefix = normalize_name(c.literal_prefix)
             if prefix:
                 return "name_norm >= ? AND name_norm < ?", [prefix, prefix + "\U0010ffff"]
@@ -319,7 +322,7 @@ class SqliteCatalog:
         self, partition: str, conditions: Sequence[Condition], *, fuzzy: bool = False,
         limit: int | None = None, offset: int = 0,
     ) -> QueryPage[StudyRow]:
-        where, params = self._study_plan(partition, conditions)
+        where, params = self._study_plan(conditions, fuzzy)
         cur = self._db().execute(
             f"SELECT {_STUDY_COLS} FROM studies WHERE partition=? AND {where}"
             " ORDER BY study_date IS NULL, study_date DESC, study_time DESC, study_uid",

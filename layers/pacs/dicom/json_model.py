@@ -179,6 +179,9 @@ def _raw_is(data: bytes, little: bool, enc: list[str]) -> Values:
         return [_int_or_none(p) for p in parts]
 
 
+_NUMBER_CODES = {"FD": "d", "FL": "f", "SL": "i", "SS": "h", "SV": "q", "UL": "I", "US": "H", "UV": "Q"}
+
+
 def _raw_numbers(code: str, size: int) -> Callable[[bytes, bool, list[str]], Values]:
     """Decoder of binary numbers with struct/memoryview format `code` of `size` bytes."""
 
@@ -322,6 +325,17 @@ def _read_buffer(buffer: BufferedIOBase) -> bytes:
         buffer.seek(position)
 
 
+_KEYS: dict[int, str] = {}
+
+
+def _key(tag: int) -> str:
+    """The JSON key of `tag`, cached (formatting is a noticeable share of the encoding time)."""
+    key = f"{tag:08X}"
+    if len(_KEYS) < 100_000:
+        _KEYS[tag] = key
+    return key
+
+
 # --- encoder -----------------------------------------------------------------------------------------
 
 
@@ -345,13 +359,13 @@ class _Encoder:
         out: DicomJson = {}
         elements: dict[int, Any] = ds._dict
         encodings: list[str] | None = None
-        for tag in sorted(elements):
+        # Plain int keys: sorting BaseTags would call their Python-level __lt__.
+        for tag, element in sorted(zip(map(int, elements), elements.values())):
             if not tag & 0xFFFF or tag >> 16 == 2:
                 continue
             if include is not None and not include(tag):
                 continue
-            key = f"{tag:08X}"
-            element = elements[tag]
+            key = _KEYS.get(tag) or _key(tag)
             if type(element) is RawDataElement:
                 if self.fast:
                     if encodings is None:
@@ -367,14 +381,13 @@ class _Encoder:
 
     def raw(self, tag: int, raw: RawDataElement, encodings: list[str], path: str) -> dict[str, Any] | None:
         """JSON of a raw element decoded from its bytes, or None to leave it to pydicom."""
-        vr = raw.VR
+        _, vr, _, data, _, _, little, _, is_buffered = raw
         if vr is None:  # implicit VR
             entry = DicomDictionary.get(tag)
             if entry is None or tag & 0x10000:
                 return None
             vr = entry[0]
-        data = raw.value
-        if type(data) is not bytes or raw.is_buffered or tag in _LUT_DESCRIPTOR_TAGS:
+        if type(data) is not bytes or is_buffered or tag in _LUT_DESCRIPTOR_TAGS:
             return None
         if vr in _RAW_BINARY_VRS:
             return self.binary(vr, tag, path, data)
@@ -386,7 +399,10 @@ class _Encoder:
         if self.bulk_data_uri is not None and self.threshold is not None and len(data) > self.threshold:
             return {"vr": vr, "BulkDataURI": self.bulk_data_uri(path)}
         try:
-            values = decode(data, raw.is_little_endian, encodings)
+            code = _NUMBER_CODES.get(vr)
+            if code is not None and little == _NATIVE_LITTLE:  # inlined _raw_numbers
+                return {"vr": vr, "Value": memoryview(data).cast(code).tolist()}
+            values = decode(data, little, encodings)
         except (_Undecodable, ValueError, TypeError, UnicodeError, LookupError, struct.error):
             return None
         if not values or (len(values) == 1 and values[0] is None):

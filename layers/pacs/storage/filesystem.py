@@ -7,6 +7,7 @@ announced through `notify` (the embedded stand-in for S3 bucket notifications) o
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,8 @@ class FilesystemBlobStore:
                     os.close(dir_fd)
             st = target.stat()
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StorageFailure(f"could not store {key}: {exc.strerror or exc}") from exc
         info = BlobInfo(key=key, size=st.st_size, etag=self._etag(st), sequencer=f"{st.st_mtime_ns:020X}")
         if self.notify is not None:

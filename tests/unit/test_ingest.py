@@ -1,0 +1,117 @@
+"""Ingest: stored as received, duplicates by policy, failures store nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+
+from pacs.errors import DuplicateRejected, InvalidDataset, InvalidUID, StorageFailure
+from pacs.services.ingest import DuplicatePolicy, IngestService, Outcome
+from pacs.storage.filesystem import FilesystemBlobStore
+from pacs.storage.port import BlobInfo
+from tests.unit.conftest import MakePart10
+
+
+def files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FilesystemBlobStore:
+    return FilesystemBlobStore(tmp_path / "objects")
+
+
+def test_stored_as_received(store: FilesystemBlobStore, make_part10: MakePart10) -> None:
+    data = make_part10()
+    result = IngestService(store).ingest(data)
+    assert result.outcome is Outcome.STORED
+    assert result.key == (
+        "default/studies/1.2.826.0.1.3680043.8.498.1/series/1.2.826.0.1.3680043.8.498.1.1"
+        "/instances/1.2.826.0.1.3680043.8.498.1.1.1.dcm"
+    )
+    assert store.get(result.key) == data
+    assert files(store.root) == [result.key]  # no temporary file left behind
+
+
+def test_identical_resend_is_a_no_op(store: FilesystemBlobStore, make_part10: MakePart10) -> None:
+    svc = IngestService(store)
+    data = make_part10()
+    first = svc.ingest(data)
+    mtime = store.path(first.key).stat().st_mtime_ns
+    assert svc.ingest(data).outcome is Outcome.IDENTICAL
+    assert store.path(first.key).stat().st_mtime_ns == mtime
+    assert files(store.root) == [first.key]
+
+
+def test_replace_keeps_newest_and_history(store: FilesystemBlobStore, make_part10: MakePart10) -> None:
+    svc = IngestService(store)
+    old, new = make_part10(), make_part10(StudyDescription="corrected")
+    key = svc.ingest(old).key
+    assert svc.ingest(new).outcome is Outcome.REPLACED
+    assert store.get(key) == new
+    history = [f for f in files(store.root) if f.startswith("default/history/")]
+    assert len(history) == 1 and store.get(history[0]) == old
+
+
+def test_keep_policy(store: FilesystemBlobStore, make_part10: MakePart10) -> None:
+    svc = IngestService(store, duplicate_policy=DuplicatePolicy.KEEP)
+    old = make_part10()
+    key = svc.ingest(old).key
+    assert svc.ingest(make_part10(StudyDescription="other")).outcome is Outcome.KEPT_EXISTING
+    assert store.get(key) == old
+
+
+def test_reject_policy(store: FilesystemBlobStore, make_part10: MakePart10) -> None:
+    svc = IngestService(store, duplicate_policy="reject")  # type: ignore[arg-type]
+    old = make_part10()
+    key = svc.ingest(old).key
+    with pytest.raises(DuplicateRejected) as err:
+        svc.ingest(make_part10(StudyDescription="other"))
+    assert err.value.dimse_status == 0xA900 and err.value.http_status == 409
+    assert store.get(key) == old
+
+
+@pytest.mark.parametrize(
+    ("attrs", "error"),
+    [
+        ({"StudyInstanceUID": "1.2.3.../../x"}, InvalidUID),
+        ({"SeriesInstanceUID": "1.2.x"}, InvalidUID),
+        ({"SOPInstanceUID": "1." + "3" * 70}, InvalidUID),
+    ],
+)
+def test_bad_input_stores_nothing(
+    store: FilesystemBlobStore, make_part10: MakePart10, attrs: dict[str, Any], error: type
+) -> None:
+    with pytest.raises(error):
+        IngestService(store).ingest(make_part10(**attrs))
+    assert files(store.root) == []
+
+
+def test_truncated_and_garbage_store_nothing(store: FilesystemBlobStore, make_part10: MakePart10) -> None:
+    for payload in (make_part10()[:-10], b"not dicom at all"):
+        with pytest.raises(InvalidDataset):
+            IngestService(store).ingest(payload)
+    assert files(store.root) == []
+
+
+class FailingStore(FilesystemBlobStore):
+    def put(self, key: str, data: bytes | BinaryIO, **kw: Any) -> BlobInfo:
+        raise StorageFailure(f"could not store {key}: disk full")
+
+
+def test_storage_failure_is_reported(tmp_path: Path, make_part10: MakePart10) -> None:
+    store = FailingStore(tmp_path / "objects")
+    with pytest.raises(StorageFailure) as err:
+        IngestService(store).ingest(make_part10())
+    assert err.value.dimse_status == 0xA700
+    assert files(store.root) == []
+
+
+def test_filesystem_write_failure_leaves_no_temp(tmp_path: Path, make_part10: MakePart10) -> None:
+    store = FilesystemBlobStore(tmp_path / "objects")
+    (tmp_path / "objects" / "default").write_text("a file where a directory must go")
+    with pytest.raises(StorageFailure):
+        IngestService(store).ingest(make_part10())
+    assert files(store.root) == ["default"]
