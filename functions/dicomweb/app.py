@@ -20,6 +20,8 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from functions.dicomweb import qido, wado
 from functions.dicomweb.context import Services
 
+DICOMWEB = "/dicomweb"
+
 
 def create_app(backend: Backend | None = None) -> FastAPI:
     backend = backend or open_backend(Settings.from_env())
@@ -36,6 +38,8 @@ def create_app(backend: Backend | None = None) -> FastAPI:
             start = time.perf_counter()
             response = await call_next(request)
             route = getattr(request.scope.get("route"), "path", "unmatched")
+            if request.url.path.startswith(DICOMWEB + "/"):  # included routers report their own path
+                route = DICOMWEB + route
             requests.labels(request.method, route, str(response.status_code)).inc()
             latency.labels(route).observe(time.perf_counter() - start)
             return response
@@ -59,6 +63,6 @@ def create_app(backend: Backend | None = None) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(qido.router, prefix="/dicomweb")
-    app.include_router(wado.router, prefix="/dicomweb")
+    app.include_router(qido.router, prefix=DICOMWEB)
+    app.include_router(wado.router, prefix=DICOMWEB)
     return app
