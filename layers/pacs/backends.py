@@ -45,7 +45,7 @@ def open_backend(settings: Settings) -> Backend:
         if missing:
             raise ValueError(f"the aws backend needs {', '.join('PACS_' + m.upper() for m in missing)}")
         endpoint = settings.endpoint_url or None
-        store = S3BlobStore(settings.bucket, endpoint_url=endpoint, region=settings.region)
+        s3 = S3BlobStore(settings.bucket, endpoint_url=endpoint, region=settings.region)
         catalog = DynamoCatalog(settings.table, region=settings.region, host=endpoint)
-        return Backend(settings, store, catalog, None)
+        return Backend(settings, s3, catalog, None)
     raise ValueError(f"unknown backend {settings.backend!r}: use embedded or aws")

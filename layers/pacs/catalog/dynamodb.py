@@ -578,13 +578,13 @@ class DynamoCatalog:
         rows: Iterable[_Item] | None = None
         c = by_tag.get(STUDY_UID)
         if c is not None and c.kind in ("single", "list"):
-            uids = list(dict.fromkeys(c.uids if c.kind == "list" else (c.value,)))
+            uids = list(dict.fromkeys(c.uids))
             rows = m.batch_get([(_study_pk(partition, u), STUDY_SK) for u in uids], consistent_read=True)
         if rows is None:
             for tag, index in ((ACCESSION, m.by_accession), (PATIENT_ID, m.by_patient)):
                 c = by_tag.get(tag)
-                if c is not None and c.kind == "single" and c.value:
-                    rows = index.query(f"{partition}#{c.value}"[:_KEY_MAX])
+                if c is not None and c.kind == "single" and c.uids:
+                    rows = index.query(f"{partition}#{c.uids[0]}"[:_KEY_MAX])
                     break
         if rows is None and not fuzzy:  # fuzzy PN matching is not a prefix match
             c = by_tag.get(PATIENT_NAME)

@@ -39,7 +39,7 @@ from pydicom.dataset import Dataset
 from pydicom.fileutil import buffer_length
 from pydicom.hooks import hooks, raw_element_value, raw_element_vr
 from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName, format_number_as_ds
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR, PersonName, format_number_as_ds
 
 __all__ = [
     "BINARY_VRS",
@@ -325,6 +325,12 @@ def _read_buffer(buffer: BufferedIOBase) -> bytes:
         buffer.seek(position)
 
 
+_HEADER = {True: struct.Struct("<HHI"), False: struct.Struct(">HHI")}  # tag, item/implicit length
+_U16 = {True: struct.Struct("<H"), False: struct.Struct(">H")}
+_U32 = {True: struct.Struct("<I"), False: struct.Struct(">I")}
+_VRS = {vr.encode(): str(vr) for vr in STANDARD_VR}
+_LONG_LENGTH_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+
 _KEYS: dict[int, str] = {}
 
 
@@ -356,6 +362,7 @@ class _Encoder:
         )
 
     def dataset(self, ds: Dataset, prefix: str, include: Callable[[int], bool] | None) -> DicomJson:
+        """JSON of a pydicom Dataset; `prefix` is the bulk data path of its item ("" at the top)."""
         out: DicomJson = {}
         elements: dict[int, Any] = ds._dict
         encodings: list[str] | None = None
@@ -381,33 +388,138 @@ class _Encoder:
 
     def raw(self, tag: int, raw: RawDataElement, encodings: list[str], path: str) -> dict[str, Any] | None:
         """JSON of a raw element decoded from its bytes, or None to leave it to pydicom."""
-        _, vr, _, data, _, _, little, _, is_buffered = raw
+        _, vr, length, data, _, implicit, little, _, is_buffered = raw
         if vr is None:  # implicit VR
             entry = DicomDictionary.get(tag)
             if entry is None or tag & 0x10000:
                 return None
             vr = entry[0]
-        if type(data) is not bytes or is_buffered or tag in _LUT_DESCRIPTOR_TAGS:
+        if data is None and length == 0:  # empty (None with a length is a deferred read)
+            data = b""
+        if type(data) is not bytes or is_buffered:
             return None
+        if vr == "SQ":
+            if not data:
+                return {"vr": vr}
+            try:
+                items, _ = self.items(data, 0, len(data), little, implicit, encodings, path)
+            except (_Undecodable, ValueError, TypeError, UnicodeError, LookupError, struct.error):
+                return None
+            return {"vr": vr, "Value": items} if items else {"vr": vr}
+        try:
+            return self.value(tag, vr, data, little, encodings, path)
+        except (_Undecodable, ValueError, TypeError, UnicodeError, LookupError, struct.error):
+            return None
+
+    def value(self, tag: int, vr: str, data: bytes, little: bool, encodings: list[str], path: str) -> dict[str, Any]:
+        """JSON of an encoded value other than SQ; raises _Undecodable (or a decoding error) for pydicom."""
         if vr in _RAW_BINARY_VRS:
             return self.binary(vr, tag, path, data)
         decode = _RAW_DECODERS.get(vr)
-        if decode is None:  # SQ, UN, ambiguous
-            return None
+        if decode is None or tag in _LUT_DESCRIPTOR_TAGS:  # UN, ambiguous, US/SS fix-up of pydicom
+            raise _Undecodable
         if not data:
             return {"vr": vr}
         if self.bulk_data_uri is not None and self.threshold is not None and len(data) > self.threshold:
             return {"vr": vr, "BulkDataURI": self.bulk_data_uri(path)}
-        try:
-            code = _NUMBER_CODES.get(vr)
-            if code is not None and little == _NATIVE_LITTLE:  # inlined _raw_numbers
-                return {"vr": vr, "Value": memoryview(data).cast(code).tolist()}
-            values = decode(data, little, encodings)
-        except (_Undecodable, ValueError, TypeError, UnicodeError, LookupError, struct.error):
-            return None
+        code = _NUMBER_CODES.get(vr)
+        if code is not None and little == _NATIVE_LITTLE:  # inlined _raw_numbers
+            return {"vr": vr, "Value": memoryview(data).cast(code).tolist()}
+        values = decode(data, little, encodings)
         if not values or (len(values) == 1 and values[0] is None):
             return {"vr": vr}
         return {"vr": vr, "Value": values}
+
+    def items(
+        self, buf: bytes, pos: int, end: int | None, little: bool, implicit: bool, enc: list[str], path: str
+    ) -> tuple[list[DicomJson], int]:
+        """Parse the items of an encoded sequence from `pos` to `end` (None: to its delimiter)."""
+        header = _HEADER[little]
+        items: list[DicomJson] = []
+        size = len(buf)
+        while end is None or pos < end:
+            if pos + 8 > size:
+                raise _Undecodable
+            group, element, length = header.unpack_from(buf, pos)
+            pos += 8
+            if group != 0xFFFE:
+                raise _Undecodable
+            if element == 0xE0DD and end is None:  # sequence delimiter
+                return items, pos
+            if element != 0xE000:
+                raise _Undecodable
+            prefix = f"{path}{PATH_SEPARATOR}{len(items)}{PATH_SEPARATOR}"
+            if length == 0xFFFFFFFF:
+                item, pos = self.item(buf, pos, None, little, implicit, enc, prefix)
+            else:
+                item, _ = self.item(buf, pos, pos + length, little, implicit, enc, prefix)
+                pos += length
+            items.append(item)
+        if pos != end:
+            raise _Undecodable
+        return items, pos
+
+    def item(
+        self, buf: bytes, pos: int, end: int | None, little: bool, implicit: bool, enc: list[str], prefix: str
+    ) -> tuple[DicomJson, int]:
+        """Parse an encoded item data set from `pos` to `end` (None: to its delimiter)."""
+        header = _HEADER[little]
+        short_length = _U16[little]
+        long_length = _U32[little]
+        out: DicomJson = {}
+        size = len(buf) if end is None else end
+        while end is None or pos < end:
+            if pos + 8 > size:
+                raise _Undecodable
+            if implicit:
+                group, element, length = header.unpack_from(buf, pos)
+                pos += 8
+                vr = None
+            else:
+                group, element, _ = header.unpack_from(buf, pos)
+                vr = _VRS.get(buf[pos + 4 : pos + 6])
+                if vr is None:  # not a VR: pydicom may assume a switch to implicit VR
+                    raise _Undecodable
+                if vr in _LONG_LENGTH_VRS:
+                    if pos + 12 > size:
+                        raise _Undecodable
+                    length = long_length.unpack_from(buf, pos + 8)[0]
+                    pos += 12
+                else:
+                    length = short_length.unpack_from(buf, pos + 6)[0]
+                    pos += 8
+            tag = group << 16 | element
+            if group == 0xFFFE:
+                if element == 0xE00D and end is None:  # item delimiter
+                    return out, pos
+                raise _Undecodable
+            if vr is None:
+                entry = DicomDictionary.get(tag)
+                if entry is None or group & 1:
+                    raise _Undecodable
+                vr = entry[0]
+            if tag == 0x00080005:  # an item with its own character set: left to pydicom
+                raise _Undecodable
+            key = _KEYS.get(tag) or _key(tag)
+            path = prefix + key
+            if length == 0xFFFFFFFF:
+                if vr != "SQ":  # UN holding a sequence, encapsulated pixel data
+                    raise _Undecodable
+                items, pos = self.items(buf, pos, None, little, implicit, enc, path)
+                obj = {"vr": vr, "Value": items} if items else {"vr": vr}
+            else:
+                start = pos
+                pos += length
+                if pos > size:
+                    raise _Undecodable
+                if vr == "SQ":
+                    items, _ = self.items(buf, start, pos, little, implicit, enc, path)
+                    obj = {"vr": vr, "Value": items} if items else {"vr": vr}
+                else:
+                    obj = self.value(tag, vr, buf[start:pos], little, enc, path)
+            if element and group != 2:
+                out[key] = obj
+        return out, pos
 
     def converted(self, element: DataElement, path: str) -> dict[str, Any]:
         """JSON of a pydicom DataElement."""

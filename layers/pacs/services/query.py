@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pacs.catalog.matching import Condition
 from pacs.catalog.port import Catalog
@@ -57,8 +58,9 @@ class QueryService:
 
     def search(self, req: QueryRequest, retrieve_url: Callable[..., str] | None = None) -> QueryResult:
         """Run a query; `retrieve_url(study[, series])` gives the RetrieveURL of each result."""
-        kw = {"fuzzy": req.fuzzy, "limit": req.limit, "offset": req.offset}
-        page: QueryPage
+        kw: dict[str, Any] = {"fuzzy": req.fuzzy, "limit": req.limit, "offset": req.offset}
+        page: QueryPage[Any]
+        urls: list[tuple[str, ...]]
         if req.level is Level.STUDY:
             page = self.catalog.query_studies(self.partition, req.conditions, **kw)
             items = [r.to_dicom_json() for r in page.rows]

@@ -1,0 +1,58 @@
+# Two set-up commands work on a fresh machine: `make up` and `make test`. Each bootstraps what it
+# needs (Debian packages, .venv, pip packages) idempotently and quietly when already present.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+APT_PACKAGES := dcmtk
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: up test lint types unit integration interop bench setup apt clean
+
+setup: apt $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null && \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -c 'import pacs, gateway, functions, pynetdicom, fastapi, moto' 
+	@touch $(STAMP)
+
+up: setup
+	$(BIN)/pacs up
+
+lint: setup
+	$(BIN)/ruff check .
+
+types: setup
+	$(BIN)/mypy layers/pacs gateway functions
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+interop: setup
+	$(BIN)/pytest -q tests/interop
+
+test: setup lint types
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+bench: setup
+	bash bench/run_store.sh
+
+clean:
+	rm -rf $(VENV) pacs-data bench/out .pytest_cache .ruff_cache .mypy_cache
