@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-
 from pacs.backends import Backend, open_backend
 from pacs.config import Settings
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 MakePart10 = Callable[..., bytes]
 

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from pacs.catalog.port import Catalog
 from pacs.errors import InvalidDataset
 from pacs.events.model import ObjectEvent
 from pacs.services.indexer import IndexerService, IndexOutcome
 from pacs.services.ingest import IngestService
 from pacs.storage.port import BlobStore
+
 from tests.unit.conftest import MakePart10
 
 P = "default"

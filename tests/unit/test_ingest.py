@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
-
 from pacs.errors import DuplicateRejected, InvalidDataset, InvalidUID, StorageFailure
 from pacs.services.ingest import DuplicatePolicy, IngestService, Outcome
 from pacs.storage.filesystem import FilesystemBlobStore
 from pacs.storage.port import BlobInfo
+
 from tests.unit.conftest import MakePart10
 
 

@@ -1,8 +1,8 @@
 import pytest
-from pydicom.uid import ImplicitVRLittleEndian, RLELossless
-
 from pacs.dicom.part10 import parse_part10
 from pacs.errors import InvalidDataset, InvalidUID
+from pydicom.uid import ImplicitVRLittleEndian, RLELossless
+
 from tests.unit.conftest import MakePart10, build_dataset, to_part10
 
 

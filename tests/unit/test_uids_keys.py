@@ -1,5 +1,4 @@
 import pytest
-
 from pacs.dicom.uids import check_uid, is_valid_uid
 from pacs.errors import InvalidUID
 from pacs.storage.keys import InstanceKey, check_partition, instance_key, parse_instance_key
