@@ -59,7 +59,6 @@ def serve_worker(settings: Settings, sock: socket.socket) -> None:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     stopping.wait()
-    server.server_close = lambda: None  # type: ignore[method-assign]  # the parent owns the socket
     server.shutdown()
     deadline = time.monotonic() + GRACE_SECONDS
     while server.active_associations and time.monotonic() < deadline:

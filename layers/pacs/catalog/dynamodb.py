@@ -5,7 +5,8 @@ Items (mirror this in infra/; every key attribute is a string):
     PK = {partition}#{StudyUID}   SK = STUDY | SERIES#{SeriesUID} | INSTANCE#{SeriesUID}#{SOPUID}
     PK = {partition}#_meta        SK = MONTHS   (string set `months`: every yyyymm that has had studies)
 
-Sparse GSIs, projected ALL; only study items carry their keys:
+Partitions and UIDs never contain '#', so keys are unambiguous. Sparse GSIs, projected ALL; only
+study items (and name aliases, below) carry their keys:
 
     patient    PatientPK   = {partition}#{PatientID}               DateSK = {StudyDate}#{StudyTime}#{StudyUID}
     accession  AccessionPK = {partition}#{AccessionNumber}         DateSK
@@ -19,8 +20,8 @@ alias items `SK = NAME#{form}` of the same study (listed in the study's `name_al
 A study query uses the most selective of: StudyInstanceUID (BatchGet), AccessionNumber, PatientID,
 PatientName literal prefix (`begins_with`; not with fuzzy matching), else the date index walked
 month by month, newest first, page by page, stopping once `offset + limit + 1` rows matched (with the
-StudyDate bounds as key conditions). Never a Scan. Every candidate is then filtered with the shared
-matcher. DICOM JSON attributes are stored as one orjson string per item.
+StudyDate bounds as key conditions); never a whole-table read. Every candidate is then filtered
+with the shared matcher. DICOM JSON attributes are stored as one orjson string per item.
 
 Writes read the items concerned, then commit one TransactWriteItems whose conditions check what was
 read (optimistic concurrency); a cancelled transaction is re-read and retried. Counters use ADD, so
@@ -421,7 +422,7 @@ class DynamoCatalog:
             cur = self._read(pk, in_sk, se_sk, STUDY_SK)
             old, series, study = cur.get(in_sk), cur.get(se_sk), cur.get(STUDY_SK)
             if old is not None:
-                if old.etag == i.etag:
+                if (old.etag or "") == i.etag:
                     return "unchanged"
                 if sequencer_order(i.sequencer) <= sequencer_order(old.sequencer):
                     return "stale"

@@ -29,24 +29,30 @@ SERIES_TAGS = _tags(
 _SKIP_GROUPS = (0x0002, 0x7FE0)
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "SQ"}
 _CATALOG_VALUE_LIMIT = 512
+_SPECIFIC_CHARACTER_SET = 0x00080005
 
 
-def _instance_tag(tag: int) -> bool:
-    return tag not in STUDY_TAGS and tag not in SERIES_TAGS and (tag >> 16) not in _SKIP_GROUPS \
-        and tag != 0x00080005 and not (tag >> 16) & 1  # private groups are odd
+def _kept(tag: int) -> bool:
+    group = tag >> 16
+    return group not in _SKIP_GROUPS and not group & 1 and tag != _SPECIFIC_CHARACTER_SET  # odd: private
 
 
 def split_levels(ds: Dataset) -> tuple[DicomJson, DicomJson, DicomJson]:
-    """Study, series and instance attributes of a header, as DICOM JSON.
+    """Study, series and instance attributes of a header, as DICOM JSON (one conversion).
 
     The instance level keeps the other public top-level attributes (for `includefield`), but not
     sequences, binary values or values over 512 bytes, which the metadata resource serves instead.
+    Values are UTF-8 text in JSON, so Specific Character Set is not repeated.
     """
-    study = to_dicom_json(ds, include=STUDY_TAGS.__contains__, bulk_data_threshold=None)
-    series = to_dicom_json(ds, include=SERIES_TAGS.__contains__, bulk_data_threshold=None)
-    instance = {
-        k: v
-        for k, v in to_dicom_json(ds, include=_instance_tag, bulk_data_threshold=None).items()
-        if v["vr"] not in _BINARY_VRS and len(str(v.get("Value", ""))) <= _CATALOG_VALUE_LIMIT
-    }
+    study: DicomJson = {}
+    series: DicomJson = {}
+    instance: DicomJson = {}
+    for key, value in to_dicom_json(ds, include=_kept, bulk_data_threshold=None).items():
+        tag = int(key, 16)
+        if tag in STUDY_TAGS:
+            study[key] = value
+        elif tag in SERIES_TAGS:
+            series[key] = value
+        elif value["vr"] not in _BINARY_VRS and len(str(value.get("Value", ""))) <= _CATALOG_VALUE_LIMIT:
+            instance[key] = value
     return study, series, instance
