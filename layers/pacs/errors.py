@@ -46,3 +46,10 @@ class NotFound(PacsError):
     """A study, series, instance or object that does not exist."""
 
     http_status = 404
+
+
+class CatalogConflict(PacsError):
+    """A catalog write kept conflicting with concurrent writers; the caller should retry later."""
+
+    dimse_status = 0xA700
+    http_status = 503

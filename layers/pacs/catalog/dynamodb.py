@@ -57,7 +57,7 @@ from pacs.catalog.records import (
     UpsertOutcome,
 )
 from pacs.dicom.uids import check_uid
-from pacs.errors import PacsError
+from pacs.errors import CatalogConflict
 from pacs.events.model import sequencer_order
 from pacs.storage.keys import check_partition, parse_instance_key
 
@@ -77,13 +77,6 @@ _PAD = " \x00"
 T = TypeVar("T")
 #: One operation of a transaction: ("save" | "update" | "delete", item, condition, update actions).
 _Op = tuple[str, "_Item", DbCondition | None, list[Action]]
-
-
-class CatalogConflict(PacsError):
-    """A catalog write kept conflicting with concurrent writers; the caller should retry later."""
-
-    dimse_status = 0xA700
-    http_status = 503
 
 
 # -- table model ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from pacs.catalog.matching import Condition, matches_all, normalize_name
+from pacs.catalog.matching import Condition, matches_all, name_keys, normalize_name
 from pacs.catalog.records import (
     DicomJson,
     IndexedInstance,
@@ -37,12 +37,15 @@ CREATE TABLE IF NOT EXISTS studies (
     partition TEXT NOT NULL, study_uid TEXT NOT NULL, attrs BLOB NOT NULL,
     n_series INTEGER NOT NULL, n_instances INTEGER NOT NULL, size INTEGER NOT NULL,
     modalities TEXT NOT NULL, sop_classes TEXT NOT NULL,
-    patient_id TEXT, issuer TEXT, accession TEXT, name_norm TEXT, study_date TEXT, study_time TEXT,
+    patient_id TEXT, issuer TEXT, accession TEXT, study_date TEXT, study_time TEXT,
     PRIMARY KEY (partition, study_uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS studies_patient ON studies (partition, patient_id);
 CREATE INDEX IF NOT EXISTS studies_accession ON studies (partition, accession);
-CREATE INDEX IF NOT EXISTS studies_name ON studies (partition, name_norm);
+CREATE TABLE IF NOT EXISTS study_names (
+    partition TEXT NOT NULL, name_norm TEXT NOT NULL, study_uid TEXT NOT NULL,
+    PRIMARY KEY (partition, name_norm, study_uid)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS studies_date ON studies (partition, study_date DESC, study_time DESC);
 CREATE TABLE IF NOT EXISTS series (
     partition TEXT NOT NULL, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, attrs BLOB NOT NULL,
@@ -203,21 +206,31 @@ class SqliteCatalog:
         a = item.study_attrs
         db.execute(
             "INSERT INTO studies (partition, study_uid, attrs, n_series, n_instances, size, modalities,"
-            " sop_classes, patient_id, issuer, accession, name_norm, study_date, study_time)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET attrs=excluded.attrs,"
+            " sop_classes, patient_id, issuer, accession, study_date, study_time)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET attrs=excluded.attrs,"
             " n_series=n_series+?, n_instances=n_instances+?, size=size+?, modalities=excluded.modalities,"
             " sop_classes=excluded.sop_classes, patient_id=excluded.patient_id, issuer=excluded.issuer,"
-            " accession=excluded.accession, name_norm=excluded.name_norm,"
+            " accession=excluded.accession,"
             " study_date=excluded.study_date, study_time=excluded.study_time",
             (
                 *ids[:2], orjson.dumps(a), int(new_series), added, i.size,
                 orjson.dumps(sorted(modalities)), orjson.dumps(sorted(sop_classes)),
                 first_value(a, PATIENT_ID), first_value(a, ISSUER), first_value(a, ACCESSION),
-                normalize_name(first_value(a, PATIENT_NAME) or ""), first_value(a, STUDY_DATE),
+                first_value(a, STUDY_DATE),
                 first_value(a, STUDY_TIME), int(new_series), added, delta,
             ),
         )
+        self._set_names(db, i.partition, i.study_uid, a.get(PATIENT_NAME, {}).get("Value", [None])[0])
         return "inserted" if old is None else "replaced"
+
+    @staticmethod
+    def _set_names(db: sqlite3.Connection, partition: str, study_uid: str, name: Any) -> None:
+        """Index every group (alphabetic, ideographic, phonetic) of the patient's name."""
+        db.execute("DELETE FROM study_names WHERE partition=? AND study_uid=?", (partition, study_uid))
+        db.executemany(
+            "INSERT OR IGNORE INTO study_names (partition, name_norm, study_uid) VALUES (?,?,?)",
+            [(partition, k, study_uid) for k in (name_keys(name) if name else ())],
+        )
 
     def remove_instance(self, partition: str, study_uid: str, series_uid: str, sop_uid: str) -> bool:
         return self._write(lambda db: self._remove(db, partition, study_uid, series_uid, sop_uid))
@@ -248,6 +261,7 @@ class SqliteCatalog:
         ).fetchone()
         if remaining is not None and remaining[0] <= 0:
             db.execute("DELETE FROM studies WHERE partition=? AND study_uid=?", (partition, study_uid))
+            db.execute("DELETE FROM study_names WHERE partition=? AND study_uid=?", (partition, study_uid))
             return True
         modalities = sorted(
             {m for (m,) in db.execute(
@@ -285,7 +299,7 @@ class SqliteCatalog:
         ).fetchone()
         return _instance(r) if r else None
 
-    def _study_plan(self, conds: Sequence[Condition], fuzzy: bool) -> tuple[str, list[Any]]:
+    def _study_plan(self, partition: str, conds: Sequence[Condition], fuzzy: bool) -> tuple[str, list[Any]]:
         """The most selective index for the conditions: a WHERE clause and its parameters.
 
         The name index holds the Alphabetic group: fuzzy matching (words in any order) cannot use it.
@@ -298,12 +312,16 @@ class SqliteCatalog:
         for tag, col in ((PATIENT_ID, "patient_id"), (ACCESSION, "accession")):
             c = by_tag.get(tag)
             if c is not None and c.kind == "single":
-                return f"{col} = ?", [c.value]
+                return f"{col} = ?", [c.uids[0]]  # the value without DICOM padding
         c = by_tag.get(PATIENT_NAME)
         if c is not None and c.kind in ("single", "wildcard") and not fuzzy:
             prefix = normalize_name(c.literal_prefix)
             if prefix:
-                return "name_norm >= ? AND name_norm < ?", [prefix, prefix + "\U0010ffff"]
+                return (
+                    "study_uid IN (SELECT study_uid FROM study_names WHERE partition=?"
+                    " AND name_norm >= ? AND name_norm < ?)",
+                    [partition, prefix, prefix + "\U0010ffff"],
+                )
         c = by_tag.get(STUDY_DATE)
         if c is not None and c.kind in ("single", "range"):
             lo, hi = c.range_bounds if c.kind == "range" else (c.value, c.value)
@@ -322,7 +340,7 @@ class SqliteCatalog:
         self, partition: str, conditions: Sequence[Condition], *, fuzzy: bool = False,
         limit: int | None = None, offset: int = 0,
     ) -> QueryPage[StudyRow]:
-        where, params = self._study_plan(conditions, fuzzy)
+        where, params = self._study_plan(partition, conditions, fuzzy)
         cur = self._db().execute(
             f"SELECT {_STUDY_COLS} FROM studies WHERE partition=? AND {where}"
             " ORDER BY study_date IS NULL, study_date DESC, study_time DESC, study_uid",

@@ -667,7 +667,7 @@ def from_dicom_json(
             value = bulk_data_uri_handler(uri) if bulk_data_uri_handler is not None else None
         else:
             value = empty_value_for_VR(vr)
-        ds.add(DataElement(int(key, 16), vr, value))
+        ds.add(DataElement(int(key, 16), vr, value, validation_mode=config.IGNORE))
     return ds
 
 
