@@ -2,9 +2,10 @@
 
 `to_dicom_json` walks a dataset once. Elements still in their raw, undecoded form (the common case
 right after `dcmread`) are decoded straight from their bytes, without building pydicom `DataElement`
-objects and without converting them inside the dataset; anything unusual (sequences, UN, private
-tags of implicit VR files, ambiguous VRs, ISO 2022 escapes, malformed values, custom pydicom hooks)
-goes through pydicom's own conversion (`ds[tag]`). The output equals pydicom's
+objects and without converting them inside the dataset; sequences of defined length are parsed
+here too. Anything unusual (UN, private tags of implicit VR files, ambiguous VRs, ISO 2022 escapes,
+an item with its own Specific Character Set, malformed values, custom pydicom hooks) goes through
+pydicom's own conversion (`ds[tag]`, for a whole top-level sequence). The output equals pydicom's
 `Dataset.to_json_dict` except where the latter departs from Annex F or from this module's bulk data
 policy:
 
@@ -27,7 +28,7 @@ import base64
 import logging
 import struct
 import sys
-from collections.abc import Callable, Iterable, MutableSequence
+from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from io import BufferedIOBase
 from typing import Any
 
@@ -39,6 +40,7 @@ from pydicom.dataset import Dataset
 from pydicom.fileutil import buffer_length
 from pydicom.hooks import hooks, raw_element_value, raw_element_vr
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR, PersonName, format_number_as_ds
 
 __all__ = [
@@ -136,7 +138,8 @@ def _pn(value: str) -> dict[str, str] | None:
 
 
 def _pn_groups(groups: Iterable[str]) -> dict[str, str] | None:
-    obj = {name: group for name, group in zip(("Alphabetic", "Ideographic", "Phonetic"), groups) if group}
+    names = ("Alphabetic", "Ideographic", "Phonetic")
+    obj = {name: group for name, group in zip(names, groups, strict=False) if group}
     return obj or None
 
 
@@ -187,7 +190,7 @@ def _raw_numbers(code: str, size: int) -> Callable[[bytes, bool, list[str]], Val
 
     def decode(data: bytes, little: bool, enc: list[str]) -> Values:
         if little == _NATIVE_LITTLE:
-            return memoryview(data).cast(code).tolist()  # TypeError on a bad length
+            return memoryview(data).cast(code).tolist()  # type: ignore[call-overload]  # TypeError: bad length
         return list(struct.unpack(f"{'<' if little else '>'}{len(data) // size}{code}", data))
 
     return decode
@@ -240,7 +243,7 @@ _RAW_BINARY_VRS = BINARY_VRS - {"UN"}  # raw UN goes through pydicom (replace_un
 def _as_list(value: Any) -> list[Any] | MutableSequence[Any] | tuple[Any, ...]:
     if isinstance(value, MultiValue | list | tuple):
         return value
-    if hasattr(value, "tolist") and getattr(value, "ndim", 0):  # numpy array (use_DS_numpy etc.)
+    if hasattr(value, "tolist") and getattr(value, "ndim", None):  # numpy array (use_DS_numpy etc.)
         return value.tolist()  # type: ignore[no-any-return]
     return [value]
 
@@ -287,8 +290,14 @@ def _encode_ints(value: Any) -> Values:
         return [_int_or_none(v) for v in values]
 
 
+def _at(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value):
+        return None
+    return f"{value if isinstance(value, int) else Tag(value):08X}"
+
+
 def _encode_at(value: Any) -> Values:
-    return [None if v is None or v == "" else f"{int(v):08X}" for v in _as_list(value)]
+    return [_at(v) for v in _as_list(value)]
 
 
 _ENCODERS: dict[str, Callable[[Any], Values]] = {vr: _encode_strings for vr in _STRING_VRS}
@@ -364,10 +373,10 @@ class _Encoder:
     def dataset(self, ds: Dataset, prefix: str, include: Callable[[int], bool] | None) -> DicomJson:
         """JSON of a pydicom Dataset; `prefix` is the bulk data path of its item ("" at the top)."""
         out: DicomJson = {}
-        elements: dict[int, Any] = ds._dict
+        elements: Mapping[Any, Any] = ds._dict
         encodings: list[str] | None = None
         # Plain int keys: sorting BaseTags would call their Python-level __lt__.
-        for tag, element in sorted(zip(map(int, elements), elements.values())):
+        for tag, element in sorted(zip(map(int, elements), elements.values(), strict=True)):
             if not tag & 0xFFFF or tag >> 16 == 2:
                 continue
             if include is not None and not include(tag):
@@ -411,7 +420,9 @@ class _Encoder:
         except (_Undecodable, ValueError, TypeError, UnicodeError, LookupError, struct.error):
             return None
 
-    def value(self, tag: int, vr: str, data: bytes, little: bool, encodings: list[str], path: str) -> dict[str, Any]:
+    def value(
+        self, tag: int, vr: str, data: bytes, little: bool, encodings: list[str], path: str
+    ) -> dict[str, Any]:
         """JSON of an encoded value other than SQ; raises _Undecodable (or a decoding error) for pydicom."""
         if vr in _RAW_BINARY_VRS:
             return self.binary(vr, tag, path, data)
@@ -424,7 +435,7 @@ class _Encoder:
             return {"vr": vr, "BulkDataURI": self.bulk_data_uri(path)}
         code = _NUMBER_CODES.get(vr)
         if code is not None and little == _NATIVE_LITTLE:  # inlined _raw_numbers
-            return {"vr": vr, "Value": memoryview(data).cast(code).tolist()}
+            return {"vr": vr, "Value": memoryview(data).cast(code).tolist()}  # type: ignore[call-overload]
         values = decode(data, little, encodings)
         if not values or (len(values) == 1 and values[0] is None):
             return {"vr": vr}
@@ -524,23 +535,26 @@ class _Encoder:
     def converted(self, element: DataElement, path: str) -> dict[str, Any]:
         """JSON of a pydicom DataElement."""
         vr = element.VR
+        if type(vr) is not str:
+            vr = str(vr)  # pydicom.valuerep.VR enum member
         value = element.value
         if vr == "SQ":
             if not value:
                 return {"vr": vr}
             prefix = path + PATH_SEPARATOR
             items = [
-                self.dataset(item, f"{prefix}{index}{PATH_SEPARATOR}", None) for index, item in enumerate(value)
+                self.dataset(item, f"{prefix}{index}{PATH_SEPARATOR}", None)
+                for index, item in enumerate(value)
             ]
             return {"vr": vr, "Value": items}
         if vr in _AMBIGUOUS_VRS:
             vr = _concrete_vr(vr, value)
         if value is None:
             return {"vr": vr}
-        if vr in BINARY_VRS:
-            return self.binary(vr, element.tag, path, value)
         encode = _ENCODERS.get(vr, _encode_strings)
         try:
+            if vr in BINARY_VRS:
+                return self.binary(vr, element.tag, path, value)
             if (
                 self.bulk_data_uri is not None
                 and self.threshold is not None
@@ -558,6 +572,8 @@ class _Encoder:
     def binary(self, vr: str, tag: int, path: str, value: Any) -> dict[str, Any]:
         """InlineBinary, BulkDataURI, or nothing for a value above the threshold without a URI."""
         is_buffer = isinstance(value, BufferedIOBase)
+        if not is_buffer and hasattr(value, "tobytes"):  # a numpy array
+            value = value.tobytes()
         length = buffer_length(value) if is_buffer else len(value)
         if not length:
             return {"vr": vr}
@@ -591,7 +607,9 @@ def to_dicom_json(
       longer than `bulk_data_threshold` are omitted as ``{"vr": vr}``;
     * a `bulk_data_threshold` of None means no limit: nothing goes to a URI by size, nothing omitted.
 
-    Raw elements are decoded without converting them inside `ds` (see the module docstring).
+    `bulk_data_uri` should depend on the path only: it may be asked twice for a path inside a sequence
+    that falls back to pydicom. Raw elements are decoded without converting them inside `ds` (see the
+    module docstring).
     """
     return _Encoder(bulk_data_threshold, bulk_data_uri).dataset(ds, "", include)
 
@@ -653,10 +671,9 @@ def from_dicom_json(
     or None (VM 0) without a handler. Null entries of multi-valued elements become "" for strings and
     None for numbers. DS numbers are written back as DS strings ("512", not "512.0").
     """
-    if isinstance(obj, str | bytes):
-        obj = orjson.loads(obj)
+    attrs: DicomJson = orjson.loads(obj) if isinstance(obj, str | bytes) else obj
     ds = Dataset()
-    for key, attr in obj.items():
+    for key, attr in attrs.items():
         vr = attr["vr"]
         if "Value" in attr:
             value = _from_json_value(vr, attr["Value"], bulk_data_uri_handler)

@@ -9,6 +9,7 @@ sequencer, so a late, older delivery never overwrites newer state.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 from pacs.catalog.port import Catalog
@@ -16,7 +17,7 @@ from pacs.catalog.records import IndexedInstance, InstanceRow
 from pacs.dicom.levels import split_levels
 from pacs.dicom.part10 import read_header
 from pacs.errors import InvalidDataset
-from pacs.events.model import ObjectEvent
+from pacs.events.model import ObjectEvent, sequencer_order
 from pacs.storage.keys import parse_instance_key
 from pacs.storage.port import BlobInfo, BlobStore
 
@@ -79,4 +80,24 @@ class IndexerService:
             version_id=head.version_id,
         )
         item = IndexedInstance(row, study, series, str(ds.get("Modality", "") or ""))
-        return IndexOutcome(self.catalog.upsert_instance(item))
+        outcome = IndexOutcome(self.catalog.upsert_instance(item))
+        if outcome is IndexOutcome.STALE:
+            outcome = self._catch_up(item, head)
+        return outcome
+
+    def _catch_up(self, item: IndexedInstance, head: BlobInfo) -> IndexOutcome:
+        """Stale by sequencer, yet the store still holds what was read: the catalog is behind.
+
+        Sequencers tie when they come from S3's one-second Last-Modified, or mean nothing across
+        sources (reconciliation vs. events). The current object wins over the catalog's row.
+        """
+        i = item.instance
+        current = self.store.head(head.key)
+        old = self.catalog.get_instance(i.partition, i.study_uid, i.series_uid, i.sop_uid)
+        if current is None or current.etag != head.etag or old is None or old.etag == head.etag:
+            return IndexOutcome.STALE
+        bumped = f"{max(sequencer_order(old.sequencer), sequencer_order(i.sequencer)) + 1:020X}"
+        newer = IndexedInstance(
+            dataclasses.replace(i, sequencer=bumped), item.study_attrs, item.series_attrs, item.modality
+        )
+        return IndexOutcome(self.catalog.upsert_instance(newer))
