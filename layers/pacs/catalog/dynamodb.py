@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar, TypeVar
 
 import orjson
@@ -46,7 +46,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from pacs.catalog.matching import Condition, matches_all, name_keys, normalize_name
+from pacs.catalog.matching import Condition, filter_page, name_keys, normalize_name
 from pacs.catalog.records import (
     DicomJson,
     IndexedInstance,
@@ -264,23 +264,6 @@ def _retryable(e: TransactWriteError) -> bool:
 
 def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
-
-
-def _page(rows: Iterable[T], to_json: Callable[[T], DicomJson], conds: Sequence[Condition],
-          fuzzy: bool, limit: int | None, offset: int) -> QueryPage[T]:
-    """Filter with the matcher, then offset/limit; reads no further than one row past the page."""
-    out: list[T] = []
-    skipped = 0
-    for row in rows:
-        if conds and not matches_all(to_json(row), conds, fuzzy=fuzzy):
-            continue
-        if skipped < offset:
-            skipped += 1
-            continue
-        if limit is not None and len(out) >= limit:
-            return QueryPage(out, truncated=True)
-        out.append(row)
-    return QueryPage(out)
 
 
 # -- the adapter ------------------------------------------------------------------------------------
@@ -641,7 +624,9 @@ class DynamoCatalog:
         offset: int = 0,
     ) -> QueryPage[StudyRow]:
         rows = self._study_candidates(partition, conditions, fuzzy)
-        return _page(rows, StudyRow.to_dicom_json, conditions, fuzzy, limit, offset)
+        return filter_page(
+            rows, StudyRow.to_dicom_json, conditions, fuzzy=fuzzy, limit=limit, offset=offset
+        )
 
     def query_series(
         self,
@@ -662,7 +647,9 @@ class DynamoCatalog:
             return n is None, n or 0, r.series_uid
 
         rows.sort(key=order)
-        return _page(rows, SeriesRow.to_dicom_json, conditions, fuzzy, limit, offset)
+        return filter_page(
+            rows, SeriesRow.to_dicom_json, conditions, fuzzy=fuzzy, limit=limit, offset=offset
+        )
 
     def query_instances(
         self,
@@ -685,7 +672,9 @@ class DynamoCatalog:
             return r.series_uid, n is None, n or 0, r.sop_uid
 
         rows.sort(key=order)
-        return _page(rows, InstanceRow.to_dicom_json, conditions, fuzzy, limit, offset)
+        return filter_page(
+            rows, InstanceRow.to_dicom_json, conditions, fuzzy=fuzzy, limit=limit, offset=offset
+        )
 
     def missing_keys(self, partition: str, keys: Iterable[str]) -> set[str]:
         wanted: dict[tuple[str, str], str] = {}

@@ -26,13 +26,17 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+from pacs.catalog.records import QueryPage
+
+T = TypeVar("T")
 
 ConditionKind = Literal["universal", "single", "wildcard", "range", "list"]
 
@@ -598,3 +602,23 @@ def matches(attrs: dict[str, dict[str, Any]], cond: Condition, *, fuzzy: bool = 
 
 def matches_all(attrs: dict[str, dict[str, Any]], conds: Sequence[Condition], *, fuzzy: bool = False) -> bool:
     return all(matches(attrs, c, fuzzy=fuzzy) for c in conds)
+
+
+def filter_page(
+    rows: Iterable[T], to_json: Callable[[T], dict[str, dict[str, Any]]], conds: Sequence[Condition],
+    *, fuzzy: bool, limit: int | None, offset: int,
+) -> QueryPage[T]:
+    """Filter candidate rows with the matcher, then apply offset/limit; reads no further than one
+    row past the page (so `truncated` is known without walking the rest)."""
+    out: list[T] = []
+    skipped = 0
+    for row in rows:
+        if conds and not matches_all(to_json(row), conds, fuzzy=fuzzy):
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        if limit is not None and len(out) >= limit:
+            return QueryPage(out, truncated=True)
+        out.append(row)
+    return QueryPage(out)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from pacs.catalog.matching import Condition, matches_all, name_keys, normalize_name
+from pacs.catalog.matching import Condition, filter_page, name_keys, normalize_name
 from pacs.catalog.records import (
     DicomJson,
     IndexedInstance,
@@ -102,24 +102,6 @@ def _instance(r: tuple[Any, ...]) -> InstanceRow:
     return InstanceRow(
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], orjson.loads(r[10]), r[11]
     )
-
-
-def _page(
-    rows: Iterator[T], to_json: Callable[[T], DicomJson], conds: Sequence[Condition], fuzzy: bool,
-    limit: int | None, offset: int,
-) -> QueryPage[T]:
-    out: list[T] = []
-    skipped = 0
-    for row in rows:
-        if conds and not matches_all(to_json(row), conds, fuzzy=fuzzy):
-            continue
-        if skipped < offset:
-            skipped += 1
-            continue
-        if limit is not None and len(out) >= limit:
-            return QueryPage(out, truncated=True)
-        out.append(row)
-    return QueryPage(out)
 
 
 class SqliteCatalog:
@@ -346,7 +328,9 @@ class SqliteCatalog:
             " ORDER BY study_date IS NULL, study_date DESC, study_time DESC, study_uid",
             (partition, *params),
         )
-        return _page(map(_study, cur), StudyRow.to_dicom_json, conditions, fuzzy, limit, offset)
+        return filter_page(
+            map(_study, cur), StudyRow.to_dicom_json, conditions, fuzzy=fuzzy, limit=limit, offset=offset
+        )
 
     def query_series(
         self, partition: str, study_uid: str, conditions: Sequence[Condition], *, fuzzy: bool = False,
@@ -357,7 +341,9 @@ class SqliteCatalog:
             " ORDER BY series_number IS NULL, series_number, series_uid",
             (partition, study_uid),
         )
-        return _page(map(_series, cur), SeriesRow.to_dicom_json, conditions, fuzzy, limit, offset)
+        return filter_page(
+            map(_series, cur), SeriesRow.to_dicom_json, conditions, fuzzy=fuzzy, limit=limit, offset=offset
+        )
 
     def query_instances(
         self, partition: str, study_uid: str, series_uid: str | None, conditions: Sequence[Condition],
@@ -370,7 +356,10 @@ class SqliteCatalog:
             params.append(series_uid)
         sql += " ORDER BY series_uid, instance_number IS NULL, instance_number, sop_uid"
         cur = self._db().execute(sql, params)
-        return _page(map(_instance, cur), InstanceRow.to_dicom_json, conditions, fuzzy, limit, offset)
+        return filter_page(
+            map(_instance, cur), InstanceRow.to_dicom_json, conditions,
+            fuzzy=fuzzy, limit=limit, offset=offset,
+        )
 
     def missing_keys(self, partition: str, keys: Iterable[str]) -> set[str]:
         db = self._db()
