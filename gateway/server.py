@@ -17,6 +17,7 @@ import threading
 import time
 
 from pacs.backends import open_backend
+from pacs.cli.children import die_with_parent
 from pacs.config import Settings
 from pacs.services.ingest import DuplicatePolicy, IngestService
 
@@ -24,7 +25,9 @@ from gateway.ae import GatewayServer, make_ae
 from gateway.handlers import handlers
 
 log = logging.getLogger("gateway")
-GRACE_SECONDS = 30.0
+#: How long a stopping worker lets open associations finish before aborting them. Nothing is lost:
+#: a C-STORE is answered with success only after its object is durable.
+GRACE_SECONDS = 10.0
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -49,26 +52,33 @@ def serve_worker(settings: Settings, sock: socket.socket) -> None:
         sock.getsockname()[:2], ae_title=settings.ae_title, evt_handlers=handlers(ingest),
         server_class=GatewayServer,
     )
-    stopping = threading.Event()
+    ae._servers.append(server)  # as ae.start_server does: server.shutdown() removes it
+    stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 
     def on_signal(signum: int, _frame: object) -> None:
-        stopping.set()
+        stopping.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
-    stopping.wait()
+    while not stopping:
+        time.sleep(0.2)
     server.shutdown()
     deadline = time.monotonic() + GRACE_SECONDS
     while server.active_associations and time.monotonic() < deadline:
         time.sleep(0.05)
+    for assoc in server.active_associations:
+        assoc.abort()
     backend.close()
 
 
-def serve(settings: Settings, workers: int | None = None) -> int:
+def serve(settings: Settings, workers: int | None = None, sock: socket.socket | None = None) -> int:
+    """Serve on `sock` (a listening socket handed over by `pacs up`) or on a socket bound here."""
     workers = max(1, workers or settings.gateway_workers)
-    sock = listen(settings.host, settings.dimse_port)
+    if sock is None:
+        sock = listen(settings.host, settings.dimse_port)
+    sock.setblocking(False)
     print(f"gateway: DIMSE on {settings.host}:{sock.getsockname()[1]} AE {settings.ae_title} "
           f"({workers} worker{'s' if workers > 1 else ''})", flush=True)
     if workers == 1:
@@ -78,6 +88,7 @@ def serve(settings: Settings, workers: int | None = None) -> int:
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
+            die_with_parent()
             code = 0
             try:
                 serve_worker(settings, sock)
@@ -112,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--port", type=int, default=None, help="DICOM port (default: PACS_DIMSE_PORT)")
     parser.add_argument("--ae-title", default=None)
+    parser.add_argument("--fd", type=int, default=None, help="serve this inherited listening socket")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env(dimse_port=args.port, ae_title=args.ae_title)
-    return serve(settings, args.workers)
+    sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+    return serve(settings, args.workers, sock)
 
 
 if __name__ == "__main__":

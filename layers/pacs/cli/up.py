@@ -16,9 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from pacs.backends import open_backend
+from pacs.cli.children import die_with_parent
 from pacs.config import Settings
 from pacs.services import index_worker
 from pacs.services.indexer import IndexerService
@@ -27,10 +29,25 @@ from pacs.services.reconcile import reconcile
 READY_TIMEOUT = 60.0
 
 
-def _port_open(host: str, port: int) -> bool:
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind a listening socket here, so a busy port is a clear error before anything starts; the
+    children serve it (the gateway with `--fd`, uvicorn with `--fd`)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"pacs: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
     except OSError:
         return False
 
@@ -46,6 +63,8 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def run(settings: Settings) -> int:
+    dimse_sock = _listen(settings.host, settings.dimse_port)
+    http_sock = _listen(settings.host, settings.http_port)
     backend = open_backend(settings)
     where = f"{settings.data_dir.resolve()}" if settings.backend == "embedded" else settings.bucket
     print(f"pacs: {settings.backend} storage at {where}, partition {settings.partition}", flush=True)
@@ -63,39 +82,44 @@ def run(settings: Settings) -> int:
         worker.start()
 
     env = {**os.environ, **settings.to_env()}
-    gateway = subprocess.Popen([sys.executable, "-m", "gateway"], env=env)
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--fd", str(dimse_sock.fileno())],
+        env=env, pass_fds=(dimse_sock.fileno(),), preexec_fn=die_with_parent,
+    )
     web = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "functions.dicomweb.app:create_app", "--factory",
-         "--host", settings.host, "--port", str(settings.http_port), "--no-access-log",
-         "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
-        env=env,
+         "--fd", str(http_sock.fileno()), "--no-access-log", "--log-level", "warning",
+         "--timeout-graceful-shutdown", "10"],
+        env=env, pass_fds=(http_sock.fileno(),), preexec_fn=die_with_parent,
     )
-    stopping = threading.Event()
+    dimse_sock.close()  # the children hold them now
+    http_sock.close()
+    stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 
     def on_signal(signum: int, _frame: object) -> None:
-        stopping.set()
+        stopping.append(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
         deadline = time.monotonic() + READY_TIMEOUT
-        while not (_port_open(settings.host, settings.dimse_port)
-                   and _port_open(settings.host, settings.http_port)):
-            if stopping.is_set() or gateway.poll() is not None or web.poll() is not None \
+        url = f"http://{settings.host}:{settings.http_port}"
+        while not _healthy(f"{url}/health"):
+            if stopping or gateway.poll() is not None or web.poll() is not None \
                     or time.monotonic() > deadline:
-                print("pacs: a service failed to start", file=sys.stderr, flush=True)
-                code = 1
-                stopping.set()
+                if not stopping:
+                    print("pacs: a service failed to start", file=sys.stderr, flush=True)
+                    code = 1
                 break
             time.sleep(0.1)
         else:
-            url = f"http://{settings.host}:{settings.http_port}"
             print(f"pacs: DIMSE  {settings.ae_title}@{settings.host}:{settings.dimse_port}\n"
                   f"pacs: DICOMweb {url}/dicomweb\n"
                   f"pacs: health {url}/health  metrics {url}/metrics\n"
                   "pacs: ready (Ctrl-C to stop)", flush=True)
-        while not stopping.wait(0.5):
-            if gateway.poll() is not None or web.poll() is not None:
+        while not stopping:
+            time.sleep(0.2)
+            if not stopping and (gateway.poll() is not None or web.poll() is not None):
                 print("pacs: a service exited unexpectedly; stopping", file=sys.stderr, flush=True)
                 code = 1
                 break

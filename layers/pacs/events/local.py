@@ -1,7 +1,8 @@
 """The embedded durable queue: SQLite in WAL mode, shared by the processes of `pacs up`.
 
-`publish` commits with `synchronous=FULL` before it returns, so an event recorded before an ingest
-is acknowledged survives a crash. Consumers claim messages with a visibility timeout (as SQS does):
+`publish` commits before it returns (WAL, `synchronous=NORMAL`): an event recorded before an ingest
+is acknowledged survives a crash of any process. A power loss may drop the last events, never the
+objects (they are fsync'ed): start-up reconciliation indexes whatever they announced. Consumers claim messages with a visibility timeout (as SQS does):
 a consumer that dies leaves its messages to be delivered again. After `max_attempts` failed
 deliveries a message moves to the dead-letter table, where `dead_letters()` shows it and
 `redrive()` puts it back.
@@ -67,7 +68,7 @@ class LocalQueue:
         if db is None:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
         return db
