@@ -11,7 +11,7 @@ def test_parses_header_and_uids(make_part10: MakePart10) -> None:
     assert h.sop_instance_uid == "1.2.826.0.1.3680043.8.498.1.1.1"
     assert h.study_uid == "1.2.826.0.1.3680043.8.498.1"
     assert h.transfer_syntax_uid == "1.2.840.10008.1.2.1"
-    assert "PixelData" not in h.dataset  # header only
+    assert h.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
 
 
 def test_implicit_and_compressed_syntaxes() -> None:

@@ -1,8 +1,9 @@
-"""Part 10 parsing for ingest: parse the header only, validate, and detect truncation.
+"""Part 10 parsing for ingest: one walk over the element headers, validate, detect truncation.
 
-`parse_part10` is the one parse of the ingest path: pydicom reads the file meta and the data set up
-to Pixel Data; a walk over the element headers (no values decoded) proves the rest of the data set is
-complete. Bad input raises InvalidDataset or InvalidUID with a reason; nothing is stored.
+`parse_part10` is the one parse of the ingest path: it walks every element header of the file meta
+and the data set (no value decoded but the few UIDs it needs), which both finds the UIDs and proves
+the data set complete. Deflated data sets are inflated by pydicom instead. Bad input raises
+InvalidDataset or InvalidUID with a reason; nothing is stored.
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 
+_SOP_CLASS, _SOP_INSTANCE, _STUDY, _SERIES = 0x00080016, 0x00080018, 0x0020000D, 0x0020000E
+_WANTED = {_SOP_CLASS: "SOPClassUID", _SOP_INSTANCE: "SOPInstanceUID", _STUDY: "StudyInstanceUID",
+           _SERIES: "SeriesInstanceUID"}
+_TRANSFER_SYNTAX, _MEDIA_SOP_INSTANCE = 0x00020010, 0x00020003
+
+
 @dataclass(frozen=True, slots=True)
 class Part10Header:
-    dataset: Dataset  # file meta + data set up to (not including) Pixel Data
     transfer_syntax_uid: str
     sop_class_uid: str
     sop_instance_uid: str
@@ -44,64 +50,86 @@ def parse_part10(data: bytes | bytearray | memoryview) -> Part10Header:
     buf = memoryview(data)
     if len(buf) < 132 or bytes(buf[128:132]) != b"DICM":
         raise InvalidDataset("not a DICOM Part 10 object (no 'DICM' prefix after the preamble)")
+    meta: dict[int, str] = {}
     try:
-        ds = read_header(io.BytesIO(buf))  # type: ignore[arg-type]
-    except Exception as exc:  # pydicom raises many kinds on garbage
-        raise InvalidDataset(f"cannot parse the data set: {exc}") from exc
-    meta = ds.file_meta
-    ts = str(meta.get("TransferSyntaxUID", "") or "")
+        offset = _read_meta(buf, meta)
+    except struct.error:
+        raise InvalidDataset("the file meta information is truncated") from None
+    ts = meta.get(_TRANSFER_SYNTAX, "")
     if not ts:
         raise InvalidDataset("the file meta has no Transfer Syntax UID (0002,0010)")
     check_uid(ts, "TransferSyntaxUID")
+    found: dict[int, str] = {}
+    if ts == DeflatedExplicitVRLittleEndian:
+        found = _uids_by_pydicom(buf)
+    else:
+        try:
+            check_complete(buf, offset, ts, capture=found)
+        except struct.error:
+            raise InvalidDataset("data set is truncated") from None
+    for tag, keyword in _WANTED.items():
+        if not found.get(tag):
+            raise InvalidDataset(f"required attribute {keyword} is missing or empty")
     header = Part10Header(
-        dataset=ds,
         transfer_syntax_uid=ts,
-        sop_class_uid=check_uid(_required(ds, "SOPClassUID"), "SOPClassUID"),
-        sop_instance_uid=check_uid(_required(ds, "SOPInstanceUID"), "SOPInstanceUID"),
-        study_uid=check_uid(_required(ds, "StudyInstanceUID"), "StudyInstanceUID"),
-        series_uid=check_uid(_required(ds, "SeriesInstanceUID"), "SeriesInstanceUID"),
+        sop_class_uid=check_uid(found[_SOP_CLASS], "SOPClassUID"),
+        sop_instance_uid=check_uid(found[_SOP_INSTANCE], "SOPInstanceUID"),
+        study_uid=check_uid(found[_STUDY], "StudyInstanceUID"),
+        series_uid=check_uid(found[_SERIES], "SeriesInstanceUID"),
     )
-    media_uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+    media_uid = meta.get(_MEDIA_SOP_INSTANCE, "")
     if media_uid and media_uid != header.sop_instance_uid:
         raise InvalidDataset(
             f"SOPInstanceUID {header.sop_instance_uid} differs from the request's {media_uid}"
         )
-    if ts != DeflatedExplicitVRLittleEndian:
-        check_complete(buf, _dataset_offset(buf), ts)
     return header
 
 
-def _required(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value in (None, ""):
-        raise InvalidDataset(f"required attribute {keyword} is missing or empty")
-    return str(value)
+def _text(raw: memoryview) -> str:
+    return bytes(raw).decode("ascii", "replace").rstrip("\x00 ")
 
 
-def _dataset_offset(buf: memoryview) -> int:
-    """Where the data set starts: after the explicit-VR little-endian group 0002."""
+def _uids_by_pydicom(buf: memoryview) -> dict[int, str]:
+    try:
+        ds = read_header(io.BytesIO(buf))  # type: ignore[arg-type]
+    except Exception as exc:  # pydicom raises many kinds on garbage
+        raise InvalidDataset(f"cannot parse the data set: {exc}") from exc
+    return {tag: str(ds.get(keyword, "") or "") for tag, keyword in _WANTED.items()}
+
+
+def _read_meta(buf: memoryview, out: dict[int, str]) -> int:
+    """Read group 0002 (explicit VR little endian) into `out`; return where the data set starts."""
     pos = 132
     while pos + 8 <= len(buf):
-        group, _elem = struct.unpack_from("<HH", buf, pos)
+        group, elem = struct.unpack_from("<HH", buf, pos)
         if group != 0x0002:
             return pos
         vr = bytes(buf[pos + 4 : pos + 6])
         if vr in _LONG_VRS:
             (length,) = struct.unpack_from("<I", buf, pos + 8)
-            pos += 12 + length
+            pos += 12
         else:
             (length,) = struct.unpack_from("<H", buf, pos + 6)
-            pos += 8 + length
+            pos += 8
+        if pos + length > len(buf):
+            raise InvalidDataset("the file meta information is truncated")
+        if vr == b"UI":
+            out[group << 16 | elem] = _text(buf[pos : pos + length])
+        pos += length
     return pos
 
 
-def check_complete(buf: memoryview, offset: int, transfer_syntax: str) -> None:
-    """Walk every element header of the data set; raise InvalidDataset when it is cut short."""
+def check_complete(
+    buf: memoryview, offset: int, transfer_syntax: str, capture: dict[int, str] | None = None
+) -> None:
+    """Walk every element header of the data set; raise InvalidDataset when it is cut short.
+
+    The values of the top-level UIDs ingest needs are put in `capture`."""
     little = transfer_syntax != ExplicitVRBigEndian
     implicit = transfer_syntax == ImplicitVRLittleEndian
     if not implicit and offset + 6 <= len(buf) and not bytes(buf[offset + 4 : offset + 6]).isalpha():
         implicit = True  # encoded implicit despite the meta (pydicom reads these too)
-    end = _walk(buf, offset, len(buf), little, implicit, until=None)
+    end = _walk(buf, offset, len(buf), little, implicit, until=None, capture=capture)
     if end != len(buf):
         raise InvalidDataset(f"data set is truncated or malformed near byte {end}")
 
@@ -110,7 +138,10 @@ def _truncated(pos: int) -> InvalidDataset:
     return InvalidDataset(f"data set is truncated: an element at byte {pos} runs past the end")
 
 
-def _walk(buf: memoryview, pos: int, end: int, little: bool, implicit: bool, until: int | None) -> int:
+def _walk(
+    buf: memoryview, pos: int, end: int, little: bool, implicit: bool, until: int | None,
+    capture: dict[int, str] | None = None,
+) -> int:
     """Skip elements from `pos` to `end` (or to the delimiter tag `until`); return the position after."""
     order = "<" if little else ">"
     n = len(buf)
@@ -147,6 +178,8 @@ def _walk(buf: memoryview, pos: int, end: int, little: bool, implicit: bool, unt
         else:
             if pos + length > n:
                 raise _truncated(pos)
+            if capture is not None and tag in _WANTED:
+                capture[tag] = _text(buf[pos : pos + length])
             pos += length
     return pos
 
