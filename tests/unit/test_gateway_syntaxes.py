@@ -1,0 +1,104 @@
+"""The gateway stores every transfer syntax a modality may send, exactly as received.
+
+A real association on a free loopback port per syntax, pynetdicom as the modality.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pacs.services.ingest import IngestService
+from pacs.storage.filesystem import FilesystemBlobStore
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+from pynetdicom import AE
+
+from gateway.ae import make_ae
+from gateway.handlers import handlers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[tuple[int, FilesystemBlobStore]]:
+    store = FilesystemBlobStore(tmp_path)
+    port = free_port()
+    server = make_ae("PACS").start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=handlers(IngestService(store))
+    )
+    yield port, store
+    server.shutdown()
+
+
+def encoded(ts: UID) -> Dataset:
+    """CT_small in `ts`, as a modality would hold it."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # type: ignore[arg-type]
+    ds.SOPInstanceUID = generate_uid()
+    if ts.is_compressed:
+        ds.compress(ts, **({"encoding_plugin": "pylibjpeg"} if ts == RLELossless else {}))
+        return ds
+    ds.file_meta.TransferSyntaxUID = ts
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, implicit_vr=ts.is_implicit_VR, little_endian=ts.is_little_endian, force_encoding=True)
+    return pydicom.dcmread(io.BytesIO(buf.getvalue()))
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian,
+     RLELossless, JPEG2000Lossless, JPEGLSLossless],
+    ids=lambda ts: ts.name,
+)
+def test_stored_as_received(gateway: tuple[int, FilesystemBlobStore], ts: UID) -> None:
+    port, store = gateway
+    ds = encoded(ts)
+    scu = AE(ae_title="MODALITY")
+    scu.add_requested_context(CTImageStorage, ts)
+    assoc = scu.associate("127.0.0.1", port, ae_title="PACS")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert status.Status == 0x0000
+    (path,) = store.root.rglob(f"{ds.SOPInstanceUID}.dcm")
+    back = pydicom.dcmread(path)
+    assert back.file_meta.TransferSyntaxUID == ts
+    assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert back.PixelData == ds.PixelData  # the pixel data (or compressed fragments) as sent
+    assert back.PatientName == ds.PatientName and back.StudyInstanceUID == ds.StudyInstanceUID
+    if ts != ExplicitVRBigEndian:  # pydicom's forced re-encoding does not byte-swap OW pixel data
+        reference = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # type: ignore[arg-type]
+        assert (back.pixel_array == reference.pixel_array).all()
+
+
+def test_unknown_called_ae_is_rejected(gateway: tuple[int, FilesystemBlobStore]) -> None:
+    port, _ = gateway
+    scu = AE(ae_title="MODALITY")
+    scu.add_requested_context(CTImageStorage)
+    assoc = scu.associate("127.0.0.1", port, ae_title="SOMEONE")
+    assert assoc.is_rejected
+    assert assoc.acceptor.primitive.result_source == 1  # service user
+    assert assoc.acceptor.primitive.diagnostic == 7  # called AE title not recognised
