@@ -115,3 +115,66 @@ def test_filesystem_write_failure_leaves_no_temp(tmp_path: Path, make_part10: Ma
     with pytest.raises(StorageFailure):
         IngestService(store).ingest(make_part10())
     assert files(store.root) == ["default"]
+
+
+# -- spooled files (the gateway's chunked receive): linked into place, never read whole --------------
+
+
+def spooled(tmp_path: Path, data: bytes, name: str = "spool.dcm") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_file_is_linked_into_place(store: FilesystemBlobStore, tmp_path: Path, make_part10: MakePart10) -> None:
+    data = make_part10()
+    path = spooled(tmp_path, data)
+    result = IngestService(store).ingest_file(path)
+    assert result.outcome is Outcome.STORED and result.size == len(data)
+    assert store.get(result.key) == data
+    assert store.path(result.key).stat().st_ino == path.stat().st_ino  # no copy
+    path.unlink()  # what the gateway's receiver does afterwards
+    assert store.get(result.key) == data
+
+
+def test_file_duplicates_follow_the_policy(store: FilesystemBlobStore, tmp_path: Path, make_part10: MakePart10) -> None:
+    svc = IngestService(store)
+    first = svc.ingest_file(spooled(tmp_path, make_part10(), "a.dcm"))
+    assert svc.ingest_file(spooled(tmp_path, make_part10(), "b.dcm")).outcome is Outcome.IDENTICAL
+    newer = make_part10(StudyDescription="corrected")
+    assert svc.ingest_file(spooled(tmp_path, newer, "c.dcm")).outcome is Outcome.REPLACED
+    assert store.get(first.key) == newer
+    assert len([f for f in files(store.root) if "/history/" in f]) == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [(b"", InvalidDataset), (b"garbage" * 40, InvalidDataset)],
+)
+def test_bad_files_store_nothing(store: FilesystemBlobStore, tmp_path: Path, payload: bytes, error: type) -> None:
+    with pytest.raises(error):
+        IngestService(store).ingest_file(spooled(tmp_path, payload))
+    assert files(store.root) == []
+
+
+def test_bad_uid_in_a_file(store: FilesystemBlobStore, tmp_path: Path, make_part10: MakePart10) -> None:
+    with pytest.raises(InvalidUID):
+        IngestService(store).ingest_file(spooled(tmp_path, make_part10(StudyInstanceUID="1.2.x")))
+    with pytest.raises(InvalidDataset):
+        IngestService(store).ingest_file(spooled(tmp_path, make_part10()[:-5]))
+    assert files(store.root) == []
+
+
+def test_file_from_another_filesystem_is_copied(tmp_path: Path, make_part10: MakePart10) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    store = FilesystemBlobStore(tmp_path / "objects")
+    data = make_part10()
+    path = shm / f"pacs-test-{tmp_path.name}.dcm"
+    path.write_bytes(data)
+    try:
+        result = IngestService(store).ingest_file(path)
+    finally:
+        path.unlink()
+    assert store.get(result.key) == data

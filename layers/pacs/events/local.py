@@ -2,8 +2,10 @@
 
 `publish` commits before it returns (WAL, `synchronous=NORMAL`): an event recorded before an ingest
 is acknowledged survives a crash of any process. A power loss may drop the last events, never the
-objects (they are fsync'ed): start-up reconciliation indexes whatever they announced. Consumers claim messages with a visibility timeout (as SQS does):
-a consumer that dies leaves its messages to be delivered again. After `max_attempts` failed
+objects (they are fsync'ed): start-up reconciliation indexes whatever they announced.
+
+Consumers claim messages with a visibility timeout (as SQS does): a consumer that dies leaves its
+messages to be delivered again. After `max_attempts` failed
 deliveries a message moves to the dead-letter table, where `dead_letters()` shows it and
 `redrive()` puts it back.
 """

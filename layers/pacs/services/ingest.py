@@ -9,10 +9,14 @@ newest is kept and the replaced version is kept under `{partition}/history/`).
 from __future__ import annotations
 
 import enum
+import mmap
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from pacs.dicom.part10 import Part10Header, parse_part10
-from pacs.errors import DuplicateRejected
+from pacs.errors import DuplicateRejected, InvalidDataset, PacsError
 from pacs.events.model import sequencer_now
 from pacs.storage.keys import check_partition, instance_key
 from pacs.storage.port import AlreadyExists, BlobStore
@@ -55,25 +59,46 @@ class IngestService:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
         DuplicateRejected) with nothing stored when it cannot."""
         header = parse_part10(data)
-        key = instance_key(self.partition, header.study_uid, header.series_uid, header.sop_instance_uid)
         body = bytes(data) if not isinstance(data, bytes) else data
+        return self._store(
+            header, len(body),
+            put=lambda key, if_absent: self.store.put(key, body, if_absent=if_absent),
+            same_as=lambda key: self.store.get(key) == body,
+        )
+
+    def ingest_file(self, path: Path) -> StoredInstance:
+        """Store a spooled Part 10 file without reading it whole into memory (memory-mapped for the
+        header walk; linked or streamed into the store). The file is left for the caller to remove."""
+        header = _parse_file(path)
+        size = path.stat().st_size
+        return self._store(
+            header, size,
+            put=lambda key, if_absent: self.store.put_file(key, path, if_absent=if_absent),
+            same_as=lambda key: _same_content(self.store.iter_chunks(key), path),
+        )
+
+    def _store(
+        self, header: Part10Header, size: int, *, put: Callable[[str, bool], object],
+        same_as: Callable[[str], bool],
+    ) -> StoredInstance:
+        key = instance_key(self.partition, header.study_uid, header.series_uid, header.sop_instance_uid)
         try:
-            self.store.put(key, body, if_absent=True)
-            return StoredInstance(key, header, len(body), Outcome.STORED)
+            put(key, True)
+            return StoredInstance(key, header, size, Outcome.STORED)
         except AlreadyExists:
             pass
-        existing = self.store.get(key)
-        if existing == body:
-            return StoredInstance(key, header, len(body), Outcome.IDENTICAL)
+        if same_as(key):
+            return StoredInstance(key, header, size, Outcome.IDENTICAL)
         if self.duplicate_policy is DuplicatePolicy.REJECT:
             raise DuplicateRejected(
                 f"SOP Instance {header.sop_instance_uid} is already stored with different content"
             )
         if self.duplicate_policy is DuplicatePolicy.KEEP:
-            return StoredInstance(key, header, len(existing), Outcome.KEPT_EXISTING)
-        self.store.put(self.history_key(header), existing)
-        self.store.put(key, body)
-        return StoredInstance(key, header, len(body), Outcome.REPLACED)
+            return StoredInstance(key, header, size, Outcome.KEPT_EXISTING)
+        with self.store.open(key) as old:
+            self.store.put(self.history_key(header), old)
+        put(key, False)
+        return StoredInstance(key, header, size, Outcome.REPLACED)
 
     def history_key(self, h: Part10Header) -> str:
         """Where a replaced version is kept: outside `studies/`, so it is never indexed."""
@@ -81,3 +106,25 @@ class IngestService:
             f"{self.partition}/history/{h.study_uid}/{h.series_uid}/{h.sop_instance_uid}"
             f"/{sequencer_now()}.dcm"
         )
+
+
+def _parse_file(path: Path) -> Part10Header:
+    error: PacsError | None = None
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise InvalidDataset("empty data set")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            try:
+                return parse_part10(mapped)  # type: ignore[arg-type]  # a buffer, as bytes are
+            except PacsError as exc:  # re-raised once the map is closed (its traceback holds views)
+                error = type(exc)(exc.reason)
+    raise error
+
+
+def _same_content(chunks: Iterator[bytes], path: Path) -> bool:
+    """Compare a stored object with a local file, piece by piece."""
+    with open(path, "rb") as fh:
+        for chunk in chunks:
+            if fh.read(len(chunk)) != chunk:
+                return False
+        return fh.read(1) == b""

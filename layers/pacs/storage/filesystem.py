@@ -8,6 +8,7 @@ announced through `notify` (the embedded stand-in for S3 bucket notifications) o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,44 @@ class FilesystemBlobStore:
                     tmp.unlink(missing_ok=True)
             else:
                 os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StorageFailure(f"could not store {key}: {exc.strerror or exc}") from exc
+        return self._stored(key, target)
+
+    def put_file(
+        self, key: str, path: Path, *, content_type: str = "application/dicom", if_absent: bool = False
+    ) -> BlobInfo:
+        """Hard-link the file into place when it is on the same filesystem (no copy at all),
+        else copy it. The link is atomic, so `if_absent` is exact here too."""
+        target = self.path(key)
+        try:
+            if self.fsync:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if if_absent:
+                os.link(path, target)
+            else:
+                tmp = target.parent / f".{target.name}.{os.getpid()}.{sequencer_now()}.tmp"
+                os.link(path, tmp)
+                os.replace(tmp, target)
+        except FileExistsError:
+            raise AlreadyExists(key) from None
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:  # another filesystem: copy instead
+                with open(path, "rb") as fh:
+                    return self.put(key, fh, content_type=content_type, if_absent=if_absent)
+            raise StorageFailure(f"could not store {key}: {exc.strerror or exc}") from exc
+        return self._stored(key, target)
+
+    def _stored(self, key: str, target: Path) -> BlobInfo:
+        """Make the new name durable, then announce the object."""
+        try:
             if self.fsync:
                 dir_fd = os.open(target.parent, os.O_RDONLY)
                 try:
@@ -80,8 +119,6 @@ class FilesystemBlobStore:
                     os.close(dir_fd)
             st = target.stat()
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             raise StorageFailure(f"could not store {key}: {exc.strerror or exc}") from exc
         info = BlobInfo(key=key, size=st.st_size, etag=self._etag(st), sequencer=f"{st.st_mtime_ns:020X}")
         if self.notify is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pacs.events.model import ObjectEvent
@@ -36,6 +37,13 @@ class BlobStore(Protocol):
     ) -> BlobInfo:
         """Write durably, replacing any object at `key` (or raising AlreadyExists when `if_absent`);
         raises StorageFailure when not stored."""
+        ...
+
+    def put_file(
+        self, key: str, path: Path, *, content_type: str = "application/dicom", if_absent: bool = False
+    ) -> BlobInfo:
+        """Store a local file (a spooled upload) without reading it into memory; the file itself
+        is left in place for the caller to remove. Same guarantees as `put`."""
         ...
 
     def head(self, key: str) -> BlobInfo | None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import boto3
@@ -56,6 +57,14 @@ class S3BlobStore:
             raise StorageFailure(f"could not store {key}: {exc}") from exc
         size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else cast(int, data.tell())
         return BlobInfo(key=key, size=size, etag=resp["ETag"].strip('"'), version_id=resp.get("VersionId"))
+
+    def put_file(
+        self, key: str, path: Path, *, content_type: str = "application/dicom", if_absent: bool = False
+    ) -> BlobInfo:
+        """Stream a local file to S3 (one PUT: objects up to 5 GB)."""
+        with open(path, "rb") as fh:
+            info = self.put(key, fh, content_type=content_type, if_absent=if_absent)
+        return BlobInfo(key, path.stat().st_size, info.etag, info.version_id)
 
     def head(self, key: str) -> BlobInfo | None:
         try:
