@@ -15,8 +15,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 TRANSFER_SYNTAXES = list(AllTransferSyntaxes)
 
 
-def make_ae(ae_title: str, *, max_pdu: int = 1 << 20) -> AE:
+def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE:
+    """The AE; `spool` makes pynetdicom write each received data set to a file (a process-wide
+    pynetdicom setting) instead of assembling it in memory."""
     _config.LOG_HANDLER_LEVEL = "none"  # no per-PDU logging on the hot path
+    _config.STORE_RECV_CHUNKED_DATASET = spool
     ae = AE(ae_title=ae_title)
     ae.require_called_aet = True  # an unknown called AE title is rejected at association
     ae.maximum_pdu_size = max_pdu

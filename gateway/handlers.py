@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pacs.errors import PacsError
 from pacs.services.ingest import IngestService
@@ -27,14 +28,26 @@ def handle_echo(event: Event) -> int:
 
 
 def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
-    """Store the received bytes as they are; answer success only once they are durable."""
+    """Store the received bytes as they are; answer success only once they are durable.
+
+    With spooling on (pynetdicom's chunked receive) the data set arrives as a Part 10 file that
+    pynetdicom removes after this handler: ingest links or streams it into the store. Otherwise the
+    data set was assembled in memory.
+    """
     try:
-        data = event.encoded_dataset(include_meta=True)
+        spooled: Path | None = event.dataset_path  # None unless pynetdicom spooled it
+    except AttributeError:
+        spooled = None
+    try:
+        data = None if spooled is not None else event.encoded_dataset(include_meta=True)
     except Exception as exc:
         log.warning("C-STORE: cannot read the received data set: %s", exc)
         return _status(status.CANNOT_UNDERSTAND, f"cannot read data set: {exc}")
     try:
-        ingest.ingest(data)
+        if spooled is not None:
+            ingest.ingest_file(Path(spooled))
+        else:
+            ingest.ingest(data)  # type: ignore[arg-type]
     except PacsError as exc:
         log.warning("C-STORE from %s refused (0x%04X): %s", event.assoc.requestor.ae_title,
                     exc.dimse_status, exc.reason)

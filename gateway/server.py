@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 
@@ -46,7 +47,9 @@ def serve_worker(settings: Settings, sock: socket.socket) -> None:
         backend.store, partition=settings.partition,
         duplicate_policy=DuplicatePolicy(settings.duplicate_policy),
     )
-    ae = make_ae(settings.ae_title, max_pdu=settings.max_pdu)
+    if settings.spool_received and backend.spool_dir is not None:
+        tempfile.tempdir = str(backend.spool_dir)  # pynetdicom spools here: same filesystem as objects
+    ae = make_ae(settings.ae_title, max_pdu=settings.max_pdu, spool=bool(settings.spool_received))
     GatewayServer.inherited_socket = sock
     server = ae.make_server(
         sock.getsockname()[:2], ae_title=settings.ae_title, evt_handlers=handlers(ingest),

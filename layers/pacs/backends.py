@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pacs.catalog.port import Catalog
 from pacs.config import Settings
@@ -21,6 +22,8 @@ class Backend:
     catalog: Catalog
     #: The embedded queue; None on AWS, where S3 notifies SQS by itself.
     queue: LocalQueue | None
+    #: Where received data sets are spooled: beside the objects (same filesystem) when embedded.
+    spool_dir: Path | None = None
 
     def close(self) -> None:
         self.catalog.close()
@@ -36,7 +39,9 @@ def open_backend(settings: Settings) -> Backend:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         queue = LocalQueue(settings.data_dir / "queue.db")
         store = FilesystemBlobStore(settings.data_dir / "objects", notify=queue.publish)
-        return Backend(settings, store, SqliteCatalog(settings.data_dir / "catalog.db"), queue)
+        spool = settings.data_dir / "spool"
+        spool.mkdir(exist_ok=True)
+        return Backend(settings, store, SqliteCatalog(settings.data_dir / "catalog.db"), queue, spool)
     if settings.backend == "aws":
         from pacs.catalog.dynamodb import DynamoCatalog
         from pacs.storage.s3 import S3BlobStore

@@ -30,6 +30,10 @@ class Settings:
     duplicate_policy: str = "replace"
     #: Largest PDU the gateway accepts (bytes); 0 means unlimited.
     max_pdu: int = 1 << 20
+    #: 1: the gateway spools each received data set to a file (memory stays bounded whatever the
+    #: instance size; on the filesystem backend the file is then linked into place, no copy).
+    #: 0: data sets are assembled in memory.
+    spool_received: int = 1
     #: AWS backend.
     bucket: str = ""
     table: str = ""

@@ -29,7 +29,7 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from pynetdicom import AE
+from pynetdicom import AE, _config
 
 from gateway.ae import make_ae
 from gateway.handlers import handlers
@@ -41,15 +41,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[int, FilesystemBlobStore]]:
-    store = FilesystemBlobStore(tmp_path)
+@pytest.fixture(params=["spooled", "in-memory"])
+def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[int, FilesystemBlobStore]]:
+    """The gateway AE in-process, receiving to spool files (linked into place) or in memory."""
+    store = FilesystemBlobStore(tmp_path / "objects")
     port = free_port()
-    server = make_ae("PACS").start_server(
+    spool = request.param == "spooled"
+    server = make_ae("PACS", spool=spool).start_server(
         ("127.0.0.1", port), block=False, evt_handlers=handlers(IngestService(store))
     )
     yield port, store
     server.shutdown()
+    _config.STORE_RECV_CHUNKED_DATASET = False
 
 
 def encoded(ts: UID) -> Dataset:
@@ -89,6 +92,7 @@ def test_stored_as_received(gateway: tuple[int, FilesystemBlobStore], ts: UID) -
     assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert back.PixelData == ds.PixelData  # the pixel data (or compressed fragments) as sent
     assert back.PatientName == ds.PatientName and back.StudyInstanceUID == ds.StudyInstanceUID
+    assert not list(store.root.rglob("*.tmp"))
     if ts != ExplicitVRBigEndian:  # pydicom's forced re-encoding does not byte-swap OW pixel data
         reference = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # type: ignore[arg-type]
         assert (back.pixel_array == reference.pixel_array).all()
