@@ -5,14 +5,38 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import (
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+#: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
+#: lossless compressed syntaxes come first (a compressed image stays as the modality holds it), then
+#: Explicit VR LE (keeps VRs), Implicit, Deflated; Implicit before Big Endian, or dcmtk's default
+#: context [Big Endian, Implicit] would byte-swap native images. Lossy ones come after, never chosen
+#: over a lossless one.
+_PREFERRED = [
+    JPEGLSLossless, RLELossless, JPEG2000Lossless, HTJ2KLossless, HTJ2KLosslessRPCL, JPEGLosslessSV1,
+    JPEGLossless, JPEG2000MCLossless,
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
+]
 #: Every transfer syntax pydicom knows, native and compressed (JPEG, JPEG-LS, JPEG 2000, HTJ2K,
 #: RLE, MPEG-2/-4, HEVC, deflated, big endian): objects are stored as received.
-TRANSFER_SYNTAXES = list(AllTransferSyntaxes)
+TRANSFER_SYNTAXES = _PREFERRED + [ts for ts in AllTransferSyntaxes if ts not in _PREFERRED]
 
 
 def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE:
