@@ -14,7 +14,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 
 from pacs.backends import open_backend
@@ -22,7 +21,7 @@ from pacs.cli.children import die_with_parent
 from pacs.config import Settings
 from pacs.services.ingest import DuplicatePolicy, IngestService
 
-from gateway.ae import GatewayServer, make_ae
+from gateway.ae import make_ae, start_server
 from gateway.handlers import handlers
 
 log = logging.getLogger("gateway")
@@ -50,12 +49,7 @@ def serve_worker(settings: Settings, sock: socket.socket) -> None:
     if settings.spool_received and backend.spool_dir is not None:
         tempfile.tempdir = str(backend.spool_dir)  # pynetdicom spools here: same filesystem as objects
     ae = make_ae(settings.ae_title, max_pdu=settings.max_pdu, spool=bool(settings.spool_received))
-    GatewayServer.inherited_socket = sock
-    server = ae.make_server(
-        sock.getsockname()[:2], ae_title=settings.ae_title, evt_handlers=handlers(ingest),
-        server_class=GatewayServer,
-    )
-    ae._servers.append(server)  # as ae.start_server does: server.shutdown() removes it
+    server = start_server(ae, sock.getsockname()[:2], handlers(ingest), sock=sock)
     stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -63,8 +57,6 @@ def serve_worker(settings: Settings, sock: socket.socket) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-    thread.start()
     while not stopping:
         time.sleep(0.2)
     server.shutdown()
