@@ -87,6 +87,14 @@ class LocalQueue:
         while True:
             now = time.time()
             db = self._conn()
+            # Look first without the write lock: publishers (the gateway, on its C-STORE critical path)
+            # are not made to wait for a consumer that finds nothing.
+            visible = db.execute("SELECT 1 FROM messages WHERE visible_at <= ? LIMIT 1", (now,)).fetchone()
+            if visible is None:
+                if time.monotonic() >= deadline:
+                    return []
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
             db.execute("BEGIN IMMEDIATE")
             try:
                 rows = db.execute(
@@ -104,8 +112,11 @@ class LocalQueue:
                 return [QueueMessage(i, ObjectEvent.from_json(b), a) for i, b, a in rows]
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
-    def ack(self, message_id: int) -> None:
-        self._conn().execute("DELETE FROM messages WHERE id = ?", (message_id,))
+    def ack(self, *message_ids: int) -> None:
+        """Remove processed messages (one statement for a whole batch)."""
+        if message_ids:
+            marks = ",".join("?" * len(message_ids))
+            self._conn().execute(f"DELETE FROM messages WHERE id IN ({marks})", message_ids)
 
     def fail(self, message: QueueMessage, error: str, *, retry_after: float = 1.0) -> None:
         """Make a message visible again later, or dead-letter it after `max_attempts` deliveries."""

@@ -17,6 +17,7 @@ log = logging.getLogger("pacs.indexer")
 def drain_once(queue: LocalQueue, indexer: IndexerService, *, batch: int = 32, wait: float = 0.0) -> int:
     """Process one batch of messages; returns how many were taken."""
     messages = queue.receive(batch, wait=wait)
+    done = []
     for msg in messages:
         try:
             indexer.handle(msg.event)
@@ -24,7 +25,8 @@ def drain_once(queue: LocalQueue, indexer: IndexerService, *, batch: int = 32, w
             log.warning("indexing %s failed (attempt %d): %s", msg.event.key, msg.attempts, exc)
             queue.fail(msg, f"{type(exc).__name__}: {exc}")
         else:
-            queue.ack(msg.id)
+            done.append(msg.id)
+    queue.ack(*done)
     return len(messages)
 
 
