@@ -47,8 +47,8 @@ def main() -> int:
     lines += [
         "| server | assoc. | runs ok | median inst/s | range inst/s | median MB/s | % of "
         f"{a.ceiling} | peak RSS MiB | start RSS MiB | server CPU ms/inst "
-        "| other load, cores: median (max) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| other load, cores: median (max) | all queryable after, s: median (max) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for key in order:
         server, par = key
@@ -57,7 +57,7 @@ def main() -> int:
         errors = sorted({r.get("error") or "see log" for r in groups[key] if not r["ok"]})
         runs_txt = f"{len(ok)}" + (f" ({failed} failed: {', '.join(errors)})" if failed else "")
         if not ok:
-            lines.append(f"| {server} | {par} | {runs_txt} | - | - | - | - | - | - | - | - |")
+            lines.append(f"| {server} | {par} | {runs_txt} | - | - | - | - | - | - | - | - | - |")
             continue
         ips = [r["inst_per_s"] for r in ok]
         ceil = medians.get((a.ceiling, par))
@@ -69,7 +69,9 @@ def main() -> int:
             f"| {max(r['peak_rss_kib'] for r in ok) / 1024:.0f} "
             f"| {statistics.median(r['start_rss_kib'] for r in ok) / 1024:.0f} "
             f"| {cpu_ms:.2f} | {statistics.median(r['other_cores'] for r in ok):.2f} "
-            f"({max(r['other_cores'] for r in ok):.2f}) |"
+            f"({max(r['other_cores'] for r in ok):.2f}) "
+            f"| {statistics.median(r.get('count_wait_s', 0) for r in ok):.2f} "
+            f"({max(r.get('count_wait_s', 0) for r in ok):.2f}) |"
         )
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)

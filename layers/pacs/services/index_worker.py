@@ -5,7 +5,9 @@ The AWS twin is `functions/indexer` (SQS batch → the same IndexerService).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 
 from pacs.events.local import LocalQueue
@@ -30,8 +32,15 @@ def drain_once(queue: LocalQueue, indexer: IndexerService, *, batch: int = 32, w
     return len(messages)
 
 
+#: Scheduling priority (nice) of the indexer thread: under load the gateway's C-STORE answers come
+#: first and indexing trails the burst by a moment (it is asynchronous anyway).
+NICENESS = 10
+
+
 def run(queue: LocalQueue, indexer: IndexerService, stop: threading.Event, *, poll: float = 0.2) -> None:
     """Index until `stop` is set, then finish what is already queued and visible."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's nice is its own
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
     while not stop.is_set():
         drain_once(queue, indexer, wait=poll)
     while drain_once(queue, indexer):
