@@ -55,6 +55,7 @@ from pacs.catalog.records import (
     SeriesRow,
     StudyRow,
     UpsertOutcome,
+    first_value,
 )
 from pacs.dicom.uids import check_uid
 from pacs.errors import CatalogConflict
@@ -180,14 +181,8 @@ def _models(table: str, region_name: str, endpoint: str | None) -> type[_Item]:
 
 
 def _first(attrs: DicomJson, tag: str) -> str:
-    """The first value of an attribute as a string ('' when absent); PN gives its Alphabetic group."""
-    values = attrs.get(tag, {}).get("Value")
-    if not values:
-        return ""
-    v = values[0]
-    if isinstance(v, dict):
-        v = v.get("Alphabetic", "")
-    return "" if v is None else str(v).strip(_PAD)
+    """The first value of an attribute as a string ('' when absent)."""
+    return first_value(attrs, tag) or ""
 
 
 def _study_date(attrs: DicomJson) -> str:

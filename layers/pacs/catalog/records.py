@@ -19,6 +19,18 @@ MODALITIES_IN_STUDY = "00080061"
 SOP_CLASSES_IN_STUDY = "00080062"
 
 
+def first_value(attrs: DicomJson, tag: str) -> str | None:
+    """The first value of an attribute as text without DICOM padding, or None when absent or empty;
+    a person name gives its Alphabetic group."""
+    values = attrs.get(tag, {}).get("Value")
+    if not values:
+        return None
+    v = values[0]
+    if isinstance(v, dict):
+        v = v.get("Alphabetic")
+    return None if v is None else str(v).strip(" \x00")
+
+
 def _cs(values: list[str]) -> dict[str, Any]:
     return {"vr": "CS", "Value": values} if values else {"vr": "CS"}
 

@@ -18,13 +18,13 @@ import orjson
 
 from pacs.catalog.matching import Condition, filter_page, name_keys, normalize_name
 from pacs.catalog.records import (
-    DicomJson,
     IndexedInstance,
     InstanceRow,
     QueryPage,
     SeriesRow,
     StudyRow,
     UpsertOutcome,
+    first_value,
 )
 from pacs.events.model import sequencer_order
 
@@ -70,17 +70,6 @@ _INSTANCE_COLS = (
     " sequencer, attrs, version_id"
 )
 T = TypeVar("T")
-
-
-def first_value(attrs: DicomJson, tag: str) -> Any:
-    """The first value of an attribute in DICOM JSON, or None; PN gives its Alphabetic group."""
-    values = attrs.get(tag, {}).get("Value")
-    if not values:
-        return None
-    v = values[0]
-    if isinstance(v, dict):
-        return v.get("Alphabetic")
-    return v
 
 
 def _int_or_none(v: Any) -> int | None:

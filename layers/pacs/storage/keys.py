@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from pacs.dicom.uids import check_uid
+from pacs.errors import InvalidUID
 
 PARTITION_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _INSTANCE_KEY = re.compile(
@@ -63,7 +64,7 @@ def parse_instance_key(key: str) -> InstanceKey | None:
         return None
     try:
         return InstanceKey(m["partition"], m["study"], m["series"], m["sop"])
-    except (ValueError, Exception):
+    except (ValueError, InvalidUID):
         return None
 
 
