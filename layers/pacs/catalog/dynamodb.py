@@ -74,7 +74,6 @@ _MAX_ALIASES = 16  # of one study's names; a transaction holds at most 100 items
 _RETRYABLE = {"ConditionalCheckFailed", "TransactionConflict", "ThrottlingError",
               "ProvisionedThroughputExceeded", "None"}
 
-_PAD = " \x00"
 T = TypeVar("T")
 #: One operation of a transaction: ("save" | "update" | "delete", item, condition, update actions).
 _Op = tuple[str, "_Item", DbCondition | None, list[Action]]
