@@ -9,6 +9,7 @@ drains the queue: everything acknowledged is indexed before exit.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -137,10 +138,8 @@ def run(settings: Settings) -> int:
     return code
 
 
-def add_arguments(parser: object) -> None:
-    import argparse
-
-    assert isinstance(parser, argparse.ArgumentParser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the local contract (DESIGN.md ◆), shared by the commands that open storage."""
     parser.add_argument("--data-dir", type=Path, default=None, help="embedded storage (./pacs-data)")
     parser.add_argument("--dimse-port", type=int, default=None, help="DICOM port (11112)")
     parser.add_argument("--http-port", type=int, default=None, help="DICOMweb port (8080)")

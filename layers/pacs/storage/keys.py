@@ -68,13 +68,5 @@ def parse_instance_key(key: str) -> InstanceKey | None:
         return None
 
 
-def study_prefix(partition: str, study_uid: str) -> str:
-    return f"{check_partition(partition)}/studies/{check_uid(study_uid, 'StudyInstanceUID')}/"
-
-
 def partition_studies_prefix(partition: str) -> str:
     return f"{check_partition(partition)}/studies/"
-
-
-def derived_prefix(partition: str, study_uid: str) -> str:
-    return f"{check_partition(partition)}/derived/{check_uid(study_uid, 'StudyInstanceUID')}/"
