@@ -101,6 +101,16 @@ def search_studies(request: Request) -> Response:
     return _answer(request, parse_query(request.query_params.multi_items(), Level.STUDY))
 
 
+@router.get("/series")
+def search_all_series(request: Request) -> Response:
+    return _answer(request, parse_query(request.query_params.multi_items(), Level.SERIES))
+
+
+@router.get("/instances")
+def search_all_instances(request: Request) -> Response:
+    return _answer(request, parse_query(request.query_params.multi_items(), Level.IMAGE))
+
+
 @router.get("/studies/{study}/series")
 def search_series(request: Request, study: str) -> Response:
     check_uid(study, "StudyInstanceUID")

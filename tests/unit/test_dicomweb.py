@@ -194,3 +194,48 @@ def test_health_and_metrics(client: TestClient) -> None:
     client.get("/dicomweb/studies")
     text = client.get("/metrics").text
     assert 'pacs_http_requests_total{method="GET",route="/dicomweb/studies",status="200"}' in text
+
+
+# -- searches across studies, and attributes matched at their own level -----------------------------
+
+
+def test_all_series(client: TestClient) -> None:
+    r = client.get("/dicomweb/series")
+    assert uids(r, "0020000E") == [f"{S2}.1", f"{S1}.1", f"{S1}.2"]  # newest study first
+    mr = r.json()[0]
+    assert mr["00100020"]["Value"] == ["PID2"] and mr["0020000D"]["Value"] == [S2]  # study attributes too
+    assert mr["00201209"]["Value"] == [3]
+    assert mr["00081190"]["Value"] == [f"http://testserver/dicomweb/studies/{S2}/series/{S2}.1"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Modality=MR", [f"{S2}.1"]),
+        ("PatientID=PID1", [f"{S1}.1", f"{S1}.2"]),
+        ("PatientID=PID1&SeriesNumber=2", [f"{S1}.2"]),
+        ("StudyDate=20240301-&Modality=CT", []),
+        ("limit=1&offset=1", [f"{S1}.1"]),
+    ],
+)
+def test_series_matching_across_levels(client: TestClient, query: str, expected: list[str]) -> None:
+    r = client.get(f"/dicomweb/series?{query}")
+    assert (uids(r, "0020000E") if r.status_code == 200 else []) == expected
+
+
+def test_all_instances(client: TestClient) -> None:
+    r = client.get("/dicomweb/instances?PatientID=PID2")
+    assert uids(r, "00080018") == [f"{S2}.1.{n}" for n in (1, 2, 3)]
+    first = r.json()[0]
+    assert first["0020000E"]["Value"] == [f"{S2}.1"] and first["00080060"]["Value"] == ["MR"]
+    r = client.get("/dicomweb/instances?Modality=CT&InstanceNumber=2")
+    assert uids(r, "00080018") == [f"{S1}.1.2", f"{S1}.2.2"]
+    r = client.get("/dicomweb/instances?limit=2")
+    assert len(r.json()) == 2 and "additional results" in r.headers["warning"]
+
+
+def test_study_attributes_in_a_series_search_of_one_study(client: TestClient) -> None:
+    assert uids(client.get(f"/dicomweb/studies/{S1}/series?PatientName=doe*"), "0020000E") == [f"{S1}.1", f"{S1}.2"]
+    assert client.get(f"/dicomweb/studies/{S1}/series?PatientName=smith").status_code == 204
+    r = client.get(f"/dicomweb/studies/{S1}/instances?Modality=CT&SeriesNumber=1")
+    assert uids(r, "00080018") == [f"{S1}.1.1", f"{S1}.1.2"]
