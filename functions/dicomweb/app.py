@@ -15,12 +15,47 @@ from pacs.backends import Backend, open_backend
 from pacs.config import Settings
 from pacs.errors import PacsError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.dicomweb import qido, wado
+from functions.dicomweb.browser import BrowserHeaders, JsonGzip
 from functions.dicomweb.context import Services
 
 DICOMWEB = "/dicomweb"
+
+
+class Measure:
+    """Pure-ASGI request metrics: count by method, route and status; latency to the response start."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+        self.app, self.requests, self.latency = app, requests, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status: int | None = None
+
+        def observe(code: int) -> None:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            if scope["path"].startswith(DICOMWEB + "/"):  # included routers report their own path
+                route = DICOMWEB + route
+            self.requests.labels(scope["method"], route, str(code)).inc()
+            self.latency.labels(route).observe(time.perf_counter() - start)
+
+        async def send_measured(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start" and status is None:
+                status = message["status"]
+                observe(status)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_measured)
+        finally:
+            if status is None:  # failed before any response: the server answers 500
+                observe(500)
 
 
 def create_app(backend: Backend | None = None) -> FastAPI:
@@ -33,18 +68,10 @@ def create_app(backend: Backend | None = None) -> FastAPI:
     latency = Histogram("pacs_http_request_seconds", "HTTP request latency", ["route"],
                         registry=registry)
 
-    class Measure(BaseHTTPMiddleware):
-        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-            start = time.perf_counter()
-            response = await call_next(request)
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            if request.url.path.startswith(DICOMWEB + "/"):  # included routers report their own path
-                route = DICOMWEB + route
-            requests.labels(request.method, route, str(response.status_code)).inc()
-            latency.labels(route).observe(time.perf_counter() - start)
-            return response
-
-    app.add_middleware(Measure)
+    # Added last = outermost: Measure, then BrowserHeaders (CORS/CORP/cache, 500s), then JsonGzip.
+    app.add_middleware(JsonGzip)
+    app.add_middleware(BrowserHeaders, origins=backend.settings.cors_origins)
+    app.add_middleware(Measure, requests=requests, latency=latency)
 
     @app.exception_handler(PacsError)
     async def pacs_error(request: Request, exc: PacsError) -> JSONResponse:

@@ -34,6 +34,8 @@ class Settings:
     #: instance size; on the filesystem backend the file is then linked into place, no copy).
     #: 0: data sets are assembled in memory.
     spool_received: int = 1
+    #: DICOMweb CORS: `*` (any origin) or a comma-separated list of allowed origins.
+    cors_origins: str = "*"
     #: AWS backend.
     bucket: str = ""
     table: str = ""
