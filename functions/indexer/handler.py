@@ -48,6 +48,7 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    with indexer().batch():  # series metadata rebuilt once per changed series, after the batch
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

@@ -12,6 +12,8 @@ from pathlib import Path
 from pacs.catalog.port import Catalog
 from pacs.config import Settings
 from pacs.events.local import LocalQueue
+from pacs.events.model import ObjectEvent
+from pacs.storage.keys import parse_instance_key
 from pacs.storage.port import BlobStore
 
 
@@ -38,7 +40,12 @@ def open_backend(settings: Settings) -> Backend:
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         queue = LocalQueue(settings.data_dir / "queue.db")
-        store = FilesystemBlobStore(settings.data_dir / "objects", notify=queue.publish)
+        def notify(event: ObjectEvent) -> None:
+            """Announce originals only, as the S3 notification filter does (`studies/…/*.dcm`)."""
+            if parse_instance_key(event.key) is not None:
+                queue.publish(event)
+
+        store = FilesystemBlobStore(settings.data_dir / "objects", notify=notify)
         spool = settings.data_dir / "spool"
         spool.mkdir(exist_ok=True)
         return Backend(settings, store, SqliteCatalog(settings.data_dir / "catalog.db"), queue, spool)

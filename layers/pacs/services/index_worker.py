@@ -20,14 +20,15 @@ def drain_once(queue: LocalQueue, indexer: IndexerService, *, batch: int = 32, w
     """Process one batch of messages; returns how many were taken."""
     messages = queue.receive(batch, wait=wait)
     done = []
-    for msg in messages:
-        try:
-            indexer.handle(msg.event)
-        except Exception as exc:
-            log.warning("indexing %s failed (attempt %d): %s", msg.event.key, msg.attempts, exc)
-            queue.fail(msg, f"{type(exc).__name__}: {exc}")
-        else:
-            done.append(msg.id)
+    with indexer.batch():  # series metadata rebuilt once per changed series, at the end
+        for msg in messages:
+            try:
+                indexer.handle(msg.event)
+            except Exception as exc:
+                log.warning("indexing %s failed (attempt %d): %s", msg.event.key, msg.attempts, exc)
+                queue.fail(msg, f"{type(exc).__name__}: {exc}")
+            else:
+                done.append(msg.id)
     queue.ack(*done)
     return len(messages)
 

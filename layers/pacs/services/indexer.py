@@ -9,17 +9,22 @@ sequencer, so a late, older delivery never overwrites newer state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import logging
+from collections.abc import Iterator
 
 from pacs.catalog.port import Catalog
 from pacs.catalog.records import IndexedInstance, InstanceRow
 from pacs.dicom.levels import split_levels
-from pacs.dicom.part10 import read_header
 from pacs.errors import InvalidDataset
 from pacs.events.model import ObjectEvent, sequencer_order
-from pacs.storage.keys import parse_instance_key
+from pacs.services.metadata import MetadataService, read_instance
+from pacs.storage.keys import InstanceKey, parse_instance_key
 from pacs.storage.port import BlobInfo, BlobStore
+
+log = logging.getLogger("pacs.indexer")
 
 
 class IndexOutcome(enum.StrEnum):
@@ -37,6 +42,33 @@ class IndexerService:
     def __init__(self, store: BlobStore, catalog: Catalog) -> None:
         self.store = store
         self.catalog = catalog
+        self.metadata = MetadataService(store, catalog)
+        #: Series whose metadata changed in the current `batch()`; None outside a batch.
+        self._dirty: set[tuple[str, str, str]] | None = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Coalesce series metadata rebuilds: each changed series is rebuilt once, at the end.
+
+        Outside a batch a change only drops the series metadata object; the first read rebuilds it."""
+        outer = self._dirty is None
+        if outer:
+            self._dirty = set()
+        try:
+            yield
+        finally:
+            if outer:
+                dirty, self._dirty = self._dirty or set(), None
+                for partition, study, series in sorted(dirty):
+                    try:
+                        self.metadata.rebuild_series(partition, study, series)
+                    except Exception as exc:  # the first read rebuilds it: never fail the batch
+                        log.warning("series metadata %s/%s not rebuilt: %s", study, series, exc)
+
+    def _series_changed(self, ref: InstanceKey) -> None:
+        self.metadata.invalidate_series(ref.partition, ref.study_uid, ref.series_uid)
+        if self._dirty is not None:
+            self._dirty.add((ref.partition, ref.study_uid, ref.series_uid))
 
     def handle(self, event: ObjectEvent) -> IndexOutcome:
         ref = parse_instance_key(event.key)
@@ -45,6 +77,8 @@ class IndexerService:
         head = self.store.head(event.key)
         if head is None:
             removed = self.catalog.remove_instance(ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid)
+            self.metadata.remove_instance(ref)
+            self._series_changed(ref)
             return IndexOutcome.REMOVED if removed else IndexOutcome.ABSENT
         if event.kind == "removed":
             return IndexOutcome.SUPERSEDED  # re-created since: the created event indexes it
@@ -57,12 +91,13 @@ class IndexerService:
         ref = parse_instance_key(head.key)
         if ref is None:
             return IndexOutcome.IGNORED
-        with self.store.open(head.key) as fp:
-            ds = read_header(fp)
+        ds, pixel = read_instance(self.store, head.key)
         found = (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")),
                  str(ds.get("SOPInstanceUID", "")))
         if found != (ref.study_uid, ref.series_uid, ref.sop_uid):
             raise InvalidDataset(f"object {head.key} holds UIDs {found}, not those of its key")
+        self.metadata.write_instance(ref, ds, pixel)
+        self._series_changed(ref)
         study, series, instance = split_levels(ds)
         instance["00083002"] = {"vr": "UI", "Value": [str(ds.file_meta.TransferSyntaxUID)]}
         row = InstanceRow(
