@@ -88,9 +88,7 @@ def run(settings: Settings) -> int:
         env=env, pass_fds=(dimse_sock.fileno(),), preexec_fn=die_with_parent,
     )
     web = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "functions.dicomweb.app:create_app", "--factory",
-         "--fd", str(http_sock.fileno()), "--no-access-log", "--log-level", "warning",
-         "--timeout-graceful-shutdown", "10"],
+        [sys.executable, "-m", "functions.dicomweb.serve", "--fd", str(http_sock.fileno())],
         env=env, pass_fds=(http_sock.fileno(),), preexec_fn=die_with_parent,
     )
     dimse_sock.close()  # the children hold them now

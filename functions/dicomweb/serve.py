@@ -1,0 +1,32 @@
+"""Serve the DICOMweb app with uvicorn on a listening socket inherited from `pacs up`.
+
+`uvicorn --fd` rebuilds an inherited socket as AF_UNIX, so asyncio never sets TCP_NODELAY on its
+connections and every keep-alive response waits for the client's delayed ACK (about 40 ms here;
+Kludex/uvicorn#3149). Rebuilding it with `socket.socket(fileno=…)` keeps its real family, and uvicorn
+then serves it as TCP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+import uvicorn
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m functions.dicomweb.serve", description=__doc__)
+    parser.add_argument("--fd", type=int, required=True, help="an inherited listening TCP socket")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)  # the family and type are read from the socket itself
+    config = uvicorn.Config(
+        "functions.dicomweb.app:create_app", factory=True, access_log=False, log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
