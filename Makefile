@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-APT_PACKAGES := dcmtk
+APT_PACKAGES := dcmtk chromium nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint types unit integration interop bench setup apt clean
+.PHONY: up test lint types unit integration interop bench bench-dicomweb setup apt viewer clean
 
-setup: apt $(STAMP)
+setup: apt $(STAMP) viewer
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -29,6 +29,15 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -c 'import pacs, gateway, functions, pynetdicom, fastapi, moto' 
 	@touch $(STAMP)
+
+# The OHIF viewer (prebuilt, from the npm registry) relocated to /viewer, and playwright-core for the
+# browser test. npm ships inside nodesource's nodejs on these machines; Debian's npm only if missing.
+viewer: apt $(STAMP)
+	@command -v npm >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends npm >/dev/null; }
+	@$(BIN)/python tools/install_viewer.py
+	@[ -f tests/viewer/node_modules/playwright-core/package.json ] || \
+	  (cd tests/viewer && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 up: setup
 	$(BIN)/pacs up
@@ -54,5 +63,9 @@ test: setup lint types
 bench: setup
 	bash bench/run_store.sh
 
+bench-dicomweb: setup
+	bash bench/run_dicomweb.sh
+
 clean:
-	rm -rf $(VENV) pacs-data bench/out .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) pacs-data bench/out .build tests/viewer/node_modules tests/viewer/artifacts \
+	  .pytest_cache .ruff_cache .mypy_cache

@@ -17,9 +17,10 @@ from pacs.errors import PacsError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from functions.dicomweb import delete, frames, metadata, qido, wado, wado_uri
+from functions.dicomweb import delete, frames, metadata, qido, stow, wado, wado_uri
 from functions.dicomweb.browser import BrowserHeaders, JsonGzip
 from functions.dicomweb.context import Services
+from functions.dicomweb.viewer import default_viewer_dir, mount_viewer
 
 DICOMWEB = "/dicomweb"
 
@@ -94,6 +95,8 @@ def create_app(backend: Backend | None = None) -> FastAPI:
     app.include_router(wado.router, prefix=DICOMWEB)
     app.include_router(frames.router, prefix=DICOMWEB)
     app.include_router(metadata.router, prefix=DICOMWEB)
+    app.include_router(stow.router, prefix=DICOMWEB)
     app.include_router(delete.router, prefix=DICOMWEB)
     app.include_router(wado_uri.router)
+    mount_viewer(app, default_viewer_dir())  # OHIF at /viewer when installed (not on Lambda)
     return app

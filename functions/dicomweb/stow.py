@@ -1,0 +1,246 @@
+"""STOW-RS (PS3.18 10.5): `POST /studies[/{study}]` with a multipart/related application/dicom body.
+
+The body is streamed: each part goes through the push parser into its own spool file (beside the
+objects when embedded), then through the same ingest path as the C-STORE gateway, and the spool file
+is removed. A part is stored only once its closing delimiter has arrived, so a truncated body never
+half-stores its last part. The answer is the store response data set of PS3.18 Table 10.5.3-1:
+200 all stored, 202 some failed, 409 none stored, 400 malformed body, 415 unsupported media type.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from pacs.dicom.multipart import (
+    MultipartError,
+    MultipartParser,
+    PartData,
+    PartEnd,
+    PartHeaders,
+    parse_content_type,
+)
+from pacs.dicom.part10 import Part10Header
+from pacs.dicom.uids import check_uid
+from pacs.errors import PacsError, StorageFailure
+from pacs.services.ingest import DuplicatePolicy, IngestService, StoredInstance
+from starlette.concurrency import run_in_threadpool
+
+from functions.dicomweb.context import DICOM_JSON, BadRequest, services
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+_HEADER_UNSAFE = str.maketrans({'"': "'", "\r": " ", "\n": " ", "\\": "/"})
+
+
+class UnsupportedMediaType(PacsError):
+    """The request body is not multipart/related with type application/dicom (HTTP 415)."""
+
+    http_status = 415
+
+
+class StudyMismatch(PacsError):
+    """An instance sent to `/studies/{study}` that belongs to another study: not stored."""
+
+    dimse_status = 0xA900  # Error: data set does not match SOP class (PS3.18 10.5.3.1)
+    http_status = 409
+
+
+class _StowIngest(IngestService):
+    """The ingest service, refusing instances of another study than the target one before the write,
+    and remembering the header of the last instance (for the UIDs of a failure)."""
+
+    def __init__(self, *args: Any, study: str | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.study = study
+        self.header: Part10Header | None = None
+
+    def _store(
+        self, header: Part10Header, size: int, *, put: Callable[[str, bool], object],
+        same_as: Callable[[str], bool],
+    ) -> StoredInstance:
+        self.header = header
+        if self.study is not None and header.study_uid != self.study:
+            raise StudyMismatch(
+                f"SOP Instance {header.sop_instance_uid} belongs to study {header.study_uid}, "
+                f"not {self.study}"
+            )
+        return super()._store(header, size, put=put, same_as=same_as)
+
+
+@dataclass(slots=True)
+class _Failure:
+    reason: int
+    text: str
+    header: Part10Header | None = None
+
+
+@dataclass(slots=True)
+class _Report:
+    stored: list[Part10Header] = field(default_factory=list)
+    failed: list[_Failure] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.stored) + len(self.failed)
+
+
+def _ingest(ingest: _StowIngest, path: Path) -> Part10Header | _Failure:
+    """Ingest one spooled part (in a worker thread): its header, or why it was not stored."""
+    ingest.header = None
+    try:
+        return ingest.ingest_file(path).header
+    except PacsError as exc:
+        return _Failure(exc.dimse_status, exc.reason, ingest.header)
+    except Exception as exc:  # a fault of ours or of the store: report it, keep the other parts
+        log.exception("STOW-RS: could not ingest a part")
+        return _Failure(PROCESSING_FAILURE, f"processing failure: {exc}", ingest.header)
+
+
+class _Spool:
+    """The spool file of the part being received."""
+
+    def __init__(self, directory: Path | None) -> None:
+        try:
+            fd, name = tempfile.mkstemp(prefix="stow-", suffix=".dcm", dir=directory)
+        except OSError as exc:
+            raise StorageFailure(f"cannot spool the request: {exc.strerror or exc}") from exc
+        self.path = Path(name)
+        self.file: IO[bytes] = os.fdopen(fd, "wb")
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _request_boundary(content_type: str) -> str:
+    media, params = parse_content_type(content_type)
+    if media != "multipart/related":
+        raise UnsupportedMediaType(
+            f"STOW-RS takes multipart/related; type=\"{DICOM}\", not {media or 'no content type'}"
+        )
+    part_type = parse_content_type(params.get("type", DICOM))[0]
+    if part_type in ("application/dicom+json", "application/dicom+xml"):
+        raise UnsupportedMediaType(f"STOW-RS of {part_type} metadata with bulk data is not supported yet")
+    if part_type != DICOM:
+        raise UnsupportedMediaType(f"STOW-RS takes multipart/related parts of {DICOM}, not {part_type}")
+    boundary = params.get("boundary", "")
+    if not boundary:
+        raise BadRequest("the multipart/related content type has no boundary parameter")
+    return boundary
+
+
+async def _receive(request: Request, ingest: _StowIngest, spool_dir: Path | None) -> _Report:
+    """Stream the body part by part into spool files and ingest each complete part."""
+    parser = MultipartParser(_request_boundary(request.headers.get("content-type", "")))
+    report = _Report()
+    spool: _Spool | None = None
+    refused: str | None = None  # why the current part is not spooled (not application/dicom)
+    try:
+        try:
+            async for chunk in request.stream():
+                for event in parser.feed(chunk):
+                    if isinstance(event, PartData):
+                        if spool is not None:
+                            spool.file.write(event.data)
+                    elif isinstance(event, PartHeaders):
+                        media = parse_content_type(event.headers.get("content-type", DICOM))[0]
+                        if media == DICOM:
+                            spool, refused = _Spool(spool_dir), None
+                        else:
+                            refused = f"a part of type {media} is not {DICOM}"
+                    elif isinstance(event, PartEnd):
+                        if spool is None:
+                            report.failed.append(_Failure(CANNOT_UNDERSTAND, refused or "no data"))
+                            continue
+                        spool.file.close()
+                        try:
+                            outcome = await run_in_threadpool(_ingest, ingest, spool.path)
+                        finally:
+                            spool.discard()
+                            spool = None
+                        if isinstance(outcome, _Failure):
+                            report.failed.append(outcome)
+                        else:
+                            report.stored.append(outcome)
+            parser.close()
+        except MultipartError as exc:  # complete parts before it stand; the rest is not stored
+            if not report:
+                raise BadRequest(f"malformed multipart body: {exc}") from None
+            report.failed.append(_Failure(CANNOT_UNDERSTAND, f"malformed multipart body: {exc}"))
+    finally:
+        if spool is not None:
+            spool.discard()
+    if not report:
+        raise BadRequest("the multipart body has no parts")
+    return report
+
+
+def _response(request: Request, report: _Report, study: str | None) -> Response:
+    base = str(request.base_url).rstrip("/") + "/dicomweb/studies"
+
+    def ui(value: str) -> dict[str, object]:
+        return {"vr": "UI", "Value": [value]}
+
+    def url(value: str) -> dict[str, object]:
+        return {"vr": "UR", "Value": [value]}
+
+    body: dict[str, object] = {}
+    studies = {h.study_uid for h in report.stored}
+    target = study or (studies.pop() if len(studies) == 1 else None)
+    if target is not None:
+        body["00081190"] = url(f"{base}/{target}")
+    if report.stored:
+        body["00081199"] = {"vr": "SQ", "Value": [
+            {"00081150": ui(h.sop_class_uid), "00081155": ui(h.sop_instance_uid),
+             "00081190": url(f"{base}/{h.study_uid}/series/{h.series_uid}/instances/{h.sop_instance_uid}")}
+            for h in report.stored
+        ]}
+    headers: dict[str, str] = {}
+    if report.failed:
+        items = []
+        for f in report.failed:
+            item: dict[str, object] = {"00081197": {"vr": "US", "Value": [f.reason]}}
+            if f.header is not None:
+                item["00081150"] = ui(f.header.sop_class_uid)
+                item["00081155"] = ui(f.header.sop_instance_uid)
+            items.append(item)
+        body["00081198"] = {"vr": "SQ", "Value": items}
+        host = request.url.hostname or "pacs"
+        texts = "; ".join(dict.fromkeys(f.text for f in report.failed))
+        safe = texts.encode("ascii", "replace").decode().translate(_HEADER_UNSAFE)
+        headers["Warning"] = f'299 {host}: "{safe[:1000]}"'
+    status = 200 if not report.failed else 202 if report.stored else 409
+    return Response(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), status_code=status,
+                    media_type=DICOM_JSON, headers=headers)
+
+
+async def _store(request: Request, study: str | None) -> Response:
+    backend = services(request).backend
+    ingest = _StowIngest(
+        backend.store, partition=backend.settings.partition,
+        duplicate_policy=DuplicatePolicy(backend.settings.duplicate_policy), study=study,
+    )
+    report = await _receive(request, ingest, backend.spool_dir)
+    return _response(request, report, study)
+
+
+@router.post("/studies")
+async def store_instances(request: Request) -> Response:
+    return await _store(request, None)
+
+
+@router.post("/studies/{study}")
+async def store_study_instances(request: Request, study: str) -> Response:
+    check_uid(study, "StudyInstanceUID")
+    return await _store(request, study)
