@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -69,16 +71,54 @@ def _not_modified(request: Request, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def _json_response(request: Request, body: bytes, etag: str | None = None) -> Response:
-    """`body` (plain JSON with relative URIs) made absolute, gzip'd when the client accepts it."""
+class _Rendered:
+    """Responses made from stored metadata, by (ETag, base URL, gzip): a series' metadata is then
+    rewritten and compressed once per client base URL, not on every read (bounded LRU)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.items: OrderedDict[tuple[str, str, bool], bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, bool], make: Callable[[], bytes]) -> bytes:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        data = make()
+        with self.lock:
+            self.items[key] = data
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return data
+
+
+_rendered = _Rendered()
+
+
+def _render(body: bytes, base: str, gz: bool) -> bytes:
+    data = absolutize(body, base)
+    return gzip.compress(data, compresslevel=1) if gz else data
+
+
+def _json_response(
+    request: Request, body: bytes, etag: str | None = None, *, compressed: bool = False
+) -> Response:
+    """`body` (JSON with relative URIs; gzip'd when `compressed`) made absolute, gzip'd when the client
+    accepts it. With an ETag the result is cached, so the stored body is only unpacked once."""
     headers = {"Vary": "Accept-Encoding"}
     if etag is not None:
         headers["ETag"] = etag
         if _not_modified(request, etag):
             return Response(status_code=304, headers=headers)
-    data = absolutize(body, _base(request))
-    if _accepts_gzip(request) and len(data) > 1024:
-        data = gzip.compress(data, compresslevel=1)
+    gz = _accepts_gzip(request) and (compressed or len(body) > 1024)
+    base = _base(request)
+
+    def make() -> bytes:
+        return _render(gzip.decompress(body) if compressed else body, base, gz)
+
+    data = _rendered.get((etag, base, gz), make) if etag is not None else make()
+    if gz:
         headers["Content-Encoding"] = "gzip"
     return Response(data, media_type=DICOM_JSON, headers=headers)
 
@@ -92,7 +132,7 @@ def series_metadata(request: Request, study: str, series: str) -> Response:
     etag = strong_etag(stored)
     if _not_modified(request, etag):
         return Response(status_code=304, headers={"ETag": etag, "Vary": "Accept-Encoding"})
-    return _json_response(request, gzip.decompress(stored), etag)
+    return _json_response(request, stored, etag, compressed=True)
 
 
 @router.get("/studies/{study}/metadata")
