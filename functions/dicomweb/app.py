@@ -17,7 +17,7 @@ from pacs.errors import PacsError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from functions.dicomweb import delete, frames, metadata, qido, stow, wado, wado_uri
+from functions.dicomweb import delete, frames, metadata, qido, rendered, stow, wado, wado_uri
 from functions.dicomweb.browser import BrowserHeaders, JsonGzip
 from functions.dicomweb.context import Services
 from functions.dicomweb.viewer import default_viewer_dir, mount_viewer
@@ -95,6 +95,7 @@ def create_app(backend: Backend | None = None) -> FastAPI:
     app.include_router(wado.router, prefix=DICOMWEB)
     app.include_router(frames.router, prefix=DICOMWEB)
     app.include_router(metadata.router, prefix=DICOMWEB)
+    app.include_router(rendered.router, prefix=DICOMWEB)
     app.include_router(stow.router, prefix=DICOMWEB)
     app.include_router(delete.router, prefix=DICOMWEB)
     app.include_router(wado_uri.router)

@@ -3,18 +3,24 @@
 Objects are sent as stored, streamed from the object store in 1 MiB pieces (never a whole study in
 memory). An explicitly requested transfer syntax other than the stored one is 406 until the
 transcoder exists.
+
+A body larger than `max_inline_response` (set on Lambda, whose buffered responses are limited to
+6 MB) is never truncated: when the store can presign (S3) it is pre-packed there once
+(`pacs.services.packed`) and answered with `303 See Other` to a presigned GET of it. Otherwise
+(filesystem, or no limit) it is streamed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pacs.catalog.records import InstanceRow
 from pacs.dicom.multipart import multipart_stream, new_boundary
 from pacs.dicom.uids import check_uid
 from pacs.errors import PacsError
+from pacs.services.packed import packed_url
 
 from functions.dicomweb.context import services
 
@@ -69,7 +75,7 @@ def acceptable_syntaxes(accept: str | None) -> set[str] | None:
     return wanted
 
 
-def _respond(request: Request, rows: list[InstanceRow]) -> StreamingResponse:
+def _respond(request: Request, rows: list[InstanceRow]) -> Response:
     wanted = acceptable_syntaxes(request.headers.get("accept"))
     if wanted is not None:
         odd = sorted({r.transfer_syntax_uid for r in rows} - wanted)
@@ -78,6 +84,13 @@ def _respond(request: Request, rows: list[InstanceRow]) -> StreamingResponse:
                 f"stored as {', '.join(odd)}; transcoding to {', '.join(sorted(wanted))} is not available"
             )
     svc = services(request)
+    settings = svc.backend.settings
+    url = packed_url(
+        svc.retrieve.store, svc.retrieve.partition, rows[0].study_uid, rows, svc.retrieve.chunks,
+        max_inline=settings.max_inline_response, expires=settings.presign_expires,
+    )
+    if url is not None:  # the presigned URL expires: never cache the redirect
+        return Response(status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
     boundary = new_boundary()
     parts: Iterator[Iterator[bytes]] = (svc.retrieve.chunks(r) for r in rows)
     return StreamingResponse(
@@ -87,20 +100,20 @@ def _respond(request: Request, rows: list[InstanceRow]) -> StreamingResponse:
 
 
 @router.get("/studies/{study}")
-def retrieve_study(request: Request, study: str) -> StreamingResponse:
+def retrieve_study(request: Request, study: str) -> Response:
     check_uid(study, "StudyInstanceUID")
     return _respond(request, services(request).retrieve.instances(study))
 
 
 @router.get("/studies/{study}/series/{series}")
-def retrieve_series(request: Request, study: str, series: str) -> StreamingResponse:
+def retrieve_series(request: Request, study: str, series: str) -> Response:
     check_uid(study, "StudyInstanceUID")
     check_uid(series, "SeriesInstanceUID")
     return _respond(request, services(request).retrieve.instances(study, series))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}")
-def retrieve_instance(request: Request, study: str, series: str, instance: str) -> StreamingResponse:
+def retrieve_instance(request: Request, study: str, series: str, instance: str) -> Response:
     check_uid(study, "StudyInstanceUID")
     check_uid(series, "SeriesInstanceUID")
     check_uid(instance, "SOPInstanceUID")

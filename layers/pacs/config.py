@@ -36,6 +36,12 @@ class Settings:
     spool_received: int = 1
     #: DICOMweb CORS: `*` (any origin) or a comma-separated list of allowed origins.
     cors_origins: str = "*"
+    #: The largest WADO-RS multipart body (bytes, estimated from the catalog) answered inline; above
+    #: it, when the store can presign, the body is pre-packed in the store and answered with a 303 to
+    #: a presigned GET. 0: unlimited (streamed, as under uvicorn); the Lambda handler sets 4 MB.
+    max_inline_response: int = 0
+    #: Lifetime (seconds) of the presigned URLs of pre-packed responses.
+    presign_expires: int = 900
     #: AWS backend.
     bucket: str = ""
     table: str = ""

@@ -171,3 +171,7 @@ class FilesystemBlobStore:
                 if key.startswith(prefix):
                     st = full.stat()
                     yield BlobInfo(key=key, size=st.st_size, etag=self._etag(st))
+
+    def presigned_get(self, key: str, expires: int = 900) -> str | None:
+        """Files cannot be presigned: large responses are streamed instead."""
+        return None

@@ -62,6 +62,11 @@ class BlobStore(Protocol):
 
     def list(self, prefix: str) -> Iterator[BlobInfo]: ...
 
+    def presigned_get(self, key: str, expires: int = 900) -> str | None:
+        """A URL that GETs the object without credentials for `expires` seconds, or None when the
+        store cannot presign (the filesystem)."""
+        ...
+
 
 #: Called after an object is durably created or removed, in stores that do not notify by themselves
 #: (the filesystem). S3 notifies through its own bucket notifications instead.

@@ -30,7 +30,10 @@ class S3BlobStore:
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, tcp_keepalive=True),
+            # SigV4 always: presigned GETs of KMS-encrypted objects require it.
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"}, tcp_keepalive=True, signature_version="s3v4"
+            ),
         )
 
     def put(
@@ -118,6 +121,11 @@ class S3BlobStore:
         for page in pages:
             for obj in page.get("Contents", []):
                 yield BlobInfo(key=obj["Key"], size=int(obj["Size"]), etag=obj["ETag"].strip('"'))
+
+    def presigned_get(self, key: str, expires: int = 900) -> str:
+        """A presigned GET URL (no request is made: the object need not exist yet)."""
+        return cast(str, self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires))
 
 
 class _RangedReader:
