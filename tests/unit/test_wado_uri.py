@@ -50,8 +50,10 @@ def test_returns_the_stored_object(client: TestClient, stored: bytes, extra: str
 @pytest.mark.parametrize(
     ("url", "status", "words"),
     [
-        (URL, 406, "image/jpeg"),
-        (URL + "&contentType=image/png", 406, "not available"),
+        (URL + "&contentType=image/gif", 406, "not available"),
+        (URL + "&windowCenter=40", 400, "windowWidth"),
+        (URL + "&rows=0", 400, "rows"),
+        (URL + "&frameNumber=2", 400, "frame"),
         (URL + "&contentType=application/dicom&transferSyntax=1.2.840.10008.1.2.4.80", 406, "transcoding"),
         (URL + "&contentType=application/dicom&anonymize=yes", 406, "anonymize"),
         (URL.replace("requestType=WADO", "requestType=RSS") + "&contentType=application/dicom", 400, "requestType"),
@@ -64,3 +66,24 @@ def test_errors_have_reasons(client: TestClient, url: str, status: int, words: s
     r = client.get(url)
     assert r.status_code == status
     assert words in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "media", "magic"),
+    [("", "image/jpeg", b"\xff\xd8"), ("&contentType=image/png", "image/png", b"\x89PNG"),
+     ("&contentType=image/jpeg&windowCenter=40&windowWidth=400&rows=4&imageQuality=50", "image/jpeg", b"\xff\xd8")],
+)
+def test_rendered_images(client: TestClient, extra: str, media: str, magic: bytes) -> None:
+    r = client.get(URL + extra)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == media and r.content.startswith(magic)
+
+
+def test_rows_scale_the_image(client: TestClient) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    big = Image.open(BytesIO(client.get(URL + "&contentType=image/png").content))
+    small = Image.open(BytesIO(client.get(URL + "&contentType=image/png&rows=4").content))
+    assert big.size == (8, 8) and small.size == (4, 4)
