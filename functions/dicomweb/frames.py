@@ -3,15 +3,20 @@
 Native frames are application/octet-stream (little endian); compressed frames go as stored with
 their media type (image/jls, image/jp2, …) unless only octet-stream is accepted, when they are
 decoded. Every part names its `transfer-syntax`. The body is built whole (frames are small), with a
-Content-Length and never compressed.
+Content-Length and never compressed. One `FrameService` per app keeps the parsed pixel layouts, so
+that the next frame of an object skips the header parse.
 """
 
 from __future__ import annotations
+
+import threading
+import weakref
 
 from fastapi import APIRouter, Request, Response
 from pacs.dicom.multipart import new_boundary
 from pacs.dicom.uids import check_uid
 from pacs.services.frames import OCTET_STREAM, FrameService, Wanted, parse_frame_list
+from pacs.services.retrieve import RetrieveService
 
 from functions.dicomweb.context import services
 from functions.dicomweb.wado import NotAcceptable, media_ranges
@@ -48,6 +53,21 @@ def wanted_forms(accept: str | None) -> list[Wanted] | None:
     return wanted
 
 
+_frame_services: weakref.WeakKeyDictionary[RetrieveService, FrameService] = weakref.WeakKeyDictionary()
+_frame_services_lock = threading.Lock()
+
+
+def frame_service(retrieve: RetrieveService) -> FrameService:
+    """The FrameService (and so the layout cache) of an app's retrieve service, made once."""
+    found = _frame_services.get(retrieve)
+    if found is None:
+        with _frame_services_lock:
+            found = _frame_services.get(retrieve)
+            if found is None:
+                found = _frame_services[retrieve] = FrameService(retrieve)
+    return found
+
+
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}")
 def retrieve_frames(request: Request, study: str, series: str, instance: str, frame_list: str) -> Response:
     check_uid(study, "StudyInstanceUID")
@@ -55,10 +75,14 @@ def retrieve_frames(request: Request, study: str, series: str, instance: str, fr
     check_uid(instance, "SOPInstanceUID")
     numbers = parse_frame_list(frame_list)
     wanted = wanted_forms(request.headers.get("accept"))
-    result = FrameService(services(request).retrieve).frames(study, series, instance, numbers, wanted)
+    result = frame_service(services(request).retrieve).frames(study, series, instance, numbers, wanted)
     boundary = new_boundary()
     head = f"--{boundary}\r\nContent-Type: {result.content_type}\r\n\r\n".encode()
-    body = b"".join(head + frame + b"\r\n" for frame in result.frames) + f"--{boundary}--\r\n".encode()
+    pieces: list[bytes] = []
+    for frame in result.frames:
+        pieces += (head, frame, b"\r\n")
+    pieces.append(f"--{boundary}--\r\n".encode())
+    body = b"".join(pieces)
     return Response(
         body,
         media_type=f'multipart/related; type="{result.media_type}"; boundary={boundary}',

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from pacs.backends import Backend
+from pacs.services import frames as frame_service_module
 from pacs.services import index_worker
+from pacs.services.frames import FrameService, LayoutCache
 from pacs.services.indexer import IndexerService
 from pacs.services.ingest import IngestService
+from pacs.services.retrieve import RetrieveService
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.pixels import get_decoder
@@ -46,8 +49,8 @@ def store(embedded: Backend) -> Store:
     """Ingest and index a dataset under a new SOP Instance UID; return its frames URL prefix."""
     counter = iter(range(1, 1000))
 
-    def put(ds: Dataset, transfer_syntax: str) -> str:
-        sop = f"{SERIES}.{next(counter)}"
+    def put(ds: Dataset, transfer_syntax: str, sop: str | None = None) -> str:
+        sop = sop or f"{SERIES}.{next(counter)}"
         ds.SOPInstanceUID = sop
         data = to_part10(ds, transfer_syntax)
         IngestService(embedded.store).ingest(data)
@@ -217,3 +220,68 @@ def test_fragmented_frames_are_reassembled(client: TestClient, store: Store, lay
         ds.PixelData = encapsulate(whole, fragments_per_frame=2, has_bot=layout == "bot")
     got = parts(client.get(f"{store(ds, JPEGLSLossless)}/3,2,1"))
     assert [body for _, body in got] == whole[::-1]
+
+
+def test_layouts_are_cached_by_version(
+    client: TestClient, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another frame of the same object reuses its parsed layout; a replaced object (new ETag) is
+    parsed again, never read with the old layout."""
+    parsed: list[str] = []
+    real = frame_service_module.read_layout
+
+    def counting(fp):  # type: ignore[no-untyped-def]
+        layout = real(fp)
+        parsed.append(layout.transfer_syntax_uid)
+        return layout
+
+    monkeypatch.setattr(frame_service_module, "read_layout", counting)
+    ds, pixels = multiframe(n=3, rows=4)
+    url = store(ds, "1.2.840.10008.1.2.1")
+    assert [b for _, b in parts(client.get(f"{url}/1"))] == [pixels[0].tobytes()]
+    assert [b for _, b in parts(client.get(f"{url}/3,2"))] == [pixels[2].tobytes(), pixels[1].tobytes()]
+    assert len(parsed) == 1
+
+    # the same SOP Instance UID stored again: more frames, bigger, compressed, so other offsets
+    sop = url.split("/instances/")[1].split("/")[0]
+    ds2, pixels2 = multiframe(n=4, rows=32)
+    ds2.compress(JPEGLSLossless)
+    replaced = store(ds2, JPEGLSLossless, sop=sop)
+    assert replaced == url
+    expected = list(generate_frames(ds2.PixelData, number_of_frames=4))
+    got = parts(client.get(f"{url}/4,1"))
+    assert got == [(f"image/jls; transfer-syntax={JPEGLSLossless}", expected[i]) for i in (3, 0)]
+    got = parts(client.get(f"{url}/2", headers={"Accept": 'multipart/related; type="application/octet-stream"'}))
+    assert got == [("application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1", pixels2[1].tobytes())]
+    assert parsed == ["1.2.840.10008.1.2.1", JPEGLSLossless]
+
+
+def test_object_not_the_catalogued_size_is_parsed_afresh(embedded: Backend, store: Store) -> None:
+    """A stored object replaced behind the catalog's back (another size) is not read with, nor
+    cached as, the layout of the catalogued version."""
+    ds, pixels = multiframe(n=2, rows=4)
+    url = store(ds, "1.2.840.10008.1.2.1")
+    sop = url.split("/instances/")[1].split("/")[0]
+    service = FrameService(RetrieveService(embedded.store, embedded.catalog, embedded.settings.partition))
+    assert service.frames(STUDY, SERIES, sop, [2]).frames == [pixels[1].tobytes()]
+    assert len(service.layouts) == 1
+    (row,) = service.retrieve.instances(STUDY, SERIES, sop)
+    ds2, pixels2 = multiframe(n=2, rows=8)
+    ds2.SOPInstanceUID = sop
+    embedded.store.put(row.key, to_part10(ds2, ImplicitVRLittleEndian))  # the catalog still says the old one
+    service.layouts = LayoutCache()
+    got = service.frames(STUDY, SERIES, sop, [2])
+    assert got.frames == [pixels2[1].tobytes()] and got.transfer_syntax == ImplicitVRLittleEndian
+    assert len(service.layouts) == 0
+
+
+def test_layout_cache_is_a_bounded_lru() -> None:
+    cache = LayoutCache(maxsize=2)
+    a, b, c = (("k" + x, "etag", 1, None) for x in "abc")
+    layouts = [object(), object(), object()]
+    cache.put(a, layouts[0])  # type: ignore[arg-type]
+    cache.put(b, layouts[1])  # type: ignore[arg-type]
+    assert cache.get(a) is layouts[0]  # a is now the most recent
+    cache.put(c, layouts[2])  # type: ignore[arg-type]
+    assert cache.get(b) is None and cache.get(a) is layouts[0] and cache.get(c) is layouts[2]
+    assert len(cache) == 2

@@ -3,6 +3,8 @@
 `read_layout` parses the header (pydicom, stopping before Pixel Data) and the Pixel Data element
 header; `native_frames` and `encapsulated_frames` then read just the byte ranges of the wanted frames
 (native frames come back little endian; encapsulated ones as stored, fragments joined).
+`frame_fragments` locates every frame of encapsulated pixel data once, so that a caller keeping the
+layout and that map (per object version) reads any frame afterwards with `read_fragments` alone.
 """
 
 from __future__ import annotations
@@ -189,11 +191,20 @@ def _to_little_endian(fp: BinaryIO, layout: PixelLayout, start: int, end: int) -
     return swapped[start - lo : start - lo + end - start]
 
 
+#: Where each frame of encapsulated pixel data is: (absolute offset, length) of its fragments' values.
+FrameMap = list[list[tuple[int, int]]]
+
+
 def encapsulated_frames(fp: BinaryIO, layout: PixelLayout, numbers: list[int]) -> list[bytes]:
     """The frames (1-based `numbers`) of encapsulated pixel data, as stored, fragments joined.
 
     Frames are located by the Extended Offset Table, else the Basic Offset Table, else as all
     fragments (one frame), one fragment per frame, or by the codestream start markers."""
+    return read_fragments(fp, frame_fragments(fp, layout), numbers)
+
+
+def frame_fragments(fp: BinaryIO, layout: PixelLayout) -> FrameMap:
+    """Every frame of encapsulated pixel data, as the positions of its fragments (see FrameMap)."""
     order = "<" if layout.little_endian else ">"
     fp.seek(layout.value_offset)
     tag, length = _item_header(fp, order)
@@ -212,15 +223,23 @@ def encapsulated_frames(fp: BinaryIO, layout: PixelLayout, numbers: list[int]) -
         fragments.append((pos - first, length))
         fp.seek(length, 1)
     frames = _group(fp, layout, order, bot, first, fragments)
+    return [[(first + offset + 8, length) for offset, length in frame] for frame in frames]
+
+
+def read_fragments(fp: BinaryIO, frame_map: FrameMap, numbers: list[int]) -> list[bytes]:
+    """The frames (1-based `numbers`) located by `frame_map`, fragments joined."""
     out = []
     for n in numbers:
-        if n > len(frames):
-            raise FramesUnavailable(f"frame {n} is not in the Pixel Data, which holds {len(frames)}")
+        if n > len(frame_map):
+            raise FramesUnavailable(f"frame {n} is not in the Pixel Data, which holds {len(frame_map)}")
         parts = []
-        for offset, length in frames[n - 1]:
-            fp.seek(first + offset + 8)
-            parts.append(fp.read(length))
-        out.append(b"".join(parts))
+        for offset, length in frame_map[n - 1]:
+            fp.seek(offset)
+            part = fp.read(length)
+            if len(part) != length:
+                raise InvalidDataset("the stored object is truncated inside its Pixel Data")
+            parts.append(part)
+        out.append(parts[0] if len(parts) == 1 else b"".join(parts))
     return out
 
 

@@ -3,22 +3,35 @@
 The caller says what it accepts as `Wanted` (media type, transfer syntax; "*" for any), best first;
 `FrameService.frames` picks the first it can answer: stored frames as they are, big endian frames
 swapped to little endian, or compressed frames decoded by pydicom's codec plugins.
+
+Parsing the header is most of the work of a frame request, so each `FrameService` keeps the pixel
+layouts it parsed (and, for encapsulated data, where every frame is) in a small LRU keyed by the
+object's key and the version the catalog names (ETag, size, version id): another frame of the same
+object is then one catalog read, one open and the reads of the frame itself. A replaced object has a
+new ETag, so it is never read with an old layout; an object whose size is not the catalogued one
+(replaced, its catalog row not yet updated) is parsed afresh and not cached.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pacs.catalog.records import InstanceRow
 from pacs.dicom.frames import (
     MEDIA_TYPES,
+    FrameMap,
     FramesUnavailable,
     PixelLayout,
-    encapsulated_frames,
+    frame_fragments,
     native_frames,
+    read_fragments,
     read_layout,
 )
 from pacs.errors import PacsError
@@ -72,9 +85,49 @@ def parse_frame_list(text: str) -> list[int]:
     return numbers
 
 
+LayoutKey = tuple[str, str, int, str | None]
+
+
+@dataclass(slots=True)
+class _Located:
+    """A parsed object: its pixel layout and, once needed, where its encapsulated frames are."""
+
+    layout: PixelLayout
+    frame_map: FrameMap | None = None
+
+
+class LayoutCache:
+    """A thread-safe LRU of parsed pixel layouts, keyed by object key and version."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[LayoutKey, _Located] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: LayoutKey) -> _Located | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: LayoutKey, located: _Located) -> None:
+        if self.maxsize <= 0:
+            return
+        with self._lock:
+            self._items[key] = located
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+
 class FrameService:
-    def __init__(self, retrieve: RetrieveService) -> None:
+    def __init__(self, retrieve: RetrieveService, cache: LayoutCache | None = None) -> None:
         self.retrieve = retrieve
+        self.layouts = cache if cache is not None else LayoutCache()
 
     def frames(
         self, study: str, series: str, sop: str, numbers: list[int], wanted: list[Wanted] | None = None
@@ -83,7 +136,8 @@ class FrameService:
         (None: as stored). Raises NotFound, BadFrameList, FramesNotAcceptable, FramesUnavailable."""
         (row,) = self.retrieve.instances(study, series, sop)
         with self.retrieve.store.open(row.key) as fp:
-            layout = read_layout(fp)
+            located = self._locate(row, fp)
+            layout = located.layout
             for n in numbers:
                 if n > layout.number_of_frames:
                     raise BadFrameList(
@@ -99,10 +153,26 @@ class FrameService:
                 raise FramesUnavailable(
                     f"frames of an instance stored as {stored} are not addressable; retrieve the instance"
                 )
-            data = encapsulated_frames(fp, layout, numbers)
+            if located.frame_map is None:
+                located.frame_map = frame_fragments(fp, layout)
+            data = read_fragments(fp, located.frame_map, numbers)
             if form == "decode":
                 return Frames(OCTET_STREAM, ExplicitVRLittleEndian, [_decode(layout, f) for f in data])
             return Frames(MEDIA_TYPES[stored], stored, data)
+
+    def _locate(self, row: InstanceRow, fp: BinaryIO) -> _Located:
+        """The layout of the object open in `fp`: cached for this version when the stored object is
+        the size the catalog says, else parsed afresh (and not kept)."""
+        actual_size = fp.seek(0, 2)
+        fp.seek(0)
+        if actual_size != row.size:
+            return _Located(read_layout(fp))
+        key: LayoutKey = (row.key, row.etag, row.size, row.version_id)
+        located = self.layouts.get(key)
+        if located is None:
+            located = _Located(read_layout(fp))
+            self.layouts.put(key, located)
+        return located
 
 
 def _choose(layout: PixelLayout, wanted: list[Wanted]) -> str:
