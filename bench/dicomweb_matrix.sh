@@ -31,47 +31,15 @@ HOST=127.0.0.1
 mkdir -p "$WORK" "$LOGS"
 
 log() { echo "[dicomweb $(date +%T)] $*"; }
+# shellcheck source=bench/common.sh
+source "$B/common.sh"
 
-alive() {  # running and not a zombie
-  local st
-  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  st=${st##*) }
-  [[ "${st:0:1}" != Z ]]
-}
-
-group_left() {  # live processes in process group $1
-  local p out=""
-  for p in $(pgrep -g "$1" 2>/dev/null || true); do
-    if alive "$p"; then out+="$p "; fi
-  done
-  echo "$out"
-}
 
 declare -A PID_OF=() SIG_OF=() URL_OF=() PORT_OF=() AEC_OF=()
 
-stop_one() {  # name: stop exactly that server (its PID, then whatever is left in its process group)
-  local name=$1 pid=${PID_OF[$1]:-} i left=""
-  [[ -n "$pid" ]] || return 0
-  kill "-${SIG_OF[$name]}" "$pid" 2>/dev/null || true
-  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    log "!! $name (PID $pid) still running ${STOP_TIMEOUT}s after SIG${SIG_OF[$name]}: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  for ((i = 0; i <= 50; i++)); do
-    left=$(group_left "$pid")
-    [[ -n "$left" ]] || break
-    sleep 0.1
-  done
-  if [[ -n "$left" ]]; then
-    log "!! $name left processes in its group: $left; stopping them"
-    # shellcheck disable=SC2086
-    kill -TERM $left 2>/dev/null || true
-    sleep 1
-    # shellcheck disable=SC2086
-    kill -KILL $left 2>/dev/null || true
-  fi
+stop_one() {  # name: stop exactly that server
+  local name=$1
+  stop_pid "$name" "${PID_OF[$name]:-}" "${SIG_OF[$name]:-TERM}"
   unset "PID_OF[$name]"
 }
 stop_all() { local n; for n in "${!PID_OF[@]}"; do stop_one "$n"; done; }

@@ -52,6 +52,8 @@ NS=pacsbench-dw-$$
 mkdir -p "$OUT" "$LOGS"
 
 log() { echo "[dicomweb $(date +%T)] $*"; }
+# shellcheck source=bench/common.sh
+source "$B/common.sh"
 
 "$PY" -c 'import numpy, pydicom' 2>/dev/null || { echo "bench: $PY lacks pydicom/numpy (run the set-up)" >&2; exit 1; }
 
@@ -76,22 +78,7 @@ fi
 cat "$CT"/*.dcm "$MIXED"/*.dcm "$STOW"/*.dcm > /dev/null  # into the page cache
 
 # 3. private network namespace, deleted at exit (after whatever still runs in it is stopped)
-cleanup() {
-  local pids
-  if ip netns list 2>/dev/null | grep -qw "$NS"; then
-    pids=$(ip netns pids "$NS" 2>/dev/null | tr '\n' ' ' || true)
-    if [[ -n "${pids// /}" ]]; then
-      log "stopping processes left in $NS: $pids"
-      # shellcheck disable=SC2086
-      kill -TERM $pids 2>/dev/null || true
-      sleep 2
-      # shellcheck disable=SC2086
-      kill -KILL $pids 2>/dev/null || true
-    fi
-    ip netns del "$NS" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
+trap netns_cleanup EXIT
 trap 'exit 130' INT TERM
 ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
@@ -99,15 +86,9 @@ ip netns exec "$NS" ip link set lo up
 others=$(pgrep -x Orthanc | tr '\n' ' ' || true)
 [[ -z "$others" ]] || log "note: Orthanc already running outside the benchmark (PIDs $others): it may load the CPU"
 
-box_busy_pct() {  # % of one core the whole machine is busy, over 2 s
-  local a b
-  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat); sleep 2
-  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
-  echo $(( (b - a) * 100 / $(getconf CLK_TCK) / 2 ))
-}
 t_q=$SECONDS
 while :; do
-  busy=$(box_busy_pct)
+  busy=$(box_busy_pct 2)
   (( busy < QUIET_PCT || SECONDS - t_q >= QUIET_WAIT )) && break
 done
 log "machine ${busy}% of one core busy before the run (waited $((SECONDS - t_q))s)"

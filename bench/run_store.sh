@@ -51,6 +51,8 @@ NS=pacsbench-$$
 mkdir -p "$OUT" "$LOGS"
 
 log() { echo "[bench $(date +%T)] $*"; }
+# shellcheck source=bench/common.sh
+source "$B/common.sh"
 
 "$PY" -c 'import numpy, pydicom' 2>/dev/null || { echo "bench: $PY lacks pydicom/numpy (run the set-up)" >&2; exit 1; }
 
@@ -61,22 +63,7 @@ bash "$B/install.sh"
 cat "$DATA"/*.dcm > /dev/null  # into the page cache: the clients read from memory in every run
 
 # 3. private network namespace, deleted at exit (after whatever still runs in it is stopped)
-cleanup() {
-  local pids
-  if ip netns list 2>/dev/null | grep -qw "$NS"; then
-    pids=$(ip netns pids "$NS" 2>/dev/null | tr '\n' ' ' || true)
-    if [[ -n "${pids// /}" ]]; then
-      log "stopping processes left in $NS: $pids"
-      # shellcheck disable=SC2086
-      kill -TERM $pids 2>/dev/null || true
-      sleep 2
-      # shellcheck disable=SC2086
-      kill -KILL $pids 2>/dev/null || true
-    fi
-    ip netns del "$NS" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
+trap netns_cleanup EXIT
 trap 'exit 130' INT TERM
 ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up

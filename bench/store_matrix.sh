@@ -39,46 +39,13 @@ SERIES_UID=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["seri
 
 SERVER_PID=""; SERVER_NAME=""; STOP_SIG=TERM
 log() { echo "[bench $(date +%T)] $*"; }
+# shellcheck source=bench/common.sh
+source "$B/common.sh"
 
-alive() {  # running and not a zombie
-  local st
-  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  st=${st##*) }
-  [[ "${st:0:1}" != Z ]]
-}
 
-group_left() {  # live processes in process group $1
-  local p out=""
-  for p in $(pgrep -g "$1" 2>/dev/null || true); do
-    if alive "$p"; then out+="$p "; fi
-  done
-  echo "$out"
-}
-
-stop_server() {  # stop exactly the server we started (its PID, then whatever is left in its process group)
+stop_server() {  # stop exactly the server we started
   [[ -n "$SERVER_PID" ]] || return 0
-  local pid=$SERVER_PID i left
-  kill "-$STOP_SIG" "$pid" 2>/dev/null || true
-  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    log "!! $SERVER_NAME (PID $pid) still running ${STOP_TIMEOUT}s after SIG$STOP_SIG: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  # live (non-zombie) processes left in the server's own process group (setsid): 5 s to finish, then stopped
-  for ((i = 0; i <= 50; i++)); do
-    left=$(group_left "$pid")
-    [[ -n "$left" ]] || break
-    sleep 0.1
-  done
-  if [[ -n "$left" ]]; then
-    log "!! $SERVER_NAME left processes in its group: $left; stopping them"
-    # shellcheck disable=SC2086
-    kill -TERM $left 2>/dev/null || true
-    sleep 1
-    # shellcheck disable=SC2086
-    kill -KILL $left 2>/dev/null || true
-  fi
+  stop_pid "$SERVER_NAME" "$SERVER_PID" "$STOP_SIG"
   SERVER_PID=""  # only now: an interrupt during the stop makes the EXIT trap stop it again
 }
 trap 'stop_server' EXIT
@@ -151,13 +118,6 @@ start_storescp() {  # dcmtk's own SCP, one process per association: the practica
   SERVER_PID=$!
   COUNT_CMD="find '$dir' -type f | wc -l"
   wait_ready "$PORT" "$AEC"
-}
-
-box_busy_pct() {  # % of one core the whole machine is busy, over 1 s
-  local a b
-  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat); sleep 1
-  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
-  echo $(( (b - a) * 100 / $(getconf CLK_TCK) ))
 }
 
 wait_quiet() {  # with QUIET_WAIT=S: wait up to S s for the machine to be under QUIET_PCT % of one core

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 
 from pacs.events.local import LocalQueue
 from pacs.services.indexer import IndexerService
@@ -38,11 +39,25 @@ def drain_once(queue: LocalQueue, indexer: IndexerService, *, batch: int = 32, w
 NICENESS = 10
 
 
+#: A burst of ingest is indexed in one metadata batch for at most this long: each changed series'
+#: metadata is rebuilt once when the burst ends (or after this), not after every few instances.
+BURST_SECONDS = 5.0
+
+
 def run(queue: LocalQueue, indexer: IndexerService, stop: threading.Event, *, poll: float = 0.2) -> None:
-    """Index until `stop` is set, then finish what is already queued and visible."""
+    """Index until `stop` is set, then finish what is already queued and visible.
+
+    While messages keep coming, one metadata batch stays open (bounded by BURST_SECONDS): series
+    metadata is dropped on each change (reads rebuild it on demand) and rebuilt once per burst.
+    """
     with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's nice is its own
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
     while not stop.is_set():
-        drain_once(queue, indexer, wait=poll)
-    while drain_once(queue, indexer):
-        pass
+        with indexer.batch():
+            started = time.monotonic()
+            while drain_once(queue, indexer, wait=poll) and not stop.is_set() \
+                    and time.monotonic() - started < BURST_SECONDS:
+                pass
+    with indexer.batch():
+        while drain_once(queue, indexer):
+            pass

@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from pacs.catalog.port import Catalog
 from pacs.catalog.records import IndexedInstance, InstanceRow
@@ -45,12 +46,16 @@ class IndexerService:
         self.metadata = MetadataService(store, catalog)
         #: Series whose metadata changed in the current `batch()`; None outside a batch.
         self._dirty: set[tuple[str, str, str]] | None = None
+        #: Instance metadata to write when the batch ends (the latest version of each instance).
+        self._pending: dict[InstanceKey, tuple[Any, Any]] = {}
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Coalesce series metadata rebuilds: each changed series is rebuilt once, at the end.
+        """Coalesce metadata work: instance metadata is written and each changed series rebuilt once,
+        at the end, off the ingest burst's critical path (the catalog itself is updated at once).
 
-        Outside a batch a change only drops the series metadata object; the first read rebuilds it."""
+        Outside a batch a change writes the instance metadata and drops the series object; the first
+        read rebuilds it."""
         outer = self._dirty is None
         if outer:
             self._dirty = set()
@@ -59,6 +64,12 @@ class IndexerService:
         finally:
             if outer:
                 dirty, self._dirty = self._dirty or set(), None
+                pending, self._pending = self._pending, {}
+                for ref, (ds, pixel) in pending.items():
+                    try:
+                        self.metadata.write_instance(ref, ds, pixel)
+                    except Exception as exc:  # rebuilt from the original on first read
+                        log.warning("instance metadata %s not written: %s", ref.sop_uid, exc)
                 for partition, study, series in sorted(dirty):
                     try:
                         self.metadata.rebuild_series(partition, study, series)
@@ -66,9 +77,12 @@ class IndexerService:
                         log.warning("series metadata %s/%s not rebuilt: %s", study, series, exc)
 
     def _series_changed(self, ref: InstanceKey) -> None:
-        self.metadata.invalidate_series(ref.partition, ref.study_uid, ref.series_uid)
-        if self._dirty is not None:
-            self._dirty.add((ref.partition, ref.study_uid, ref.series_uid))
+        series = (ref.partition, ref.study_uid, ref.series_uid)
+        if self._dirty is None:
+            self.metadata.invalidate_series(*series)
+        elif series not in self._dirty:  # once per series and batch
+            self.metadata.invalidate_series(*series)
+            self._dirty.add(series)
 
     def handle(self, event: ObjectEvent) -> IndexOutcome:
         ref = parse_instance_key(event.key)
@@ -77,6 +91,7 @@ class IndexerService:
         head = self.store.head(event.key)
         if head is None:
             removed = self.catalog.remove_instance(ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid)
+            self._pending.pop(ref, None)
             self.metadata.remove_instance(ref)
             self._series_changed(ref)
             return IndexOutcome.REMOVED if removed else IndexOutcome.ABSENT
@@ -96,7 +111,10 @@ class IndexerService:
                  str(ds.get("SOPInstanceUID", "")))
         if found != (ref.study_uid, ref.series_uid, ref.sop_uid):
             raise InvalidDataset(f"object {head.key} holds UIDs {found}, not those of its key")
-        self.metadata.write_instance(ref, ds, pixel)
+        if self._dirty is not None:
+            self._pending[ref] = (ds, pixel)
+        else:
+            self.metadata.write_instance(ref, ds, pixel)
         self._series_changed(ref)
         study, series, instance = split_levels(ds)
         instance["00083002"] = {"vr": "UI", "Value": [str(ds.file_meta.TransferSyntaxUID)]}

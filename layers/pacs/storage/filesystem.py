@@ -35,6 +35,11 @@ class FilesystemBlobStore:
         self.notify = notify
         self.fsync = fsync
 
+    def _durable(self, key: str) -> bool:
+        """Whether a write is fsync'ed: originals and replaced versions are; derived data (metadata,
+        packed bodies: rebuilt from the originals whenever missing) is not, to keep ingest cheap."""
+        return self.fsync and "/derived/" not in key
+
     def path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
@@ -62,7 +67,7 @@ class FilesystemBlobStore:
                     while chunk := data.read(_COPY_CHUNK):
                         fh.write(chunk)
                 fh.flush()
-                if self.fsync:
+                if self._durable(key):
                     os.fsync(fh.fileno())
             if if_absent:
                 try:
@@ -86,7 +91,7 @@ class FilesystemBlobStore:
         else copy it. The link is atomic, so `if_absent` is exact here too."""
         target = self.path(key)
         try:
-            if self.fsync:
+            if self._durable(key):
                 fd = os.open(path, os.O_RDONLY)
                 try:
                     os.fsync(fd)
@@ -111,7 +116,7 @@ class FilesystemBlobStore:
     def _stored(self, key: str, target: Path) -> BlobInfo:
         """Make the new name durable, then announce the object."""
         try:
-            if self.fsync:
+            if self._durable(key):
                 dir_fd = os.open(target.parent, os.O_RDONLY)
                 try:
                     os.fsync(dir_fd)

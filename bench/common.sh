@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Shared by the bench scripts (sourced, not run): process checks, stopping a server we started, the
+# private network namespace's clean-up, and how busy the machine is. Callers define log() and, for
+# netns_cleanup, NS.
+
+alive() {  # running and not a zombie
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }
+  [[ "${st:0:1}" != Z ]]
+}
+
+group_left() {  # live processes in process group $1
+  local p out=""
+  for p in $(pgrep -g "$1" 2>/dev/null || true); do
+    if alive "$p"; then out+="$p "; fi
+  done
+  echo "$out"
+}
+
+stop_pid() {  # name pid signal: stop exactly that server (its PID, then what is left in its process group)
+  local name=$1 pid=$2 sig=$3 i left=""
+  [[ -n "$pid" ]] || return 0
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do alive "$pid" || break; sleep 0.1; done
+  if alive "$pid"; then
+    log "!! $name (PID $pid) still running ${STOP_TIMEOUT}s after SIG$sig: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  # live (non-zombie) processes left in the server's own process group (setsid): 5 s to finish, then stopped
+  for ((i = 0; i <= 50; i++)); do
+    left=$(group_left "$pid")
+    [[ -n "$left" ]] || break
+    sleep 0.1
+  done
+  if [[ -n "$left" ]]; then
+    log "!! $name left processes in its group: $left; stopping them"
+    # shellcheck disable=SC2086
+    kill -TERM $left 2>/dev/null || true
+    sleep 1
+    # shellcheck disable=SC2086
+    kill -KILL $left 2>/dev/null || true
+  fi
+}
+
+netns_cleanup() {  # stop whatever still runs in the namespace $NS, then delete it
+  local pids
+  if ip netns list 2>/dev/null | grep -qw "$NS"; then
+    pids=$(ip netns pids "$NS" 2>/dev/null | tr '\n' ' ' || true)
+    if [[ -n "${pids// /}" ]]; then
+      log "stopping processes left in $NS: $pids"
+      # shellcheck disable=SC2086
+      kill -TERM $pids 2>/dev/null || true
+      sleep 2
+      # shellcheck disable=SC2086
+      kill -KILL $pids 2>/dev/null || true
+    fi
+    ip netns del "$NS" 2>/dev/null || true
+  fi
+}
+
+box_busy_pct() {  # [seconds=1]: % of one core the whole machine is busy, averaged over that time
+  local s=${1:-1} a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat); sleep "$s"
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
+  echo $(( (b - a) * 100 / $(getconf CLK_TCK) / s ))
+}
