@@ -317,12 +317,15 @@ def dataset_bytes(part10: bytes) -> bytes:
 
 
 def snapshot(root: Path) -> set[str]:
-    """Every file under `root` except the SQLite databases (which change on any query)."""
+    """Every stored file under `root`: originals and replaced versions. Not the SQLite databases
+    (which change on any query), nor derived data (metadata written when an ingest burst ends,
+    rebuilt from the originals whenever missing)."""
     skip = (".db", ".db-wal", ".db-shm", ".db-journal")
     if not root.exists():
         return set()
-    return {p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and not p.name.endswith(skip)}
+    return {key for p in root.rglob("*")
+            if p.is_file() and not p.name.endswith(skip)
+            and "/derived/" not in (key := p.relative_to(root).as_posix())}
 
 
 # -- expectations from the generated set ------------------------------------------------------------
