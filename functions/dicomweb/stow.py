@@ -9,13 +9,14 @@ half-stores its last part. The answer is the store response data set of PS3.18 T
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -30,7 +31,7 @@ from pacs.dicom.multipart import (
 from pacs.dicom.part10 import Part10Header
 from pacs.dicom.uids import check_uid
 from pacs.errors import PacsError, StorageFailure
-from pacs.services.ingest import DuplicatePolicy, IngestService, StoredInstance
+from pacs.services.ingest import DuplicatePolicy, IngestService
 from starlette.concurrency import run_in_threadpool
 
 from functions.dicomweb.context import DICOM_JSON, BadRequest, services
@@ -50,40 +51,12 @@ class UnsupportedMediaType(PacsError):
     http_status = 415
 
 
-class StudyMismatch(PacsError):
-    """An instance sent to `/studies/{study}` that belongs to another study: not stored."""
-
-    dimse_status = 0xA900  # Error: data set does not match SOP class (PS3.18 10.5.3.1)
-    http_status = 409
-
-
-class _StowIngest(IngestService):
-    """The ingest service, refusing instances of another study than the target one before the write,
-    and remembering the header of the last instance (for the UIDs of a failure)."""
-
-    def __init__(self, *args: Any, study: str | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.study = study
-        self.header: Part10Header | None = None
-
-    def _store(
-        self, header: Part10Header, size: int, *, put: Callable[[str, bool], object],
-        same_as: Callable[[str], bool],
-    ) -> StoredInstance:
-        self.header = header
-        if self.study is not None and header.study_uid != self.study:
-            raise StudyMismatch(
-                f"SOP Instance {header.sop_instance_uid} belongs to study {header.study_uid}, "
-                f"not {self.study}"
-            )
-        return super()._store(header, size, put=put, same_as=same_as)
-
-
 @dataclass(slots=True)
 class _Failure:
     reason: int
     text: str
-    header: Part10Header | None = None
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
 
 
 @dataclass(slots=True)
@@ -95,16 +68,15 @@ class _Report:
         return len(self.stored) + len(self.failed)
 
 
-def _ingest(ingest: _StowIngest, path: Path) -> Part10Header | _Failure:
+def _ingest(ingest: IngestService, study: str | None, path: Path) -> Part10Header | _Failure:
     """Ingest one spooled part (in a worker thread): its header, or why it was not stored."""
-    ingest.header = None
     try:
-        return ingest.ingest_file(path).header
+        return ingest.ingest_file(path, study_uid=study).header
     except PacsError as exc:
-        return _Failure(exc.dimse_status, exc.reason, ingest.header)
+        return _Failure(exc.dimse_status, exc.reason, exc.sop_class_uid, exc.sop_instance_uid)
     except Exception as exc:  # a fault of ours or of the store: report it, keep the other parts
         log.exception("STOW-RS: could not ingest a part")
-        return _Failure(PROCESSING_FAILURE, f"processing failure: {exc}", ingest.header)
+        return _Failure(PROCESSING_FAILURE, f"processing failure: {exc}")
 
 
 class _Spool:
@@ -140,7 +112,9 @@ def _request_boundary(content_type: str) -> str:
     return boundary
 
 
-async def _receive(request: Request, ingest: _StowIngest, spool_dir: Path | None) -> _Report:
+async def _receive(
+    request: Request, ingest: Callable[[Path], Part10Header | _Failure], spool_dir: Path | None
+) -> _Report:
     """Stream the body part by part into spool files and ingest each complete part."""
     parser = MultipartParser(_request_boundary(request.headers.get("content-type", "")))
     report = _Report()
@@ -165,7 +139,7 @@ async def _receive(request: Request, ingest: _StowIngest, spool_dir: Path | None
                             continue
                         spool.file.close()
                         try:
-                            outcome = await run_in_threadpool(_ingest, ingest, spool.path)
+                            outcome = await run_in_threadpool(ingest, spool.path)
                         finally:
                             spool.discard()
                             spool = None
@@ -211,9 +185,9 @@ def _response(request: Request, report: _Report, study: str | None) -> Response:
         items = []
         for f in report.failed:
             item: dict[str, object] = {"00081197": {"vr": "US", "Value": [f.reason]}}
-            if f.header is not None:
-                item["00081150"] = ui(f.header.sop_class_uid)
-                item["00081155"] = ui(f.header.sop_instance_uid)
+            if f.sop_instance_uid is not None and f.sop_class_uid is not None:
+                item["00081150"] = ui(f.sop_class_uid)
+                item["00081155"] = ui(f.sop_instance_uid)
             items.append(item)
         body["00081198"] = {"vr": "SQ", "Value": items}
         host = request.url.hostname or "pacs"
@@ -227,11 +201,11 @@ def _response(request: Request, report: _Report, study: str | None) -> Response:
 
 async def _store(request: Request, study: str | None) -> Response:
     backend = services(request).backend
-    ingest = _StowIngest(
+    ingest = IngestService(
         backend.store, partition=backend.settings.partition,
-        duplicate_policy=DuplicatePolicy(backend.settings.duplicate_policy), study=study,
+        duplicate_policy=DuplicatePolicy(backend.settings.duplicate_policy),
     )
-    report = await _receive(request, ingest, backend.spool_dir)
+    report = await _receive(request, functools.partial(_ingest, ingest, study), backend.spool_dir)
     return _response(request, report, study)
 
 

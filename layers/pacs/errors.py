@@ -8,6 +8,9 @@ class PacsError(Exception):
 
     dimse_status: int = 0xC000  # Error: cannot understand
     http_status: int = 500
+    #: The instance concerned, when known (a STOW-RS failure lists it).
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -32,6 +35,13 @@ class DuplicateRejected(PacsError):
     """A re-sent SOP Instance UID with different content, refused by the duplicate policy."""
 
     dimse_status = 0xA900
+    http_status = 409
+
+
+class WrongStudy(PacsError):
+    """An instance sent to a study (STOW-RS `/studies/{study}`) that belongs to another: not stored."""
+
+    dimse_status = 0xA900  # Error: data set does not match SOP class (PS3.18 10.5.3.1)
     http_status = 409
 
 

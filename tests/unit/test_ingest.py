@@ -178,3 +178,26 @@ def test_file_from_another_filesystem_is_copied(tmp_path: Path, make_part10: Mak
     finally:
         path.unlink()
     assert store.get(result.key) == data
+
+
+def test_wrong_study_is_refused_and_named(store: FilesystemBlobStore, tmp_path: Path, make_part10: MakePart10) -> None:
+    from pacs.errors import WrongStudy
+
+    svc = IngestService(store)
+    for call in (lambda: svc.ingest(make_part10(), study_uid="1.2.3"),
+                 lambda: svc.ingest_file(spooled(tmp_path, make_part10()), study_uid="1.2.3")):
+        with pytest.raises(WrongStudy) as err:
+            call()
+        assert err.value.dimse_status == 0xA900 and err.value.http_status == 409
+        assert err.value.sop_instance_uid == "1.2.826.0.1.3680043.8.498.1.1.1"
+        assert err.value.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+    assert files(store.root) == []
+    assert svc.ingest(make_part10(), study_uid="1.2.826.0.1.3680043.8.498.1").outcome is Outcome.STORED
+
+
+def test_errors_name_the_instance(store: FilesystemBlobStore, make_part10: MakePart10) -> None:
+    svc = IngestService(store, duplicate_policy=DuplicatePolicy.REJECT)
+    svc.ingest(make_part10())
+    with pytest.raises(DuplicateRejected) as err:
+        svc.ingest(make_part10(StudyDescription="other"))
+    assert err.value.sop_instance_uid == "1.2.826.0.1.3680043.8.498.1.1.1"

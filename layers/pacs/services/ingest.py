@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pacs.dicom.part10 import Part10Header, parse_part10
-from pacs.errors import DuplicateRejected, InvalidDataset, PacsError
+from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, WrongStudy
 from pacs.events.model import sequencer_now
 from pacs.storage.keys import check_partition, instance_key
 from pacs.storage.port import AlreadyExists, BlobStore
@@ -55,29 +55,45 @@ class IngestService:
         self.partition = check_partition(partition)
         self.duplicate_policy = DuplicatePolicy(duplicate_policy)
 
-    def ingest(self, data: bytes | bytearray | memoryview) -> StoredInstance:
+    def ingest(self, data: bytes | bytearray | memoryview, *, study_uid: str | None = None) -> StoredInstance:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
-        DuplicateRejected) with nothing stored when it cannot."""
+        DuplicateRejected; WrongStudy when `study_uid` is given and differs) with nothing stored."""
         header = parse_part10(data)
         body = bytes(data) if not isinstance(data, bytes) else data
         return self._store(
-            header, len(body),
+            header, len(body), study_uid,
             put=lambda key, if_absent: self.store.put(key, body, if_absent=if_absent),
             same_as=lambda key: self.store.get(key) == body,
         )
 
-    def ingest_file(self, path: Path) -> StoredInstance:
+    def ingest_file(self, path: Path, *, study_uid: str | None = None) -> StoredInstance:
         """Store a spooled Part 10 file without reading it whole into memory (memory-mapped for the
         header walk; linked or streamed into the store). The file is left for the caller to remove."""
         header = _parse_file(path)
         size = path.stat().st_size
         return self._store(
-            header, size,
+            header, size, study_uid,
             put=lambda key, if_absent: self.store.put_file(key, path, if_absent=if_absent),
             same_as=lambda key: _same_content(self.store.iter_chunks(key), path),
         )
 
     def _store(
+        self, header: Part10Header, size: int, study_uid: str | None, *,
+        put: Callable[[str, bool], object], same_as: Callable[[str], bool],
+    ) -> StoredInstance:
+        """Apply the duplicate policy and store; errors name the instance they concern."""
+        try:
+            if study_uid is not None and header.study_uid != study_uid:
+                raise WrongStudy(
+                    f"SOP Instance {header.sop_instance_uid} belongs to study {header.study_uid}, "
+                    f"not {study_uid}"
+                )
+            return self._put(header, size, put=put, same_as=same_as)
+        except PacsError as exc:
+            exc.sop_class_uid, exc.sop_instance_uid = header.sop_class_uid, header.sop_instance_uid
+            raise
+
+    def _put(
         self, header: Part10Header, size: int, *, put: Callable[[str, bool], object],
         same_as: Callable[[str], bool],
     ) -> StoredInstance:
