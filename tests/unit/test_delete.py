@@ -59,9 +59,14 @@ def test_delete_instance_then_series_then_study(client: TestClient, embedded: Ba
     study = client.get(f"/dicomweb/studies?StudyInstanceUID={S}").json()[0]
     assert study["00201208"]["Value"] == [1] and study["00080061"]["Value"] == ["CT"]
     assert not [k for k in objects(embedded) if "/history/" in k]  # replaced versions went with it
+    derived = Path(embedded.settings.data_dir) / "objects" / "default" / "derived" / S
+    packed = derived / "packed" / "x.multipart"  # a cached response body (the Lambda path)
+    packed.parent.mkdir(parents=True, exist_ok=True)
+    packed.write_bytes(b"a cached response body")
     assert client.delete(f"/dicomweb/studies/{S}").status_code == 204
     assert client.get("/dicomweb/studies").status_code == 204
     assert objects(embedded) == []
+    assert not [p for p in derived.rglob("*") if p.is_file()]  # metadata and packed bodies gone too
     drain(embedded)  # the late ObjectRemoved events change nothing
     assert client.get("/dicomweb/studies").status_code == 204
     assert embedded.catalog.get_study("default", S) is None

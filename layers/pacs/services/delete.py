@@ -44,4 +44,10 @@ class DeleteService:
             for old in list(self.store.list(prefix)):
                 self.store.delete(old.key)
                 history += 1
+        # Packed response bodies of the study are caches keyed by what they held: drop them; and
+        # when the study is gone, everything derived from it.
+        derived = f"{self.partition}/derived/{study_uid}/"
+        gone = self.indexer.catalog.get_study(self.partition, study_uid) is None
+        for blob in list(self.store.list(derived if gone else derived + "packed/")):
+            self.store.delete(blob.key)
         return DeleteReport(len(rows), history)
