@@ -66,3 +66,45 @@ box_busy_pct() {  # [seconds=1]: % of one core the whole machine is busy, averag
   b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
   echo $(( (b - a) * 100 / $(getconf CLK_TCK) / s ))
 }
+
+need_root() {  # script args...: re-run the script as root with sudo when possible, else explain and fail
+  [[ $(id -u) -ne 0 ]] || return 0
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    exec sudo -E bash "$@"
+  fi
+  echo "bench: needs root (ip netns, apt-get); run as root or with passwordless sudo" >&2
+  exit 1
+}
+
+launch_orthanc() {  # dir log [dicomweb-plugin]: Debian Orthanc 1.10 on DICOM 4242 / HTTP 8042, in the background
+  local dir=$1 logfile=$2 plugin=${3:-} plugins="[]" dicomweb=""
+  if [[ -n "$plugin" ]]; then
+    plugins="[ \"$plugin\" ]"
+    dicomweb="\"DicomWeb\": { \"Enable\": true, \"Root\": \"/dicom-web/\", \"EnableWado\": true, \"Host\": \"$HOST\", \"Ssl\": false },"
+  fi
+  mkdir -p "$dir/db"
+  cat > "$dir/orthanc.json" <<JSON
+{
+  "Name": "bench-orthanc",
+  "StorageDirectory": "$dir/db",
+  "IndexDirectory": "$dir/db",
+  "Plugins": $plugins,
+  $dicomweb
+  "HttpServerEnabled": true,
+  "HttpPort": 8042,
+  "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": false,
+  "DicomServerEnabled": true,
+  "DicomAet": "ORTHANC",
+  "DicomPort": 4242,
+  "DicomCheckCalledAet": false,
+  "DicomAlwaysAllowStore": true,
+  "DicomAlwaysAllowEcho": true,
+  "SaveJobs": false,
+  "WebDavEnabled": false,
+  "OrthancExplorerEnabled": false
+}
+JSON
+  # TCP_NODELAY=1: Debian's Orthanc (dcmtk inside) leaves Nagle on otherwise (~40 ms per C-STORE)
+  TCP_NODELAY=1 setsid "$ORTHANC_BIN" "$dir/orthanc.json" >>"$logfile" 2>&1 &
+}

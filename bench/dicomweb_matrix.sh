@@ -78,31 +78,7 @@ start_orthanc() {  # name dir: Debian Orthanc 1.10 + orthanc-dicomweb, stock set
   [[ -n "$plugin" ]] || { log "!! libOrthancDicomWeb.so not found (package orthanc-dicomweb)"; return 1; }
   PORT_OF[$name]=4242; AEC_OF[$name]=ORTHANC; SIG_OF[$name]=TERM
   URL_OF[$name]=http://$HOST:8042/dicom-web
-  mkdir -p "$dir/db"
-  cat > "$dir/orthanc.json" <<EOF
-{
-  "Name": "bench-orthanc",
-  "StorageDirectory": "$dir/db",
-  "IndexDirectory": "$dir/db",
-  "Plugins": [ "$plugin" ],
-  "DicomWeb": { "Enable": true, "Root": "/dicom-web/", "EnableWado": true, "Host": "$HOST", "Ssl": false },
-  "HttpServerEnabled": true,
-  "HttpPort": 8042,
-  "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false,
-  "DicomServerEnabled": true,
-  "DicomAet": "ORTHANC",
-  "DicomPort": 4242,
-  "DicomCheckCalledAet": false,
-  "DicomAlwaysAllowStore": true,
-  "DicomAlwaysAllowEcho": true,
-  "SaveJobs": false,
-  "WebDavEnabled": false,
-  "OrthancExplorerEnabled": false
-}
-EOF
-  # TCP_NODELAY=1: Debian's Orthanc (dcmtk inside) leaves Nagle on otherwise (~40 ms per C-STORE)
-  TCP_NODELAY=1 setsid "$ORTHANC_BIN" "$dir/orthanc.json" >>"$LOGS/$name.log" 2>&1 &
+  launch_orthanc "$dir" "$LOGS/$name.log" "$plugin"
   PID_OF[$name]=$!
 }
 

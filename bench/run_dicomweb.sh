@@ -24,13 +24,9 @@ set -euo pipefail
 B=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$B")
 
-if [[ $(id -u) -ne 0 ]]; then
-  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    exec sudo -E bash "$B/run_dicomweb.sh" "$@"
-  fi
-  echo "bench: needs root (ip netns, apt-get); run as root or with passwordless sudo" >&2
-  exit 1
-fi
+# shellcheck source=bench/common.sh
+source "$B/common.sh"
+need_root "$B/run_dicomweb.sh" "$@"
 
 export PY=${PY:-$ROOT/.venv/bin/python}
 export PACS_CMD=${PACS_CMD:-"$ROOT/.venv/bin/pacs up"}
@@ -52,8 +48,6 @@ NS=pacsbench-dw-$$
 mkdir -p "$OUT" "$LOGS"
 
 log() { echo "[dicomweb $(date +%T)] $*"; }
-# shellcheck source=bench/common.sh
-source "$B/common.sh"
 
 "$PY" -c 'import numpy, pydicom' 2>/dev/null || { echo "bench: $PY lacks pydicom/numpy (run the set-up)" >&2; exit 1; }
 

@@ -26,13 +26,9 @@ set -euo pipefail
 B=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$B")
 
-if [[ $(id -u) -ne 0 ]]; then
-  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    exec sudo -E bash "$B/run_store.sh" "$@"
-  fi
-  echo "bench: needs root (ip netns, apt-get); run as root or with passwordless sudo" >&2
-  exit 1
-fi
+# shellcheck source=bench/common.sh
+source "$B/common.sh"
+need_root "$B/run_store.sh" "$@"
 
 export PY=${PY:-$ROOT/.venv/bin/python}
 export PACS_CMD=${PACS_CMD:-"$ROOT/.venv/bin/pacs up"}
@@ -51,8 +47,6 @@ NS=pacsbench-$$
 mkdir -p "$OUT" "$LOGS"
 
 log() { echo "[bench $(date +%T)] $*"; }
-# shellcheck source=bench/common.sh
-source "$B/common.sh"
 
 "$PY" -c 'import numpy, pydicom' 2>/dev/null || { echo "bench: $PY lacks pydicom/numpy (run the set-up)" >&2; exit 1; }
 

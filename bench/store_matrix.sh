@@ -82,30 +82,7 @@ start_pacs() {
 start_orthanc() {
   local dir=$1
   PORT=4242; AEC=ORTHANC; STOP_SIG=TERM
-  mkdir -p "$dir/db"
-  cat > "$dir/orthanc.json" <<EOF
-{
-  "Name": "bench-orthanc",
-  "StorageDirectory": "$dir/db",
-  "IndexDirectory": "$dir/db",
-  "Plugins": [],
-  "HttpServerEnabled": true,
-  "HttpPort": 8042,
-  "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false,
-  "DicomServerEnabled": true,
-  "DicomAet": "ORTHANC",
-  "DicomPort": $PORT,
-  "DicomCheckCalledAet": false,
-  "DicomAlwaysAllowStore": true,
-  "DicomAlwaysAllowEcho": true,
-  "SaveJobs": false,
-  "WebDavEnabled": false,
-  "OrthancExplorerEnabled": false
-}
-EOF
-  # TCP_NODELAY=1: Debian's Orthanc (dcmtk inside) leaves Nagle on otherwise (~40 ms per C-STORE)
-  TCP_NODELAY=1 setsid "$ORTHANC_BIN" "$dir/orthanc.json" >>"$LOGS/$SERVER_NAME.log" 2>&1 &
+  launch_orthanc "$dir" "$LOGS/$SERVER_NAME.log"
   SERVER_PID=$!
   COUNT_CMD="curl -fsS http://$HOST:8042/statistics | '$PY' -c 'import json,sys; print(json.load(sys.stdin)[\"CountInstances\"])'"
   wait_ready "$PORT" "$AEC" "http://$HOST:8042/system"
