@@ -12,6 +12,7 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 
 from gateway import status
+from gateway.context import GatewayContext
 
 log = logging.getLogger("gateway")
 
@@ -58,5 +59,9 @@ def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
     return status.SUCCESS
 
 
-def handlers(ingest: IngestService) -> list[tuple]:
-    return [(evt.EVT_C_ECHO, handle_echo), (evt.EVT_C_STORE, handle_store, [ingest])]
+def handlers(ctx: GatewayContext) -> list[tuple]:
+    """Every DIMSE service's handlers, bound to this worker's context."""
+    return [
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [ctx.ingest]),
+    ]

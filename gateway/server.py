@@ -22,6 +22,7 @@ from pacs.config import Settings
 from pacs.services.ingest import DuplicatePolicy, IngestService
 
 from gateway.ae import make_ae, start_server
+from gateway.context import GatewayContext
 from gateway.handlers import handlers
 
 log = logging.getLogger("gateway")
@@ -49,7 +50,8 @@ def serve_worker(settings: Settings, sock: socket.socket) -> None:
     if settings.spool_received and backend.spool_dir is not None:
         tempfile.tempdir = str(backend.spool_dir)  # pynetdicom spools here: same filesystem as objects
     ae = make_ae(settings.ae_title, max_pdu=settings.max_pdu, spool=bool(settings.spool_received))
-    server = start_server(ae, sock.getsockname()[:2], handlers(ingest), sock=sock)
+    ctx = GatewayContext(ingest, backend, settings)
+    server = start_server(ae, sock.getsockname()[:2], handlers(ctx), sock=sock)
     stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pacs.catalog.nodes import NodeRegistry
 from pacs.catalog.port import Catalog
 from pacs.config import Settings
 from pacs.events.local import LocalQueue
@@ -26,6 +27,8 @@ class Backend:
     queue: LocalQueue | None
     #: Where received data sets are spooled: beside the objects (same filesystem) when embedded.
     spool_dir: Path | None = None
+    #: Remote DICOM nodes, kept in the catalog's database.
+    nodes: NodeRegistry | None = None
 
     def close(self) -> None:
         self.catalog.close()

@@ -32,6 +32,7 @@ from pynetdicom.association import Association
 
 from gateway import status as dimse_status
 from gateway.ae import make_ae
+from gateway.context import GatewayContext
 from gateway.handlers import handlers
 
 from .dicomgen import DataSet, new_study, write_extra_instance
@@ -80,7 +81,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     ingest = IngestService(store)  # type: ignore[arg-type]
     ae = make_ae("PACS")
     port = free_port()
-    scp = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers(ingest))
+    scp = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers(GatewayContext(ingest)))
     assert scp is not None
     try:
         yield Server(port, store, root)

@@ -32,6 +32,7 @@ from pydicom.uid import (
 from pynetdicom import AE, _config
 
 from gateway.ae import make_ae, start_server
+from gateway.context import GatewayContext
 from gateway.handlers import handlers
 
 
@@ -47,7 +48,7 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[in
     store = FilesystemBlobStore(tmp_path / "objects")
     port = free_port()
     spool = request.param == "spooled"
-    server = start_server(make_ae("PACS", spool=spool), ("127.0.0.1", port), handlers(IngestService(store)))
+    server = start_server(make_ae("PACS", spool=spool), ("127.0.0.1", port), handlers(GatewayContext(IngestService(store))))
     yield port, store
     server.shutdown()
     _config.STORE_RECV_CHUNKED_DATASET = False
