@@ -14,6 +14,7 @@ from pacs.catalog.port import Catalog
 from pacs.config import Settings
 from pacs.events.local import LocalQueue
 from pacs.events.model import ObjectEvent
+from pacs.events.publisher import EventPublisher
 from pacs.storage.keys import parse_instance_key
 from pacs.storage.port import BlobStore
 
@@ -29,6 +30,8 @@ class Backend:
     spool_dir: Path | None = None
     #: Remote DICOM nodes, kept in the catalog's database.
     nodes: NodeRegistry | None = None
+    #: Where domain events go (EventBridge on AWS, the embedded queue locally).
+    events: EventPublisher | None = None
 
     def close(self) -> None:
         self.catalog.close()
