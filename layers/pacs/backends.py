@@ -41,6 +41,7 @@ class Backend:
 
 def open_backend(settings: Settings) -> Backend:
     if settings.backend == "embedded":
+        from pacs.catalog.nodes_sqlite import SqliteNodeRegistry
         from pacs.catalog.sqlite import SqliteCatalog
         from pacs.storage.filesystem import FilesystemBlobStore
 
@@ -54,9 +55,12 @@ def open_backend(settings: Settings) -> Backend:
         store = FilesystemBlobStore(settings.data_dir / "objects", notify=notify)
         spool = settings.data_dir / "spool"
         spool.mkdir(exist_ok=True)
-        return Backend(settings, store, SqliteCatalog(settings.data_dir / "catalog.db"), queue, spool)
+        catalog_db = settings.data_dir / "catalog.db"
+        return Backend(settings, store, SqliteCatalog(catalog_db), queue, spool,
+                       nodes=SqliteNodeRegistry(catalog_db))
     if settings.backend == "aws":
         from pacs.catalog.dynamodb import DynamoCatalog
+        from pacs.catalog.nodes_dynamodb import DynamoNodeRegistry
         from pacs.storage.s3 import S3BlobStore
 
         missing = [n for n in ("bucket", "table") if not getattr(settings, n)]
@@ -65,5 +69,6 @@ def open_backend(settings: Settings) -> Backend:
         endpoint = settings.endpoint_url or None
         s3 = S3BlobStore(settings.bucket, endpoint_url=endpoint, region=settings.region)
         catalog = DynamoCatalog(settings.table, region=settings.region, host=endpoint)
-        return Backend(settings, s3, catalog, None)
+        nodes = DynamoNodeRegistry(settings.table, region=settings.region, host=endpoint)
+        return Backend(settings, s3, catalog, None, nodes=nodes)
     raise ValueError(f"unknown backend {settings.backend!r}: use embedded or aws")

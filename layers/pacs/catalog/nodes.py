@@ -37,3 +37,19 @@ class NodeRegistry(Protocol):
     def remove_node(self, ae_title: str) -> bool:
         """False when there was no such node."""
         ...
+
+
+def check_node(node: RemoteNode) -> RemoteNode:
+    """The node itself when valid (AE title 1-16 printable characters without backslash, not only
+    spaces; a host; a TCP port; known operations); ValueError naming what is wrong otherwise."""
+    ae = node.ae_title
+    if not ae.strip() or len(ae) > 16 or "\\" in ae or not ae.isprintable():
+        raise ValueError(f"AE title {ae!r}: 1-16 printable characters, no backslash, not only spaces")
+    if not node.host or any(c.isspace() for c in node.host):
+        raise ValueError(f"host {node.host!r} is not a host name or address")
+    if not 0 < node.port < 65536:
+        raise ValueError(f"port {node.port} is not a TCP port (1-65535)")
+    unknown = set(node.operations) - OPERATIONS
+    if unknown:
+        raise ValueError(f"unknown operations {sorted(unknown)}: use {', '.join(sorted(OPERATIONS))}")
+    return node

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from pacs.config import Settings
 
@@ -17,8 +18,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from pacs.cli import up
+    from pacs.cli.nodes import apply_config
 
-    return up.run(_settings(args))
+    keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend")
+    try:
+        settings, nodes = apply_config(args.config, _settings(args),
+                                       [k for k in keys if getattr(args, k, None) is not None])
+    except ValueError as exc:
+        print(f"pacs: {exc}", file=sys.stderr)
+        return 2
+    return up.run(settings, nodes=nodes)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -56,12 +65,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pacs.cli import nodes
     from pacs.cli.up import add_arguments
 
     parser = argparse.ArgumentParser(prog="pacs", description="A serverless, cloud-native PACS.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("up", help="run the whole PACS on this machine")
     add_arguments(p)
+    p.add_argument("--config", type=Path, default=None,
+                   help="a TOML file: [pacs] settings and [[nodes]] loaded into the registry (README)")
     p.set_defaults(fn=cmd_up)
     p = sub.add_parser("reconcile", help="index stored instances missing from the catalog")
     add_arguments(p)
@@ -70,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["list", "redrive"])
     add_arguments(p)
     p.set_defaults(fn=cmd_dlq)
+    nodes.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

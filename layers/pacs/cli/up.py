@@ -18,9 +18,11 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from pacs.backends import open_backend
+from pacs.catalog.nodes import RemoteNode
 from pacs.cli.children import die_with_parent
 from pacs.config import Settings
 from pacs.services import index_worker
@@ -63,10 +65,15 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
             proc.wait()
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
+    """Serve until signalled; `nodes` (from `--config`) are put into the node registry first."""
     dimse_sock = _listen(settings.host, settings.dimse_port)
     http_sock = _listen(settings.host, settings.http_port)
     backend = open_backend(settings)
+    if nodes and backend.nodes is not None:
+        for node in nodes:
+            backend.nodes.put_node(node)
+        print(f"pacs: {len(nodes)} remote node(s) from the configuration file", flush=True)
     where = f"{settings.data_dir.resolve()}" if settings.backend == "embedded" else settings.bucket
     print(f"pacs: {settings.backend} storage at {where}, partition {settings.partition}", flush=True)
     report = reconcile(backend.store, backend.catalog, settings.partition)

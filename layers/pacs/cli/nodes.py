@@ -1,0 +1,186 @@
+"""`pacs nodes add|list|remove` and the TOML file of `pacs up --config FILE`.
+
+The file (every table optional):
+
+    [pacs]                    # Settings fields (see pacs.config), under PACS_* variables and flags
+    ae_title = "PACS"
+    gateway_workers = 2
+
+    [[nodes]]                 # remote nodes, put into the registry at start-up
+    ae_title = "STORESCP"
+    host = "127.0.0.1"
+    port = 11113
+    tls = false               # default false
+    operations = ["store", "find", "move", "get"]   # default: all
+    description = "archive"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pacs.catalog.nodes import OPERATIONS, RemoteNode, check_node
+from pacs.config import Settings
+
+
+def parse_operations(text: str) -> frozenset[str]:
+    ops = frozenset(o.strip().lower() for o in text.split(",") if o.strip())
+    unknown = ops - OPERATIONS
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown operations {', '.join(sorted(unknown))}: use {','.join(sorted(OPERATIONS))}")
+    return ops
+
+
+def node_from_table(table: dict[str, Any]) -> RemoteNode:
+    """A node from one `[[nodes]]` table; ValueError naming the bad or unknown key."""
+    known = {"ae_title", "host", "port", "tls", "operations", "description"}
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)} (use {', '.join(sorted(known))})")
+    missing = {"ae_title", "host", "port"} - set(table)
+    if missing:
+        raise ValueError(f"missing {', '.join(sorted(missing))}")
+    ops = table.get("operations", sorted(OPERATIONS))
+    if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+        raise ValueError("operations must be a list of strings")
+    if not isinstance(table["port"], int) or not isinstance(table.get("tls", False), bool):
+        raise ValueError("port must be an integer and tls a boolean")
+    return check_node(RemoteNode(
+        str(table["ae_title"]), str(table["host"]), table["port"], table.get("tls", False),
+        frozenset(o.lower() for o in ops), str(table.get("description", "")),
+    ))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfigFile:
+    settings: dict[str, Any]
+    nodes: list[RemoteNode]
+
+
+def read_config(path: Path) -> ConfigFile:
+    """Parse and check the whole file before anything starts; ValueError with the place of an error."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    unknown = set(doc) - {"pacs", "nodes"}
+    if unknown:
+        raise ValueError(f"{path}: unknown tables {sorted(unknown)} (use [pacs] and [[nodes]])")
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    settings: dict[str, Any] = {}
+    for key, value in doc.get("pacs", {}).items():
+        f = fields.get(key)
+        if f is None:
+            raise ValueError(f"{path}: [pacs] {key}: not a setting (see pacs.config.Settings)")
+        if f.type in ("int", int) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"{path}: [pacs] {key} must be an integer")
+        settings[key] = Path(value) if f.type in ("Path", Path) else value if f.type in ("int", int) \
+            else str(value)
+    nodes = []
+    for n, table in enumerate(doc.get("nodes", [])):
+        try:
+            nodes.append(node_from_table(table))
+        except ValueError as exc:
+            raise ValueError(f"{path}: [[nodes]] #{n + 1}: {exc}") from None
+    return ConfigFile(settings, nodes)
+
+
+def apply_config(
+    path: Path | None, settings: Settings, explicit: Iterable[str], environ: dict[str, str] | None = None
+) -> tuple[Settings, list[RemoteNode]]:
+    """`settings` with the file's [pacs] values where neither a flag (`explicit`) nor a PACS_* variable
+    set them, and the file's nodes."""
+    if path is None:
+        return settings, []
+    cfg = read_config(path)
+    env = os.environ if environ is None else environ
+    keep = set(explicit) | {k for k in cfg.settings if f"PACS_{k.upper()}" in env}
+    values = {k: v for k, v in cfg.settings.items() if k not in keep}
+    return dataclasses.replace(settings, **values), cfg.nodes
+
+
+# -- the commands ------------------------------------------------------------------------------------
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from pacs.backends import open_backend
+
+    backend = open_backend(Settings.from_env(data_dir=args.data_dir, backend=args.backend))
+    if backend.nodes is None:
+        backend.close()
+        raise SystemExit("pacs: this backend keeps no node registry")
+    return backend
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    node = RemoteNode(args.ae, args.host, args.port, args.tls, args.operations, args.description)
+    try:
+        check_node(node)
+    except ValueError as exc:
+        print(f"pacs: {exc}", file=sys.stderr)
+        return 2
+    backend = _registry(args)
+    try:
+        backend.nodes.put_node(node)
+    finally:
+        backend.close()
+    print(f"added {node.ae_title} {node.host}:{node.port}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    backend = _registry(args)
+    try:
+        nodes = backend.nodes.list_nodes()
+    finally:
+        backend.close()
+    for n in nodes:
+        print(f"{n.ae_title}\t{n.host}:{n.port}\t{'tls' if n.tls else 'tcp'}\t"
+              f"{','.join(sorted(n.operations)) or '-'}\t{n.description}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    backend = _registry(args)
+    try:
+        removed = backend.nodes.remove_node(args.ae)
+    finally:
+        backend.close()
+    if not removed:
+        print(f"pacs: no node {args.ae!r}", file=sys.stderr)
+        return 1
+    print(f"removed {args.ae}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `pacs nodes …` to the `pacs` command's subparsers."""
+    from pacs.cli.up import add_arguments
+
+    p = sub.add_parser("nodes", help="the remote DICOM nodes this PACS knows")
+    actions = p.add_subparsers(dest="nodes_action", required=True)
+    a = actions.add_parser("add", help="add or replace a node")
+    a.add_argument("ae", help="its AE title")
+    a.add_argument("host")
+    a.add_argument("port", type=int)
+    a.add_argument("--tls", action="store_true", help="it speaks DICOM TLS")
+    a.add_argument("--operations", type=parse_operations, default=OPERATIONS,
+                   help="what it may ask of this PACS, comma-separated (default: store,find,move,get)")
+    a.add_argument("--description", default="")
+    add_arguments(a)
+    a.set_defaults(fn=cmd_add)
+    a = actions.add_parser("list", help="list the nodes")
+    add_arguments(a)
+    a.set_defaults(fn=cmd_list)
+    a = actions.add_parser("remove", help="remove a node")
+    a.add_argument("ae")
+    add_arguments(a)
+    a.set_defaults(fn=cmd_remove)
