@@ -26,6 +26,8 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from gateway.reactor import EventRequestHandler
+
 #: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
 #: lossless compressed syntaxes come first (a compressed image stays as the modality holds it), then
 #: Explicit VR LE (keeps VRs), Implicit, Deflated; Implicit before Big Endian, or dcmtk's default
@@ -78,6 +80,7 @@ class GatewayServer(ThreadedAssociationServer):
     inherited_socket: socket.socket | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("request_handler", EventRequestHandler)  # event-driven reactors
         super().__init__(*args, **kwargs)
         self.contexts = SharedContexts(self.contexts)
 

@@ -1,0 +1,232 @@
+"""Event-driven reactors for the gateway's associations.
+
+pynetdicom 3.0 runs two polling loops per association: the DUL thread sleeps 1 ms whenever it has
+nothing to do, and the association thread sleeps 1 ms between looks at its DIMSE queue. Every
+C-STORE therefore waits up to a millisecond twice (the received data set reaching the handler, the
+response reaching the socket) and an idle association wakes 2,000 times a second.
+
+Here both loops wait on what they are waiting for instead: the DUL thread in `select()` on its
+socket and a wake-up pipe that is written when a primitive is queued for it (or it is told to
+stop); the association thread on an event set when a DIMSE message, an ACSE primitive or the DUL's
+exit arrives. Timers (ARTIM, network idle) are still checked at least every `IDLE_WAIT` seconds.
+The loop bodies are pynetdicom's (3.0.4, pinned), with only the waits changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import select
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, cast
+
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket, RequestHandler
+
+log = logging.getLogger("gateway")
+
+#: The longest a reactor sleeps without an event: the granularity of its timers and kill checks.
+IDLE_WAIT = 0.01
+
+
+class WakingQueue(queue.Queue[Any]):
+    """A queue that calls `wake` after every put."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+class EventDUL(DULServiceProvider):
+    """A DUL provider whose reactor sleeps in `select()` on its socket and a wake-up pipe."""
+
+    def __init__(self, assoc: EventAssociation) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stopping = False
+        super().__init__(assoc)
+        self.to_provider_queue = WakingQueue(self.poke)
+        self.to_user_queue = WakingQueue(assoc.activity.set)
+
+    @property  # type: ignore[override]
+    def _kill_thread(self) -> bool:
+        return self._stopping
+
+    @_kill_thread.setter
+    def _kill_thread(self, value: bool) -> None:
+        self._stopping = value
+        if value:
+            self.poke()
+
+    def poke(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"!")
+
+    def _wait(self) -> None:
+        """Until the socket is readable, a primitive is queued, or IDLE_WAIT has passed."""
+        sock = cast(AssociationSocket | None, self.socket)
+        raw = sock.socket if sock is not None and sock._is_connected else None
+        if raw is None:
+            time.sleep(IDLE_WAIT)
+            return
+        if isinstance(raw, ssl.SSLSocket) and raw.pending():
+            return  # TLS data already decrypted and buffered: select() cannot see it
+        try:
+            ready, _, _ = select.select([raw.fileno(), self._wake_r], [], [], IDLE_WAIT)
+        except (OSError, ValueError):  # closed under us: the loop notices (Evt17)
+            time.sleep(IDLE_WAIT)
+            return
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError, OSError):
+                while os.read(self._wake_r, 4096):
+                    pass
+
+    def run_reactor(self) -> None:
+        """pynetdicom's DUL loop, waiting in `_wait()` instead of sleeping 1 ms."""
+        try:
+            self._reactor()
+        finally:
+            assoc = cast(EventAssociation, self.assoc)
+            assoc.activity.set()  # the association notices the DUL has stopped
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _reactor(self) -> None:
+        self._idle_timer.start()
+        self.socket = cast(AssociationSocket, self.socket)
+        idle = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+                idle = True
+            if idle:
+                self._wait()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():  # a primitive to encode and send
+                    pass
+                elif self._is_transport_event():  # a PDU to receive and decode
+                    self._idle_timer.restart()
+            except Exception:
+                log.exception("DUL reactor failed: aborting the association")
+                # As pynetdicom does: bypass the state machine, send an A-ABORT, stop both reactors
+                abort_pdu = A_ABORT_RQ()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                with contextlib.suppress(Exception):
+                    self.socket.send(abort_pdu.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+
+
+class EventAssociation(Association):
+    """An acceptor association whose reactor waits for DIMSE messages, ACSE primitives or its
+    DUL's exit, instead of polling every millisecond."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        self.activity = threading.Event()
+        super().__init__(ae, mode)
+        self.dul = EventDUL(self)  # replaces the default provider, never started
+        self.acse_timeout = self.acse_timeout  # re-applied: these setters configure the DUL's timers
+        self.network_timeout = self.network_timeout
+        self.dimse.msg_queue = WakingQueue(self.activity.set)
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's acceptor loop (association.py), waiting on `activity`."""
+        self._is_paused = False
+        while not self._kill:
+            self.activity.wait(IDLE_WAIT)
+            self.activity.clear()
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            while True:  # every complete message, not one per wake-up
+                context_id, msg = self.dimse.get_msg(block=False)
+                if not msg:
+                    break
+                self._serve_request(msg, cast(int, context_id))
+                if self._kill:
+                    return
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)  # so EVT_ACSE_RECV fires for subscribers
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+            if not self.dul.is_alive():
+                self.kill()
+                return
+            if self.dul.idle_timer_expired():
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+class EventRequestHandler(RequestHandler):
+    """The server's request handler, creating EventAssociations (pynetdicom's
+    `RequestHandler._create_association`, otherwise unchanged; contexts are shared, not copied,
+    as `GatewayServer.contexts` explains)."""
+
+    def _create_association(self) -> Association:
+        assoc = EventAssociation(self.ae, "acceptor")
+        assoc._server = self.server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
+        acceptor = assoc.acceptor
+        acceptor.maximum_length = self.ae.maximum_pdu_size
+        acceptor.ae_title = self.server.ae_title
+        acceptor.address_info = self.local
+        acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        acceptor.implementation_version_name = self.ae.implementation_version_name
+        acceptor.supported_contexts = list(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event, bound in self.server._handlers.items():
+            if event.is_intervention and bound:
+                assoc.bind(event, *bound)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in cast(list[tuple[Any, Any]], bound):
+                    assoc.bind(event, handler[0], handler[1])
+        return assoc
+
