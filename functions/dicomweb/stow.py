@@ -1,10 +1,15 @@
-"""STOW-RS (PS3.18 10.5): `POST /studies[/{study}]` with a multipart/related application/dicom body.
+"""STOW-RS (PS3.18 10.5): `POST /studies[/{study}]` with a multipart/related body of Part 10 instances
+(`type="application/dicom"`) or of DICOM JSON metadata with bulk data (`type="application/dicom+json"`).
 
 The body is streamed: each part goes through the push parser into its own spool file (beside the
-objects when embedded), then through the same ingest path as the C-STORE gateway, and the spool file
-is removed. A part is stored only once its closing delimiter has arrived, so a truncated body never
-half-stores its last part. The answer is the store response data set of PS3.18 Table 10.5.3-1:
-200 all stored, 202 some failed, 409 none stored, 400 malformed body, 415 unsupported media type.
+objects when embedded). Part 10 parts go through the same ingest path as the C-STORE gateway, one by
+one, and a part is stored only once its closing delimiter has arrived, so a truncated body never
+half-stores its last part. With JSON metadata the JSON parts are kept in memory (at most
+`MAX_METADATA_BYTES`, else 413) and the bulk data parts spooled by Content-Location; once the whole
+body has arrived, every instance is rebuilt as a Part 10 file (`pacs.services.stow_json`) and goes
+through the same ingest path; a malformed body stores nothing. The answer is the store response data
+set of PS3.18 Table 10.5.3-1: 200 all stored, 202 some failed, 409 none stored, 400 malformed body,
+413 metadata too large, 415 unsupported media type (application/dicom+xml among them).
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ from pacs.dicom.part10 import Part10Header
 from pacs.dicom.uids import check_uid
 from pacs.errors import PacsError, StorageFailure
 from pacs.services.ingest import DuplicatePolicy, IngestService
+from pacs.services.stow_json import (
+    JSON_TYPES,
+    MAX_METADATA_BYTES,
+    BulkData,
+    BulkPart,
+    MetadataTooLarge,
+    instance_uids,
+    parse_metadata,
+    rebuild_part10,
+)
 from starlette.concurrency import run_in_threadpool
 
 from functions.dicomweb.context import DICOM_JSON, BadRequest, services
@@ -46,7 +61,7 @@ _HEADER_UNSAFE = str.maketrans({'"': "'", "\r": " ", "\n": " ", "\\": "/"})
 
 
 class UnsupportedMediaType(PacsError):
-    """The request body is not multipart/related with type application/dicom (HTTP 415)."""
+    """The request body is not multipart/related of application/dicom or application/dicom+json (415)."""
 
     http_status = 415
 
@@ -82,9 +97,9 @@ def _ingest(ingest: IngestService, study: str | None, path: Path) -> Part10Heade
 class _Spool:
     """The spool file of the part being received."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, suffix: str = ".dcm") -> None:
         try:
-            fd, name = tempfile.mkstemp(prefix="stow-", suffix=".dcm", dir=directory)
+            fd, name = tempfile.mkstemp(prefix="stow-", suffix=suffix, dir=directory)
         except OSError as exc:
             raise StorageFailure(f"cannot spool the request: {exc.strerror or exc}") from exc
         self.path = Path(name)
@@ -95,28 +110,32 @@ class _Spool:
         self.path.unlink(missing_ok=True)
 
 
-def _request_boundary(content_type: str) -> str:
+def _request_type(content_type: str) -> tuple[str, str]:
+    """(boundary, type of the root parts) of the request's content type."""
     media, params = parse_content_type(content_type)
     if media != "multipart/related":
         raise UnsupportedMediaType(
             f"STOW-RS takes multipart/related; type=\"{DICOM}\", not {media or 'no content type'}"
         )
     part_type = parse_content_type(params.get("type", DICOM))[0]
-    if part_type in ("application/dicom+json", "application/dicom+xml"):
-        raise UnsupportedMediaType(f"STOW-RS of {part_type} metadata with bulk data is not supported yet")
-    if part_type != DICOM:
-        raise UnsupportedMediaType(f"STOW-RS takes multipart/related parts of {DICOM}, not {part_type}")
+    if part_type == "application/dicom+xml":
+        raise UnsupportedMediaType("STOW-RS of application/dicom+xml metadata is not supported "
+                                   "(application/dicom+json metadata with bulk data is)")
+    if part_type != DICOM and part_type not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"STOW-RS takes multipart/related parts of {DICOM} or application/dicom+json, not {part_type}")
     boundary = params.get("boundary", "")
     if not boundary:
         raise BadRequest("the multipart/related content type has no boundary parameter")
-    return boundary
+    return boundary, part_type
 
 
-async def _receive(
-    request: Request, ingest: Callable[[Path], Part10Header | _Failure], spool_dir: Path | None
-) -> _Report:
+Ingest = Callable[[Path], Part10Header | _Failure]
+
+
+async def _receive(request: Request, boundary: str, ingest: Ingest, spool_dir: Path | None) -> _Report:
     """Stream the body part by part into spool files and ingest each complete part."""
-    parser = MultipartParser(_request_boundary(request.headers.get("content-type", "")))
+    parser = MultipartParser(boundary)
     report = _Report()
     spool: _Spool | None = None
     refused: str | None = None  # why the current part is not spooled (not application/dicom)
@@ -157,6 +176,84 @@ async def _receive(
             spool.discard()
     if not report:
         raise BadRequest("the multipart body has no parts")
+    return report
+
+
+async def _receive_json(
+    request: Request, boundary: str, root: str, ingest: Ingest, spool_dir: Path | None
+) -> _Report:
+    """Keep the JSON parts, spool the bulk data parts; once the body is complete, store every instance."""
+    parser = MultipartParser(boundary)
+    metadata: list[bytearray] = []
+    size = 0
+    bulk = BulkData(base=str(request.url))
+    spools: list[_Spool] = []
+    target: bytearray | _Spool | None = None
+    part: tuple[str, BulkPart] | None = None  # (Content-Location, part) of the bulk part being received
+    try:
+        try:
+            async for chunk in request.stream():
+                for event in parser.feed(chunk):
+                    if isinstance(event, PartData):
+                        if isinstance(target, bytearray):
+                            size += len(event.data)
+                            if size > MAX_METADATA_BYTES:
+                                raise MetadataTooLarge(
+                                    f"the JSON metadata exceeds {MAX_METADATA_BYTES} bytes: send fewer "
+                                    "instances per request")
+                            target += event.data
+                        elif target is not None:
+                            target.file.write(event.data)
+                    elif isinstance(event, PartHeaders):
+                        media, params = parse_content_type(event.headers.get("content-type", root))
+                        if media in JSON_TYPES:
+                            target, part = bytearray(), None
+                            metadata.append(target)
+                        else:
+                            target = _Spool(spool_dir, ".bulk")
+                            spools.append(target)
+                            location = event.headers.get("content-location", "")
+                            part = (location, BulkPart(target.path, media, params.get("transfer-syntax")))
+                    elif isinstance(event, PartEnd):
+                        if isinstance(target, _Spool):
+                            target.file.close()
+                        if part is not None and part[0]:  # a part without a location cannot be named
+                            bulk.add(*part)
+                        target = part = None
+            parser.close()
+        except MultipartError as exc:  # nothing is stored before the body is complete
+            raise BadRequest(f"malformed multipart body: {exc}") from None
+        instances = parse_metadata(metadata)
+        return await run_in_threadpool(_store_instances, instances, bulk, ingest, spool_dir)
+    finally:
+        for spool in spools:
+            spool.discard()
+
+
+def _store_instances(
+    instances: list[object], bulk: BulkData, ingest: Ingest, spool_dir: Path | None
+) -> _Report:
+    """Rebuild each JSON instance as a Part 10 spool file and ingest it (in a worker thread)."""
+    report = _Report()
+    for obj in instances:
+        spool: _Spool | None = None
+        try:
+            spool = _Spool(spool_dir)
+            rebuild_part10(obj, bulk, spool.file)
+            spool.file.close()
+            outcome = ingest(spool.path)
+        except PacsError as exc:
+            outcome = _Failure(exc.dimse_status, exc.reason, exc.sop_class_uid, exc.sop_instance_uid)
+        except Exception as exc:  # a fault of ours: report it, keep the other instances
+            log.exception("STOW-RS: could not rebuild an instance from its JSON metadata")
+            outcome = _Failure(PROCESSING_FAILURE, f"processing failure: {exc}", *instance_uids(obj))
+        finally:
+            if spool is not None:
+                spool.discard()
+        if isinstance(outcome, _Failure):
+            report.failed.append(outcome)
+        else:
+            report.stored.append(outcome)
     return report
 
 
@@ -205,7 +302,12 @@ async def _store(request: Request, study: str | None) -> Response:
         backend.store, partition=backend.settings.partition,
         duplicate_policy=DuplicatePolicy(backend.settings.duplicate_policy),
     )
-    report = await _receive(request, functools.partial(_ingest, ingest, study), backend.spool_dir)
+    boundary, root = _request_type(request.headers.get("content-type", ""))
+    one = functools.partial(_ingest, ingest, study)
+    if root == DICOM:
+        report = await _receive(request, boundary, one, backend.spool_dir)
+    else:
+        report = await _receive_json(request, boundary, root, one, backend.spool_dir)
     return _response(request, report, study)
 
 

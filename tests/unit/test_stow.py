@@ -167,17 +167,17 @@ def test_foreign_instance_in_a_study_url_is_not_stored(client: TestClient, embed
 @pytest.mark.parametrize(
     "content_type",
     ["application/dicom", "multipart/mixed; boundary=x", "multipart/related; type=image/jpeg; boundary=x",
-     'multipart/related; type="application/dicom+json"; boundary=x', ""],
+     'multipart/related; type="application/dicom+xml"; boundary=x', ""],
 )
 def test_unsupported_media_types_are_415(client: TestClient, content_type: str) -> None:
     r = client.post("/dicomweb/studies", content=b"x", headers={"Content-Type": content_type})
     assert r.status_code == 415 and r.json()["error"]
 
 
-def test_dicom_json_stow_says_not_supported_yet(client: TestClient) -> None:
+def test_dicom_xml_stow_says_not_supported(client: TestClient) -> None:
     r = client.post("/dicomweb/studies", content=b"x",
-                    headers={"Content-Type": 'multipart/related; type="application/dicom+json"; boundary=x'})
-    assert "not supported yet" in r.json()["error"]
+                    headers={"Content-Type": 'multipart/related; type="application/dicom+xml"; boundary=x'})
+    assert "dicom+xml metadata is not supported" in r.json()["error"]
 
 
 @pytest.mark.parametrize(
