@@ -26,6 +26,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from gateway import find
 from gateway.reactor import EventRequestHandler
 
 #: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
@@ -58,6 +59,7 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     ae.add_supported_context(Verification)
     for uid in _STORAGE_CLASSES.values():
         ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+    find.add_contexts(ae)
     return ae
 
 

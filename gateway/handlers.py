@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.events import Event
 
-from gateway import status
+from gateway import find, status
 from gateway.context import GatewayContext
 
 log = logging.getLogger("gateway")
@@ -64,4 +64,5 @@ def handlers(ctx: GatewayContext) -> list[tuple]:
     return [
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [ctx.ingest]),
+        (evt.EVT_C_FIND, find.handle_find, [ctx]),
     ]

@@ -1,0 +1,445 @@
+"""C-FIND (PS3.4 C.4.1) over the catalog: a request identifier in, response identifiers out.
+
+Patient Root and Study Root Query/Retrieve information models, hierarchical queries at the PATIENT,
+STUDY, SERIES and IMAGE levels. Matching is `pacs.catalog.matching` (shared with QIDO-RS), run by
+the catalog's query methods, so study-level conditions reach the adapters' indexes. Protocol types
+stay out: identifiers are pydicom Datasets, failures are `FindFailure(status, comment)`, and the
+gateway turns them into C-FIND responses.
+
+- Return keys are exactly those requested, zero-length when unknown; the Query/Retrieve Level, the
+  unique keys of the level and of the levels above, and Retrieve AE Title are always returned.
+- Keys this archive cannot match on (keys of a lower level, sequences, attributes it does not keep)
+  are ignored for matching and flag the request (`FindRequest.unsupported`: Pending 0xFF01).
+- Specific Character Set: pydicom decodes the identifier with the request's; a response is encoded
+  in the request's when that can represent its values, else in ISO_IR 192 (UTF-8).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import config as pydicom_config
+from pydicom.charset import python_encoding
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.valuerep import format_number_as_ds
+
+from pacs.catalog.matching import Condition, condition, matches_all
+from pacs.catalog.port import Catalog
+from pacs.catalog.records import (
+    MODALITIES_IN_STUDY,
+    NUMBER_OF_SERIES_RELATED_INSTANCES,
+    NUMBER_OF_STUDY_RELATED_INSTANCES,
+    NUMBER_OF_STUDY_RELATED_SERIES,
+    SOP_CLASSES_IN_STUDY,
+    DicomJson,
+    InstanceRow,
+    SeriesRow,
+    StudyRow,
+    first_value,
+)
+from pacs.services.query import SERIES_LEVEL, STUDY_LEVEL
+
+#: Failure statuses (PS3.4 C.4.1.1.4).
+IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+
+SPECIFIC_CHARACTER_SET = 0x00080005
+QUERY_RETRIEVE_LEVEL = 0x00080052
+RETRIEVE_AE_TITLE = 0x00080054
+INSTANCE_AVAILABILITY = 0x00080056
+PATIENT_ID = 0x00100020
+ISSUER_OF_PATIENT_ID = 0x00100021
+STUDY_UID = 0x0020000D
+SERIES_UID = 0x0020000E
+SOP_UID = 0x00080018
+N_PATIENT_STUDIES, N_PATIENT_SERIES, N_PATIENT_INSTANCES = 0x00201200, 0x00201202, 0x00201204
+
+#: Patient-level attributes of the Patient Root model (PS3.4 Table C.6-1) that the catalog keeps
+#: (on every study row).
+PATIENT_LEVEL = frozenset({"00100010", "00100020", "00100021", "00100030", "00100040", "00101000"})
+_PATIENT_AGGREGATES = frozenset(
+    f"{t:08X}" for t in (N_PATIENT_STUDIES, N_PATIENT_SERIES, N_PATIENT_INSTANCES)
+)
+_UTF8 = "ISO_IR 192"
+
+
+class Model(enum.StrEnum):
+    PATIENT_ROOT = "PATIENT"
+    STUDY_ROOT = "STUDY"
+
+
+class Level(enum.StrEnum):
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
+
+_ORDER = [Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE]
+#: The unique key of each level (PS3.4 C.4.1.1.3.1).
+UNIQUE_KEY = {
+    Level.PATIENT: PATIENT_ID, Level.STUDY: STUDY_UID, Level.SERIES: SERIES_UID, Level.IMAGE: SOP_UID,
+}
+
+
+class FindFailure(Exception):
+    """A request this SCP cannot answer: the status (0xA900, 0xC000…) and a comment (LO, ≤ 64)."""
+
+    def __init__(self, status: int, comment: str, offending: int | None = None) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment[:64]
+        self.offending = offending
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnKey:
+    tag: int
+    vr: str
+    hex: str  # "0010000": the DICOM JSON key
+
+
+@dataclass(slots=True)
+class FindRequest:
+    model: Model
+    level: Level
+    #: Non-universal conditions, split by where they are matched.
+    patient: list[Condition] = field(default_factory=list)
+    study: list[Condition] = field(default_factory=list)
+    series: list[Condition] = field(default_factory=list)
+    image: list[Condition] = field(default_factory=list)
+    #: The attributes to return, in tag order (level, unique keys and Retrieve AE Title included).
+    keys: list[ReturnKey] = field(default_factory=list)
+    #: The request's Specific Character Set (empty: the default repertoire).
+    charsets: tuple[str, ...] = ()
+    #: Some key could not be matched and was ignored (Pending 0xFF01).
+    unsupported: bool = False
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def _level_of(tag_hex: str) -> Level:
+    """The level an attribute belongs to in the catalog (patient attributes live on studies)."""
+    if tag_hex in PATIENT_LEVEL or tag_hex in _PATIENT_AGGREGATES:
+        return Level.PATIENT
+    if tag_hex in STUDY_LEVEL:
+        return Level.STUDY
+    if tag_hex in SERIES_LEVEL:
+        return Level.SERIES
+    return Level.IMAGE
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(_text(v) for v in value)
+    return str(value)
+
+
+def _charsets(identifier: Dataset) -> tuple[str, ...]:
+    raw = identifier.get("SpecificCharacterSet")
+    if not raw:
+        return ()
+    values = [raw] if isinstance(raw, str) else list(raw)
+    return tuple(v.strip() for v in values)
+
+
+def parse_identifier(identifier: Dataset, model: Model) -> FindRequest:
+    """Validate a C-FIND identifier against the model and turn it into conditions and return keys;
+    FindFailure when it is malformed or does not fit the model."""
+    try:
+        charsets = _charsets(identifier)
+        raw_level = identifier.get("QueryRetrieveLevel")
+    except Exception as exc:
+        raise FindFailure(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}") from exc
+    if raw_level is None:
+        raise FindFailure(UNABLE_TO_PROCESS, "QueryRetrieveLevel (0008,0052) missing", QUERY_RETRIEVE_LEVEL)
+    try:
+        level = Level(str(raw_level).strip())
+    except ValueError:
+        raise FindFailure(UNABLE_TO_PROCESS, f"QueryRetrieveLevel {str(raw_level)[:16]!r} unknown",
+                          QUERY_RETRIEVE_LEVEL) from None
+    if model is Model.STUDY_ROOT and level is Level.PATIENT:
+        raise FindFailure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "no PATIENT level in Study Root",
+                          QUERY_RETRIEVE_LEVEL)
+    req = FindRequest(model, level, charsets=charsets)
+    depth = _ORDER.index(level)
+    keys: dict[int, ReturnKey] = {}
+    for key in identifier.keys():  # noqa: SIM118 (a Dataset, not a dict)
+        tag = int(key)
+        group, elem_no = tag >> 16, tag & 0xFFFF
+        if tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL) or group & 1 or elem_no == 0 or group <= 2:
+            continue  # private attributes are not supported: neither matched nor returned
+        try:
+            elem = identifier[tag]
+            vr = elem.VR
+            value = elem.value
+        except Exception as exc:
+            raise FindFailure(
+                UNABLE_TO_PROCESS, f"({group:04X},{elem_no:04X}) undecodable: {exc}", tag
+            ) from exc
+        try:
+            vr = dictionary_VR(tag).split(" or ")[0]
+        except KeyError:
+            if vr in ("UN", None):
+                continue  # an unknown public attribute: nothing to return
+        tag_hex = f"{tag:08X}"
+        keys[tag] = ReturnKey(tag, vr, tag_hex)
+        if vr == "SQ":
+            if value and any(len(item) for item in value):
+                req.unsupported = True  # sequence matching (C.2.2.2.6) is not supported
+            continue
+        text = _text(value)
+        if not text.strip(" \x00") or text.strip(" \x00") == "*":
+            continue
+        try:
+            cond = condition(tag_hex, text)
+        except ValueError as exc:
+            raise FindFailure(UNABLE_TO_PROCESS, str(exc), tag) from None
+        if cond.kind == "universal":
+            continue
+        at = _level_of(tag_hex)
+        if tag_hex in _PATIENT_AGGREGATES or _ORDER.index(at) > depth:
+            req.unsupported = True  # a key below the query level, or an aggregate: ignored
+            continue
+        if at is Level.PATIENT:
+            req.patient.append(cond)
+        elif at is Level.STUDY:
+            req.study.append(cond)
+        elif at is Level.SERIES:
+            req.series.append(cond)
+        else:
+            req.image.append(cond)
+    # The Query/Retrieve level, the unique keys of this level and above, Retrieve AE Title.
+    always = [QUERY_RETRIEVE_LEVEL, RETRIEVE_AE_TITLE, UNIQUE_KEY[level]]
+    first = 0 if model is Model.PATIENT_ROOT else 1
+    always += [UNIQUE_KEY[lv] for lv in _ORDER[first:depth]]
+    for t in always:
+        if t not in keys:
+            keys[t] = ReturnKey(t, dictionary_VR(t), f"{t:08X}")
+    req.keys = [keys[t] for t in sorted(keys)]
+    _check_hierarchy(req, first, depth)
+    return req
+
+
+def _unique(conds: list[Condition], tag: int, what: str) -> Condition:
+    tag_hex = f"{tag:08X}"
+    c = next((c for c in conds if c.tag == tag_hex), None)
+    if c is None:
+        raise FindFailure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, f"{what} required at this level", tag)
+    if c.kind not in ("single", "list") or (tag == PATIENT_ID and c.kind != "single"):
+        raise FindFailure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, f"{what} must be a single value", tag)
+    return c
+
+
+def _check_hierarchy(req: FindRequest, first: int, depth: int) -> None:
+    """Hierarchical search (PS3.4 C.4.1.2.2.1): the unique key of every level above is given."""
+    for lv in _ORDER[first:depth]:
+        if lv is Level.PATIENT:
+            _unique(req.patient, PATIENT_ID, "PatientID")
+        elif lv is Level.STUDY:
+            _unique(req.study, STUDY_UID, "StudyInstanceUID")
+        else:
+            _unique(req.series, SERIES_UID, "SeriesInstanceUID")
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+def _values(vr: str, values: list[Any]) -> list[Any]:
+    if vr == "PN":
+        out = []
+        for v in values:
+            if isinstance(v, dict):
+                v = "=".join(v.get(g) or "" for g in ("Alphabetic", "Ideographic", "Phonetic")).rstrip("=")
+            out.append(v)
+        return out
+    if vr == "DS":
+        return [v if isinstance(v, str) else format_number_as_ds(v) if isinstance(v, float) else str(v)
+                for v in values]
+    if vr == "IS":
+        return [str(v) for v in values]
+    if vr == "AT":
+        return [int(v, 16) if isinstance(v, str) else v for v in values]
+    return values
+
+
+class _Builder:
+    """Builds response identifiers cheaply: one Dataset over a prepared dict of DataElements."""
+
+    def __init__(self, req: FindRequest, ae_title: str) -> None:
+        self.req = req
+        self.keys = [(BaseTag(k.tag), k) for k in req.keys]
+        self.level = req.level.value
+        self.ae_title = ae_title
+        charsets = req.charsets
+        self.codec: str | None = None
+        if len(charsets) == 1 and charsets[0] in python_encoding:
+            self.codec = python_encoding[charsets[0]]
+        elif not charsets:
+            self.codec = "ascii"
+
+    def build(self, sources: Sequence[DicomJson]) -> Dataset:
+        """A response: each return key from the first source holding it, else zero-length."""
+        elems: dict[BaseTag, DataElement | RawDataElement] = {}
+        texts: list[str] = []
+        ignore = pydicom_config.IGNORE
+        for tag, key in self.keys:
+            if tag == QUERY_RETRIEVE_LEVEL:
+                value: Any = self.level
+            elif tag == RETRIEVE_AE_TITLE:
+                value = self.ae_title
+            elif tag == INSTANCE_AVAILABILITY:
+                value = "ONLINE"
+            else:
+                value = None
+                vr = key.vr
+                for src in sources:
+                    attr = src.get(key.hex)
+                    if attr is not None:
+                        vals = attr.get("Value")
+                        vr = attr.get("vr", vr)
+                        if vals:
+                            vals = _values(vr, vals)
+                            value = vals[0] if len(vals) == 1 else vals
+                            for v in vals:
+                                if isinstance(v, str) and not v.isascii():
+                                    texts.append(v)
+                        break
+                if key.vr == "SQ":
+                    value = []
+                elems[tag] = DataElement(tag, vr if key.vr != "SQ" else "SQ", value, validation_mode=ignore)
+                continue
+            elems[tag] = DataElement(tag, key.vr, value, validation_mode=ignore)
+        charset = self._charset(texts)
+        if charset:
+            elems[BaseTag(SPECIFIC_CHARACTER_SET)] = DataElement(
+                SPECIFIC_CHARACTER_SET, "CS", charset, validation_mode=ignore
+            )
+        return Dataset(elems)
+
+    def _charset(self, texts: list[str]) -> str | list[str] | None:
+        """The request's character set when it can encode the values, else UTF-8."""
+        charsets = self.req.charsets
+        if not texts:
+            return list(charsets) if len(charsets) > 1 else (charsets[0] if charsets else None)
+        if self.codec is not None and self.codec != "ascii":
+            try:
+                for t in texts:
+                    t.encode(self.codec)
+                return charsets[0]
+            except UnicodeEncodeError:
+                pass
+        return _UTF8
+
+
+def _study_json(row: StudyRow) -> DicomJson:
+    """The study's attributes and aggregates, without copying its attributes."""
+    return {
+        MODALITIES_IN_STUDY: {"vr": "CS", "Value": sorted(row.modalities)},
+        SOP_CLASSES_IN_STUDY: {"vr": "UI", "Value": sorted(row.sop_classes)},
+        NUMBER_OF_STUDY_RELATED_SERIES: {"vr": "IS", "Value": [row.n_series]},
+        NUMBER_OF_STUDY_RELATED_INSTANCES: {"vr": "IS", "Value": [row.n_instances]},
+    }
+
+
+def _wants(req: FindRequest, tags: Iterable[str]) -> bool:
+    wanted = {k.hex for k in req.keys}
+    return any(t in wanted for t in tags)
+
+
+_STUDY_AGGREGATES = (MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES,
+                     NUMBER_OF_STUDY_RELATED_INSTANCES)
+
+
+class FindService:
+    """Runs parsed C-FIND requests against the catalog of one partition."""
+
+    def __init__(self, catalog: Catalog, partition: str = "default", ae_title: str = "PACS") -> None:
+        self.catalog = catalog
+        self.partition = partition
+        self.ae_title = ae_title
+
+    def find(self, req: FindRequest) -> Iterator[Dataset]:
+        """The response identifiers, one per match, lazily (a caller may stop at a C-CANCEL)."""
+        builder = _Builder(req, self.ae_title)
+        if req.level is Level.PATIENT:
+            yield from self._patients(req, builder)
+        elif req.level is Level.STUDY:
+            yield from self._studies(req, builder)
+        elif req.level is Level.SERIES:
+            yield from self._series(req, builder)
+        else:
+            yield from self._images(req, builder)
+
+    def _study_rows(self, req: FindRequest) -> list[StudyRow]:
+        return self.catalog.query_studies(self.partition, req.patient + req.study).rows
+
+    def _patients(self, req: FindRequest, builder: _Builder) -> Iterator[Dataset]:
+        groups: dict[tuple[str | None, str | None], list[StudyRow]] = {}
+        for row in self._study_rows(req):
+            key = (first_value(row.attrs, "00100020"), first_value(row.attrs, "00100021"))
+            groups.setdefault(key, []).append(row)
+        for rows in groups.values():
+            counts = {
+                f"{N_PATIENT_STUDIES:08X}": {"vr": "IS", "Value": [len(rows)]},
+                f"{N_PATIENT_SERIES:08X}": {"vr": "IS", "Value": [sum(r.n_series for r in rows)]},
+                f"{N_PATIENT_INSTANCES:08X}": {"vr": "IS", "Value": [sum(r.n_instances for r in rows)]},
+            }
+            yield builder.build((rows[0].attrs, counts))  # the newest study's patient attributes
+
+    def _studies(self, req: FindRequest, builder: _Builder) -> Iterator[Dataset]:
+        aggregates = _wants(req, _STUDY_AGGREGATES)
+        for row in self._study_rows(req):
+            yield builder.build((row.attrs, _study_json(row)) if aggregates else (row.attrs,))
+
+    def _parent_studies(self, req: FindRequest) -> Iterator[StudyRow]:
+        """The studies named by the StudyInstanceUID key that satisfy the other study-level keys."""
+        uid_cond = _unique(req.study, STUDY_UID, "StudyInstanceUID")
+        others = [c for c in req.patient + req.study if c is not uid_cond]
+        for uid in uid_cond.uids:
+            row = self.catalog.get_study(self.partition, uid)
+            if row is None:
+                continue
+            if others and not matches_all({**row.attrs, **_study_json(row)}, others):
+                continue
+            yield row
+
+    def _series_rows(self, req: FindRequest, study: StudyRow) -> list[SeriesRow]:
+        return self.catalog.query_series(self.partition, study.study_uid, req.series).rows
+
+    def _series(self, req: FindRequest, builder: _Builder) -> Iterator[Dataset]:
+        for study in self._parent_studies(req):
+            study_json = _study_json(study)
+            for s in self._series_rows(req, study):
+                counts = {NUMBER_OF_SERIES_RELATED_INSTANCES: {"vr": "IS", "Value": [s.n_instances]}}
+                yield builder.build(
+                    (s.attrs, counts, _uid(STUDY_UID, study.study_uid), study.attrs, study_json)
+                )
+
+    def _images(self, req: FindRequest, builder: _Builder) -> Iterator[Dataset]:
+        for study in self._parent_studies(req):
+            study_json = _study_json(study)
+            for s in self._series_rows(req, study):
+                counts = {NUMBER_OF_SERIES_RELATED_INSTANCES: {"vr": "IS", "Value": [s.n_instances]}}
+                rows: list[InstanceRow] = self.catalog.query_instances(
+                    self.partition, study.study_uid, s.series_uid, req.image
+                ).rows
+                for r in rows:
+                    yield builder.build((
+                        r.attrs, _uid(SOP_UID, r.sop_uid), _uid(SERIES_UID, r.series_uid), s.attrs, counts,
+                        _uid(STUDY_UID, r.study_uid), study.attrs, study_json,
+                    ))
+
+
+def _uid(tag: int, uid: str) -> DicomJson:
+    return {f"{tag:08X}": {"vr": "UI", "Value": [uid]}}
