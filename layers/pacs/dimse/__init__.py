@@ -1,0 +1,1 @@
+"""DIMSE service users of the PACS: sending instances (C-STORE SCU), selecting what a retrieve asks for."""

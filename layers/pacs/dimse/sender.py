@@ -1,0 +1,222 @@
+"""The C-STORE SCU side: sending stored instances or local files to a remote node.
+
+Used by C-MOVE (sub-operations on a new association), C-GET (on the requestor's association), `pacs
+store`, and later routing. For every SOP class the association proposes each syntax the instances are
+stored in (one context each, so a peer may refuse one and keep the others) and one context with
+Explicit and Implicit VR Little Endian. An instance goes as stored when the peer accepted that syntax
+(a local file is then streamed in PDU-sized chunks, never decoded); otherwise it is read, one instance
+at a time, and transcoded to a native syntax the peer accepted (`pacs.dicom.transcode`). TCP_NODELAY is
+set on the requestor's socket as soon as it connects.
+
+    with StoreSender(node, "PACS", [(sop_class, syntax), ...], store=backend.store) as sender:
+        status = sender.send("default/studies/.../x.dcm")   # a key of the store, or a Path
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterable, Sequence
+from io import BytesIO
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext, build_context
+
+from pacs.catalog.nodes import RemoteNode
+from pacs.dicom.transcode import TranscodeError, transcode
+from pacs.storage.port import BlobStore
+
+NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+#: A DICOM association proposes at most 128 presentation contexts (odd IDs 1-255).
+MAX_CONTEXTS = 128
+
+
+class SendError(Exception):
+    """The instance was not sent: no acceptable presentation context, unreadable or untranscodable
+    data, or the association is gone."""
+
+
+def set_nodelay(event: Event) -> None:
+    """EVT_CONN_OPEN handler: TCP_NODELAY on the socket of a requested association (small DIMSE
+    messages otherwise wait for the peer's delayed ACK)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def proposed_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
+    """Contexts for (SOP class, stored transfer syntax) pairs: per SOP class, one context per stored
+    non-native syntax and one [Explicit VR LE, Implicit VR LE]. When more than 128 would be needed the
+    stored-syntax contexts go first (those instances are transcoded); ValueError beyond 128 SOP classes."""
+    by_class: dict[str, list[str]] = {}
+    for sop_class, syntax in pairs:
+        syntaxes = by_class.setdefault(str(sop_class), [])
+        if syntax not in NATIVE and syntax not in syntaxes:
+            syntaxes.append(str(syntax))
+    if len(by_class) > MAX_CONTEXTS:
+        raise ValueError(f"{len(by_class)} SOP classes: an association proposes at most {MAX_CONTEXTS}")
+    contexts = [build_context(c, list(NATIVE)) for c in by_class]
+    extra = [build_context(c, [s]) for c, syntaxes in by_class.items() for s in syntaxes]
+    return contexts + extra[: MAX_CONTEXTS - len(contexts)]
+
+
+def sending_syntax(
+    accepted: Sequence[PresentationContext], sop_class: str, stored: str
+) -> str | None:
+    """The syntax to send an instance in over an association with these accepted contexts: the stored
+    one when accepted for its SOP class, else a native one (transcoding); None when there is none."""
+    syntaxes = [
+        cx.transfer_syntax[0] for cx in accepted
+        if cx.abstract_syntax == sop_class and cx.as_scu is not False and cx.transfer_syntax
+    ]
+    if stored in syntaxes:
+        return stored
+    return next((s for s in NATIVE if s in syntaxes), None)
+
+
+def read_header(path: Path) -> tuple[str, str, str]:
+    """(SOP Class UID, SOP Instance UID, Transfer Syntax UID) of a Part 10 file, from its meta."""
+    try:
+        meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+        return str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), \
+            str(meta.TransferSyntaxUID)
+    except (InvalidDicomError, AttributeError, OSError) as exc:
+        raise SendError(f"{path}: not a DICOM Part 10 file ({exc})") from exc
+
+
+def load_for(
+    accepted: Sequence[PresentationContext], data: BinaryIO | Path, sop_class: str, stored: str
+) -> Dataset:
+    """The instance read from `data`, transcoded when the peer did not accept its stored syntax."""
+    target = sending_syntax(accepted, sop_class, stored)
+    if target is None:
+        raise SendError(f"the peer accepted no context for SOP class {sop_class}")
+    try:
+        ds = dcmread(data)
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        raise SendError(f"cannot read the stored instance: {exc}") from exc
+    if target != stored:
+        try:
+            transcode(ds, target)
+        except TranscodeError as exc:
+            raise SendError(f"cannot transcode to {UID(target).name}: {exc}") from exc
+    return ds
+
+
+class StoreSender:
+    """An association to `node` sending instances one by one (a context manager).
+
+    `presentation`: the (SOP class, transfer syntax) pairs of what will be sent, for the proposal.
+    `send(source)` takes a key of `store` or a local Path and returns the peer's C-STORE status;
+    SendError when the instance could not be sent (the association stays usable unless it is gone).
+    """
+
+    def __init__(
+        self,
+        node: RemoteNode,
+        calling_ae: str,
+        presentation: Iterable[tuple[str, str]],
+        *,
+        store: BlobStore | None = None,
+        max_pdu: int = 1 << 20,
+        timeout: float = 60.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.contexts = proposed_contexts(presentation)
+        self.ae = AE(ae_title=calling_ae)
+        self.ae.acse_timeout = timeout
+        self.ae.dimse_timeout = timeout
+        self.ae.network_timeout = timeout
+        self.ae.connection_timeout = timeout
+        self.max_pdu = max_pdu
+        self.tls = tls if tls is not None or not node.tls else ssl.create_default_context()
+        self.assoc: Association | None = None
+
+    def __enter__(self) -> StoreSender:
+        _config.LOG_HANDLER_LEVEL = "none"
+        tls_args = (self.tls, self.node.host) if self.tls is not None else None
+        assoc = self.ae.associate(
+            self.node.host, self.node.port, self.contexts, ae_title=self.node.ae_title,
+            max_pdu=self.max_pdu, tls_args=tls_args, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
+        )
+        if not assoc.is_established:
+            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
+            raise SendError(f"association with {self.node.ae_title}@{self.node.host}:{self.node.port} {why}")
+        self.assoc = assoc
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.release()
+        self.assoc = None
+        self.ae.shutdown()
+
+    @property
+    def established(self) -> bool:
+        return self.assoc is not None and self.assoc.is_established
+
+    def send(self, source: str | Path) -> int:
+        """Send one instance (a key of the store, or a Part 10 file); the peer's C-STORE status."""
+        if self.assoc is None or not self.assoc.is_established:
+            raise SendError(f"the association with {self.node.ae_title} is gone")
+        path = Path(source) if isinstance(source, Path) else self._local_path(source)
+        if path is not None:
+            sop_class, _, stored = read_header(path)
+            if sending_syntax(self.assoc.accepted_contexts, sop_class, stored) == stored:
+                return self._send(path)  # streamed from the file as stored, never decoded
+            return self._send(load_for(self.assoc.accepted_contexts, path, sop_class, stored))
+        assert self.store is not None and isinstance(source, str)
+        stream = BytesIO(self.store.get(source))  # one instance in memory, read in one request
+        try:
+            meta = dcmread(stream, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+            sop_class, stored = str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
+        except (InvalidDicomError, AttributeError, OSError) as exc:
+            raise SendError(f"{source}: not a DICOM Part 10 object ({exc})") from exc
+        stream.seek(0)
+        return self._send(load_for(self.assoc.accepted_contexts, stream, sop_class, stored))
+
+    def _local_path(self, key: str) -> Path | None:
+        """The file behind a store key when the store is a local filesystem (sent without a copy)."""
+        if self.store is None:
+            raise SendError(f"{key!r}: no store to read it from")
+        local = getattr(self.store, "path", None)
+        return Path(local(key)) if callable(local) else None
+
+    def _send(self, what: Dataset | Path) -> int:
+        assert self.assoc is not None
+        if isinstance(what, Path):
+            # pynetdicom's documented switch: a dataset given as a path is sent from the file in chunks,
+            # which needs the exact stored syntax to be accepted (checked by the caller).
+            _config.STORE_SEND_CHUNKED_DATASET = True
+        try:
+            rsp = self.assoc.send_c_store(what)
+        except (ValueError, AttributeError, RuntimeError) as exc:
+            raise SendError(str(exc)) from exc
+        status = rsp.get("Status") if isinstance(rsp, Dataset) else None
+        if status is None:
+            raise SendError(f"no C-STORE response from {self.node.ae_title} (timeout or association lost)")
+        return int(status)
+
+
+def presentation_of(paths: Iterable[Path]) -> list[tuple[str, str]]:
+    """The (SOP class, transfer syntax) pairs of local files, for a StoreSender's proposal."""
+    pairs: dict[tuple[str, str], None] = {}
+    for p in paths:
+        sop_class, _, syntax = read_header(p)
+        pairs[(sop_class, syntax)] = None
+    return list(pairs)
