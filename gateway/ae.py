@@ -6,6 +6,7 @@ import socket
 import threading
 from typing import Any, cast
 
+from pacs.dimse.reactor import EventRequestHandler
 from pydicom.uid import (
     AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
@@ -27,7 +28,6 @@ from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway import find
-from gateway.reactor import EventRequestHandler
 
 #: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
 #: lossless compressed syntaxes come first (a compressed image stays as the modality holds it), then

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pacs.dimse.reactor import EventAE, EventAssociation, EventDUL
 from pacs.services.ingest import IngestService
 from pacs.storage.filesystem import FilesystemBlobStore
 from pynetdicom import AE, evt
@@ -18,7 +19,6 @@ from pynetdicom.sop_class import Verification
 from gateway.ae import GatewayServer, make_ae, start_server
 from gateway.context import GatewayContext
 from gateway.handlers import handlers
-from gateway.reactor import EventAssociation, EventDUL
 
 
 def free_port() -> int:
@@ -130,3 +130,25 @@ def test_idle_associations_sleep(gateway: tuple[int, GatewayServer, list[object]
         assert spent < 0.03
     finally:
         assoc.release()
+
+
+def test_requestor_associations_run_on_event_reactors(
+    gateway: tuple[int, GatewayServer, list[object]],
+) -> None:
+    port, server, _seen = gateway
+    fds = open_fds()
+    ae = EventAE(ae_title="SCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(Verification)
+    for _ in range(3):
+        assoc = ae.associate("127.0.0.1", port, ae_title="PACS")
+        assert assoc.is_established and isinstance(assoc, EventAssociation)
+        sock = assoc.dul.socket.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        for _ in range(20):
+            assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+        assert assoc.is_released
+        assert wait_for(lambda a=assoc: not a.dul.is_alive())
+    assert wait_for(lambda: not server.active_associations)
+    assert wait_for(lambda: open_fds() <= fds)

@@ -1,4 +1,4 @@
-"""Event-driven reactors for the gateway's associations.
+"""Event-driven reactors for pynetdicom associations: the gateway's (acceptors) and ours (requestors).
 
 pynetdicom 3.0 runs two polling loops per association: the DUL thread sleeps 1 ms whenever it has
 nothing to do, and the association thread sleeps 1 ms between looks at its DIMSE queue. Every
@@ -9,7 +9,8 @@ Here both loops wait on what they are waiting for instead: the DUL thread in `se
 socket and a wake-up pipe that is written when a primitive is queued for it (or it is told to
 stop); the association thread on an event set when a DIMSE message, an ACSE primitive or the DUL's
 exit arrives. Timers (ARTIM, network idle) are still checked at least every `IDLE_WAIT` seconds.
-The loop bodies are pynetdicom's (3.0.4, pinned), with only the waits changed.
+The loop bodies are pynetdicom's (3.0.4, pinned), with only the waits changed. Acceptors come from
+`EventRequestHandler` (the gateway's server uses it), requestors from `EventAE.associate`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ import logging
 import os
 import queue
 import select
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from ssl import SSLContext
 from typing import Any, cast
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket, RequestHandler
+from pynetdicom.transport import AddressInformation, AssociationSocket, RequestHandler
 
 log = logging.getLogger("gateway")
 
@@ -80,13 +83,11 @@ class EventDUL(DULServiceProvider):
         """Until the socket is readable, a primitive is queued, or IDLE_WAIT has passed."""
         sock = cast(AssociationSocket | None, self.socket)
         raw = sock.socket if sock is not None and sock._is_connected else None
-        if raw is None:
-            time.sleep(IDLE_WAIT)
-            return
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
             return  # TLS data already decrypted and buffered: select() cannot see it
+        fds = [self._wake_r] if raw is None else [raw.fileno(), self._wake_r]
         try:
-            ready, _, _ = select.select([raw.fileno(), self._wake_r], [], [], IDLE_WAIT)
+            ready, _, _ = select.select(fds, [], [], IDLE_WAIT)
         except (OSError, ValueError):  # closed under us: the loop notices (Evt17)
             time.sleep(IDLE_WAIT)
             return
@@ -148,19 +149,32 @@ class EventDUL(DULServiceProvider):
 
 
 class EventAssociation(Association):
-    """An acceptor association whose reactor waits for DIMSE messages, ACSE primitives or its
-    DUL's exit, instead of polling every millisecond."""
+    """An association whose reactor waits for DIMSE messages, ACSE primitives or its DUL's exit,
+    instead of polling every millisecond."""
+
+    activity: threading.Event
 
     def __init__(self, ae: Any, mode: str) -> None:
-        self.activity = threading.Event()
         super().__init__(ae, mode)
+        self._use_events()
+
+    @classmethod
+    def adopt(cls, assoc: Association) -> EventAssociation:
+        """Turn a new, not yet started association into an EventAssociation."""
+        assoc.__class__ = cls
+        adopted = cast(EventAssociation, assoc)
+        adopted._use_events()
+        return adopted
+
+    def _use_events(self) -> None:
+        self.activity = threading.Event()
         self.dul = EventDUL(self)  # replaces the default provider, never started
         self.acse_timeout = self.acse_timeout  # re-applied: these setters configure the DUL's timers
         self.network_timeout = self.network_timeout
         self.dimse.msg_queue = WakingQueue(self.activity.set)
 
     def _run_reactor(self) -> None:
-        """pynetdicom's acceptor loop (association.py), waiting on `activity`."""
+        """pynetdicom's reactor loop (association.py), waiting on `activity`."""
         self._is_paused = False
         while not self._kill:
             self.activity.wait(IDLE_WAIT)
@@ -230,3 +244,16 @@ class EventRequestHandler(RequestHandler):
                     assoc.bind(event, handler[0], handler[1])
         return assoc
 
+
+
+class EventAE(AE):
+    """An AE whose requested associations run on event-driven reactors and set TCP_NODELAY."""
+
+    def _create_socket(
+        self, assoc: Association, address: AddressInformation, tls_args: tuple[SSLContext, str] | None
+    ) -> AssociationSocket:
+        EventAssociation.adopt(assoc)  # called by AE.associate before anything starts
+        sock = super()._create_socket(assoc, address, tls_args)
+        if sock.socket is not None:
+            sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
