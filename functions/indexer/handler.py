@@ -29,7 +29,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def indexer() -> IndexerService:
     """One backend per execution environment, reused across invocations."""
     backend = open_backend(Settings.from_env(backend="aws"))
-    return IndexerService(backend.store, backend.catalog)
+    return IndexerService(backend.store, backend.catalog, backend.events)
 
 
 def events_of(body: str) -> list[ObjectEvent]:

@@ -1,7 +1,8 @@
 """Pick the adapters for a backend: one code path, only the adapters differ.
 
 - embedded: filesystem objects + SQLite catalog + SQLite durable queue (the store notifies it);
-- aws: S3 objects + DynamoDB catalog; notifications come from the bucket (S3 → SQS).
+- aws: S3 objects + DynamoDB catalog; notifications come from the bucket (S3 → SQS). With PACS_QUEUE_URL
+  the SQS queue is `queue` (the local process tree indexes from it); PACS_EVENT_BUS: EventBridge events.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pacs.config import Settings
 from pacs.events.local import LocalQueue
 from pacs.events.model import ObjectEvent
 from pacs.events.publisher import EventPublisher
+from pacs.events.queue import IndexQueue
 from pacs.storage.keys import parse_instance_key
 from pacs.storage.port import BlobStore
 
@@ -24,13 +26,14 @@ class Backend:
     settings: Settings
     store: BlobStore
     catalog: Catalog
-    #: The embedded queue; None on AWS, where S3 notifies SQS by itself.
-    queue: LocalQueue | None
+    #: The index queue: the embedded queue, or on AWS the SQS queue S3 notifies when PACS_QUEUE_URL
+    #: is set (`pacs up --backend aws`, `pacs dlq`); None on Lambda, where SQS invokes the indexer.
+    queue: IndexQueue | None
     #: Where received data sets are spooled: beside the objects (same filesystem) when embedded.
     spool_dir: Path | None = None
     #: Remote DICOM nodes, kept in the catalog's database.
     nodes: NodeRegistry | None = None
-    #: Where domain events go (EventBridge on AWS, the embedded queue locally).
+    #: Where domain events go (EventBridge on AWS, the embedded event log `events.db` locally).
     events: EventPublisher | None = None
 
     def close(self) -> None:
@@ -43,6 +46,7 @@ def open_backend(settings: Settings) -> Backend:
     if settings.backend == "embedded":
         from pacs.catalog.nodes_sqlite import SqliteNodeRegistry
         from pacs.catalog.sqlite import SqliteCatalog
+        from pacs.events.embedded import EmbeddedEventLog
         from pacs.storage.filesystem import FilesystemBlobStore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -57,18 +61,26 @@ def open_backend(settings: Settings) -> Backend:
         spool.mkdir(exist_ok=True)
         catalog_db = settings.data_dir / "catalog.db"
         return Backend(settings, store, SqliteCatalog(catalog_db), queue, spool,
-                       nodes=SqliteNodeRegistry(catalog_db))
+                       nodes=SqliteNodeRegistry(catalog_db),
+                       events=EmbeddedEventLog(settings.data_dir / "events.db"))
     if settings.backend == "aws":
         from pacs.catalog.dynamodb import DynamoCatalog
         from pacs.catalog.nodes_dynamodb import DynamoNodeRegistry
+        from pacs.events.eventbridge import EventBridgePublisher
+        from pacs.events.sqs import SqsQueue
         from pacs.storage.s3 import S3BlobStore
 
         missing = [n for n in ("bucket", "table") if not getattr(settings, n)]
         if missing:
             raise ValueError(f"the aws backend needs {', '.join('PACS_' + m.upper() for m in missing)}")
         endpoint = settings.endpoint_url or None
-        s3 = S3BlobStore(settings.bucket, endpoint_url=endpoint, region=settings.region)
+        s3 = S3BlobStore(settings.bucket, derived_bucket=settings.derived_bucket or None,
+                         endpoint_url=endpoint, region=settings.region)
         catalog = DynamoCatalog(settings.table, region=settings.region, host=endpoint)
         nodes = DynamoNodeRegistry(settings.table, region=settings.region, host=endpoint)
-        return Backend(settings, s3, catalog, None, nodes=nodes)
+        events = EventBridgePublisher(settings.event_bus, endpoint_url=endpoint, region=settings.region) \
+            if settings.event_bus else None
+        sqs = SqsQueue(settings.queue_url, dlq_url=settings.dlq_url, endpoint_url=endpoint,
+                       region=settings.region) if settings.queue_url else None
+        return Backend(settings, s3, catalog, sqs, nodes=nodes, events=events)
     raise ValueError(f"unknown backend {settings.backend!r}: use embedded or aws")

@@ -44,7 +44,14 @@ class Settings:
     presign_expires: int = 900
     #: AWS backend.
     bucket: str = ""
+    #: Derived data (`{partition}/derived/…`) in its own bucket; empty: the same bucket as originals.
+    derived_bucket: str = ""
     table: str = ""
+    #: The EventBridge bus domain events go to (InstanceStored, StudyUpdated…); empty: none emitted.
+    event_bus: str = ""
+    #: The index queue S3 notifies and its dead-letter queue (`pacs up --backend aws`, `pacs dlq`).
+    queue_url: str = ""
+    dlq_url: str = ""
     endpoint_url: str = ""
     region: str = "us-east-1"
 

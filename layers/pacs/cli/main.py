@@ -12,7 +12,8 @@ from pacs.config import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend")
+    keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend",
+            "endpoint_url")
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -20,7 +21,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from pacs.cli import up
     from pacs.cli.nodes import apply_config
 
-    keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend")
+    keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend",
+            "endpoint_url")
     try:
         settings, nodes = apply_config(args.config, _settings(args),
                                        [k for k in keys if getattr(args, k, None) is not None])
@@ -52,7 +54,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     backend = open_backend(_settings(args))
     try:
         if backend.queue is None:
-            print("the dead-letter queue of the aws backend is an SQS queue", file=sys.stderr)
+            print("pacs: the aws backend needs PACS_QUEUE_URL and PACS_DLQ_URL (the index queue and its "
+                  "dead-letter queue)", file=sys.stderr)
+            return 2
+        if backend.settings.backend == "aws" and not backend.settings.dlq_url:
+            print("pacs: set PACS_DLQ_URL (the index queue's dead-letter queue)", file=sys.stderr)
             return 2
         if args.action == "redrive":
             print(f"redriven {backend.queue.redrive()}")

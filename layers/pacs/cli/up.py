@@ -4,7 +4,8 @@ The supervisor reconciles the object store against the catalog, runs the indexer
 embedded queue, and starts two children: the DIMSE gateway (`python -m gateway`, pre-forked
 workers) and the DICOMweb app under uvicorn. They share storage through the backend, configured by
 `PACS_*` variables. Ctrl-C stops the gateway (open associations finish), then the web server, then
-drains the queue: everything acknowledged is indexed before exit.
+drains the queue: everything acknowledged is indexed before exit. With `--backend aws` the same tree
+runs on S3/DynamoDB and the worker consumes the SQS queue PACS_QUEUE_URL (`--endpoint-url`: moto).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
         for node in nodes:
             backend.nodes.put_node(node)
         print(f"pacs: {len(nodes)} remote node(s) from the configuration file", flush=True)
-    where = f"{settings.data_dir.resolve()}" if settings.backend == "embedded" else settings.bucket
+    where = f"{settings.data_dir.resolve()}" if settings.backend == "embedded" else \
+        f"s3://{settings.bucket}" + (f" at {settings.endpoint_url}" if settings.endpoint_url else "")
     print(f"pacs: {settings.backend} storage at {where}, partition {settings.partition}", flush=True)
     report = reconcile(backend.store, backend.catalog, settings.partition)
     print(f"pacs: reconciled {report.scanned} stored instances, indexed {report.indexed} missing"
@@ -83,7 +85,7 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     stop_indexing = threading.Event()
     worker: threading.Thread | None = None
     if backend.queue is not None:
-        indexer = IndexerService(backend.store, backend.catalog)
+        indexer = IndexerService(backend.store, backend.catalog, backend.events)
         worker = threading.Thread(
             target=index_worker.run, args=(backend.queue, indexer, stop_indexing), name="indexer"
         )
@@ -152,3 +154,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="address to listen on (127.0.0.1)")
     parser.add_argument("--gateway-workers", type=int, default=None, help="DIMSE worker processes (2)")
     parser.add_argument("--backend", choices=["embedded", "aws"], default=None)
+    parser.add_argument("--endpoint-url", default=None,
+                        help="aws backend: one endpoint for S3, DynamoDB, SQS, EventBridge (moto)")

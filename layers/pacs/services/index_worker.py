@@ -1,6 +1,7 @@
 """The embedded indexer worker: consume the local queue and call the indexer service.
 
-The AWS twin is `functions/indexer` (SQS batch → the same IndexerService).
+The AWS twin is `functions/indexer` (SQS batch → the same IndexerService). `pacs up --backend aws`
+runs this worker on the SQS queue itself (`pacs.events.sqs.SqsQueue`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import os
 import threading
 import time
 
-from pacs.events.local import LocalQueue
+from pacs.events.queue import IndexQueue
 from pacs.services.indexer import IndexerService
 
 log = logging.getLogger("pacs.indexer")
 
 
-def drain_once(queue: LocalQueue, indexer: IndexerService, *, batch: int = 32, wait: float = 0.0) -> int:
+def drain_once(queue: IndexQueue, indexer: IndexerService, *, batch: int = 32, wait: float = 0.0) -> int:
     """Process one batch of messages; returns how many were taken."""
     messages = queue.receive(batch, wait=wait)
     done = []
@@ -44,7 +45,7 @@ NICENESS = 10
 BURST_SECONDS = 5.0
 
 
-def run(queue: LocalQueue, indexer: IndexerService, stop: threading.Event, *, poll: float = 0.2) -> None:
+def run(queue: IndexQueue, indexer: IndexerService, stop: threading.Event, *, poll: float = 0.2) -> None:
     """Index until `stop` is set, then finish what is already queued and visible.
 
     While messages keep coming, one metadata batch stays open (bounded by BURST_SECONDS): series

@@ -20,7 +20,9 @@ from pacs.catalog.port import Catalog
 from pacs.catalog.records import IndexedInstance, InstanceRow
 from pacs.dicom.levels import split_levels
 from pacs.errors import InvalidDataset
+from pacs.events.details import announce
 from pacs.events.model import ObjectEvent, sequencer_order
+from pacs.events.publisher import EventPublisher
 from pacs.services.metadata import MetadataService, read_instance
 from pacs.storage.keys import InstanceKey, parse_instance_key
 from pacs.storage.port import BlobInfo, BlobStore
@@ -40,9 +42,12 @@ class IndexOutcome(enum.StrEnum):
 
 
 class IndexerService:
-    def __init__(self, store: BlobStore, catalog: Catalog) -> None:
+    def __init__(self, store: BlobStore, catalog: Catalog, events: EventPublisher | None = None) -> None:
         self.store = store
         self.catalog = catalog
+        #: Domain events (InstanceStored, InstanceDeleted, each followed by StudyUpdated) are emitted
+        #: after a change of the catalog only: a duplicate, stale or superseded event emits nothing.
+        self.events = events
         self.metadata = MetadataService(store, catalog)
         #: Series whose metadata changed in the current `batch()`; None outside a batch.
         self._dirty: set[tuple[str, str, str]] | None = None
@@ -90,10 +95,14 @@ class IndexerService:
             return IndexOutcome.IGNORED
         head = self.store.head(event.key)
         if head is None:
+            old = None if self.events is None else self.catalog.get_instance(
+                ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid)
             removed = self.catalog.remove_instance(ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid)
             self._pending.pop(ref, None)
             self.metadata.remove_instance(ref)
             self._series_changed(ref)
+            if removed and old is not None and self.events is not None:
+                announce(self.events, self.catalog, old, removed=True)
             return IndexOutcome.REMOVED if removed else IndexOutcome.ABSENT
         if event.kind == "removed":
             return IndexOutcome.SUPERSEDED  # re-created since: the created event indexes it
@@ -136,6 +145,8 @@ class IndexerService:
         outcome = IndexOutcome(self.catalog.upsert_instance(item))
         if outcome is IndexOutcome.STALE:
             outcome = self._catch_up(item, head)
+        if self.events is not None and outcome in (IndexOutcome.INSERTED, IndexOutcome.REPLACED):
+            announce(self.events, self.catalog, row, removed=False, replaced=outcome is IndexOutcome.REPLACED)
         return outcome
 
     def _catch_up(self, item: IndexedInstance, head: BlobInfo) -> IndexOutcome:

@@ -105,7 +105,7 @@ def _pieces(data: Iterable[bytes], size: int) -> Iterator[bytes]:
 
 def _upload_s3(store: S3BlobStore, key: str, data: Iterable[bytes], content_type: str) -> None:
     """An S3 multipart upload of the stream (aborted on any failure: no partial object)."""
-    client, bucket = store.client, store.bucket
+    client, bucket = store.client, store.bucket_for(key)
     args: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentType": content_type}
     if store.kms_key_id:
         args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=store.kms_key_id)

@@ -1,7 +1,9 @@
-"""S3 BlobStore: objects in one bucket; notifications come from the bucket itself (S3 → SQS)."""
+"""S3 BlobStore: objects in one bucket, or derived data (`{partition}/derived/…`) in a second one;
+notifications come from the bucket itself (S3 → SQS)."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -19,12 +21,16 @@ class S3BlobStore:
         self,
         bucket: str,
         *,
+        derived_bucket: str | None = None,
         client: Any | None = None,
         endpoint_url: str | None = None,
         region: str | None = None,
         kms_key_id: str | None = None,
     ) -> None:
         self.bucket = bucket
+        #: Where keys `{partition}/derived/…` live (frames, metadata, packed bodies); the same bucket
+        #: when None.
+        self.derived_bucket = derived_bucket or bucket
         self.kms_key_id = kms_key_id
         self.client = client or boto3.client(
             "s3",
@@ -36,6 +42,23 @@ class S3BlobStore:
             ),
         )
 
+    def bucket_for(self, key: str) -> str:
+        """The bucket holding `key`: derived data in the derived bucket, everything else in the main one."""
+        parts = key.split("/", 2)
+        return self.derived_bucket if len(parts) == 3 and parts[1] == "derived" else self.bucket
+
+    def _buckets_for_prefix(self, prefix: str) -> list[str]:
+        """The buckets whose keys may start with `prefix` (both when it stops before `derived/` could
+        be told apart from other folders, e.g. `default/`)."""
+        if self.derived_bucket == self.bucket:
+            return [self.bucket]
+        parts = prefix.split("/", 2)
+        if len(parts) == 3:
+            return [self.bucket_for(prefix)]
+        if len(parts) == 2 and not "derived".startswith(parts[1]):
+            return [self.bucket]
+        return [self.bucket, self.derived_bucket]
+
     def put(
         self,
         key: str,
@@ -44,7 +67,8 @@ class S3BlobStore:
         content_type: str = "application/dicom",
         if_absent: bool = False,
     ) -> BlobInfo:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data, "ContentType": content_type}
+        args: dict[str, Any] = {
+            "Bucket": self.bucket_for(key), "Key": key, "Body": data, "ContentType": content_type}
         if if_absent:
             args["IfNoneMatch"] = "*"
         if self.kms_key_id:
@@ -71,7 +95,7 @@ class S3BlobStore:
 
     def head(self, key: str) -> BlobInfo | None:
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+            resp = self.client.head_object(Bucket=self.bucket_for(key), Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -86,7 +110,7 @@ class S3BlobStore:
 
     def _get(self, key: str, **extra: Any) -> Any:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key, **extra)
+            return self.client.get_object(Bucket=self.bucket_for(key), Key=key, **extra)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise NotFound(f"no object {key}") from None
@@ -114,18 +138,25 @@ class S3BlobStore:
             body.close()
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=key)
+        self.client.delete_object(Bucket=self.bucket_for(key), Key=key)
 
     def list(self, prefix: str) -> Iterator[BlobInfo]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        """Keys in order; from both buckets (merged) when the prefix may span them."""
+        listings = [self._list(bucket, prefix) for bucket in self._buckets_for_prefix(prefix)]
+        yield from listings[0] if len(listings) == 1 else heapq.merge(*listings, key=lambda b: b.key)
+
+    def _list(self, bucket: str, prefix: str) -> Iterator[BlobInfo]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents", []):
-                yield BlobInfo(key=obj["Key"], size=int(obj["Size"]), etag=obj["ETag"].strip('"'))
+                info = BlobInfo(key=obj["Key"], size=int(obj["Size"]), etag=obj["ETag"].strip('"'))
+                if self.bucket_for(info.key) == bucket:  # a stray key in the wrong bucket is not ours
+                    yield info
 
     def presigned_get(self, key: str, expires: int = 900) -> str:
         """A presigned GET URL (no request is made: the object need not exist yet)."""
         return cast(str, self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires))
+            "get_object", Params={"Bucket": self.bucket_for(key), "Key": key}, ExpiresIn=expires))
 
 
 class _RangedReader:

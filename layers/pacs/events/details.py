@@ -1,0 +1,59 @@
+"""The details of the domain events the indexer emits (schemas in the README, "Events").
+
+InstanceStored / InstanceDeleted describe one instance; StudyUpdated follows each of them with the
+study's aggregates as the catalog holds them after the change (zeros and `deleted: true` once the
+last instance is gone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pacs.catalog.port import Catalog
+from pacs.catalog.records import InstanceRow
+from pacs.events.publisher import INSTANCE_DELETED, INSTANCE_STORED, STUDY_UPDATED, EventPublisher
+
+
+def instance_detail(row: InstanceRow) -> dict[str, Any]:
+    return {
+        "partition": row.partition,
+        "studyInstanceUID": row.study_uid,
+        "seriesInstanceUID": row.series_uid,
+        "sopInstanceUID": row.sop_uid,
+        "sopClassUID": row.sop_class_uid,
+        "transferSyntaxUID": row.transfer_syntax_uid,
+        "key": row.key,
+        "size": row.size,
+        "etag": row.etag,
+        "versionId": row.version_id,
+    }
+
+
+def study_detail(
+    catalog: Catalog, partition: str, study_uid: str, cause: str, sop_uid: str
+) -> dict[str, Any]:
+    study = catalog.get_study(partition, study_uid)
+    return {
+        "partition": partition,
+        "studyInstanceUID": study_uid,
+        "deleted": study is None,
+        "numberOfSeries": study.n_series if study else 0,
+        "numberOfInstances": study.n_instances if study else 0,
+        "bytes": study.size if study else 0,
+        "modalities": sorted(study.modalities) if study else [],
+        "sopClasses": sorted(study.sop_classes) if study else [],
+        "cause": {"detailType": cause, "sopInstanceUID": sop_uid},
+    }
+
+
+def announce(events: EventPublisher, catalog: Catalog, row: InstanceRow, *, removed: bool,
+             replaced: bool = False) -> None:
+    """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study."""
+    detail = instance_detail(row)
+    if removed:
+        kind = INSTANCE_DELETED
+    else:
+        kind = INSTANCE_STORED
+        detail["replaced"] = replaced
+    events.publish(kind, detail)
+    events.publish(STUDY_UPDATED, study_detail(catalog, row.partition, row.study_uid, kind, row.sop_uid))
