@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := dcmtk chromium nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint types unit integration interop bench bench-dicomweb setup apt viewer clean
+.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-catalog setup apt viewer clean
 
 setup: apt $(STAMP) viewer
 
@@ -65,6 +65,9 @@ bench: setup
 
 bench-dicomweb: setup
 	bash bench/run_dicomweb.sh
+
+bench-catalog: $(STAMP)
+	$(BIN)/python bench/catalog_scale.py
 
 clean:
 	rm -rf $(VENV) pacs-data bench/out .build tests/viewer/node_modules tests/viewer/artifacts \

@@ -270,8 +270,13 @@ class SqliteCatalog:
         ).fetchone()
         return _instance(r) if r else None
 
-    def _study_plan(self, partition: str, conds: Sequence[Condition], fuzzy: bool) -> tuple[str, list[Any]]:
-        """The most selective index for the conditions: a WHERE clause and its parameters.
+    def _study_plan(
+        self, partition: str, conds: Sequence[Condition], fuzzy: bool
+    ) -> tuple[str, str, list[Any]]:
+        """The most selective index for the conditions: its name (for INDEXED BY; "" to leave the
+        choice to the planner), a WHERE clause and its parameters. Without statistics the planner
+        prefers the primary key's `partition=?` (a scan) to the patient and accession indexes, and the
+        date index (in answer order) to any other: hence the names.
 
         The name index holds the Alphabetic group: fuzzy matching (words in any order) cannot use it.
         """
@@ -279,16 +284,18 @@ class SqliteCatalog:
         c = by_tag.get(STUDY_UID)
         if c is not None and c.kind in ("single", "list"):
             uids = list(c.uids) if c.kind == "list" else [c.value]
-            return f"study_uid IN ({','.join('?' * len(uids))})", uids
-        for tag, col in ((PATIENT_ID, "patient_id"), (ACCESSION, "accession")):
+            return "", f"study_uid IN ({','.join('?' * len(uids))})", uids
+        for tag, col, index in ((PATIENT_ID, "patient_id", "studies_patient"),
+                                (ACCESSION, "accession", "studies_accession")):
             c = by_tag.get(tag)
             if c is not None and c.kind == "single":
-                return f"{col} = ?", [c.uids[0]]  # the value without DICOM padding
+                return index, f"{col} = ?", [c.uids[0]]  # the value without DICOM padding
         c = by_tag.get(PATIENT_NAME)
         if c is not None and c.kind in ("single", "wildcard") and not fuzzy:
             prefix = normalize_name(c.literal_prefix)
             if prefix:
                 return (
+                    "",
                     "study_uid IN (SELECT study_uid FROM study_names WHERE partition=?"
                     " AND name_norm >= ? AND name_norm < ?)",
                     [partition, prefix, prefix + "\U0010ffff"],
@@ -304,17 +311,23 @@ class SqliteCatalog:
                 clauses.append("study_date <= ?")
                 params.append(hi)
             if clauses:
-                return " AND ".join(clauses), params
-        return "1", []
+                return "studies_date", " AND ".join(clauses), params
+        return "studies_date", "1", []
 
     def query_studies(
         self, partition: str, conditions: Sequence[Condition], *, fuzzy: bool = False,
         limit: int | None = None, offset: int = 0,
     ) -> QueryPage[StudyRow]:
-        where, params = self._study_plan(partition, conditions, fuzzy)
+        index, where, params = self._study_plan(partition, conditions, fuzzy)
+        # Newest first, undated last (NULL sorts last in DESC). A list or a date range reads the date
+        # index in this order (its rows end with the primary key): a page without sorting the catalog.
+        # Without a named index (UIDs, names) the order is written so that the date index cannot
+        # serve it, else the planner walks that index and probes the UIDs row by row.
+        hint = f" INDEXED BY {index}" if index else ""
+        order = "study_date DESC" if index else "study_date IS NULL, study_date DESC"
         cur = self._db().execute(
-            f"SELECT {_STUDY_COLS} FROM studies WHERE partition=? AND {where}"
-            " ORDER BY study_date IS NULL, study_date DESC, study_time DESC, study_uid",
+            f"SELECT {_STUDY_COLS} FROM studies{hint} WHERE partition=? AND {where}"
+            f" ORDER BY {order}, study_time DESC, study_uid",
             (partition, *params),
         )
         return filter_page(
