@@ -42,6 +42,12 @@ viewer: apt $(STAMP)
 up: setup
 	$(BIN)/pacs up
 
+# The same tree on the AWS adapters against moto's server (tools/moto_up.py creates the buckets, table,
+# queues with DLQ, notification and bus); loopback only, so unregistered calling AEs are accepted.
+.PHONY: up-aws
+up-aws: setup
+	PACS_REQUIRE_KNOWN_CALLERS=0 $(BIN)/python tools/moto_up.py -- $(BIN)/pacs up --backend aws --endpoint-url {endpoint}
+
 lint: setup
 	$(BIN)/ruff check .
 
