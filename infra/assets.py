@@ -1,0 +1,56 @@
+"""Code assets built without Docker: the `pacs` layer (tools/build_layer.py) and the functions' code.
+
+The layer is built into `.build/layer` (pip runs only when the requirements change) and given a hash
+of its requirements and of the library's source, so CDK need not fingerprint 130 MB at every synth.
+The functions' code is one asset: a copy of `functions/` (caches left out), so every handler is
+`functions.<name>.handler.handler` from the same zip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / ".build"
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", "node_modules")
+
+
+def _layer_builder() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_layer", ROOT / "tools" / "build_layer.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tree_digest(root: Path, digest: hashlib._Hash) -> None:
+    for path in sorted(root.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def pacs_layer(out: Path = BUILD / "layer") -> tuple[Path, str]:
+    """Build the layer; returns its root (holding `python/`) and a content hash for the asset."""
+    builder = _layer_builder()
+    root = builder.build(out)
+    digest = hashlib.sha256(builder.requirements_hash(builder.requirements()).encode())
+    _tree_digest(ROOT / "layers" / "pacs", digest)
+    return root, digest.hexdigest()
+
+
+def functions_code(out: Path = BUILD / "functions") -> Path:
+    """`out/functions/…`: a clean copy of the handlers' package (the asset root is `out`)."""
+    dest = out / "functions"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(ROOT / "functions", dest, ignore=_IGNORE)
+    return out
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the regular files under `path` (what Lambda counts against 250 MB, unzipped)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())

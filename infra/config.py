@@ -1,0 +1,110 @@
+"""Deployment settings from CDK context (`cdk deploy -c stage=prod -c vpnCidrs=10.8.0.0/16,…`).
+
+Every value has a default that synthesizes; nothing is looked up in an AWS account.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from constructs import Node
+
+Auth = Literal["cognito", "oidc"]
+_STAGE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as pacs.storage.keys.check_partition
+
+
+def _split(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(str(i).strip() for i in items if str(i).strip())
+
+
+def _flag(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True, slots=True)
+class PacsConfig:
+    stage: str = "dev"
+    #: The tenant whose objects this deployment indexes (`{partition}/studies/...`).
+    partition: str = "default"
+    #: The VPC's address range; it must not overlap the networks on the other side of the VPN.
+    vpc_cidr: str = "10.200.0.0/16"
+    #: Networks (site-to-site VPN) allowed to reach the DICOM gateway.
+    vpn_cidrs: tuple[str, ...] = ("192.168.0.0/16",)
+    #: CloudWatch Logs retention and access-log expiry (days).
+    retention_days: int = 365
+    #: Originals move to Glacier Instant Retrieval after this many days.
+    lifecycle_days: int = 90
+    auth: Auth = "cognito"
+    #: External OIDC issuer URL and audience (auth = "oidc").
+    oidc_issuer: str = ""
+    oidc_audience: tuple[str, ...] = ()
+    #: ACM certificate for DICOM TLS on 2762, terminated at the load balancer; none: no 2762 listener.
+    tls_certificate_arn: str = ""
+    #: Origins allowed by CORS (the viewer's); `*` by default.
+    cors_origins: tuple[str, ...] = ("*",)
+    #: The most indexer invocations at once: protects the catalog from a bulk-import burst.
+    indexer_concurrency: int = 20
+    #: Keep buckets, keys and the table when the stack is deleted (PHI: on unless `-c retainData=false`).
+    retain_data: bool = True
+    #: A directory to ship as the `pacs` layer instead of building it (tests: a tiny stand-in).
+    layer_dir: str = ""
+    #: Apply the cdk-nag packs (AwsSolutions, HIPAA Security) at synth.
+    nag: bool = True
+    account: str = ""
+    region: str = ""
+
+    def __post_init__(self) -> None:
+        if not _STAGE.match(self.stage):
+            raise ValueError(f"stage {self.stage!r}: lower-case letters, digits and '-', at most 16")
+        if not _PARTITION.match(self.partition):
+            raise ValueError(f"partition {self.partition!r} is not a valid partition name")
+        vpc = ipaddress.ip_network(self.vpc_cidr)  # raises on a malformed CIDR
+        for cidr in self.vpn_cidrs:
+            if ipaddress.ip_network(cidr).overlaps(vpc):
+                raise ValueError(f"vpnCidrs {cidr} overlaps vpcCidr {self.vpc_cidr}: choose another vpcCidr")
+        if not self.vpn_cidrs:
+            raise ValueError("vpnCidrs: at least one network must reach the gateway")
+        if self.auth not in ("cognito", "oidc"):
+            raise ValueError(f"auth {self.auth!r}: cognito or oidc")
+        if self.auth == "oidc" and not (self.oidc_issuer.startswith("https://") and self.oidc_audience):
+            raise ValueError("auth=oidc needs oidcIssuer (https://…) and oidcAudience")
+        if self.retention_days <= 0 or self.lifecycle_days <= 0:
+            raise ValueError("retentionDays and lifecycleDays must be positive")
+
+    @classmethod
+    def from_context(cls, node: Node) -> PacsConfig:
+        def ctx(name: str) -> Any:
+            return node.try_get_context(name)
+
+        defaults = cls()
+        stage = str(ctx("stage") or defaults.stage)
+        return cls(
+            stage=stage,
+            partition=str(ctx("partition") or defaults.partition),
+            vpc_cidr=str(ctx("vpcCidr") or defaults.vpc_cidr),
+            vpn_cidrs=_split(ctx("vpnCidrs")) or defaults.vpn_cidrs,
+            retention_days=int(ctx("retentionDays") or defaults.retention_days),
+            lifecycle_days=int(ctx("lifecycleDays") or defaults.lifecycle_days),
+            auth=str(ctx("auth") or defaults.auth),  # type: ignore[arg-type]
+            oidc_issuer=str(ctx("oidcIssuer") or ""),
+            oidc_audience=_split(ctx("oidcAudience")),
+            tls_certificate_arn=str(ctx("tlsCertificateArn") or ""),
+            cors_origins=_split(ctx("corsOrigins")) or defaults.cors_origins,
+            indexer_concurrency=int(ctx("indexerConcurrency") or defaults.indexer_concurrency),
+            retain_data=_flag(ctx("retainData"), True),
+            layer_dir=str(ctx("layerDir") or ""),
+            nag=_flag(ctx("nag"), True),
+            account=str(ctx("account") or ""),
+            region=str(ctx("region") or ""),
+        )

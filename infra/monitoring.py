@@ -1,0 +1,72 @@
+"""Monitoring: alarms to an encrypted SNS topic (DLQ depth > 0, Lambda errors and throttles, API 5xx,
+unhealthy gateway targets) and one CloudWatch dashboard of the same metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Duration
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import PacsConfig
+
+PERIOD = Duration.minutes(5)
+
+
+class Monitoring(Construct):
+    def __init__(self, scope: Construct, cid: str, *, config: PacsConfig, key: kms.IKey,
+                 dlqs: dict[str, sqs.IQueue], functions: Sequence[lambda_.IFunction], api: apigw.IHttpApi,
+                 target_group: elbv2.NetworkTargetGroup) -> None:
+        super().__init__(scope, cid)
+        self.topic = sns.Topic(self, "Alarms", display_name=f"PACS {config.stage} alarms", master_key=key,
+                               enforce_ssl=True)
+        action = cw_actions.SnsAction(self.topic)
+        self.alarms: list[cw.Alarm] = []
+
+        def alarm(cid: str, metric: cw.IMetric, description: str, threshold: float = 0) -> cw.Alarm:
+            a = cw.Alarm(self, cid, metric=metric, threshold=threshold, evaluation_periods=1,
+                         comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                         treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                         alarm_description=f"pacs-{config.stage}: {description}")
+            a.add_alarm_action(action)
+            a.add_ok_action(action)
+            self.alarms.append(a)
+            return a
+
+        dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"pacs-{config.stage}")
+        dlq_metrics = []
+        for name, q in dlqs.items():
+            m = q.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
+            alarm(f"{name}Depth", m, f"messages in the {name} dead-letter queue")
+            dlq_metrics.append(m)
+        errors, throttles = [], []
+        for fn in functions:
+            name = fn.node.id
+            e, t = fn.metric_errors(period=PERIOD), fn.metric_throttles(period=PERIOD)
+            alarm(f"{name}Errors", e, f"{name} function errors")
+            alarm(f"{name}Throttles", t, f"{name} function throttled")
+            errors.append(e)
+            throttles.append(t)
+        api_5xx = api.metric_server_error(period=PERIOD)
+        alarm("Api5xx", api_5xx, "DICOMweb API 5xx responses")
+        unhealthy = target_group.metrics.un_healthy_host_count(period=PERIOD, statistic="Maximum")
+        alarm("GatewayUnhealthy", unhealthy, "DICOM gateway targets unhealthy")
+        dashboard.add_widgets(
+            cw.GraphWidget(title="Dead-letter queues", left=dlq_metrics, width=12),
+            cw.GraphWidget(title="API requests and 5xx", left=[api.metric_count(period=PERIOD)],
+                           right=[api_5xx], width=12),
+            cw.GraphWidget(title="Function errors", left=errors, width=12),
+            cw.GraphWidget(title="Function throttles", left=throttles, width=12),
+            cw.GraphWidget(title="Gateway healthy / unhealthy targets",
+                           left=[target_group.metrics.healthy_host_count(period=PERIOD)], right=[unhealthy],
+                           width=12),
+            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=12),
+        )

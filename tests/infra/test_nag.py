@@ -1,0 +1,58 @@
+"""cdk-nag AwsSolutions and HIPAA Security packs: zero unsuppressed findings on the full deployment,
+and every suppression says why (scoped with appliesTo where the rule has granular findings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnResource
+from aws_cdk.assertions import Annotations, Match
+
+from tests.infra.conftest import Synth
+
+#: Rules whose findings are granular (`Rule[finding]`): their suppressions must name the findings.
+GRANULAR = {"AwsSolutions-IAM4", "AwsSolutions-IAM5"}
+
+
+def findings(full: Synth) -> list[str]:
+    annotations = Annotations.from_stack(full.stack)
+    pattern = Match.string_like_regexp(r"^(AwsSolutions-|HIPAA\.Security-|CdkNagValidationFailure)")
+    return [f"{m.id}: {str(m.entry.data).splitlines()[0][:160]}"
+            for m in (*annotations.find_error("*", pattern), *annotations.find_warning("*", pattern))]
+
+
+def suppressions(full: Synth) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for c in full.stack.node.find_all():
+        if isinstance(c, CfnResource):
+            meta = c.get_metadata("cdk_nag") or {}
+            out += [(c.node.path, s) for s in meta.get("rules_to_suppress", [])]
+    return out
+
+
+def test_both_packs_ran(full: Synth) -> None:
+    reports = sorted(p.name for p in full.outdir.glob("*-NagReport.csv"))
+    assert reports == ["AwsSolutions--Pacs-test-NagReport.csv", "HIPAA.Security--Pacs-test-NagReport.csv"]
+    for report in reports:
+        assert ',"Compliant",' in (full.outdir / report).read_text()
+
+
+def test_no_unsuppressed_findings(full: Synth) -> None:
+    assert findings(full) == []
+
+
+def test_every_suppression_has_a_reason_and_granular_rules_are_scoped(full: Synth) -> None:
+    found = suppressions(full)
+    assert found
+    for path, s in found:
+        assert len(s["reason"]) >= 40, (path, s)
+        if s["id"] in GRANULAR:
+            assert s.get("applies_to"), (path, s["id"])
+
+
+def test_suppressions_are_used(full: Synth) -> None:
+    """A suppression for a rule that no longer fires is stale: every one matches a suppressed finding."""
+    reports = "".join(p.read_text() for p in full.outdir.glob("*-NagReport.csv"))
+    suppressed = {line.split(",")[0].strip('"') for line in reports.splitlines() if ',"Suppressed",' in line}
+    declared = {s["id"] for _, s in suppressions(full)}
+    assert declared <= suppressed, declared - suppressed

@@ -1,0 +1,122 @@
+"""Build the `pacs` Lambda layer without Docker: `.build/layer/python` = wheels for Lambda + the library.
+
+    python tools/build_layer.py [--out .build/layer] [--print-size]
+
+Third-party packages come from `pip install --target --platform manylinux_2_28_x86_64 (and the
+other manylinux tags AL2023's glibc 2.34 loads) --python-version 3.12 --only-binary=:all:`: wheels
+built for Amazon Linux 2023, whatever this machine runs, cached by a hash of the requirement list (pip
+only runs when pyproject.toml's dependencies change). The library
+(`layers/pacs`) is copied afresh every time. What the layer holds: the `pacs` dependencies and the
+`functions` extra minus the local-only server (uvicorn). pylibjpeg-libjpeg (GPL-3.0) is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / ".build" / "layer"
+PYTHON = "3.12"
+#: Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34): every manylinux tag up to 2_34 loads.
+#: pip does not widen an explicit --platform to older tags, so each is listed.
+PLATFORMS = (*(f"manylinux_2_{minor}_x86_64" for minor in range(34, 16, -1)), "manylinux2014_x86_64")
+#: Only `pacs up` uses these (uvicorn serves DICOMweb locally; API Gateway + Mangum do it on Lambda).
+LOCAL_ONLY = ("uvicorn",)
+#: Licences we do not ship.
+FORBIDDEN = ("pylibjpeg-libjpeg",)
+#: Removed from the layer: not needed at run time, and they count against the 250 MB limit.
+STRIP_DIRS = ("__pycache__", "tests", "testing")
+STRIP_SUFFIXES = (".pyc", ".pyi")
+_HASH_FILE = ".requirements.sha256"
+
+
+def _name(requirement: str) -> str:
+    """The distribution name of a requirement string (`uvicorn[standard]==1` -> `uvicorn`)."""
+    for sep in "[=<>!~; ":
+        requirement = requirement.split(sep, 1)[0]
+    return requirement.strip().lower().replace("_", "-")
+
+
+def requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """What the layer installs: the library's dependencies and the `functions` extra."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    reqs = [*project["dependencies"], *project["optional-dependencies"]["functions"]]
+    bad = [r for r in reqs if _name(r) in FORBIDDEN]
+    if bad:
+        raise SystemExit(f"refusing to ship {bad}: GPL-licensed")
+    return [r for r in reqs if _name(r) not in LOCAL_ONLY]
+
+
+def requirements_hash(reqs: list[str]) -> str:
+    return hashlib.sha256("\n".join([*PLATFORMS, PYTHON, *sorted(reqs)]).encode()).hexdigest()
+
+
+def _strip(site: Path) -> None:
+    for path in sorted(site.rglob("*"), reverse=True):
+        if path.is_dir() and path.name in STRIP_DIRS and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and path.suffix in STRIP_SUFFIXES:
+            path.unlink()
+
+
+def _install(reqs: list[str], site: Path) -> None:
+    tmp = site.with_name(site.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+           "--target", str(tmp), *platforms, "--python-version", PYTHON,
+           "--implementation", "cp", "--only-binary=:all:", *reqs]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:  # pip's own output only when it failed (it warns about the local indexes)
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"pip could not build the layer (exit {done.returncode})")
+    installed = {_name(p.name.split("-")[0]) for p in tmp.glob("*.dist-info")}
+    if installed & set(FORBIDDEN):
+        raise SystemExit(f"a dependency pulled in {sorted(installed & set(FORBIDDEN))}: GPL-licensed")
+    _strip(tmp)
+    shutil.rmtree(site, ignore_errors=True)
+    tmp.rename(site)
+
+
+def build(out: Path = DEFAULT_OUT) -> Path:
+    """Fill `out/python` (third-party wheels, cached, plus `pacs`); returns `out`, the layer's root."""
+    reqs = requirements()
+    digest = requirements_hash(reqs)
+    site = out / "python"
+    marker = out / _HASH_FILE
+    if not (marker.exists() and marker.read_text().strip() == digest and site.is_dir()):
+        out.mkdir(parents=True, exist_ok=True)
+        marker.unlink(missing_ok=True)
+        _install(reqs, site)
+        marker.write_text(digest + "\n")
+    dest = site / "pacs"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(ROOT / "layers" / "pacs", dest, ignore=shutil.ignore_patterns(*STRIP_DIRS, "*.pyc"))
+    return out
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the regular files under `path` (what Lambda counts, unzipped)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--print-size", action="store_true", help="print the layer's unzipped size")
+    args = parser.parse_args(argv)
+    out = build(args.out)
+    if args.print_size:
+        print(f"{out / 'python'}: {tree_size(out / 'python') / 1e6:.1f} MB unzipped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
