@@ -27,7 +27,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway import find
+from gateway import commitment, find, mpps
 
 #: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
 #: lossless compressed syntaxes come first (a compressed image stays as the modality holds it), then
@@ -60,6 +60,8 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     for uid in _STORAGE_CLASSES.values():
         ae.add_supported_context(uid, TRANSFER_SYNTAXES)
     find.add_contexts(ae)
+    mpps.add_contexts(ae)
+    commitment.add_contexts(ae)
     return ae
 
 

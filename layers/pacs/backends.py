@@ -17,6 +17,8 @@ from pacs.events.local import LocalQueue
 from pacs.events.model import ObjectEvent
 from pacs.events.publisher import EventPublisher
 from pacs.events.queue import IndexQueue
+from pacs.services.commitment import CommitmentRecords
+from pacs.services.mpps import MppsStore
 from pacs.storage.keys import parse_instance_key
 from pacs.storage.port import BlobStore
 
@@ -35,15 +37,21 @@ class Backend:
     nodes: NodeRegistry | None = None
     #: Where domain events go (EventBridge on AWS, the embedded event log `events.db` locally).
     events: EventPublisher | None = None
+    #: MPPS steps and storage commitment requests, beside the catalog (same database / table).
+    mpps: MppsStore | None = None
+    commitments: CommitmentRecords | None = None
 
     def close(self) -> None:
         self.catalog.close()
+        if self.mpps is not None:
+            self.mpps.close()
         if self.queue is not None:
             self.queue.close()
 
 
 def open_backend(settings: Settings) -> Backend:
     if settings.backend == "embedded":
+        from pacs.catalog.mpps_sqlite import SqliteMppsStore
         from pacs.catalog.nodes_sqlite import SqliteNodeRegistry
         from pacs.catalog.sqlite import SqliteCatalog
         from pacs.events.embedded import EmbeddedEventLog
@@ -60,11 +68,14 @@ def open_backend(settings: Settings) -> Backend:
         spool = settings.data_dir / "spool"
         spool.mkdir(exist_ok=True)
         catalog_db = settings.data_dir / "catalog.db"
-        return Backend(settings, store, SqliteCatalog(catalog_db), queue, spool,
-                       nodes=SqliteNodeRegistry(catalog_db),
-                       events=EmbeddedEventLog(settings.data_dir / "events.db"))
+        backend = Backend(settings, store, SqliteCatalog(catalog_db), queue, spool,
+                          nodes=SqliteNodeRegistry(catalog_db),
+                          events=EmbeddedEventLog(settings.data_dir / "events.db"))
+        backend.mpps = backend.commitments = SqliteMppsStore(catalog_db)  # after the catalog's tables
+        return backend
     if settings.backend == "aws":
         from pacs.catalog.dynamodb import DynamoCatalog
+        from pacs.catalog.mpps_dynamodb import DynamoMppsStore
         from pacs.catalog.nodes_dynamodb import DynamoNodeRegistry
         from pacs.events.eventbridge import EventBridgePublisher
         from pacs.events.sqs import SqsQueue
@@ -82,5 +93,7 @@ def open_backend(settings: Settings) -> Backend:
             if settings.event_bus else None
         sqs = SqsQueue(settings.queue_url, dlq_url=settings.dlq_url, endpoint_url=endpoint,
                        region=settings.region) if settings.queue_url else None
-        return Backend(settings, s3, catalog, sqs, nodes=nodes, events=events)
+        records = DynamoMppsStore(settings.table, region=settings.region, host=endpoint)
+        return Backend(settings, s3, catalog, sqs, nodes=nodes, events=events, mpps=records,
+                       commitments=records)
     raise ValueError(f"unknown backend {settings.backend!r}: use embedded or aws")

@@ -71,7 +71,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pacs.cli import nodes
+    from pacs.cli import mpps, nodes
     from pacs.cli.up import add_arguments
 
     parser = argparse.ArgumentParser(prog="pacs", description="A serverless, cloud-native PACS.")
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     p.set_defaults(fn=cmd_dlq)
     nodes.register(sub)
+    mpps.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
