@@ -27,7 +27,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway import commitment, find, mpps
+from gateway import commitment, find, get, move, mpps
 
 #: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
 #: lossless compressed syntaxes come first (a compressed image stays as the modality holds it), then
@@ -58,8 +58,11 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     ae.dimse_timeout = 60
     ae.add_supported_context(Verification)
     for uid in _STORAGE_CLASSES.values():
-        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        # both roles accepted when a requestor proposes SCP/SCU role selection: C-GET sends back on it
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     find.add_contexts(ae)
+    move.add_contexts(ae)
+    get.add_contexts(ae)
     mpps.add_contexts(ae)
     commitment.add_contexts(ae)
     return ae

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.events import Event
 
-from gateway import commitment, find, mpps, status
+from gateway import commitment, find, get, move, mpps, status
 from gateway.context import GatewayContext
 
 log = logging.getLogger("gateway")
@@ -65,6 +65,8 @@ def handlers(ctx: GatewayContext) -> list[tuple]:
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [ctx.ingest]),
         (evt.EVT_C_FIND, find.handle_find, [ctx]),
+        (evt.EVT_C_MOVE, move.handle_move, [ctx]),
+        (evt.EVT_C_GET, get.handle_get, [ctx]),
         (evt.EVT_N_CREATE, mpps.handle_n_create, [ctx]),
         (evt.EVT_N_SET, mpps.handle_n_set, [ctx]),
         (evt.EVT_N_ACTION, commitment.handle_n_action, [ctx]),

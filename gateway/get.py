@@ -1,0 +1,73 @@
+"""C-GET SCP: Patient Root, Study Root and Composite Instance Root Query/Retrieve – GET.
+
+The C-STORE sub-operations go over the requestor's own association, in the contexts it proposed for
+the storage SOP classes with the SCP role for itself (SCP/SCU Role Selection, which `make_ae` accepts
+for every storage class). An instance whose SOP class has no such context, or whose stored syntax and
+native alternatives were all refused, fails its sub-operation (listed in the Failed SOP Instance UID
+List). A node of the registry whose operations lack "get" is refused (0x0124 Not Authorized); callers
+that are not registered are governed by the calling-AE policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from pacs.dimse.retrieve import status, sub_operations
+from pacs.dimse.selection import Model, RetrieveFailure, select_instances
+from pynetdicom import AE
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CompositeInstanceRootRetrieveGet,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+from gateway.context import GatewayContext
+
+log = logging.getLogger("gateway")
+
+MODELS = {
+    PatientRootQueryRetrieveInformationModelGet: Model.PATIENT_ROOT,
+    StudyRootQueryRetrieveInformationModelGet: Model.STUDY_ROOT,
+    CompositeInstanceRootRetrieveGet: Model.COMPOSITE_INSTANCE_ROOT,
+}
+SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"]
+NOT_AUTHORIZED = 0x0124
+UNABLE_TO_PROCESS = 0xC000
+
+
+def add_contexts(ae: AE) -> None:
+    for uid in MODELS:
+        ae.add_supported_context(uid, SYNTAXES)
+
+
+def handle_get(event: Event, ctx: GatewayContext) -> Iterator[Any]:
+    """pynetdicom's C-GET protocol: the number of sub-operations, then (status, data set) pairs."""
+    backend = ctx.backend
+    caller = event.assoc.requestor.ae_title.strip()
+    if backend is None:
+        yield 1
+        yield status(UNABLE_TO_PROCESS, "C-GET is not served by this gateway (no catalog)"), None
+        return
+    node = backend.nodes.get_node(caller) if backend.nodes is not None else None
+    if node is not None and "get" not in node.operations:
+        log.warning("C-GET from %s refused: the node is not allowed get", caller)
+        yield 1
+        yield status(NOT_AUTHORIZED, f"{caller} is not allowed C-GET"), None
+        return
+    try:
+        rows = select_instances(backend.catalog, ctx.settings.partition, event.identifier,
+                                MODELS[str(event.request.AffectedSOPClassUID)])
+    except RetrieveFailure as exc:
+        yield 1
+        yield status(exc.status, exc.comment), None
+        return
+    except Exception as exc:
+        log.exception("C-GET: the identifier could not be processed")
+        yield 1
+        yield status(UNABLE_TO_PROCESS, f"cannot process the identifier: {type(exc).__name__}"), None
+        return
+    yield len(rows)
+    yield from sub_operations(rows, backend.store, lambda: event.assoc, lambda: bool(event.is_cancelled))

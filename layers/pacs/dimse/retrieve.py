@@ -1,0 +1,83 @@
+"""The C-STORE sub-operations of a C-MOVE or C-GET, as pynetdicom's retrieve handlers yield them.
+
+pynetdicom runs the retrieve protocol (Pending responses with remaining/completed/failed/warning
+counts, the final Success / Warning 0xB000 / Failure 0xA702 with the Failed SOP Instance UID List,
+Cancel 0xFE00 with counts) and sends each data set yielded with a Pending status over the store
+association: on a new one to the destination for C-MOVE, on the requestor's own for C-GET. Here each
+instance is read from the store and, when the peer did not accept its stored syntax, transcoded
+(`pacs.dimse.sender.load_for`): one instance in memory at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+from pynetdicom.association import Association
+
+from pacs.catalog.records import InstanceRow
+from pacs.dimse.sender import SendError, load_for
+from pacs.errors import PacsError
+from pacs.storage.port import BlobStore
+
+log = logging.getLogger("pacs.dimse")
+
+PENDING = 0xFF00
+CANCEL = 0xFE00
+#: Failure: Out of resources, unable to perform sub-operations (the store association is gone).
+UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
+
+Response = tuple[int | Dataset, Dataset | None]
+
+
+def status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]  # LO
+    return ds
+
+
+def stored(store: BlobStore, key: str) -> BinaryIO | Path:
+    """A stored instance to read: its file when the store is local, else its bytes (one instance)."""
+    local = getattr(store, "path", None)
+    if callable(local):
+        return Path(local(key))
+    return BytesIO(store.get(key))
+
+
+def unsendable(row: InstanceRow) -> Dataset:
+    """A stand-in for an instance that cannot be sent: pynetdicom fails its sub-operation (no transfer
+    syntax to send it in) and lists its SOP Instance UID as failed."""
+    ds = Dataset()
+    ds.SOPClassUID = row.sop_class_uid
+    ds.SOPInstanceUID = row.sop_uid
+    return ds
+
+
+def sub_operations(
+    rows: Sequence[InstanceRow],
+    store: BlobStore,
+    store_assoc: Callable[[], Association | None],
+    is_cancelled: Callable[[], bool],
+) -> Iterator[Response]:
+    """(Pending, data set) for each instance; Cancel once a C-CANCEL arrived; a failure once the store
+    association is gone (the instances not sent count as failed)."""
+    for row in rows:
+        if is_cancelled():
+            yield CANCEL, None
+            return
+        assoc = store_assoc()
+        if assoc is None or not assoc.is_established:
+            yield status(UNABLE_TO_PERFORM_SUBOPERATIONS, "the store association is gone"), None
+            return
+        try:
+            ds = load_for(assoc.accepted_contexts, stored(store, row.key), row.sop_class_uid,
+                          row.transfer_syntax_uid)
+        except (SendError, PacsError, OSError) as exc:
+            log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, exc)
+            ds = unsendable(row)
+        yield PENDING, ds
