@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pacs.events.embedded import EmbeddedEventLog
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
@@ -155,6 +156,15 @@ def test_mpps_create_set_complete_and_refusals(pacs: PacsProcess, modality: AE) 
     assert rows[done_uid][7:10] == ["MPPS-PID", "Doe^Jane", study_uid]
     in_progress = pacs_cli(pacs, "mpps", "list", "--status", "IN PROGRESS")
     assert open_uid in in_progress and done_uid not in in_progress
+
+    log = EmbeddedEventLog(pacs.data_dir / "events.db")  # the gateway's MppsUpdated events, in order
+    try:
+        mine = [e.detail for e in log.read(limit=1000, detail_types=("MppsUpdated",))
+                if e.detail["mppsInstanceUID"] == done_uid]
+    finally:
+        log.close()
+    assert [d["status"] for d in mine] == ["IN PROGRESS", "IN PROGRESS", "COMPLETED"]
+    assert mine[-1]["studyInstanceUIDs"] == [study_uid] and mine[-1]["partition"] == "default"
 
 
 def _as_list(value: Any) -> list[Any]:
