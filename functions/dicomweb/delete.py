@@ -19,7 +19,7 @@ def _delete(request: Request, study: str, series: str | None = None, instance: s
     if instance is not None:
         check_uid(instance, "SOPInstanceUID")
     backend = services(request).backend
-    indexer = IndexerService(backend.store, backend.catalog)
+    indexer = IndexerService(backend.store, backend.catalog, backend.events)  # InstanceDeleted
     DeleteService(backend.store, indexer, backend.settings.partition).delete(study, series, instance)
     return Response(status_code=204)
 

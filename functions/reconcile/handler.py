@@ -31,7 +31,7 @@ def backend() -> Backend:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     b = backend()
     partition = b.settings.partition
-    report = reconcile(b.store, b.catalog, partition)
+    report = reconcile(b.store, b.catalog, partition, b.events)
     for key, reason in report.failed:
         logger.warning("not indexed", extra={"key": key, "reason": reason})
     result = {

@@ -424,10 +424,11 @@ def test_packed_bodies_go_to_the_derived_bucket(aws: MotoPacs, monkeypatch: pyte
 # -- 5: the scheduled reconciliation handler -----------------------------------------------------------
 
 
-def test_reconcile_handler_indexes_what_events_missed(aws: MotoPacs) -> None:
+def test_reconcile_handler_indexes_what_events_missed(aws: MotoPacs, bus: Bus) -> None:
     f = files()
     aws.ingest(f.ct)
     assert aws.deliver(aws.receive()) == []
+    assert len(bus.events()) == 2  # the indexer's InstanceStored + StudyUpdated
     aws.s3.put_object(Bucket=BUCKET, Key=key_of(f.mr), Body=f.mr)
     aws.s3.put_object(Bucket=BUCKET, Key=POISON_KEY, Body=b"not DICOM")
     assert len(aws.receive()) == 2  # lost
@@ -440,7 +441,10 @@ def test_reconcile_handler_indexes_what_events_missed(aws: MotoPacs) -> None:
         assert [x["key"] for x in result["failed"]] == [POISON_KEY]
         json.dumps(result)  # a Lambda result: plain JSON
         aws.assert_catalog_matches_store(ignore=frozenset({POISON_KEY}))
+        kinds = by_type(bus.events())
+        assert [d["key"] for d in kinds["InstanceStored"]] == [key_of(f.mr)]
         again = reconcile_handler.handler({}, lambda_context())
         assert (again["indexed"], again["failedCount"]) == (0, 1)
+        assert bus.events() == []
     finally:
         reconcile_handler.backend.cache_clear()

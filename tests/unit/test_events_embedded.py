@@ -177,3 +177,41 @@ def test_a_publisher_failure_fails_the_delivery(
     [msg] = embedded.queue.receive(10)
     with pytest.raises(ConnectionError):
         IndexerService(embedded.store, embedded.catalog, Down()).handle(msg.event)
+
+
+def test_dicomweb_delete_and_reconcile_announce_their_changes(
+    embedded: Backend, indexer: IndexerService, make_part10: MakePart10
+) -> None:
+    from fastapi.testclient import TestClient
+    from pacs.services.reconcile import reconcile
+
+    from functions.dicomweb.app import create_app
+
+    events = Events(embedded)
+    ingest = IngestService(embedded.store)
+    k1 = ingest.ingest(instance(make_part10, 1, 1)).key
+    ingest.ingest(instance(make_part10, 1, 2))
+    drain(embedded, indexer)
+    assert len(events.new()) == 4
+
+    # DELETE removes the catalog rows at once: the late ObjectRemoved finds nothing, so the removal
+    # is announced by the request itself, once.
+    with TestClient(create_app(embedded)) as client:
+        assert client.delete(f"/dicomweb/studies/{S}/series/{S}.1/instances/{S}.1.2").status_code == 204
+    [(t1, deleted), (t2, study)] = events.new()
+    assert (t1, deleted["sopInstanceUID"], t2, study["numberOfInstances"]) == (
+        "InstanceDeleted", f"{S}.1.2", "StudyUpdated", 1)
+    drain(embedded, indexer)
+    assert events.new() == []
+
+    # An instance whose event was lost: reconciliation indexes it and announces it.
+    assert embedded.queue is not None
+    k3 = ingest.ingest(instance(make_part10, 1, 3)).key
+    for msg in embedded.queue.receive(10):
+        embedded.queue.ack(msg.id)  # lost
+    report = reconcile(embedded.store, embedded.catalog, "default", embedded.events)
+    assert (report.scanned, report.indexed) == (2, 1)
+    [(t1, stored), (t2, study)] = events.new()
+    assert (t1, stored["key"], t2, study["numberOfInstances"]) == ("InstanceStored", k3, "StudyUpdated", 2)
+    assert reconcile(embedded.store, embedded.catalog, "default", embedded.events).indexed == 0
+    assert events.new() == [] and k1 != k3

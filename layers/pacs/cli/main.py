@@ -39,7 +39,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     settings = _settings(args)
     backend = open_backend(settings)
     try:
-        report = reconcile(backend.store, backend.catalog, settings.partition)
+        report = reconcile(backend.store, backend.catalog, settings.partition, backend.events)
     finally:
         backend.close()
     print(f"scanned {report.scanned}, indexed {report.indexed}, failed {len(report.failed)}")

@@ -78,7 +78,7 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     where = f"{settings.data_dir.resolve()}" if settings.backend == "embedded" else \
         f"s3://{settings.bucket}" + (f" at {settings.endpoint_url}" if settings.endpoint_url else "")
     print(f"pacs: {settings.backend} storage at {where}, partition {settings.partition}", flush=True)
-    report = reconcile(backend.store, backend.catalog, settings.partition)
+    report = reconcile(backend.store, backend.catalog, settings.partition, backend.events)
     print(f"pacs: reconciled {report.scanned} stored instances, indexed {report.indexed} missing"
           + (f", {len(report.failed)} failed" if report.failed else ""), flush=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pacs.catalog.port import Catalog
+from pacs.events.publisher import EventPublisher
 from pacs.services.indexer import IndexerService
 from pacs.storage.keys import parse_instance_key, partition_studies_prefix
 from pacs.storage.port import BlobInfo, BlobStore
@@ -23,8 +24,10 @@ class ReconcileReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def reconcile(store: BlobStore, catalog: Catalog, partition: str = "default") -> ReconcileReport:
-    indexer = IndexerService(store, catalog)
+def reconcile(store: BlobStore, catalog: Catalog, partition: str = "default",
+              events: EventPublisher | None = None) -> ReconcileReport:
+    """`events`: where an instance indexed here is announced (InstanceStored), as by the indexer."""
+    indexer = IndexerService(store, catalog, events)
     report = ReconcileReport()
     batch: list[BlobInfo] = []
 
