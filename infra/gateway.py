@@ -149,6 +149,9 @@ class Gateway(Construct):
                         "which encrypts it; DICOM TLS is offered on 2762 with an ACM certificate "
                         "(tlsCertificateArn).")
         suppress(plain, Why("HIPAA.Security-ELBv2ACMCertificateRequired", listener_why))
+        if not config.retain_data:
+            suppress(self.nlb, Why("HIPAA.Security-ELBDeletionProtectionEnabled",
+                                   "retainData=false: a throw-away stage, deleted with its stack."))
         suppress(task, Why(
             "AwsSolutions-ECS2",
             "The environment holds resource names only (bucket, table, bus, partition); no secrets.",
