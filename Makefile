@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := dcmtk chromium nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-catalog setup apt viewer clean
+.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-catalog setup apt viewer synth clean
 
 setup: apt $(STAMP) viewer
 
@@ -74,6 +74,11 @@ bench-dicomweb: setup
 
 bench-catalog: $(STAMP)
 	$(BIN)/python bench/catalog_scale.py
+
+# The CDK app (infra/) synthesized offline into cdk.out/: no AWS credentials, no Docker (the layer is
+# built with pip; the gateway image only by `cdk deploy`). Node (for jsii) comes from `apt`.
+synth: apt $(STAMP)
+	$(BIN)/python infra/app.py
 
 clean:
 	rm -rf $(VENV) pacs-data bench/out .build tests/viewer/node_modules tests/viewer/artifacts \
