@@ -17,6 +17,7 @@ import queue
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from typing import Any, cast
 
@@ -59,6 +60,9 @@ RESPONSE_WAIT = 30.0
 #: How long an N-EVENT-REPORT on the same association may wait for its answer.
 REPLY_WAIT = 30.0
 _MESSAGE_IDS = itertools.cycle(range(0x8000, 0x10000))  # apart from the low IDs requesters use
+#: Evaluations and replies run here, off the association's thread: a few long-lived threads (their
+#: catalog connections are reused), each request waiting at most its bounded wait plus a send.
+_REPLIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="commitment")
 
 
 def add_contexts(ae: AE) -> None:
@@ -129,8 +133,7 @@ def handle_n_action(event: Event, ctx: GatewayContext) -> tuple[int | Dataset, D
         log.exception("storage commitment %s from %s not recorded", transaction_uid, requester)
         return _failure(PROCESSING_FAILURE, f"internal error: {type(exc).__name__}"), None
     sent = ResponseSent(event.assoc)
-    threading.Thread(target=Reply(ctx, service, event.assoc, record, sent.event).run, daemon=True,
-                     name=f"commitment-{transaction_uid[-12:]}").start()
+    _REPLIES.submit(Reply(ctx, service, event.assoc, record, sent.event).run)
     return SUCCESS, None
 
 

@@ -144,3 +144,24 @@ def test_records_do_not_disturb_the_catalog(stores: Stores) -> None:
     assert [r.study_uid for r in page.rows] == [study_uid(1)]
     assert cat.get_study(P, study_uid(1)) is not None
     assert s.locate_instances(P, ["1.2.1", "1.2.9.1"]) == {}
+
+
+def test_sqlite_connections_end_with_their_threads(tmp_path: Path) -> None:
+    """The gateway serves each association on its own thread: their connections must not pile up."""
+    import gc
+    import threading
+
+    from pacs.catalog.mpps_sqlite import SqliteMppsStore
+
+    store = SqliteMppsStore(tmp_path / "catalog.db")
+    try:
+        threads = [threading.Thread(target=store.create_mpps, args=(step(f"1.2.{n}"),)) for n in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        gc.collect()
+        assert len(store._conns) == 1  # the opening thread's only
+        assert len(store.list_mpps(P)) == 20
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,27 +68,40 @@ def commitment_from(partition: str, transaction_uid: str, requester: str, create
     )
 
 
+class _Connection:
+    """A thread's connection, closed when the thread ends (its thread-local goes) or at `close()`:
+    the gateway serves each association on a thread of its own."""
+
+    __slots__ = ("__weakref__", "db")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __del__(self) -> None:
+        self.db.close()
+
+
 class SqliteMppsStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         db = self._db()
         db.executescript(_SCHEMA)
         self._has_instances = self._ensure_locator_index(db)
 
     def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
-            self._local.db = db
+            conn = self._local.conn = _Connection(db)
             with self._lock:
-                self._conns.append(db)
-        return db
+                self._conns.add(conn)
+        return conn.db
 
     def _ensure_locator_index(self, db: sqlite3.Connection) -> bool:
         exists = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='instances'").fetchone()
@@ -198,7 +212,7 @@ class SqliteMppsStore:
 
     def close(self) -> None:
         with self._lock:
-            conns, self._conns = self._conns, []
-        for db in conns:
-            db.close()
+            conns, self._conns = list(self._conns), weakref.WeakSet()
+        for conn in conns:
+            conn.db.close()
         self._local = threading.local()
