@@ -98,7 +98,7 @@ class Api(Construct):
             o_auth=cognito.OAuthSettings(
                 flows=cognito.OAuthFlows(authorization_code_grant=True),
                 scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE],
-                callback_urls=["http://localhost:3000/callback"],
+                callback_urls=list(config.callback_urls),
             ),
             prevent_user_existence_errors=True,
         )

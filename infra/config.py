@@ -51,6 +51,8 @@ class PacsConfig:
     oidc_audience: tuple[str, ...] = ()
     #: ACM certificate for DICOM TLS on 2762, terminated at the load balancer; none: no 2762 listener.
     tls_certificate_arn: str = ""
+    #: Where Cognito may send the viewer back after sign-in (OAuth callback URLs of the app client).
+    callback_urls: tuple[str, ...] = ("http://localhost:3000/callback",)
     #: Origins allowed by CORS (the viewer's); `*` by default.
     cors_origins: tuple[str, ...] = ("*",)
     #: The most indexer invocations at once: protects the catalog from a bulk-import burst.
@@ -101,6 +103,7 @@ class PacsConfig:
             oidc_audience=_split(ctx("oidcAudience")),
             tls_certificate_arn=str(ctx("tlsCertificateArn") or ""),
             cors_origins=_split(ctx("corsOrigins")) or defaults.cors_origins,
+            callback_urls=_split(ctx("callbackUrls")) or defaults.callback_urls,
             indexer_concurrency=int(ctx("indexerConcurrency") or defaults.indexer_concurrency),
             retain_data=_flag(ctx("retainData"), True),
             layer_dir=str(ctx("layerDir") or ""),

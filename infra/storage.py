@@ -25,6 +25,13 @@ from infra.nag import Why, suppress
 TRANSIENT_TAG = ("pacs-lifecycle", "transient")
 TRANSIENT_DAYS = 1
 ABORT_MULTIPART_DAYS = 7
+#: A browser viewer follows WADO-RS's 303 to a presigned GET of a pre-packed body in the derived
+#: bucket. A cross-origin redirect makes the request's origin opaque ("null"), so any origin may read;
+#: the presigned signature (minutes) is the authorization, and only GET/HEAD are allowed.
+PRESIGNED_GET_CORS = s3.CorsRule(
+    allowed_methods=[s3.HttpMethods.GET, s3.HttpMethods.HEAD], allowed_origins=["*"],
+    allowed_headers=["Range", "Accept", "Accept-Encoding"],
+    exposed_headers=["Content-Type", "Content-Length", "Content-Range", "ETag"], max_age=3600)
 
 
 class Storage(Construct):
@@ -57,11 +64,12 @@ class Storage(Construct):
                 "Access logs are operational data kept for retentionDays; not replicated across regions."),
         )
 
-        def data_bucket(name: str, log_prefix: str, rules: list[s3.LifecycleRule]) -> s3.Bucket:
+        def data_bucket(name: str, log_prefix: str, rules: list[s3.LifecycleRule],
+                        cors: list[s3.CorsRule] | None = None) -> s3.Bucket:
             bucket = s3.Bucket(
                 self, name, encryption=s3.BucketEncryption.KMS, encryption_key=key, bucket_key_enabled=True,
                 server_access_logs_bucket=self.access_logs, server_access_logs_prefix=log_prefix,
-                lifecycle_rules=[abort, *rules], **common,  # type: ignore[arg-type]
+                lifecycle_rules=[abort, *rules], cors=cors, **common,  # type: ignore[arg-type]
             )
             suppress(bucket, Why(
                 "HIPAA.Security-S3BucketReplicationEnabled",
@@ -86,6 +94,6 @@ class Storage(Construct):
             ),
             # Derived data is rebuilt from the originals: replaced versions need not be kept.
             s3.LifecycleRule(id="derived-noncurrent-expire", noncurrent_version_expiration=Duration.days(1)),
-        ])
+        ], cors=[PRESIGNED_GET_CORS])
         self.exports = data_bucket("Exports", "exports/", [s3.LifecycleRule(
             id="exports-noncurrent-expire", noncurrent_version_expiration=Duration.days(30))])

@@ -26,7 +26,8 @@ VPN = ["10.8.0.0/16", "172.20.0.0/16"]
 CERT = "arn:aws:acm:eu-west-1:111111111111:certificate/00000000-0000-0000-0000-000000000000"
 #: The "full" deployment the template and cdk-nag tests check: every optional part switched on.
 FULL = {"stage": "test", "partition": "site-a", "vpnCidrs": ",".join(VPN), "retentionDays": "400",
-        "lifecycleDays": "45", "tlsCertificateArn": CERT, "indexerConcurrency": "7"}
+        "lifecycleDays": "45", "tlsCertificateArn": CERT, "indexerConcurrency": "7",
+        "callbackUrls": "https://viewer.example.org/callback"}
 
 
 @dataclass

@@ -120,6 +120,15 @@ def test_packed_bodies_expire_after_a_day_and_nothing_else_derived_does(full: Sy
     assert current_expiry == [packed]
 
 
+def test_only_the_derived_bucket_answers_cross_origin_gets_of_presigned_bodies(full: Synth) -> None:
+    cors = {k: props(b)["CorsConfiguration"] for k, b in full.resources("AWS::S3::Bucket").items()
+            if "CorsConfiguration" in props(b)}
+    (derived,) = cors
+    assert derived.startswith("StorageDerived")
+    (rule,) = cors[derived]["CorsRules"]
+    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD"]
+
+
 # -- catalog ----------------------------------------------------------------------------------------
 
 
@@ -288,6 +297,9 @@ def test_http_api_has_a_jwt_authorizer_on_every_route_cors_throttling_and_access
         "AccessLogSettings": {"DestinationArn": Match.any_value(), "Format": Match.string_like_regexp("requestId")},
     })
     full.template.has_resource_properties("AWS::Cognito::UserPool", {"MfaConfiguration": "ON"})
+    full.template.has_resource_properties("AWS::Cognito::UserPoolClient", {
+        "CallbackURLs": ["https://viewer.example.org/callback"], "GenerateSecret": False,
+        "AllowedOAuthFlows": ["code"]})
 
 
 # -- network and gateway ----------------------------------------------------------------------------
