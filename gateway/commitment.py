@@ -22,6 +22,7 @@ from io import BytesIO
 from typing import Any, cast
 
 from pacs.catalog.nodes import RemoteNode
+from pacs.dimse.reactor import EventAE
 from pacs.services.commitment import (
     NEW_ASSOCIATION,
     REQUEST_STORAGE_COMMITMENT,
@@ -231,7 +232,7 @@ class Reply:
 
     def _associate(self, node: RemoteNode) -> Association | None:
         settings = self.ctx.settings
-        ae = AE(ae_title=settings.ae_title)
+        ae = EventAE(ae_title=settings.ae_title)  # event-driven reactors, TCP_NODELAY, as every SCU here
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         ae.add_requested_context(STORAGE_COMMITMENT_SOP_CLASS, SYNTAXES)
         kwargs: dict[str, Any] = {"ae_title": node.ae_title,
