@@ -85,6 +85,9 @@ class GatewayServer(ThreadedAssociationServer):
     its presentation contexts between associations."""
 
     inherited_socket: socket.socket | None = None
+    #: What each accepted connection goes through (gateway.policy.ConnectionGuard: PDU limits,
+    #: timeouts, TLS): `wrap(sock)` here, `ready(sock)` (the TLS handshake) in its own thread.
+    guard: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", EventRequestHandler)  # event-driven reactors
@@ -108,17 +111,27 @@ class GatewayServer(ThreadedAssociationServer):
         client, address = super().get_request()
         client.setblocking(True)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.guard is not None:
+            client = self.guard.wrap(client)
         return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.guard is not None and not self.guard.ready(request):
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
 
 
 def start_server(
-    ae: AE, address: tuple[str, int], evt_handlers: list[Any], *, sock: socket.socket | None = None
+    ae: AE, address: tuple[str, int], evt_handlers: list[Any], *, sock: socket.socket | None = None,
+    guard: Any = None,
 ) -> GatewayServer:
     """Serve in a background thread (like `AE.start_server(block=False)`) with a GatewayServer,
-    on `address` or on an already listening `sock`."""
+    on `address` or on an already listening `sock`, each connection through `guard`."""
     GatewayServer.inherited_socket = sock
     server = ae.make_server(address, evt_handlers=evt_handlers, server_class=GatewayServer)
     server = cast(GatewayServer, server)
+    server.guard = guard
     ae._servers.append(server)  # as ae.start_server does: server.shutdown() removes it
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="gateway-acceptor", daemon=True

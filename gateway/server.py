@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -24,6 +25,8 @@ from pacs.services.ingest import DuplicatePolicy, IngestService
 from gateway.ae import make_ae, start_server
 from gateway.context import GatewayContext
 from gateway.handlers import handlers
+from gateway.policy import AssociationCounter, AssociationPolicy, ConnectionGuard, configure
+from gateway.tls import acceptor_context
 
 log = logging.getLogger("gateway")
 #: How long a stopping worker lets open associations finish before aborting them. Nothing is lost:
@@ -40,8 +43,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_worker(settings: Settings, sock: socket.socket) -> None:
-    """One worker: its own backend handles and AE, serving the shared socket until signalled."""
+def serve_worker(settings: Settings, sock: socket.socket, *, tls_sock: socket.socket | None = None,
+                 tls: ssl.SSLContext | None = None, counter: AssociationCounter | None = None) -> None:
+    """One worker: its own backend handles and AE, serving the shared socket (and the TLS one)
+    until signalled; `counter` counts associations over all workers."""
     backend = open_backend(settings)
     ingest = IngestService(
         backend.store, partition=settings.partition,
@@ -50,8 +55,14 @@ def serve_worker(settings: Settings, sock: socket.socket) -> None:
     if settings.spool_received and backend.spool_dir is not None:
         tempfile.tempdir = str(backend.spool_dir)  # pynetdicom spools here: same filesystem as objects
     ae = make_ae(settings.ae_title, max_pdu=settings.max_pdu, spool=bool(settings.spool_received))
+    configure(ae, settings)
     ctx = GatewayContext(ingest, backend, settings)
-    server = start_server(ae, sock.getsockname()[:2], handlers(ctx), sock=sock)
+    policy = AssociationPolicy(settings, backend.nodes, counter)
+    bindings = policy.handlers() + policy.guard(handlers(ctx))
+    servers = [start_server(ae, sock.getsockname()[:2], bindings, sock=sock, guard=ConnectionGuard(settings))]
+    if tls_sock is not None and tls is not None:
+        servers.append(start_server(ae, tls_sock.getsockname()[:2], bindings, sock=tls_sock,
+                                    guard=ConnectionGuard(settings, tls)))
     stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -61,34 +72,49 @@ def serve_worker(settings: Settings, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, on_signal)
     while not stopping:
         time.sleep(0.2)
-    server.shutdown()
+        policy.refresh()  # associations that ended leave the shared count
+    for server in servers:
+        server.shutdown()
     deadline = time.monotonic() + GRACE_SECONDS
-    while server.active_associations and time.monotonic() < deadline:
+    while any(s.active_associations for s in servers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for assoc in server.active_associations:
+    for assoc in [a for s in servers for a in s.active_associations]:
         assoc.abort()
     backend.close()
 
 
-def serve(settings: Settings, workers: int | None = None, sock: socket.socket | None = None) -> int:
-    """Serve on `sock` (a listening socket handed over by `pacs up`) or on a socket bound here."""
+def serve(settings: Settings, workers: int | None = None, sock: socket.socket | None = None,
+          tls_sock: socket.socket | None = None) -> int:
+    """Serve on `sock` (a listening socket handed over by `pacs up`) or on a socket bound here;
+    DICOM TLS on `tls_sock` (or bound here) when a certificate and key are configured."""
     workers = max(1, workers or settings.gateway_workers)
+    tls = acceptor_context(settings)  # a bad certificate or key fails here, before any fork
     if sock is None:
         sock = listen(settings.host, settings.dimse_port)
     sock.setblocking(False)
+    if tls is not None and tls_sock is None:
+        tls_sock = listen(settings.host, settings.tls_port)
+    if tls_sock is not None:
+        tls_sock.setblocking(False)
     print(f"gateway: DIMSE on {settings.host}:{sock.getsockname()[1]} AE {settings.ae_title} "
           f"({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    if tls is not None and tls_sock is not None:
+        print(f"gateway: DICOM TLS on {settings.host}:{tls_sock.getsockname()[1]}", flush=True)
+    counter = AssociationCounter(workers)
+    if tls is None:
+        tls_sock = None
     if workers == 1:
-        serve_worker(settings, sock)
+        serve_worker(settings, sock, tls_sock=tls_sock, tls=tls, counter=counter)
         return 0
     children: list[int] = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:
             die_with_parent()
+            counter.index = index
             code = 0
             try:
-                serve_worker(settings, sock)
+                serve_worker(settings, sock, tls_sock=tls_sock, tls=tls, counter=counter)
             except BaseException:
                 log.exception("gateway worker failed")
                 code = 1
@@ -121,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="DICOM port (default: PACS_DIMSE_PORT)")
     parser.add_argument("--ae-title", default=None)
     parser.add_argument("--fd", type=int, default=None, help="serve this inherited listening socket")
+    parser.add_argument("--tls-fd", type=int, default=None, help="serve DICOM TLS on this inherited socket")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env(dimse_port=args.port, ae_title=args.ae_title)
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
-    return serve(settings, args.workers, sock)
+    tls_sock = socket.socket(fileno=args.tls_fd) if args.tls_fd is not None else None
+    return serve(settings, args.workers, sock, tls_sock)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,25 @@ class Settings:
     duplicate_policy: str = "replace"
     #: Largest PDU the gateway accepts (bytes); 0 means unlimited.
     max_pdu: int = 1 << 20
+    #: Largest PDU the gateway sends, whatever a peer announces (0 or 4 GB): bounds send buffers.
+    max_send_pdu: int = 1 << 20
+    #: Concurrent associations over all gateway workers; one more is rejected (local limit exceeded).
+    max_associations: int = 64
+    #: Seconds: a silent or trickling peer is dropped after NETWORK_TIMEOUT (idle, or one PDU taking
+    #: longer); ACSE_TIMEOUT bounds association set-up and release (ARTIM); DIMSE_TIMEOUT a DIMSE reply.
+    network_timeout: int = 60
+    acse_timeout: int = 30
+    dimse_timeout: int = 60
+    #: The calling-AE allowlist (the node registry): `auto` (on unless embedded on a loopback
+    #: address), `1` or `0`.
+    require_known_callers: str = "auto"
+    #: DICOM TLS (BCP 195 non-downgrading) on its own port, on when TLS_CERT and TLS_KEY are set.
+    #: TLS_CA verifies client certificates (required when TLS_REQUIRE_CLIENT_CERT is 1).
+    tls_port: int = 2762
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_require_client_cert: int = 0
     #: 1: the gateway spools each received data set to a file (memory stays bounded whatever the
     #: instance size; on the filesystem backend the file is then linked into place, no copy).
     #: 0: data sets are assembled in memory.

@@ -10,10 +10,13 @@ from pathlib import Path
 
 from pacs.config import Settings
 
+#: The DICOM TLS options of `pacs up`.
+TLS_KEYS = ("tls_cert", "tls_key", "tls_ca", "tls_port", "tls_require_client_cert")
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend",
-            "endpoint_url")
+            "endpoint_url", *TLS_KEYS)
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -22,7 +25,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from pacs.cli.nodes import apply_config
 
     keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend",
-            "endpoint_url")
+            "endpoint_url", *TLS_KEYS)
     try:
         settings, nodes = apply_config(args.config, _settings(args),
                                        [k for k in keys if getattr(args, k, None) is not None])
@@ -71,13 +74,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pacs.cli import mpps, nodes
-    from pacs.cli.up import add_arguments
+    from pacs.cli import mpps, nodes, scu
+    from pacs.cli.up import add_arguments, add_tls_arguments
 
     parser = argparse.ArgumentParser(prog="pacs", description="A serverless, cloud-native PACS.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("up", help="run the whole PACS on this machine")
     add_arguments(p)
+    add_tls_arguments(p)
     p.add_argument("--config", type=Path, default=None,
                    help="a TOML file: [pacs] settings and [[nodes]] loaded into the registry (README)")
     p.set_defaults(fn=cmd_up)
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     p.set_defaults(fn=cmd_dlq)
     nodes.register(sub)
+    scu.register(sub)
     mpps.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),

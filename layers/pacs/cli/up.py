@@ -68,6 +68,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     """Serve until signalled; `nodes` (from `--config`) are put into the node registry first."""
+    tls_sock = _tls_listen(settings)
     dimse_sock = _listen(settings.host, settings.dimse_port)
     http_sock = _listen(settings.host, settings.http_port)
     backend = open_backend(settings)
@@ -92,9 +93,11 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
         worker.start()
 
     env = {**os.environ, **settings.to_env()}
+    tls_args = ["--tls-fd", str(tls_sock.fileno())] if tls_sock is not None else []
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--fd", str(dimse_sock.fileno())],
-        env=env, pass_fds=(dimse_sock.fileno(),), preexec_fn=die_with_parent,
+        [sys.executable, "-m", "gateway", "--fd", str(dimse_sock.fileno()), *tls_args],
+        env=env, pass_fds=(dimse_sock.fileno(), *([tls_sock.fileno()] if tls_sock else [])),
+        preexec_fn=die_with_parent,
     )
     web = subprocess.Popen(
         [sys.executable, "-m", "functions.dicomweb.serve", "--fd", str(http_sock.fileno())],
@@ -102,6 +105,8 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     )
     dimse_sock.close()  # the children hold them now
     http_sock.close()
+    if tls_sock is not None:
+        tls_sock.close()
     stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -122,7 +127,8 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
             time.sleep(0.1)
         else:
             print(f"pacs: DIMSE  {settings.ae_title}@{settings.host}:{settings.dimse_port}\n"
-                  f"pacs: DICOMweb {url}/dicomweb\n"
+                  + (f"pacs: DICOM TLS {settings.host}:{settings.tls_port}\n" if tls_sock else "")
+                  + f"pacs: DICOMweb {url}/dicomweb\n"
                   f"pacs: health {url}/health  metrics {url}/metrics\n"
                   "pacs: ready (Ctrl-C to stop)", flush=True)
         while not stopping:
@@ -145,6 +151,22 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     return code
 
 
+def _tls_listen(settings: Settings) -> socket.socket | None:
+    """The DICOM TLS socket when a certificate and key are given, after checking they load."""
+    if not (settings.tls_cert or settings.tls_key):
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise SystemExit("pacs: --tls-cert and --tls-key go together")
+    from pacs.dimse.tls import server_context
+
+    try:
+        server_context(settings.tls_cert, settings.tls_key, settings.tls_ca or None,
+                       require_client_cert=bool(settings.tls_require_client_cert))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise SystemExit(f"pacs: cannot use the TLS certificate, key or CA: {exc}") from None
+    return _listen(settings.host, settings.tls_port)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the local contract (DESIGN.md ◆), shared by the commands that open storage."""
     parser.add_argument("--data-dir", type=Path, default=None, help="embedded storage (./pacs-data)")
@@ -156,3 +178,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["embedded", "aws"], default=None)
     parser.add_argument("--endpoint-url", default=None,
                         help="aws backend: one endpoint for S3, DynamoDB, SQS, EventBridge (moto)")
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """DICOM TLS of `pacs up`: off unless a certificate and its key are given."""
+    parser.add_argument("--tls-cert", default=None, help="DICOM TLS: server certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="DICOM TLS: its private key (PEM)")
+    parser.add_argument("--tls-ca", default=None, help="DICOM TLS: CA that signs client certificates")
+    parser.add_argument("--tls-port", type=int, default=None, help="DICOM TLS port (2762)")
+    parser.add_argument("--tls-require-client-cert", action="store_const", const=1, default=None,
+                        help="refuse TLS clients without a certificate signed by --tls-ca")
