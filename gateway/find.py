@@ -4,6 +4,7 @@ parses the identifier and runs the query; this turns its results into C-FIND res
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,10 @@ UNABLE_TO_PROCESS = 0xC000
 #: Unable to process: an unexpected error while querying.
 QUERY_FAILED = 0xC001
 
+#: Every this many responses the handler lets the peer's PDUs be read (`_let_peer_speak`).
+DRAIN_EVERY = 16
+DRAIN_TIMEOUT = 5.0
+
 MODELS = {
     PatientRootQueryRetrieveInformationModelFind: Model.PATIENT_ROOT,
     StudyRootQueryRetrieveInformationModelFind: Model.STUDY_ROOT,
@@ -48,6 +53,18 @@ def _failure(code: int, comment: str, offending: int | None = None) -> Dataset:
     if offending is not None:
         ds.OffendingElement = [offending]
     return ds
+
+
+def _let_peer_speak(assoc: Any) -> None:
+    """Wait until what was answered so far has gone out and the PDUs the peer sent meanwhile (a
+    C-CANCEL) have been read: pynetdicom's DUL reads only when it has nothing left to send, so a
+    handler that outruns the network would never see a cancel."""
+    dul = assoc.dul
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while time.monotonic() < deadline and assoc.is_established:
+        if not dul.to_provider_queue.qsize() and dul.event_queue.empty() and not dul.socket.ready:
+            return
+        time.sleep(0.0005)
 
 
 def handle_find(event: Event, ctx: GatewayContext) -> Iterator[tuple[int | Dataset, Dataset | None]]:
@@ -75,7 +92,9 @@ def handle_find(event: Event, ctx: GatewayContext) -> Iterator[tuple[int | Datas
     status = PENDING_WARNING if req.unsupported else PENDING
     results: Iterator[Any] = service.find(req)
     try:
-        for ds in results:
+        for n, ds in enumerate(results):
+            if n and n % DRAIN_EVERY == 0:
+                _let_peer_speak(event.assoc)
             if event.is_cancelled:
                 yield CANCEL, None
                 return
