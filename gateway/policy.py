@@ -80,7 +80,10 @@ def known_callers_required(settings: Settings) -> bool:
 
 def configure(ae: AE, settings: Settings) -> None:
     """Apply the settings' limits and timeouts to the AE."""
-    ae.maximum_associations = max(1, settings.max_associations)  # per process; `AssociationPolicy` counts all
+    # pynetdicom's own check counts every connection of this process, associated or not (a peer that
+    # has not sent its A-ASSOCIATE-RQ yet, one dropped and waiting out ARTIM): a looser ceiling, so
+    # that `AssociationPolicy`, which counts associations over all workers, is the limit that applies.
+    ae.maximum_associations = 2 * max(1, settings.max_associations) + 16
     ae.maximum_pdu_size = settings.max_pdu
     ae.network_timeout = settings.network_timeout or None
     ae.acse_timeout = settings.acse_timeout or None
