@@ -8,6 +8,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
+from infra.assets import ROOT
 from infra.pipeline import DETAIL_TYPES, MAX_RECEIVE_COUNT
 from infra.storage import TRANSIENT_TAG
 from tests.infra.conftest import VPN, Synth
@@ -232,6 +233,12 @@ def test_functions_run_python312_in_the_vpc_traced_with_the_layer_and_pacs_envir
     (dicomweb,) = [f for f in functions.values() if "dicomweb" in props(f)["Handler"]]
     assert props(dicomweb)["Environment"]["Variables"]["PACS_MAX_INLINE_RESPONSE"] == "4194304"
     assert props(dicomweb)["Timeout"] <= 29  # under the HTTP API's 30 s integration limit
+
+
+def test_every_handler_module_in_functions_is_deployed_and_every_deployed_one_exists(full: Synth) -> None:
+    on_disk = {f"functions.{p.parent.name}.handler.handler" for p in (ROOT / "functions").glob("*/handler.py")
+               if "\nhandler = " in p.read_text() or "\ndef handler(" in p.read_text()}
+    assert on_disk == OUR_HANDLERS
 
 
 def test_all_functions_share_one_code_asset(full: Synth) -> None:
