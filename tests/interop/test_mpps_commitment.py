@@ -344,3 +344,37 @@ def test_commitment_without_a_node_is_kept(pacs: PacsProcess, tmp_path: Path) ->
                         lambda out: tuid in out, timeout=REPORT_TIMEOUT, what="the undelivered result")
     line = next(line for line in listed.splitlines() if tuid in line)
     assert "NOBODY" in line and "committed=1" in line and "no node is registered" in line
+
+
+def test_commitment_falls_back_when_the_requester_closes_before_answering(
+    pacs: PacsProcess, modality_scp: tuple[AE, int, Reports], tmp_path: Path,
+) -> None:
+    """The report reached the open association, but the requester released it without answering: the
+    gateway stops waiting at once and sends the report again on a new association to its node."""
+    ae, port, reports = modality_scp
+    pacs_cli(pacs, "nodes", "add", "MODALITY2", "127.0.0.1", str(port))
+    stored = store_instances(ae, pacs, tmp_path, "commit-closing", 1)
+    tuid = generate_uid()
+    arrived, proceed = threading.Event(), threading.Event()
+
+    def never_answers(event: Event) -> tuple[int, None]:
+        arrived.set()
+        proceed.wait(REPORT_TIMEOUT)  # holds the answer until the association is gone
+        return 0x0000, None
+
+    assoc = associate(ae, pacs, evt_handlers=[(evt.EVT_N_EVENT_REPORT, never_answers)])
+    try:
+        status, _ = assoc.send_n_action(action_info(tuid, refs_of(stored)), 1, StorageCommitmentPushModel,
+                                        SC_INSTANCE)
+        assert status.Status == 0x0000
+        assert arrived.wait(REPORT_TIMEOUT), "no N-EVENT-REPORT on the open association"
+    finally:
+        assoc.release()
+        proceed.set()
+    assert assoc.is_released
+    caller, event_type, info = reports.wait_for(tuid)
+    assert caller == "PACS" and event_type == 1
+    assert items(info, "ReferencedSOPSequence") == refs_of(stored)
+    listed = wait_until(lambda: pacs_cli(pacs, "commitment", "list", "--delivery", "new-association"),
+                        lambda out: tuid in out, timeout=REPORT_TIMEOUT, what="the recorded delivery")
+    assert "committed=1" in next(line for line in listed.splitlines() if tuid in line)
