@@ -145,7 +145,10 @@ def test_mpps_create_set_complete_and_refusals(pacs: PacsProcess, modality: AE) 
                                      ModalityPerformedProcedureStep, generate_uid())
         assert status.Status == 0x0112  # no such SOP instance
 
-        status, _ = assoc.send_n_create(create_attrs(study_uid), ModalityPerformedProcedureStep, open_uid)
+        utf8 = create_attrs(study_uid)
+        utf8.SpecificCharacterSet = "ISO_IR 192"
+        utf8.PatientName = "Müller^Jürgen"
+        status, _ = assoc.send_n_create(utf8, ModalityPerformedProcedureStep, open_uid)
         assert status.Status == 0x0000
     finally:
         assoc.release()
@@ -154,6 +157,7 @@ def test_mpps_create_set_complete_and_refusals(pacs: PacsProcess, modality: AE) 
     rows = {line.split("\t")[0]: line.split("\t") for line in listed.splitlines()}
     assert rows[done_uid][1] == "COMPLETED" and rows[open_uid][1] == "IN PROGRESS"
     assert rows[done_uid][7:10] == ["MPPS-PID", "Doe^Jane", study_uid]
+    assert rows[open_uid][8] == "Müller^Jürgen"  # decoded with the step's Specific Character Set
     in_progress = pacs_cli(pacs, "mpps", "list", "--status", "IN PROGRESS")
     assert open_uid in in_progress and done_uid not in in_progress
 

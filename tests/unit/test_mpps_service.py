@@ -192,3 +192,13 @@ def test_publisher_failure_keeps_the_step(store: SqliteMppsStore) -> None:
 
     rec = MppsService(store, Broken()).create(UID, create_attrs())
     assert store.get_mpps("default", UID) == rec
+
+
+def test_specific_character_set_is_kept(service: MppsService) -> None:
+    ds = create_attrs()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Müller^Jürgen=山田^太郎"
+    rec = service.create(UID, ds)
+    assert rec.attrs["00100010"]["Value"] == [{"Alphabetic": "Müller^Jürgen", "Ideographic": "山田^太郎"}]
+    back = Dataset.from_json(service.set(UID, mods(PerformedProcedureStepDescription="Bauch")).attrs)
+    assert back.SpecificCharacterSet == "ISO_IR 192" and str(back.PatientName) == "Müller^Jürgen=山田^太郎"
