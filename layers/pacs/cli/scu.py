@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # status lines are never wrapped
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SUCCESS = 0x0000
 PENDING = (0xFF00, 0xFF01)
