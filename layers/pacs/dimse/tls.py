@@ -26,13 +26,13 @@ def server_context(cert: str | Path, key: str | Path, ca: str | Path | None = No
                    require_client_cert: bool = False) -> ssl.SSLContext:
     """The acceptor's context: its certificate and key; with `ca`, client certificates are verified
     against it (required with `require_client_cert`, else verified only when presented)."""
+    if require_client_cert and not ca:
+        raise ValueError("requiring client certificates needs a CA to verify them (tls_ca)")
     ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     ctx.load_cert_chain(str(cert), str(key))
     if ca:
         ctx.load_verify_locations(cafile=str(ca))
         ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    elif require_client_cert:
-        raise ValueError("requiring client certificates needs a CA to verify them (tls_ca)")
     return ctx
 
 
