@@ -16,7 +16,7 @@ from typing import Any
 
 from pacs.dimse.retrieve import Response, status, sub_operations
 from pacs.dimse.selection import Model, RetrieveFailure, select_instances
-from pacs.dimse.sender import proposed_contexts, set_nodelay
+from pacs.dimse.sender import prepare_requestor, proposed_contexts
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
@@ -69,7 +69,7 @@ def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:
     opened: list[Association] = []
 
     def on_open(ev: Event) -> None:
-        set_nodelay(ev)
+        prepare_requestor(ev)
         opened.append(ev.assoc)
 
     pairs = {(r.sop_class_uid, r.transfer_syntax_uid) for r in rows}

@@ -171,3 +171,23 @@ def test_proposal_keeps_native_contexts_within_128() -> None:
     assert all(cx.transfer_syntax == [ExplicitVRLittleEndian, ImplicitVRLittleEndian] for cx in contexts[:100])
     with pytest.raises(ValueError, match="at most 128"):
         proposed_contexts((f"1.2.3.{n}", ExplicitVRLittleEndian) for n in range(129))
+
+
+def test_a_response_taken_by_the_reactor_is_kept_for_the_waiting_call(peer_factory: PeerFactory) -> None:
+    """pynetdicom's pause race: the association's reactor may take an SCU call's response off the queue;
+    it must be put back, not dropped (the call would wait for the DIMSE timeout, then abort)."""
+    from pynetdicom.dimse_primitives import C_STORE
+
+    peer = peer_factory({CTImageStorage: ALL})
+    ct = _testfile("CT_small.dcm")
+    with StoreSender(peer.node, "PACS", presentation_of([ct]), timeout=30) as sender:
+        assoc = sender.assoc
+        assert assoc is not None
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = 9
+        rsp.AffectedSOPClassUID = CTImageStorage
+        rsp.AffectedSOPInstanceUID = "1.2.3.4"
+        rsp.Status = 0x0000
+        assoc._serve_request(rsp, 1)  # what the reactor does with a message it took
+        assert assoc.dimse.get_msg(block=True) == (1, rsp)
+        assert sender.send(ct) == 0x0000  # and the association goes on

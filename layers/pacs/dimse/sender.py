@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Iterable, Sequence
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -51,6 +52,29 @@ def set_nodelay(event: Event) -> None:
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def keep_responses(assoc: Association) -> None:
+    """Guard a requested association against pynetdicom's pause race: its reactor may pass its checkpoint
+    just before an SCU call pauses it, then take that call's response off the queue and drop it
+    ("Received unexpected C-STORE service message"), leaving the call to wait for the DIMSE timeout. A
+    response the reactor takes is put back for the call waiting for it (this side sends requests only)."""
+    serve = assoc._serve_request
+
+    def serve_request(msg: Any, context_id: int) -> None:
+        if msg.is_valid_response:
+            assoc.dimse.msg_queue.put((context_id, msg))
+            time.sleep(0.001)  # let the waiting call take it before the reactor looks again
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_request  # type: ignore[method-assign]
+
+
+def prepare_requestor(event: Event) -> None:
+    """EVT_CONN_OPEN handler of the associations this PACS requests: TCP_NODELAY, responses kept."""
+    set_nodelay(event)
+    keep_responses(event.assoc)
 
 
 def proposed_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
@@ -148,7 +172,7 @@ class StoreSender:
         tls_args = (self.tls, self.node.host) if self.tls is not None else None
         assoc = self.ae.associate(
             self.node.host, self.node.port, self.contexts, ae_title=self.node.ae_title,
-            max_pdu=self.max_pdu, tls_args=tls_args, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
+            max_pdu=self.max_pdu, tls_args=tls_args, evt_handlers=[(evt.EVT_CONN_OPEN, prepare_requestor)],
         )
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
