@@ -49,9 +49,10 @@ def report(assembly: CloudAssembly) -> int:
         print(f"{stack.stack_name}: {len(resources)} resources -> {stack.template_full_path}")
         for message in stack.messages:
             text = str(message.entry.data)
-            if message.level.value in ("error", "warning") and text.startswith((*PACKS, "CdkNagValidation")):
+            level = str(message.level.value).lower()
+            if level in ("error", "warning") and text.startswith((*PACKS, "CdkNagValidation")):
                 findings += 1
-                print(f"  {message.level.value}: {message.id}: {text.splitlines()[0][:200]}")
+                print(f"  {level}: {message.id}: {text.splitlines()[0][:200]}")
     return findings
 
 

@@ -3,11 +3,16 @@ and every suppression says why (scoped with appliesTo where the rule has granula
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnResource
+import pytest
+from aws_cdk import App, CfnResource, Stack
+from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Annotations, Match
 
+from infra.app import report
+from infra.nag import apply_packs
 from tests.infra.conftest import Synth
 
 #: Rules whose findings are granular (`Rule[finding]`): their suppressions must name the findings.
@@ -33,8 +38,8 @@ def suppressions(full: Synth) -> list[tuple[str, dict[str, Any]]]:
 def test_both_packs_ran(full: Synth) -> None:
     reports = sorted(p.name for p in full.outdir.glob("*-NagReport.csv"))
     assert reports == ["AwsSolutions--Pacs-test-NagReport.csv", "HIPAA.Security--Pacs-test-NagReport.csv"]
-    for report in reports:
-        assert ',"Compliant",' in (full.outdir / report).read_text()
+    for name in reports:
+        assert ',"Compliant",' in (full.outdir / name).read_text()
 
 
 def test_no_unsuppressed_findings(full: Synth) -> None:
@@ -56,3 +61,18 @@ def test_suppressions_are_used(full: Synth) -> None:
     suppressed = {line.split(",")[0].strip('"') for line in reports.splitlines() if ',"Suppressed",' in line}
     declared = {s["id"] for _, s in suppressions(full)}
     assert declared <= suppressed, declared - suppressed
+
+
+def test_make_synth_fails_on_an_unsuppressed_finding(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python infra/app.py` (make synth) counts findings from the synthesized assembly and exits 1."""
+    app = App(outdir=str(tmp_path))
+    stack = Stack(app, "Bad")
+    s3.Bucket(stack, "Plain")  # no logging, no TLS-only policy, no KMS, no versioning
+    apply_packs(app)
+    assert report(app.synth()) > 0
+    assert "AwsSolutions-S1" in capsys.readouterr().out
+
+
+def test_the_full_deployment_reports_no_finding(full: Synth, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report(full.app.synth()) == 0
+    assert "Pacs-test: " in capsys.readouterr().out
