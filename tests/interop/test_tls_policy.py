@@ -19,19 +19,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pynetdicom import AE
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
 
 from .conftest import Launcher
-from .dicomgen import DataSet
-from .support import PacsProcess, dataset_bytes, free_port, instance_path, run_tool, wait_until
+from .dicomgen import DataSet, Instance
+from .support import PacsProcess, Qido, dataset_bytes, free_port, instance_path, run_tool, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -122,6 +129,10 @@ def tls_pacs(launch_module: Launcher, pki: Pki) -> TlsPacs:
     }, name="tls")
     assert f"DICOM TLS 127.0.0.1:{port}" in pacs.log_text()
     return TlsPacs(pacs, port)
+
+
+def native(instances: list[Instance]) -> list[Instance]:
+    return [i for i in instances if "native" in i.path.parts]
 
 
 def tls_echo(dcmtk: Callable[[str], str], port: int, *tls: str) -> subprocess.CompletedProcess[str]:
@@ -252,10 +263,11 @@ def test_pacs_echo_and_store_over_tls(tls_pacs: TlsPacs, pki: Pki, dataset: Data
 
 @pytest.fixture(scope="module")
 def strict(launch_module: Launcher) -> PacsProcess:
-    """Allowlist on, at most 3 associations over 2 workers, 2 s network and 3 s ACSE timeouts."""
+    """Allowlist on, at most 3 associations over 2 workers, 2 s network and 3 s ACSE timeouts,
+    PDUs sent capped at 16 kB."""
     pacs = launch_module(workers=2, name="strict", env={
         "PACS_REQUIRE_KNOWN_CALLERS": "1", "PACS_MAX_ASSOCIATIONS": "3",
-        "PACS_NETWORK_TIMEOUT": "2", "PACS_ACSE_TIMEOUT": "3",
+        "PACS_NETWORK_TIMEOUT": "2", "PACS_ACSE_TIMEOUT": "3", "PACS_MAX_SEND_PDU": "16384",
     })
     out = pacs_cli("nodes", "add", "KNOWN", "127.0.0.1", "104", "--data-dir", str(pacs.data_dir))
     assert out.returncode == 0, out.stdout + out.stderr
@@ -352,3 +364,52 @@ def test_an_idle_association_is_aborted(strict: PacsProcess) -> None:
     assert assoc.is_established
     wait_until(lambda: assoc.is_aborted, bool, timeout=60, what="the gateway to abort an idle association")
     close(assoc)
+
+
+def test_a_peer_announcing_no_pdu_limit_gets_capped_pdus(strict: PacsProcess, dataset: DataSet,
+                                                         dcmtk: Callable[[str], str]) -> None:
+    """A C-GET requestor announcing max PDU 0 ("unlimited") receives its instances (~0.5 MB each)
+    in P-DATA-TF PDUs of at most PACS_MAX_SEND_PDU, and intact."""
+    study = next(s for s in dataset.studies if native(s.instances))
+    files = native(study.instances)
+    out = run_tool([dcmtk("storescu"), "-aet", "KNOWN", "-aec", "PACS", "127.0.0.1", str(strict.dimse_port),
+                    *(str(i.path) for i in files)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    qido = Qido(strict)
+    try:
+        wait_until(lambda: len(qido.instances(study.uid)), lambda n: n >= len(files), timeout=60,
+                   what="the stored instances to be indexed")
+    finally:
+        qido.close()
+    sizes: list[int] = []
+    received: dict[str, bytes] = {}
+
+    def on_pdu(event: Any) -> None:
+        if isinstance(event.pdu, P_DATA_TF):
+            sizes.append(len(event.pdu.encode()) - 6)
+
+    def on_store(event: Any) -> int:
+        received[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset(include_meta=False)
+        return 0
+
+    ae = AE(ae_title="KNOWN")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    classes = sorted({i.sop_class_uid for i in files})
+    for uid in classes:
+        ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", strict.dimse_port, ae_title="PACS", max_pdu=0,
+                         ext_neg=[build_role(uid, scp_role=True) for uid in classes],
+                         evt_handlers=[(evt.EVT_PDU_RECV, on_pdu), (evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study.uid
+    statuses = [int(st.Status) for st, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)]
+    close(assoc)
+    assert statuses[-1] == 0, statuses
+    assert set(received) >= {i.sop_uid for i in files}
+    assert sizes and max(sizes) <= 16384, max(sizes)
+    for inst in files:
+        if inst.transfer_syntax == ExplicitVRLittleEndian:
+            assert received[inst.sop_uid] == dataset_bytes(inst.path.read_bytes())
