@@ -448,3 +448,8 @@ def test_reconcile_handler_indexes_what_events_missed(aws: MotoPacs, bus: Bus) -
         assert bus.events() == []
     finally:
         reconcile_handler.backend.cache_clear()
+
+
+def test_pacs_events_points_at_the_bus_on_aws(aws: MotoPacs, bus: Bus, capsys: pytest.CaptureFixture[str]) -> None:
+    assert pacs_main(["events"]) == 2
+    assert f"EventBridge bus {BUS}" in capsys.readouterr().err

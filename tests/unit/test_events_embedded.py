@@ -215,3 +215,23 @@ def test_dicomweb_delete_and_reconcile_announce_their_changes(
     assert (t1, stored["key"], t2, study["numberOfInstances"]) == ("InstanceStored", k3, "StudyUpdated", 2)
     assert reconcile(embedded.store, embedded.catalog, "default", embedded.events).indexed == 0
     assert events.new() == [] and k1 != k3
+
+
+def test_pacs_events_prints_json_lines_from_a_cursor(
+    embedded: Backend, indexer: IndexerService, make_part10: MakePart10, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from pacs.cli.main import main
+
+    IngestService(embedded.store).ingest(instance(make_part10, 1, 1))
+    drain(embedded, indexer)
+    data_dir = str(embedded.settings.data_dir)
+    assert main(["events", "--data-dir", data_dir]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["source"], e["detail-type"]) for e in lines] == [("pacs", "InstanceStored"), ("pacs", "StudyUpdated")]
+    assert lines[0]["detail"]["sopInstanceUID"] == f"{S}.1.1" and lines[0]["time"].endswith("Z")
+    assert main(["events", "--data-dir", data_dir, "--after", lines[0]["id"]]) == 0
+    assert [json.loads(x)["detail-type"] for x in capsys.readouterr().out.splitlines()] == ["StudyUpdated"]
+    assert main(["events", "--data-dir", data_dir, "--type", "InstanceStored", "--type", "InstanceDeleted"]) == 0
+    assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [lines[0]["id"]]

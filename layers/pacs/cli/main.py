@@ -74,7 +74,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pacs.cli import mpps, nodes, scu
+    from pacs.cli import events, mpps, nodes, scu
     from pacs.cli.up import add_arguments, add_tls_arguments
 
     parser = argparse.ArgumentParser(prog="pacs", description="A serverless, cloud-native PACS.")
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     nodes.register(sub)
     scu.register(sub)
     mpps.register(sub)
+    events.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
