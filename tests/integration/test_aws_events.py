@@ -31,6 +31,7 @@ from pacs.backends import open_backend
 from pacs.cli.main import main as pacs_main
 from pacs.config import Settings
 from pacs.events.eventbridge import EventBridgePublisher, EventDeliveryFailure
+from pacs.events.model import ObjectEvent
 from pacs.events.sqs import SqsQueue
 from pacs.services import index_worker
 from pacs.services.indexer import IndexerService
@@ -314,6 +315,36 @@ def test_poison_message_goes_to_the_dlq_and_redrive_clears_it(
     assert aws.catalog.get_instance(P, "1.2", "1.3", "1.4") is not None
     aws.assert_catalog_matches_store()
     backend.close()
+
+
+def test_poison_message_dead_lettered_on_the_lambda_path(aws: MotoPacs, dlq: str) -> None:
+    """As the SQS event source mapping runs the indexer: receive a batch, invoke, delete what succeeded;
+    a failed record stays, is received again when its visibility ends, and after maxReceiveCount
+    receives the redrive policy moves it to the DLQ."""
+    f = files()
+    aws.s3.put_object(Bucket=BUCKET, Key=POISON_KEY, Body=b"this is not DICOM\n" * 64)
+    aws.ingest(f.mr)
+    for _ in range(10):
+        got = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
+                                      AttributeNames=["All"]).get("Messages", [])
+        got = [m for m in got if not pipeline.is_test_event(m)]
+        if not got:
+            break
+        records = [aws.record(m, receive_count=int(m["Attributes"]["ApproximateReceiveCount"])) for m in got]
+        try:
+            failed = invoke_indexer(records)
+        except BatchProcessingError:  # every record failed: the mapping retries the whole batch
+            failed = [r["messageId"] for r in records]
+        done = [m for m in got if m["MessageId"] not in failed]
+        if done:
+            aws.sqs.delete_message_batch(QueueUrl=aws.queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+    assert depth(aws, aws.queue_url) == 0 and depth(aws, dlq) == 1
+    [dead] = aws.sqs.receive_message(QueueUrl=dlq, AttributeNames=["All"])["Messages"]
+    assert [e.key for e in ObjectEvent.from_s3_notification(json.loads(dead["Body"]))] == [POISON_KEY]
+    assert int(dead["Attributes"]["ApproximateReceiveCount"]) >= 2
+    assert aws.catalog.get_instance(P, *uids(f.mr)) is not None
+    aws.assert_catalog_matches_store(ignore=frozenset({POISON_KEY}))
 
 
 def test_sqs_queue_settles_messages_as_the_local_queue_does(aws: MotoPacs) -> None:
