@@ -1,7 +1,8 @@
 """Storage Commitment Push Model SCP: N-ACTION in, N-EVENT-REPORT out (PS3.4 J.3).
 
-The N-ACTION is answered at once (success once the request is recorded); a thread then evaluates it
-(`pacs.services.commitment`, with its bounded wait for the indexer) and sends the N-EVENT-REPORT
+The N-ACTION is answered at once (success once the request is recorded); a reply thread (a small
+pool) then evaluates it (`pacs.services.commitment`, with its bounded wait for the indexer) and, once
+the N-ACTION response has left, sends the N-EVENT-REPORT
 (Event Type 1: all committed, 2: failures exist) on the same association when it is still open,
 otherwise on a new association to the requester's node in the registry, where this gateway asks for
 the SCP role of the Storage Commitment context (SCP/SCU role selection: the requester accepts it to
@@ -172,18 +173,18 @@ class Reply:
             record = self.service.evaluate(record)
             report = event_information(record, self.ctx.settings.ae_title)
             if self._send_same(report, record.event_type):
-                self.service.delivered(record, SAME_ASSOCIATION)
-                return
-            delivery, note = self._send_new(report, record.event_type)
-            self.service.delivered(record, delivery, note)
+                delivery, note = SAME_ASSOCIATION, ""
+            else:
+                delivery, note = self._send_new(report, record.event_type)
+            record = self.service.delivered(record, delivery, note)
         except Exception as exc:
             log.exception("storage commitment %s: reply failed", record.transaction_uid)
             try:
                 self.service.delivered(record, UNDELIVERED, f"reply failed: {type(exc).__name__}: {exc}")
             except Exception:
                 log.exception("storage commitment %s: cannot record the failure", record.transaction_uid)
-        log.info("storage commitment %s from %s: %d committed, %d failed", record.transaction_uid,
-                 record.requester, len(record.committed), len(record.failed))
+        log.info("storage commitment %s from %s: %d committed, %d failed, %s", record.transaction_uid,
+                 record.requester, len(record.committed), len(record.failed), record.delivery)
 
     def _send_same(self, report: Dataset, event_type: int) -> bool:
         """Send on the requester's association while it is open; False when it is closing or closed,
