@@ -35,12 +35,11 @@ class Keys(Construct):
             conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
                                     f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:*"}},
         ))
-        for service in ("events.amazonaws.com", "cloudwatch.amazonaws.com"):
-            # EventBridge delivers to encrypted queues; CloudWatch alarms publish to the encrypted topic.
-            self.messaging.add_to_resource_policy(iam.PolicyStatement(
-                sid=service.split(".")[0].capitalize(),
-                principals=[iam.ServicePrincipal(service)],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
-            ))
+        # CloudWatch alarms publish to the encrypted alarm topic (the statement AWS documents for it; CDK
+        # adds S3's and EventBridge's own statements when they are given encrypted queues).
+        self.messaging.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchAlarms",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            resources=["*"],  # in a key policy, "*" is this key
+        ))

@@ -89,6 +89,16 @@ def test_bucket_and_queue_keys_are_separate(full: Synth) -> None:
     assert len(bucket_keys) == 1 and len(queue_keys) == 1 and not bucket_keys & queue_keys
 
 
+def test_services_that_deliver_to_encrypted_queues_and_topic_may_use_the_messaging_key(full: Synth) -> None:
+    """S3 notifications, EventBridge targets and CloudWatch alarms encrypt with the messaging key: without
+    a key-policy statement for each, deliveries fail silently."""
+    topic_key = next(iter(full.resources("AWS::SNS::Topic").values()))["Properties"]["KmsMasterKeyId"]
+    key = full.resources("AWS::KMS::Key")[topic_key["Fn::GetAtt"][0]]
+    services = {s["Principal"]["Service"] for s in props(key)["KeyPolicy"]["Statement"]
+                if "Service" in s["Principal"] and "kms:GenerateDataKey*" in as_list(s["Action"])}
+    assert {"s3.amazonaws.com", "events.amazonaws.com", "cloudwatch.amazonaws.com"} <= services
+
+
 # -- lifecycle --------------------------------------------------------------------------------------
 
 
