@@ -5,7 +5,9 @@ The destination (Move Destination AE title) must be a node of the registry whose
 asking for its own images in the usual case (a workstation moving to itself); a third party cannot
 have images pushed to a node that was not allowed them. Any other destination: 0xA801. Who may
 associate at all is the calling-AE policy's business. Sub-operations go over a new association to the
-node (TCP_NODELAY; the stored syntaxes and Explicit/Implicit VR LE proposed; transcoded when refused).
+node (TCP_NODELAY; DICOM TLS when the node says so, presenting PACS_TLS_CERT and checking the node's
+certificate against PACS_TLS_CA; the stored syntaxes and Explicit/Implicit VR LE proposed; transcoded
+when refused).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from pacs.dimse.retrieve import Response, status, sub_operations
 from pacs.dimse.selection import Model, RetrieveFailure, select_instances
 from pacs.dimse.sender import prepare_requestor, proposed_contexts
+from pacs.dimse.tls import client_context
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
@@ -79,6 +82,10 @@ def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:
         "contexts": proposed_contexts(pairs) if pairs else [build_context(Verification)],
         "evt_handlers": [(evt.EVT_CONN_OPEN, on_open)],
     }
+    if node.tls:  # the node's certificate checked against PACS_TLS_CA (else the system's CAs)
+        st = ctx.settings
+        options["tls_args"] = (client_context(st.tls_ca or None, st.tls_cert or None, st.tls_key or None),
+                               node.host)
     yield node.host, node.port, options
     if failure is not None:
         yield 1  # a failure is only answered once there are sub-operations

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -33,6 +34,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from .conftest import Launcher
 from .dicomgen import DataSet, Instance, Study, new_study, write_extra_instance
 from .support import PacsProcess, Qido, free_port, run_tool, wait_indexed, wait_until
+from .test_tls_policy import Pki, make_pki
 
 pytestmark = pytest.mark.interop
 
@@ -47,6 +49,7 @@ class Loaded:
     dataset: DataSet
     big: Study
     tools: Callable[[str], str]
+    pki: Pki
 
     def nodes(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`pacs nodes ...` on the running PACS's data dir (the registry is read per request)."""
@@ -59,12 +62,17 @@ class Loaded:
 @pytest.fixture(scope="module")
 def loaded(launch_module: Launcher, dataset: DataSet, dcmtk: Callable[[str], str],
            storescu_profile: Path, tmp_path_factory: pytest.TempPathFactory) -> Loaded:
+    pki = make_pki(tmp_path_factory.mktemp("move-pki"))
     extra = tmp_path_factory.mktemp("move-extra")
     big, series = new_study("move-big", patient_id="PAT-MOVE", date="20220202")
     paths = [extra / f"{n}.dcm" for n in range(1, BIG + 1)]
     for n, path in enumerate(paths, 1):
         series.instances.append(write_extra_instance(series, big, n, path))
-    pacs = launch_module(workers=2)
+    # TLS destinations: their certificates are checked against this CA; the PACS presents its own
+    pacs = launch_module(workers=2, env={
+        "PACS_TLS_CERT": str(pki.server_cert), "PACS_TLS_KEY": str(pki.server_key), "PACS_TLS_CA": str(pki.ca),
+        "PACS_TLS_PORT": str(free_port()),
+    })
     files = [str(i.path) for i in dataset.instances] + [str(p) for p in paths]
     run = run_tool([dcmtk("storescu"), "-aec", "PACS", "-xf", str(storescu_profile), "AsStored", "127.0.0.1",
                     str(pacs.dimse_port), *files], timeout=300)
@@ -74,7 +82,7 @@ def loaded(launch_module: Launcher, dataset: DataSet, dcmtk: Callable[[str], str
         wait_indexed(qido, [*dataset.studies, big], timeout=120)
     finally:
         qido.close()
-    return Loaded(pacs, dataset, big, dcmtk)
+    return Loaded(pacs, dataset, big, dcmtk, pki)
 
 
 @dataclass
@@ -89,7 +97,7 @@ class Destination:
     stopped: bool = field(default=False)
 
     def received(self) -> dict[str, Dataset]:
-        found = {}
+        found: dict[str, Dataset] = {}
         for p in self.out.iterdir():
             if p.is_file() and not p.name.startswith("."):
                 try:
@@ -110,7 +118,8 @@ class Destination:
 def destination(loaded: Loaded, tmp_path: Path) -> Iterator[Callable[..., Destination]]:
     started: list[Destination] = []
 
-    def start(ae_title: str = "DEST", *options: str, operations: str = "store,find,move,get") -> Destination:
+    def start(ae_title: str = "DEST", *options: str, operations: str = "store,find,move,get",
+              tls: bool = False) -> Destination:
         out = tmp_path / f"{ae_title}-{len(started)}"
         out.mkdir()
         log = tmp_path / f"{ae_title}-{len(started)}.log"
@@ -121,10 +130,13 @@ def destination(loaded: Loaded, tmp_path: Path) -> Iterator[Callable[..., Destin
         dest = Destination(ae_title, port, out, proc, log)
         started.append(dest)
         echo = [loaded.tools("echoscu"), "-aec", ae_title, "127.0.0.1", str(port)]
+        if tls:
+            echo[1:1] = ["+tls", str(loaded.pki.client_key), str(loaded.pki.client_cert), "+cf", str(loaded.pki.ca)]
         wait_until(lambda: proc.poll() is not None or run_tool(echo, timeout=30).returncode == 0,
                    bool, timeout=30, what="storescp to answer C-ECHO")
         assert proc.poll() is None, log.read_text(errors="replace")
-        loaded.nodes("add", ae_title, "127.0.0.1", str(port), "--operations", operations)
+        loaded.nodes("add", ae_title, "127.0.0.1", str(port), "--operations", operations,
+                     *(["--tls"] if tls else []))
         return dest
 
     yield start
@@ -242,6 +254,16 @@ def test_move_implicit_only_destination(loaded: Loaded, destination: Callable[..
     got = dest.received()
     assert set(got) == uids(study.instances)
     assert {ds.file_meta.TransferSyntaxUID for ds in got.values()} == {ImplicitVRLittleEndian}
+
+
+def test_move_to_a_tls_destination(loaded: Loaded, destination: Callable[..., Destination]) -> None:
+    pki = loaded.pki
+    # storescp over TLS with the server certificate of the test CA; it does not ask for a client certificate
+    dest = destination("DESTTLS", "+tls", str(pki.server_key), str(pki.server_cert), "-ic", tls=True)
+    study = loaded.dataset.study("PAT002", "MR")
+    moved = movescu(loaded, "DESTTLS", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study.uid}"])
+    assert moved.status == SUCCESS, moved.log[-4000:] + dest.log.read_text(errors="replace")[-2000:]
+    assert set(dest.received()) == uids(study.instances)
 
 
 def test_unknown_or_unauthorised_destination_is_refused(
@@ -382,12 +404,12 @@ def test_get_with_role_selection_through_pynetdicom(loaded: Loaded) -> None:
     received: list[str] = []
 
     def on_store(event: evt.Event) -> int:
-        received.append(event.request.AffectedSOPInstanceUID)
+        received.append(str(event.dataset.SOPInstanceUID))
         return 0x0000
 
     ae = AE(ae_title="ROLE")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    roles = []
+    roles: list[Any] = []
     for sop_class in (CTImageStorage, MRImageStorage):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         roles.append(build_role(sop_class, scp_role=True))

@@ -34,6 +34,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from pacs.catalog.nodes import RemoteNode
 from pacs.dicom.transcode import TranscodeError, transcode
+from pacs.dimse.tls import client_context
 from pacs.storage.port import BlobStore
 
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -164,7 +165,7 @@ class StoreSender:
         self.ae.network_timeout = timeout
         self.ae.connection_timeout = timeout
         self.max_pdu = max_pdu
-        self.tls = tls if tls is not None or not node.tls else ssl.create_default_context()
+        self.tls = tls if tls is not None or not node.tls else client_context()  # the system's CAs
         self.assoc: Association | None = None
 
     def __enter__(self) -> StoreSender:
