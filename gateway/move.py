@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from pacs.dimse.retrieve import Response, status, sub_operations
+from pacs.dimse.retrieve import Response, status, stream_stored_files, sub_operations
 from pacs.dimse.selection import Model, RetrieveFailure, select_instances
 from pacs.dimse.sender import prepare_requestor, proposed_contexts
 from pacs.dimse.tls import client_context
@@ -73,6 +73,7 @@ def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:
 
     def on_open(ev: Event) -> None:
         prepare_requestor(ev)
+        stream_stored_files(ev.assoc, event.assoc.requestor.ae_title)
         opened.append(ev.assoc)
 
     pairs = {(r.sop_class_uid, r.transfer_syntax_uid) for r in rows}

@@ -5,7 +5,8 @@ counts, the final Success / Warning 0xB000 / Failure 0xA702 with the Failed SOP 
 Cancel 0xFE00 with counts) and sends each data set yielded with a Pending status over the store
 association: on a new one to the destination for C-MOVE, on the requestor's own for C-GET. Here each
 instance is read from the store and, when the peer did not accept its stored syntax, transcoded
-(`pacs.dimse.sender.load_for`): one instance in memory at a time.
+(`pacs.dimse.sender.load_for`): one instance in memory at a time. From a local store, an instance the
+peer accepts as stored is streamed from its file (`StoredFile`, `stream_stored_files`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
+from pynetdicom import _config
 from pynetdicom.association import Association
 
 from pacs.catalog.records import InstanceRow
-from pacs.dimse.sender import SendError, load_for
+from pacs.dimse.sender import SendError, load_for, sending_syntax
 from pacs.errors import PacsError
 from pacs.storage.port import BlobStore
 
@@ -49,6 +51,38 @@ def stored(store: BlobStore, key: str) -> BinaryIO | Path:
     return BytesIO(store.get(key))
 
 
+class StoredFile(Dataset):
+    """An instance the peer accepted in its stored syntax: what pynetdicom's retrieve loop needs (SOP
+    Class and Instance UIDs) and the stored file, streamed as is by `stream_stored_files`."""
+
+    def __init__(self, row: InstanceRow, path: Path) -> None:
+        super().__init__()
+        self.SOPClassUID = row.sop_class_uid
+        self.SOPInstanceUID = row.sop_uid
+        self.stored_path = path
+
+
+def stream_stored_files(assoc: Association, originator_aet: str | None = None) -> None:
+    """Make the association's `send_c_store` send a StoredFile from its file in PDU-sized chunks (never
+    decoded: pynetdicom's documented STORE_SEND_CHUNKED_DATASET path) and, for C-MOVE, name the AE that
+    asked for the move as the Move Originator (pynetdicom would name this PACS)."""
+    if getattr(assoc, "_streams_stored_files", False):
+        return
+    send = assoc.send_c_store
+
+    def send_c_store(dataset: Any, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
+                     originator_id: int | None = None) -> Dataset:
+        if isinstance(dataset, StoredFile):
+            _config.STORE_SEND_CHUNKED_DATASET = True
+            dataset = dataset.stored_path
+        return send(dataset, msg_id=msg_id, priority=priority,
+                    originator_aet=move_originator or originator_aet, originator_id=originator_id)
+
+    move_originator = originator_aet
+    assoc.send_c_store = send_c_store  # type: ignore[method-assign]
+    assoc._streams_stored_files = True  # type: ignore[attr-defined]
+
+
 def unsendable(row: InstanceRow) -> Dataset:
     """A stand-in for an instance that cannot be sent: pynetdicom fails its sub-operation (no transfer
     syntax to send it in) and lists its SOP Instance UID as failed."""
@@ -75,8 +109,13 @@ def sub_operations(
             yield status(UNABLE_TO_PERFORM_SUBOPERATIONS, "the store association is gone"), None
             return
         try:
-            ds = load_for(assoc.accepted_contexts, stored(store, row.key), row.sop_class_uid,
-                          row.transfer_syntax_uid)
+            source = stored(store, row.key)
+            accepted, stored_as = assoc.accepted_contexts, row.transfer_syntax_uid
+            if isinstance(source, Path) and getattr(assoc, "_streams_stored_files", False) \
+                    and sending_syntax(accepted, row.sop_class_uid, stored_as) == stored_as:
+                ds: Dataset = StoredFile(row, source)
+            else:
+                ds = load_for(accepted, source, row.sop_class_uid, row.transfer_syntax_uid)
         except (SendError, PacsError, OSError) as exc:
             log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, exc)
             ds = unsendable(row)
