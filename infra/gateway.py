@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, IgnoreMode, RemovalPolicy
+from aws_cdk import Aws, Duration, IgnoreMode, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
@@ -16,6 +16,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import PacsConfig
@@ -28,6 +29,7 @@ DICOM_PORT, DICOM_TLS_PORT = 11112, 2762
 MIN_TASKS, MAX_TASKS = 2, 6
 #: The catalog-table partition keys (`{partition}#…`) the gateway writes: MPPS steps, commitments.
 GATEWAY_WRITABLE_KEYS = ("MPPS", "STGCMT")
+NLB_LOG_PREFIX = "nlb"
 #: Only what the image build needs is sent to Docker (what the Dockerfile copies); the Dockerfile
 #: itself is read from the context too.
 _DOCKER_CONTEXT = ["*", "!pyproject.toml", "!README.md", "!layers", "!gateway", "!functions",
@@ -37,7 +39,8 @@ _DOCKER_CONTEXT = ["*", "!pyproject.toml", "!README.md", "!layers", "!gateway", 
 
 class Gateway(Construct):
     def __init__(self, scope: Construct, cid: str, *, config: PacsConfig, vpc: ec2.IVpc,
-                 subnets: ec2.SubnetSelection, resources: Resources, logs_key: kms.IKey) -> None:
+                 subnets: ec2.SubnetSelection, resources: Resources, logs_key: kms.IKey,
+                 access_logs: s3.IBucket) -> None:
         super().__init__(scope, cid)
         r = resources
         self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc,
@@ -137,14 +140,17 @@ class Gateway(Construct):
                 "DicomTls", port=DICOM_TLS_PORT, protocol=elbv2.Protocol.TLS,
                 certificates=[elbv2.ListenerCertificate.from_arn(config.tls_certificate_arn)],
                 ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS, default_target_groups=[self.target_group])
-        suppress(self.nlb, Why(
-            "AwsSolutions-ELB2",
-            "NLB access logs are only written for TLS listeners; the DIMSE gateway logs every association "
-            "itself (ECS logs) and VPC flow logs record the connections.",
-        ), Why(
-            "HIPAA.Security-ELBLoggingEnabled",
-            "NLB access logs cover TLS listeners only; associations are logged by the gateway and flow logs.",
-        ))
+            self._log_tls_connections(access_logs)
+        else:
+            suppress(self.nlb, Why(
+                "AwsSolutions-ELB2",
+                "Without a TLS listener an NLB writes no access logs; the DIMSE gateway logs every "
+                "association itself (ECS logs) and VPC flow logs record the connections.",
+            ), Why(
+                "HIPAA.Security-ELBLoggingEnabled",
+                "Without a TLS listener an NLB writes no access logs; associations are logged by the gateway "
+                "and the VPC flow logs.",
+            ))
         listener_why = ("DICOM on 11112 is plain TCP by DICOM convention (PS3.8), inside the VPN tunnel, "
                         "which encrypts it; DICOM TLS is offered on 2762 with an ACM certificate "
                         "(tlsCertificateArn).")
@@ -157,3 +163,22 @@ class Gateway(Construct):
             "The environment holds resource names only (bucket, table, bus, partition); no secrets.",
         ))
         self.dns_name = self.nlb.load_balancer_dns_name
+
+    def _log_tls_connections(self, bucket: s3.IBucket) -> None:
+        """NLB access logs (they cover TLS listeners only) to the access-log bucket, written by the log
+        delivery service. Set by hand: CDK's `log_access_logs` needs a region at synth time."""
+        prefix = f"{NLB_LOG_PREFIX}/AWSLogs/{Aws.ACCOUNT_ID}/*"
+        delivery = iam.ServicePrincipal("delivery.logs.amazonaws.com")
+        source = {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            principals=[delivery], actions=["s3:PutObject"], resources=[bucket.arn_for_objects(prefix)],
+            conditions={"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control",
+                                         "aws:SourceAccount": Aws.ACCOUNT_ID}}))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            principals=[delivery], actions=["s3:GetBucketAcl"], resources=[bucket.bucket_arn],
+            conditions=source))
+        self.nlb.set_attribute("access_logs.s3.enabled", "true")
+        self.nlb.set_attribute("access_logs.s3.bucket", bucket.bucket_name)
+        self.nlb.set_attribute("access_logs.s3.prefix", NLB_LOG_PREFIX)
+        if bucket.policy is not None:  # the policy must exist before the load balancer checks it
+            self.nlb.node.add_dependency(bucket.policy)

@@ -43,7 +43,7 @@ class PacsStack(Stack):
         self.pipeline.schedule_reconcile(self.functions.reconcile)
         self.api = Api(self, "Api", config=config, fn=self.functions.dicomweb, logs_key=self.keys.logs)
         self.gateway = Gateway(self, "Gateway", config=config, vpc=vpc, subnets=subnets, resources=resources,
-                               logs_key=self.keys.logs)
+                               logs_key=self.keys.logs, access_logs=self.storage.access_logs)
         self.monitoring = Monitoring(
             self, "Monitoring", config=config, key=self.keys.messaging,
             dlqs={"IngestDlq": self.pipeline.ingest_dlq, "DownstreamDlq": self.pipeline.downstream_dlq,

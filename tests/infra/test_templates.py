@@ -336,7 +336,10 @@ def test_vpc_has_no_nat_no_internet_gateway_and_every_endpoint(full: Synth) -> N
 
 def test_nlb_is_internal_with_dicom_and_tls_listeners_and_a_tcp_health_check(full: Synth) -> None:
     full.template.has_resource_properties("AWS::ElasticLoadBalancingV2::LoadBalancer", {
-        "Scheme": "internal", "Type": "network"})
+        "Scheme": "internal", "Type": "network",
+        "LoadBalancerAttributes": Match.array_with([{"Key": "access_logs.s3.enabled", "Value": "true"}])})
+    (lb,) = full.resources("AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+    assert any(d.startswith("StorageAccessLogsPolicy") for d in lb["DependsOn"])
     listeners = {props(r)["Port"]: props(r) for r in full.resources("AWS::ElasticLoadBalancingV2::Listener").values()}
     assert sorted(listeners) == [2762, 11112]
     assert listeners[11112]["Protocol"] == "TCP"
