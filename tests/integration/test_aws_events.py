@@ -158,7 +158,13 @@ def test_stow_index_events_query_retrieve(aws: MotoPacs, bus: Bus, dicomweb: Any
 
     messages = aws.receive()
     assert len(messages) == 3
+    publisher = indexer_handler.indexer().events
+    assert isinstance(publisher, EventBridgePublisher) and publisher.bus == BUS
+    put_events: list[int] = []
+    publisher.client.meta.events.register(
+        "provide-client-params.events.PutEvents", lambda params, **_: put_events.append(len(params["Entries"])))
     assert aws.deliver(messages) == []
+    assert put_events == [2, 2, 2]  # one PutEvents per change: the instance event and StudyUpdated
     aws.assert_catalog_matches_store()
 
     events = by_type(bus.events())

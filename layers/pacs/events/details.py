@@ -7,11 +7,18 @@ last instance is gone).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pacs.catalog.port import Catalog
 from pacs.catalog.records import InstanceRow
 from pacs.events.publisher import INSTANCE_DELETED, INSTANCE_STORED, STUDY_UPDATED, EventPublisher
+
+
+@runtime_checkable
+class BatchPublisher(Protocol):
+    """A publisher that hands several events over at once (one PutEvents, one transaction)."""
+
+    def publish_batch(self, events: list[tuple[str, dict[str, Any]]]) -> None: ...
 
 
 def instance_detail(row: InstanceRow) -> dict[str, Any]:
@@ -55,5 +62,10 @@ def announce(events: EventPublisher, catalog: Catalog, row: InstanceRow, *, remo
     else:
         kind = INSTANCE_STORED
         detail["replaced"] = replaced
-    events.publish(kind, detail)
-    events.publish(STUDY_UPDATED, study_detail(catalog, row.partition, row.study_uid, kind, row.sop_uid))
+    study = study_detail(catalog, row.partition, row.study_uid, kind, row.sop_uid)
+    pair = [(kind, detail), (STUDY_UPDATED, study)]
+    if isinstance(events, BatchPublisher):
+        events.publish_batch(pair)
+    else:
+        for detail_type, d in pair:
+            events.publish(detail_type, d)

@@ -58,9 +58,14 @@ class EmbeddedEventLog:
         return db
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        self._conn().execute(
+        self.publish_batch([(detail_type, detail)])
+
+    def publish_batch(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Append the events in one transaction, in order (consecutive ids)."""
+        now = time.time()
+        self._conn().executemany(
             "INSERT INTO events (time, source, detail_type, detail) VALUES (?, ?, ?, ?)",
-            (time.time(), SOURCE, detail_type, orjson.dumps(detail)),
+            [(now, SOURCE, t, orjson.dumps(d)) for t, d in events],
         )
 
     def read(self, after: int = 0, limit: int = 100, detail_types: tuple[str, ...] = ()) -> list[StoredEvent]:

@@ -16,6 +16,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pacs.errors import PacsError
 from pacs.events.publisher import SOURCE
 
+#: The most entries one PutEvents call takes.
+MAX_ENTRIES = 10
+
 
 class EventDeliveryFailure(PacsError):
     """The event bus did not take an event."""
@@ -40,13 +43,20 @@ class EventBridgePublisher:
         )
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        entry = {"Source": SOURCE, "DetailType": detail_type, "Detail": orjson.dumps(detail).decode(),
-                 "EventBusName": self.bus}
+        self.publish_batch([(detail_type, detail)])
+
+    def publish_batch(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """One PutEvents call (at most 10 entries, as EventBridge takes)."""
+        if not 0 < len(events) <= MAX_ENTRIES:
+            raise ValueError(f"PutEvents takes 1 to {MAX_ENTRIES} events, not {len(events)}")
+        entries = [{"Source": SOURCE, "DetailType": t, "Detail": orjson.dumps(d).decode(),
+                    "EventBusName": self.bus} for t, d in events]
+        names = ", ".join(t for t, _ in events)
         try:
-            resp = self.client.put_events(Entries=[entry])
+            resp = self.client.put_events(Entries=entries)
         except (ClientError, BotoCoreError) as exc:
-            raise EventDeliveryFailure(f"{detail_type} not sent to {self.bus}: {exc}") from exc
+            raise EventDeliveryFailure(f"{names} not sent to {self.bus}: {exc}") from exc
         if resp.get("FailedEntryCount"):
-            failed = resp["Entries"][0]
-            reason = f"{failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
-            raise EventDeliveryFailure(f"{detail_type} rejected by {self.bus}: {reason}")
+            failed = [e for e in resp["Entries"] if e.get("ErrorCode")]
+            reason = "; ".join(f"{e.get('ErrorCode')} {e.get('ErrorMessage')}" for e in failed)
+            raise EventDeliveryFailure(f"{names}: rejected by {self.bus}: {reason}")
