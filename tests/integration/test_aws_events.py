@@ -380,7 +380,12 @@ def test_sqs_queue_settles_messages_as_the_local_queue_does(aws: MotoPacs) -> No
     again = queue.receive(10)  # the whole message again (visible at once), its receive counted
     assert sorted(m.event.key for m in again) == sorted([key_of(f.ct), key_of(f.mr)])
     assert all(m.attempts == 2 for m in again)
-    queue.ack(*(m.id for m in again))
+    queue.fail(again[0], "boom", retry_after=0)  # failed first, the other record acknowledged last:
+    queue.ack(again[1].id)  # the failure still decides (visible again at once)
+    third = queue.receive(10)
+    assert sorted(m.event.key for m in third) == sorted([key_of(f.ct), key_of(f.mr)])
+    assert all(m.attempts == 3 for m in third)
+    queue.ack(*(m.id for m in third))
     assert depth(aws, aws.queue_url) == 1  # only the junk body is left
 
 

@@ -68,9 +68,9 @@ class SqsQueue:
         )
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        #: message id → receipt handle; receipt handle → (ids not yet settled, failed?).
+        #: message id → receipt handle; receipt handle → (ids not yet settled, retry delay of a failure).
         self._receipts: dict[int, str] = {}
-        self._open: dict[str, tuple[set[int], bool]] = {}
+        self._open: dict[str, tuple[set[int], float | None]] = {}
 
     def receive(self, max_messages: int = 10, wait: float = 0.0) -> list[QueueMessage]:
         """Up to about `max_messages` object events, long-polling up to `wait` seconds (whole seconds,
@@ -103,28 +103,44 @@ class SqsQueue:
         attempts = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         taken = [QueueMessage(next(self._ids), e, attempts) for e in events]
         with self._lock:
-            self._open[receipt] = ({q.id for q in taken}, False)
+            self._open[receipt] = ({q.id for q in taken}, None)
             for q in taken:
                 self._receipts[q.id] = receipt
         return taken
 
-    def _settle(self, message_id: int, failed: bool) -> tuple[str, bool] | None:
-        """Mark one message settled; returns (receipt, failed) when its SQS message is all settled."""
+    def _settle(self, message_id: int, retry_after: float | None) -> tuple[str, float | None] | None:
+        """Mark one message settled (failed when `retry_after` is given); returns the receipt and the
+        retry delay of a failure (None: all succeeded) once its SQS message is all settled."""
         with self._lock:
             receipt = self._receipts.pop(message_id, None)
             if receipt is None:
                 return None
-            ids, any_failed = self._open[receipt]
+            ids, retry = self._open[receipt]
             ids.discard(message_id)
-            any_failed = any_failed or failed
+            if retry_after is not None:
+                retry = retry_after if retry is None else min(retry, retry_after)
             if ids:
-                self._open[receipt] = (ids, any_failed)
+                self._open[receipt] = (ids, retry)
                 return None
             del self._open[receipt]
-            return receipt, any_failed
+            return receipt, retry
+
+    def _retry(self, receipt: str, after: float) -> None:
+        """Visible again after `after` seconds; its receive count moves it to the DLQ in the end."""
+        self.client.change_message_visibility(
+            QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=math.ceil(after))
 
     def ack(self, *message_ids: int) -> None:
-        done = [s[0] for i in message_ids if (s := self._settle(i, False)) is not None and not s[1]]
+        done = []
+        for i in message_ids:
+            settled = self._settle(i, None)
+            if settled is None:
+                continue
+            receipt, retry = settled
+            if retry is None:
+                done.append(receipt)
+            else:  # another record of the same message failed
+                self._retry(receipt, retry)
         for start in range(0, len(done), 10):
             entries = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(done[start:start + 10])]
             resp = self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
@@ -132,10 +148,9 @@ class SqsQueue:
                 log.warning("SQS delete failed: %s", f)
 
     def fail(self, message: QueueMessage, error: str, *, retry_after: float = 1.0) -> None:
-        settled = self._settle(message.id, True)
-        if settled is not None:
-            self.client.change_message_visibility(
-                QueueUrl=self.queue_url, ReceiptHandle=settled[0], VisibilityTimeout=math.ceil(retry_after))
+        settled = self._settle(message.id, retry_after)
+        if settled is not None and settled[1] is not None:
+            self._retry(settled[0], settled[1])
 
     def depth(self) -> int:
         attrs = self.client.get_queue_attributes(
