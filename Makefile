@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := dcmtk chromium nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-catalog setup apt viewer synth clean
+.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-dimse bench-catalog setup apt viewer synth clean
 
 setup: apt $(STAMP) viewer
 
@@ -71,6 +71,9 @@ bench: setup
 
 bench-dicomweb: setup
 	bash bench/run_dicomweb.sh
+
+bench-dimse: setup
+	bash bench/run_dimse.sh
 
 bench-catalog: $(STAMP)
 	$(BIN)/python bench/catalog_scale.py
