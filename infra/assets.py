@@ -1,7 +1,7 @@
 """Code assets built without Docker: the `pacs` layer (tools/build_layer.py) and the functions' code.
 
 The layer is built into `.build/layer` (pip runs only when the requirements change) and given a hash
-of its requirements and of the library's source, so CDK need not fingerprint 130 MB at every synth.
+of its requirements and of the library's source, so CDK need not fingerprint 160 MB at every synth.
 The functions' code is one asset: a copy of `functions/` (caches left out), so every handler is
 `functions.<name>.handler.handler` from the same zip.
 """
@@ -19,7 +19,7 @@ BUILD = ROOT / ".build"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", "node_modules")
 
 
-def _layer_builder() -> ModuleType:
+def layer_builder() -> ModuleType:
     spec = importlib.util.spec_from_file_location("build_layer", ROOT / "tools" / "build_layer.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -36,9 +36,10 @@ def _tree_digest(root: Path, digest: hashlib._Hash) -> None:
 
 def pacs_layer(out: Path = BUILD / "layer") -> tuple[Path, str]:
     """Build the layer; returns its root (holding `python/`) and a content hash for the asset."""
-    builder = _layer_builder()
+    builder = layer_builder()
     root = builder.build(out)
     digest = hashlib.sha256(builder.requirements_hash(builder.requirements()).encode())
+    digest.update(b"bytecode" if builder.python312() else b"sources")
     _tree_digest(ROOT / "layers" / "pacs", digest)
     return root, digest.hexdigest()
 

@@ -8,12 +8,19 @@ built for Amazon Linux 2023, whatever this machine runs, cached by a hash of the
 only runs when pyproject.toml's dependencies change). The library
 (`layers/pacs`) is copied afresh every time. What the layer holds: the `pacs` dependencies and the
 `functions` extra minus the local-only server (uvicorn). pylibjpeg-libjpeg (GPL-3.0) is refused.
+
+Lambda mounts layers read-only, so Python cannot cache bytecode there: a layer of sources is compiled
+again at every cold start (about 4 s for the DICOMweb handler's imports, against 1 s with bytecode).
+When a CPython 3.12 is found here ($LAYER_PYTHON, `python3.12` on PATH, or pyenv's), every module is
+compiled with it (`--invalidation-mode unchecked-hash`: the layer never changes, so no timestamp
+checks): the wheels once when installed, the library at every build.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +38,7 @@ LOCAL_ONLY = ("uvicorn",)
 #: Licences we do not ship.
 FORBIDDEN = ("pylibjpeg-libjpeg",)
 #: Removed from the layer: not needed at run time, and they count against the 250 MB limit.
-STRIP_DIRS = ("__pycache__", "tests", "testing")
+STRIP_DIRS = ("__pycache__", "tests", "testing")  # (bytecode is compiled afresh for 3.12 after)
 STRIP_SUFFIXES = (".pyc", ".pyi")
 _HASH_FILE = ".requirements.sha256"
 
@@ -80,8 +87,37 @@ def _install(reqs: list[str], site: Path) -> None:
     if installed & set(FORBIDDEN):
         raise SystemExit(f"a dependency pulled in {sorted(installed & set(FORBIDDEN))}: GPL-licensed")
     _strip(tmp)
+    compile_bytecode(tmp)
     shutil.rmtree(site, ignore_errors=True)
     tmp.rename(site)
+
+
+def python312() -> str | None:
+    """A CPython 3.12 interpreter (bytecode must match Lambda's runtime), or None: $LAYER_PYTHON, else
+    `python3.12` on PATH, else one installed by pyenv."""
+    candidates = [os.environ.get("LAYER_PYTHON", ""), shutil.which(f"python{PYTHON}") or ""]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = pyenv_root.glob(f"versions/{PYTHON}.*/bin/python{PYTHON}")
+    candidates += [str(p) for p in sorted(found, reverse=True)]
+    for path in filter(None, candidates):
+        probe = subprocess.run([path, "-c", "import sys, platform; print(platform.python_implementation(), "
+                                "*sys.version_info[:2])"], capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.split() == ["CPython", *PYTHON.split(".")]:
+            return path
+    return None
+
+
+def compile_bytecode(site: Path) -> bool:
+    """Compile every module under `site` (a tree) for Python 3.12; False when no 3.12 is here."""
+    python = python312()
+    if python is None:
+        print(f"build_layer: no python{PYTHON} on PATH: the layer ships sources only, compiled again at "
+              "every cold start", file=sys.stderr)
+        return False
+    # Failures (a vendored file with old syntax) leave that module as source: not fatal.
+    subprocess.run([python, "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
+                    "unchecked-hash", str(site)], capture_output=True)
+    return True
 
 
 def build(out: Path = DEFAULT_OUT) -> Path:
@@ -98,6 +134,7 @@ def build(out: Path = DEFAULT_OUT) -> Path:
     dest = site / "pacs"
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(ROOT / "layers" / "pacs", dest, ignore=shutil.ignore_patterns(*STRIP_DIRS, "*.pyc"))
+    compile_bytecode(dest)
     return out
 
 
