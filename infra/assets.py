@@ -17,13 +17,19 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / ".build"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", "node_modules")
+_BUILDER: ModuleType | None = None
 
 
 def layer_builder() -> ModuleType:
+    """tools/build_layer.py, loaded once (it is a script, not a package module)."""
+    global _BUILDER
+    if _BUILDER is not None:
+        return _BUILDER
     spec = importlib.util.spec_from_file_location("build_layer", ROOT / "tools" / "build_layer.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    _BUILDER = module
     return module
 
 
@@ -45,10 +51,12 @@ def pacs_layer(out: Path = BUILD / "layer") -> tuple[Path, str]:
 
 
 def functions_code(out: Path = BUILD / "functions") -> Path:
-    """`out/functions/…`: a clean copy of the handlers' package (the asset root is `out`)."""
+    """`out/functions/…`: a clean copy of the handlers' package (the asset root is `out`), with Python
+    3.12 bytecode when a 3.12 interpreter is here (the code directory is read-only on Lambda too)."""
     dest = out / "functions"
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(ROOT / "functions", dest, ignore=_IGNORE)
+    layer_builder().compile_bytecode(dest)
     return out
 
 

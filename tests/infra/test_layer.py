@@ -70,14 +70,15 @@ def test_the_synthesized_layer_points_at_that_asset(real: Synth) -> None:
     assert asset_dirs(real)["layer"].name.removeprefix("asset.") in str(key)
 
 
-def test_wheels_and_library_ship_python312_bytecode(real: Synth) -> None:
+def test_layer_and_code_ship_python312_bytecode(real: Synth) -> None:
     """Lambda's /opt is read-only: without bytecode in the layer every cold start compiles it all."""
     if assets.layer_builder().python312() is None:
         pytest.skip("no CPython 3.12 here to compile with (the build then ships sources, and says so)")
     site = asset_dirs(real)["layer"] / "python"
-    for package in ("pacs", "pydicom", "fastapi"):
-        sources = list((site / package).rglob("*.py"))
-        compiled = {p.name.split(".")[0] for p in (site / package).rglob("__pycache__/*.cpython-312.pyc")}
+    code = asset_dirs(real)["code"]
+    for package in (site / "pacs", site / "pydicom", site / "fastapi", code / "functions"):
+        sources = list(package.rglob("*.py"))
+        compiled = {p.name.split(".")[0] for p in package.rglob("__pycache__/*.cpython-312.pyc")}
         assert sources and {p.stem for p in sources} <= compiled, package
 
 
