@@ -4,13 +4,20 @@ parses the identifier and runs the query; this turns its results into C-FIND res
 from __future__ import annotations
 
 import logging
+import ssl
+import struct
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from typing import Any
 
 from pacs.services.dimse_query import FindFailure, FindService, Model, parse_identifier
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, _config
+from pynetdicom.dimse_messages import C_FIND_RSP
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import encode
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -29,6 +36,8 @@ UNABLE_TO_PROCESS = 0xC000
 #: Unable to process: an unexpected error while querying.
 QUERY_FAILED = 0xC001
 
+#: Transfer syntaxes whose identifiers `FindService.find_encoded` writes itself.
+_DIRECT_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian})
 #: Every this many responses the handler lets the peer's PDUs be read (`_let_peer_speak`).
 DRAIN_EVERY = 16
 DRAIN_TIMEOUT = 5.0
@@ -42,6 +51,10 @@ SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99"
 
 
 def add_contexts(ae: AE) -> None:
+    # pynetdicom pretty-prints every request and response identifier for its debug log (whatever the
+    # log level): a third of a C-FIND's time. Process-wide settings, as `make_ae`'s.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
     for uid in MODELS:
         ae.add_supported_context(uid, SYNTAXES)
 
@@ -67,6 +80,90 @@ def _let_peer_speak(assoc: Any) -> None:
         time.sleep(0.0005)
 
 
+class _DirectWriter:
+    """Pending C-FIND responses written straight to the association's socket as P-DATA-TF PDUs (PS3.8
+    9.3.5): the command set encoded once per query (by pynetdicom), the identifiers by
+    `FindService.find_encoded`, several responses per write. pynetdicom's own path costs a pydicom
+    encoding of each identifier and of each command set, and a hand-over to its DUL thread per PDU:
+    most of a C-FIND's time. Used only while nothing else is being sent on the association (the
+    handler runs on the association's thread, which alone queues outgoing DIMSE messages), outside
+    TLS, for Little Endian transfer syntaxes; the final response goes through pynetdicom."""
+
+    def __init__(self, sock: Any, context_id: int, command: bytes, max_pdu: int, implicit: bool) -> None:
+        self.sock = sock
+        self.context_id = context_id
+        self.implicit = implicit
+        self.fragment = max_pdu - 6 if max_pdu else 0  # PDV item header: length 4, context 1, control 1
+        self.command = self._pdvs(command, 0x01)
+        self.pending: list[bytes] = []
+
+    @classmethod
+    def open(cls, event: Event, status: int) -> _DirectWriter | None:
+        assoc = event.assoc
+        sock = getattr(assoc.dul, "socket", None)
+        raw = getattr(sock, "socket", None)
+        ts = str(event.context.transfer_syntax)
+        if raw is None or isinstance(raw, ssl.SSLSocket) or ts not in _DIRECT_SYNTAXES:
+            return None
+        rsp = C_FIND()
+        rsp.MessageIDBeingRespondedTo = event.request.MessageID
+        rsp.AffectedSOPClassUID = event.request.AffectedSOPClassUID
+        rsp.Status = status
+        rsp.Identifier = BytesIO(b"\0\0")  # present: CommandDataSetType says so
+        msg = C_FIND_RSP()
+        msg.primitive_to_message(rsp)
+        command = encode(msg.command_set, True, True)
+        if command is None:
+            return None
+        _let_peer_speak(assoc)  # whatever pynetdicom still had queued goes out first
+        return cls(sock, event.context.context_id, command, assoc.dimse.maximum_pdu_size or 0,
+                   ts == ImplicitVRLittleEndian)
+
+    def _pdvs(self, data: bytes, command_bit: int) -> bytes:
+        """`data` as PDUs of one PDV each, fragmented to the peer's maximum PDU length."""
+        size = self.fragment or len(data) or 1
+        chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+        out = []
+        for n, chunk in enumerate(chunks):
+            control = command_bit | (0x02 if n == len(chunks) - 1 else 0)
+            out.append(struct.pack(">BBII", 0x04, 0, len(chunk) + 6, len(chunk) + 2)
+                       + bytes((self.context_id, control)) + chunk)
+        return b"".join(out)
+
+    def add(self, identifier: bytes) -> None:
+        self.pending.append(self.command)
+        self.pending.append(self._pdvs(identifier, 0x00))
+
+    def flush(self) -> None:
+        if self.pending:
+            data, self.pending = b"".join(self.pending), []
+            self.sock.send(data)
+
+
+def _find_direct(event: Event, service: FindService, req: Any, writer: _DirectWriter,
+                 caller: str) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    """The matches through `writer`: the first at once, then DRAIN_EVERY per write; a C-CANCEL is
+    honoured before the next match (what was built and not sent is dropped)."""
+    try:
+        for n, identifier in enumerate(service.find_encoded(req, implicit=writer.implicit)):
+            if event.is_cancelled:
+                writer.pending.clear()  # built, not sent: the peer asked for no more
+                yield CANCEL, None
+                return
+            writer.add(identifier)
+            if n % DRAIN_EVERY == 0:  # the first match at once, then DRAIN_EVERY at a time
+                writer.flush()
+                _let_peer_speak(event.assoc)
+        writer.flush()
+    except Exception as exc:
+        log.exception("C-FIND from %s failed", caller)
+        writer.pending.clear()
+        yield _failure(QUERY_FAILED, f"query failed: {type(exc).__name__}"), None
+        return
+    if event.is_cancelled:
+        yield CANCEL, None
+
+
 def handle_find(event: Event, ctx: GatewayContext) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """Pending responses, one per match (0xFF01 when optional keys were ignored), then Success; Cancel
     once a C-CANCEL arrives; a failure with a reason for an identifier this SCP cannot process."""
@@ -90,6 +187,10 @@ def handle_find(event: Event, ctx: GatewayContext) -> Iterator[tuple[int | Datas
         return
     service = FindService(ctx.backend.catalog, ctx.settings.partition, ctx.settings.ae_title)
     status = PENDING_WARNING if req.unsupported else PENDING
+    writer = _DirectWriter.open(event, status) if FindService.can_encode(req) else None
+    if writer is not None:
+        yield from _find_direct(event, service, req, writer, caller)
+        return
     results: Iterator[Any] = service.find(req)
     try:
         for n, ds in enumerate(results):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pacs.backends import open_backend
+from pacs.catalog.records import DicomJson
 from pacs.config import Settings
 from pacs.services import index_worker
 from pacs.services.dimse_query import FindRequest, FindService
@@ -324,8 +325,8 @@ class _PausingFind(FindService):
 
     resume = threading.Event()
 
-    def find(self, req: FindRequest) -> Iterator[Dataset]:
-        matches = super().find(req)
+    def _matches(self, req: FindRequest) -> Iterator[Sequence[DicomJson]]:
+        matches = super()._matches(req)
         yield next(matches)
         assert type(self).resume.wait(60), "the test never resumed the query"
         yield from matches

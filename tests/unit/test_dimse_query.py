@@ -252,3 +252,32 @@ def test_charset_fallback_when_the_request_charset_cannot_hold_the_value(
     (r,) = find(service, ident("STUDY", SpecificCharacterSet="ISO_IR 100", PatientID="PID9", PatientName=""))
     assert r.SpecificCharacterSet == "ISO_IR 192"
     assert str(_wire(r).PatientName) == "Yamada^Tarou=山田^太郎"
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+@pytest.mark.parametrize(
+    ("model", "keys"),
+    [
+        (STUDY_ROOT, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "", "PatientName": "", "StudyDate": "",
+                      "ModalitiesInStudy": "", "NumberOfStudyRelatedInstances": "", "ReferringPhysicianName": "",
+                      "ReferencedStudySequence": [], "InstanceAvailability": ""}),
+        (STUDY_ROOT, {"QueryRetrieveLevel": "STUDY", "SpecificCharacterSet": "ISO_IR 100", "PatientName": "",
+                      "PatientID": "PID2"}),
+        (PATIENT_ROOT, {"QueryRetrieveLevel": "PATIENT", "PatientID": "", "PatientName": "",
+                        "NumberOfPatientRelatedInstances": ""}),
+        (STUDY_ROOT, {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": S1, "SeriesNumber": "", "Modality": "",
+                      "NumberOfSeriesRelatedInstances": ""}),
+        (STUDY_ROOT, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": S1, "SeriesInstanceUID": f"{S1}.1",
+                      "SOPInstanceUID": "", "InstanceNumber": "", "ImagePositionPatient": "", "Rows": None}),
+    ],
+)
+def test_direct_encoding_equals_pydicom(service: FindService, model: Model, keys: dict[str, Any],
+                                        implicit: bool) -> None:
+    """The hot path's own Little Endian encoding is byte for byte what pydicom writes."""
+    ds = Dataset()
+    for k, v in keys.items():
+        setattr(ds, k, v)
+    req = parse_identifier(_wire(ds), model)
+    assert FindService.can_encode(req)
+    expected = [encode(r, implicit, True) for r in service.find(req)]
+    assert expected and expected == list(service.find_encoded(req, implicit=implicit))

@@ -17,6 +17,7 @@ gateway turns them into C-FIND responses.
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,12 +274,44 @@ def _values(vr: str, values: list[Any]) -> list[Any]:
     return values
 
 
+#: Explicit VR with a 4-byte length (PS3.5 7.1.2); the others have a 2-byte length.
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_BINARY_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
+#: An element of a response: tag, VR, value (None: zero-length; a list: several values).
+Element = tuple[int, str, Any]
+
+
+def _encode_element(tag: int, vr: str, value: Any, implicit: bool, codec: str) -> bytes:
+    """One element in Little Endian (PS3.5 7.1), text in `codec`, padded to an even length."""
+    if value is None or vr == "SQ" or (isinstance(value, list) and not value):
+        data = b""
+    else:
+        values = value if isinstance(value, list) else [value]
+        if vr in _BINARY_FORMATS:
+            data = struct.pack(f"<{len(values)}{_BINARY_FORMATS[vr]}", *values)
+        elif vr == "AT":
+            data = b"".join(struct.pack("<HH", v >> 16, v & 0xFFFF) for v in values)
+        else:
+            data = "\\".join(str(v) for v in values).encode(codec)
+            if len(data) & 1:
+                data += b"\x00" if vr == "UI" else b" "
+    group, elem = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return struct.pack("<HHI", group, elem, len(data)) + data
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2sHI", group, elem, vr.encode(), 0, len(data)) + data
+    if len(data) > 0xFFFF:
+        raise ValueError(f"({group:04X},{elem:04X}) too long for VR {vr}")
+    return struct.pack("<HH2sH", group, elem, vr.encode(), len(data)) + data
+
+
 class _Builder:
-    """Builds response identifiers cheaply: one Dataset over a prepared dict of DataElements."""
+    """Response identifiers from the catalog's DICOM JSON: the elements once, then either a pydicom
+    Dataset or, on the hot path, their Little Endian encoding directly (no Dataset at all)."""
 
     def __init__(self, req: FindRequest, ae_title: str) -> None:
         self.req = req
-        self.keys = [(BaseTag(k.tag), k) for k in req.keys]
+        self.keys = [(k.tag, k.vr, k.hex) for k in req.keys]
         self.level = req.level.value
         self.ae_title = ae_title
         charsets = req.charsets
@@ -288,23 +321,25 @@ class _Builder:
         elif not charsets:
             self.codec = "ascii"
 
-    def build(self, sources: Sequence[DicomJson]) -> Dataset:
-        """A response: each return key from the first source holding it, else zero-length."""
-        elems: dict[BaseTag, DataElement | RawDataElement] = {}
+    def elements(self, sources: Sequence[DicomJson]) -> tuple[list[Element], str | list[str] | None]:
+        """Each return key from the first source holding it (else zero-length), in tag order, and the
+        Specific Character Set the response needs (None: the default repertoire)."""
+        out: list[Element] = []
         texts: list[str] = []
-        ignore = pydicom_config.IGNORE
-        for tag, key in self.keys:
+        for tag, key_vr, key_hex in self.keys:
             if tag == QUERY_RETRIEVE_LEVEL:
-                value: Any = self.level
+                out.append((tag, key_vr, self.level))
             elif tag == RETRIEVE_AE_TITLE:
-                value = self.ae_title
+                out.append((tag, key_vr, self.ae_title))
             elif tag == INSTANCE_AVAILABILITY:
-                value = "ONLINE"
+                out.append((tag, key_vr, "ONLINE"))
+            elif key_vr == "SQ":
+                out.append((tag, "SQ", None))
             else:
-                value = None
-                vr = key.vr
+                value: Any = None
+                vr = key_vr
                 for src in sources:
-                    attr = src.get(key.hex)
+                    attr = src.get(key_hex)
                     if attr is not None:
                         vals = attr.get("Value")
                         vr = attr.get("vr", vr)
@@ -315,17 +350,34 @@ class _Builder:
                                 if isinstance(v, str) and not v.isascii():
                                     texts.append(v)
                         break
-                if key.vr == "SQ":
-                    value = []
-                elems[tag] = DataElement(tag, vr if key.vr != "SQ" else "SQ", value, validation_mode=ignore)
-                continue
-            elems[tag] = DataElement(tag, key.vr, value, validation_mode=ignore)
-        charset = self._charset(texts)
+                out.append((tag, vr, value))
+        return out, self._charset(texts)
+
+    def build(self, sources: Sequence[DicomJson]) -> Dataset:
+        """A response as a pydicom Dataset."""
+        elements, charset = self.elements(sources)
+        ignore = pydicom_config.IGNORE
+        elems: dict[BaseTag, DataElement | RawDataElement] = {
+            BaseTag(tag): DataElement(tag, vr, [] if vr == "SQ" else value, validation_mode=ignore)
+            for tag, vr, value in elements
+        }
         if charset:
             elems[BaseTag(SPECIFIC_CHARACTER_SET)] = DataElement(
                 SPECIFIC_CHARACTER_SET, "CS", charset, validation_mode=ignore
             )
         return Dataset(elems)
+
+    def encode(self, sources: Sequence[DicomJson], implicit: bool) -> bytes:
+        """A response encoded in Implicit (or Explicit) VR Little Endian; ValueError when its
+        character set is not a single one (ISO 2022 code extensions: use `build`)."""
+        elements, charset = self.elements(sources)
+        if isinstance(charset, list):
+            raise ValueError("ISO 2022 character sets: encode through pydicom")
+        codec = "ascii" if charset is None else python_encoding[charset]
+        if charset:
+            elements.append((SPECIFIC_CHARACTER_SET, "CS", charset))
+            elements.sort(key=lambda e: e[0])
+        return b"".join(_encode_element(tag, vr, value, implicit, codec) for tag, vr, value in elements)
 
     def _charset(self, texts: list[str]) -> str | list[str] | None:
         """The request's character set when it can encode the values, else UTF-8."""
@@ -372,19 +424,32 @@ class FindService:
     def find(self, req: FindRequest) -> Iterator[Dataset]:
         """The response identifiers, one per match, lazily (a caller may stop at a C-CANCEL)."""
         builder = _Builder(req, self.ae_title)
+        return map(builder.build, self._matches(req))
+
+    def find_encoded(self, req: FindRequest, *, implicit: bool) -> Iterator[bytes]:
+        """The same responses encoded in Implicit (or Explicit) VR Little Endian, without pydicom;
+        for requests whose character set is at most a single one (`can_encode`)."""
+        builder = _Builder(req, self.ae_title)
+        return (builder.encode(m, implicit) for m in self._matches(req))
+
+    @staticmethod
+    def can_encode(req: FindRequest) -> bool:
+        return len(req.charsets) <= 1 and all(c in python_encoding for c in req.charsets)
+
+    def _matches(self, req: FindRequest) -> Iterator[Sequence[DicomJson]]:
+        """Per match, where its return keys are looked up (first source first)."""
         if req.level is Level.PATIENT:
-            yield from self._patients(req, builder)
-        elif req.level is Level.STUDY:
-            yield from self._studies(req, builder)
-        elif req.level is Level.SERIES:
-            yield from self._series(req, builder)
-        else:
-            yield from self._images(req, builder)
+            return self._patients(req)
+        if req.level is Level.STUDY:
+            return self._studies(req)
+        if req.level is Level.SERIES:
+            return self._series(req)
+        return self._images(req)
 
     def _study_rows(self, req: FindRequest) -> list[StudyRow]:
         return self.catalog.query_studies(self.partition, req.patient + req.study).rows
 
-    def _patients(self, req: FindRequest, builder: _Builder) -> Iterator[Dataset]:
+    def _patients(self, req: FindRequest) -> Iterator[Sequence[DicomJson]]:
         groups: dict[tuple[str | None, str | None], list[StudyRow]] = {}
         for row in self._study_rows(req):
             key = (first_value(row.attrs, "00100020"), first_value(row.attrs, "00100021"))
@@ -395,12 +460,12 @@ class FindService:
                 f"{N_PATIENT_SERIES:08X}": {"vr": "IS", "Value": [sum(r.n_series for r in rows)]},
                 f"{N_PATIENT_INSTANCES:08X}": {"vr": "IS", "Value": [sum(r.n_instances for r in rows)]},
             }
-            yield builder.build((rows[0].attrs, counts))  # the newest study's patient attributes
+            yield (rows[0].attrs, counts)  # the newest study's patient attributes
 
-    def _studies(self, req: FindRequest, builder: _Builder) -> Iterator[Dataset]:
+    def _studies(self, req: FindRequest) -> Iterator[Sequence[DicomJson]]:
         aggregates = _wants(req, _STUDY_AGGREGATES)
         for row in self._study_rows(req):
-            yield builder.build((row.attrs, _study_json(row)) if aggregates else (row.attrs,))
+            yield (row.attrs, _study_json(row)) if aggregates else (row.attrs,)
 
     def _parent_studies(self, req: FindRequest) -> Iterator[StudyRow]:
         """The studies named by the StudyInstanceUID key that satisfy the other study-level keys."""
@@ -417,16 +482,14 @@ class FindService:
     def _series_rows(self, req: FindRequest, study: StudyRow) -> list[SeriesRow]:
         return self.catalog.query_series(self.partition, study.study_uid, req.series).rows
 
-    def _series(self, req: FindRequest, builder: _Builder) -> Iterator[Dataset]:
+    def _series(self, req: FindRequest) -> Iterator[Sequence[DicomJson]]:
         for study in self._parent_studies(req):
             study_json = _study_json(study)
             for s in self._series_rows(req, study):
                 counts = {NUMBER_OF_SERIES_RELATED_INSTANCES: {"vr": "IS", "Value": [s.n_instances]}}
-                yield builder.build(
-                    (s.attrs, counts, _uid(STUDY_UID, study.study_uid), study.attrs, study_json)
-                )
+                yield (s.attrs, counts, _uid(STUDY_UID, study.study_uid), study.attrs, study_json)
 
-    def _images(self, req: FindRequest, builder: _Builder) -> Iterator[Dataset]:
+    def _images(self, req: FindRequest) -> Iterator[Sequence[DicomJson]]:
         for study in self._parent_studies(req):
             study_json = _study_json(study)
             for s in self._series_rows(req, study):
@@ -435,10 +498,10 @@ class FindService:
                     self.partition, study.study_uid, s.series_uid, req.image
                 ).rows
                 for r in rows:
-                    yield builder.build((
+                    yield (
                         r.attrs, _uid(SOP_UID, r.sop_uid), _uid(SERIES_UID, r.series_uid), s.attrs, counts,
                         _uid(STUDY_UID, r.study_uid), study.attrs, study_json,
-                    ))
+                    )
 
 
 def _uid(tag: int, uid: str) -> DicomJson:
