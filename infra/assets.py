@@ -1,14 +1,14 @@
 """Code assets built without Docker: the `pacs` layer (tools/build_layer.py) and the functions' code.
 
-The layer is built into `.build/layer` (pip runs only when the requirements change) and given a hash
-of its requirements and of the library's source, so CDK need not fingerprint 160 MB at every synth.
+The layer is built under `.build/layer` (pip runs only when the requirements change), named by a hash
+of its requirements and of the library's source, which is also the asset's hash: CDK need not
+fingerprint 160 MB at every synth.
 The functions' code is one asset: a copy of `functions/` (caches left out), so every handler is
 `functions.<name>.handler.handler` from the same zip.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import shutil
 from pathlib import Path
@@ -33,31 +33,29 @@ def layer_builder() -> ModuleType:
     return module
 
 
-def _tree_digest(root: Path, digest: hashlib._Hash) -> None:
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-
-
 def pacs_layer(out: Path = BUILD / "layer") -> tuple[Path, str]:
-    """Build the layer; returns its root (holding `python/`) and a content hash for the asset."""
-    builder = layer_builder()
-    root = builder.build(out)
-    digest = hashlib.sha256(builder.requirements_hash(builder.requirements()).encode())
-    digest.update(b"bytecode" if builder.python312() else b"sources")
-    _tree_digest(ROOT / "layers" / "pacs", digest)
-    return root, digest.hexdigest()
+    """Build the layer; returns its root (holding `python/`) and its content hash (the asset's hash)."""
+    root: Path = layer_builder().build(out)
+    return root, root.name
 
 
 def functions_code(out: Path = BUILD / "functions") -> Path:
-    """`out/functions/…`: a clean copy of the handlers' package (the asset root is `out`), with Python
-    3.12 bytecode when a 3.12 interpreter is here (the code directory is read-only on Lambda too)."""
-    dest = out / "functions"
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(ROOT / "functions", dest, ignore=_IGNORE)
-    layer_builder().compile_bytecode(dest)
-    return out
+    """`<root>/functions/…`: a clean copy of the handlers' package, with Python 3.12 bytecode when a
+    3.12 interpreter is here (the code directory is read-only on Lambda too); returns the asset root.
+    Content-addressed and published in one rename, like the layer, so concurrent synths never see a
+    half-written copy."""
+    builder = layer_builder()
+    compiled = builder.python312() is not None
+    root = out / builder.tree_digest(ROOT / "functions", "bytecode" if compiled else "sources")
+    if root.is_dir():
+        return root
+    tmp = builder.scratch(out)
+    shutil.copytree(ROOT / "functions", tmp / "functions", ignore=_IGNORE)
+    if compiled:
+        builder.compile_bytecode(tmp / "functions")
+    builder.prune(out, keep=builder.KEEP_BUILDS)
+    published: Path = builder.publish(tmp, root)
+    return published
 
 
 def tree_size(path: Path) -> int:

@@ -1,6 +1,6 @@
 """Build the `pacs` Lambda layer without Docker: `.build/layer/python` = wheels for Lambda + the library.
 
-    python tools/build_layer.py [--out .build/layer] [--print-size]
+    python tools/build_layer.py [--out .build/layer] [--print-size]    # prints the layer's root
 
 Third-party packages come from `pip install --target --platform manylinux_2_28_x86_64 (and the
 other manylinux tags AL2023's glibc 2.34 loads) --python-version 3.12 --only-binary=:all:`: wheels
@@ -19,11 +19,14 @@ checks): the wheels once when installed, the library at every build.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -40,7 +43,8 @@ FORBIDDEN = ("pylibjpeg-libjpeg",)
 #: Removed from the layer: not needed at run time, and they count against the 250 MB limit.
 STRIP_DIRS = ("__pycache__", "tests", "testing")  # (bytecode is compiled afresh for 3.12 after)
 STRIP_SUFFIXES = (".pyc", ".pyi")
-_HASH_FILE = ".requirements.sha256"
+#: Layer builds kept in `.build/layer` (older ones are pruned; each is mostly hard links).
+KEEP_BUILDS = 3
 
 
 def _name(requirement: str) -> str:
@@ -72,26 +76,58 @@ def _strip(site: Path) -> None:
             path.unlink()
 
 
-def _install(reqs: list[str], site: Path) -> None:
-    tmp = site.with_name(site.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+def publish(tmp: Path, final: Path) -> Path:
+    """Move a finished build into place in one rename; a concurrent build that got there first wins
+    (builds are content-addressed, so both are the same): nobody ever sees a half-written tree."""
+    try:
+        tmp.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def scratch(out: Path) -> Path:
+    """A new private directory under `out` to build in (world-readable, as Lambda needs its files)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+    tmp.chmod(0o755)
+    return tmp
+
+
+def _install(reqs: list[str], final: Path) -> Path:
+    """The wheels for `reqs`, stripped and compiled, at `final` (the requirements' hash)."""
+    tmp = scratch(final.parent)
+    site = tmp / "python"
     platforms = [a for p in PLATFORMS for a in ("--platform", p)]
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-           "--target", str(tmp), *platforms, "--python-version", PYTHON,
+           "--target", str(site), *platforms, "--python-version", PYTHON,
            "--implementation", "cp", "--only-binary=:all:", *reqs]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:  # pip's own output only when it failed (it warns about the local indexes)
+        shutil.rmtree(tmp, ignore_errors=True)
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(f"pip could not build the layer (exit {done.returncode})")
-    installed = {_name(p.name.split("-")[0]) for p in tmp.glob("*.dist-info")}
+    installed = {_name(p.name.split("-")[0]) for p in site.glob("*.dist-info")}
     if installed & set(FORBIDDEN):
+        shutil.rmtree(tmp, ignore_errors=True)
         raise SystemExit(f"a dependency pulled in {sorted(installed & set(FORBIDDEN))}: GPL-licensed")
-    _strip(tmp)
-    compile_bytecode(tmp)
-    shutil.rmtree(site, ignore_errors=True)
-    tmp.rename(site)
+    _strip(site)
+    compile_bytecode(site)
+    return publish(tmp, final)
 
 
+def tree_digest(root: Path, *salt: str) -> str:
+    """A hash of the files under `root` (paths and contents; bytecode caches left out) and `salt`."""
+    digest = hashlib.sha256("\0".join(salt).encode())
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@functools.cache
 def python312() -> str | None:
     """A CPython 3.12 interpreter (bytecode must match Lambda's runtime), or None: $LAYER_PYTHON, else
     `python3.12` on PATH, else one installed by pyenv."""
@@ -121,21 +157,35 @@ def compile_bytecode(site: Path) -> bool:
 
 
 def build(out: Path = DEFAULT_OUT) -> Path:
-    """Fill `out/python` (third-party wheels, cached, plus `pacs`); returns `out`, the layer's root."""
+    """The layer's root (holding `python/`: the wheels plus `pacs`), content-addressed under `out`:
+    `out/deps/<requirements hash>` is pip's work, kept; `out/<layer hash>` hard-links it and adds the
+    library. A build is never modified once published, so concurrent builds and synths are safe."""
     reqs = requirements()
-    digest = requirements_hash(reqs)
-    site = out / "python"
-    marker = out / _HASH_FILE
-    if not (marker.exists() and marker.read_text().strip() == digest and site.is_dir()):
-        out.mkdir(parents=True, exist_ok=True)
-        marker.unlink(missing_ok=True)
-        _install(reqs, site)
-        marker.write_text(digest + "\n")
-    dest = site / "pacs"
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(ROOT / "layers" / "pacs", dest, ignore=shutil.ignore_patterns(*STRIP_DIRS, "*.pyc"))
-    compile_bytecode(dest)
-    return out
+    compiled = python312() is not None
+    deps = out / "deps" / requirements_hash(reqs)
+    if not deps.is_dir():
+        _install(reqs, deps)
+        prune(deps.parent, keep=2)
+    library = ROOT / "layers" / "pacs"
+    final = out / tree_digest(library, deps.name, "bytecode" if compiled else "sources")
+    if final.is_dir():
+        return final
+    tmp = scratch(out)
+    shutil.copytree(deps / "python", tmp / "python", copy_function=os.link)
+    shutil.copytree(library, tmp / "python" / "pacs", ignore=shutil.ignore_patterns(*STRIP_DIRS, "*.pyc"))
+    if compiled:
+        compile_bytecode(tmp / "python" / "pacs")
+    prune(out, keep=KEEP_BUILDS)
+    return publish(tmp, final)
+
+
+def prune(out: Path, keep: int) -> None:
+    """Drop all but the `keep` newest builds under `out` (and scratch directories over an hour old)."""
+    builds = sorted((d for d in out.iterdir() if d.is_dir() and len(d.name) == 64),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    stale = [d for d in out.glob(".tmp-*") if time.time() - d.stat().st_mtime > 3600]
+    for d in builds[keep:] + stale:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def tree_size(path: Path) -> int:
@@ -149,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--print-size", action="store_true", help="print the layer's unzipped size")
     args = parser.parse_args(argv)
-    out = build(args.out)
+    root = build(args.out)
+    print(root)
     if args.print_size:
-        print(f"{out / 'python'}: {tree_size(out / 'python') / 1e6:.1f} MB unzipped")
+        print(f"{root / 'python'}: {tree_size(root / 'python') / 1e6:.1f} MB unzipped")
     return 0
 
 
