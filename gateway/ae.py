@@ -88,6 +88,9 @@ class GatewayServer(ThreadedAssociationServer):
     #: What each accepted connection goes through (gateway.policy.ConnectionGuard: PDU limits,
     #: timeouts, TLS): `wrap(sock)` here, `ready(sock)` (the TLS handshake) in its own thread.
     guard: Any = None
+    #: Stopping does not wait for connection threads (a TLS handshake may last the network timeout);
+    #: the worker waits for, then aborts, the associations themselves.
+    block_on_close = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", EventRequestHandler)  # event-driven reactors
