@@ -8,16 +8,12 @@ import ssl
 import struct
 import time
 from collections.abc import Iterator
-from io import BytesIO
 from typing import Any
 
 from pacs.services.dimse_query import FindFailure, FindService, Model, parse_identifier
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
-from pynetdicom.dimse_messages import C_FIND_RSP
-from pynetdicom.dimse_primitives import C_FIND
-from pynetdicom.dsutils import encode
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -80,9 +76,28 @@ def _let_peer_speak(assoc: Any) -> None:
         time.sleep(0.0005)
 
 
+def _implicit(tag: int, fmt: str, value: bytes | int) -> bytes:
+    data = value if isinstance(value, bytes) else struct.pack(fmt, value)
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(data)) + data
+
+
+def pending_command(sop_class: str, msg_id: int, status: int) -> bytes:
+    """The command set of a C-FIND-RSP with an identifier (PS3.7 9.3.2.2), Implicit VR Little Endian,
+    as pynetdicom encodes it."""
+    uid = sop_class.encode()
+    body = b"".join((
+        _implicit(0x00000002, "", uid + b"\0" * (len(uid) & 1)),  # Affected SOP Class UID
+        _implicit(0x00000100, "<H", 0x8020),  # Command Field: C-FIND-RSP
+        _implicit(0x00000120, "<H", msg_id),  # Message ID Being Responded To
+        _implicit(0x00000800, "<H", 0x0001),  # Command Data Set Type: present
+        _implicit(0x00000900, "<H", status),
+    ))
+    return _implicit(0x00000000, "<I", len(body)) + body
+
+
 class _DirectWriter:
     """Pending C-FIND responses written straight to the association's socket as P-DATA-TF PDUs (PS3.8
-    9.3.5): the command set encoded once per query (by pynetdicom), the identifiers by
+    9.3.5): the command set encoded once per query, the identifiers by
     `FindService.find_encoded`, several responses per write. pynetdicom's own path costs a pydicom
     encoding of each identifier and of each command set, and a hand-over to its DUL thread per PDU:
     most of a C-FIND's time. Used only while nothing else is being sent on the association (the
@@ -105,16 +120,8 @@ class _DirectWriter:
         ts = str(event.context.transfer_syntax)
         if raw is None or isinstance(raw, ssl.SSLSocket) or ts not in _DIRECT_SYNTAXES:
             return None
-        rsp = C_FIND()
-        rsp.MessageIDBeingRespondedTo = event.request.MessageID
-        rsp.AffectedSOPClassUID = event.request.AffectedSOPClassUID
-        rsp.Status = status
-        rsp.Identifier = BytesIO(b"\0\0")  # present: CommandDataSetType says so
-        msg = C_FIND_RSP()
-        msg.primitive_to_message(rsp)
-        command = encode(msg.command_set, True, True)
-        if command is None:
-            return None
+        request = event.request
+        command = pending_command(str(request.AffectedSOPClassUID), int(request.MessageID or 0), status)
         _let_peer_speak(assoc)  # whatever pynetdicom still had queued goes out first
         return cls(sock, event.context.context_id, command, assoc.dimse.maximum_pdu_size or 0,
                    ts == ImplicitVRLittleEndian)

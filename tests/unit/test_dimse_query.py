@@ -281,3 +281,22 @@ def test_direct_encoding_equals_pydicom(service: FindService, model: Model, keys
     assert FindService.can_encode(req)
     expected = [encode(r, implicit, True) for r in service.find(req)]
     assert expected and expected == list(service.find_encoded(req, implicit=implicit))
+
+
+@pytest.mark.parametrize(("msg_id", "status"), [(1, 0xFF00), (65535, 0xFF01)])
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.1.1"])
+def test_pending_command_set_is_pynetdicoms(sop_class: str, msg_id: int, status: int) -> None:
+    """The gateway's hand-encoded C-FIND-RSP command set is what pynetdicom would send."""
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_FIND_RSP
+    from pynetdicom.dimse_primitives import C_FIND
+
+    from gateway.find import pending_command
+
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo, rsp.AffectedSOPClassUID, rsp.Status = msg_id, sop_class, status
+    rsp.Identifier = BytesIO(b"\0\0")
+    msg = C_FIND_RSP()
+    msg.primitive_to_message(rsp)
+    assert pending_command(sop_class, msg_id, status) == encode(msg.command_set, True, True)
