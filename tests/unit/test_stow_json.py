@@ -132,6 +132,15 @@ def test_relative_locations_inline_binary_and_implicit_vr(client: TestClient, em
     assert got is not None and got.PixelData == two.PixelData
 
 
+def test_lower_case_tag_keys(client: TestClient, embedded: Backend) -> None:
+    ds = dataset(1)
+    meta = {k.lower(): v for k, v in metadata(ds).items()}
+    r = post(client, json_part([meta]), bulk_part(f"{BULK}/{S}.1.1", ds.PixelData))
+    assert r.status_code == 200, r.text
+    got = stored(embedded, 1)
+    assert got is not None and got.PixelData == ds.PixelData and got.StudyDescription == "CT chest"
+
+
 def compressed(ds: Dataset, syntax: str) -> list[bytes]:
     """Compress `ds` in place; its frames as encoded."""
     ds.compress(syntax, generate_instance_uid=False)

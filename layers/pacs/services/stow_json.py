@@ -142,7 +142,7 @@ def parse_metadata(parts: Iterable[bytes | bytearray]) -> list[Any]:
 def instance_uids(instance: object) -> tuple[str | None, str | None]:
     """(SOP Class UID, SOP Instance UID) of a JSON instance as given, for a failure report."""
     def first(key: str) -> str | None:
-        attr = instance.get(key) if isinstance(instance, dict) else None
+        attr = instance.get(key, instance.get(key.lower())) if isinstance(instance, dict) else None
         value = attr.get("Value") if isinstance(attr, dict) else None
         return value[0] if isinstance(value, list) and value and isinstance(value[0], str) else None
 
@@ -163,8 +163,9 @@ def _rebuild(instance: object, bulk: BulkData, out: IO[bytes]) -> None:
     if not isinstance(instance, dict):
         raise InvalidDataset(
             f"an instance of the metadata is a JSON {type(instance).__name__}, not an object")
+    instance = {str(k).upper(): v for k, v in instance.items()}
     _check_uids(instance)
-    attrs = {k.upper(): v for k, v in instance.items() if not k.startswith("0002")}
+    attrs = {k: v for k, v in instance.items() if not k.startswith("0002")}
     pixel_attr = attrs.pop(_PIXEL_KEY, None)
     pixels: list[BulkPart] | bytes | None = None
     if isinstance(pixel_attr, dict) and "BulkDataURI" in pixel_attr:
