@@ -126,6 +126,9 @@ def tls_pacs(launch_module: Launcher, pki: Pki) -> TlsPacs:
     pacs = launch_module(workers=2, env={
         "PACS_TLS_CERT": str(pki.server_cert), "PACS_TLS_KEY": str(pki.server_key),
         "PACS_TLS_CA": str(pki.ca), "PACS_TLS_REQUIRE_CLIENT_CERT": "1", "PACS_TLS_PORT": str(port),
+        # connections that never associate (the handshake-only clients below) end after ARTIM, and a
+        # stopping worker waits for them: keep it short
+        "PACS_ACSE_TIMEOUT": "5",
     }, name="tls")
     assert f"DICOM TLS 127.0.0.1:{port}" in pacs.log_text()
     return TlsPacs(pacs, port)
