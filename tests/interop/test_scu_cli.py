@@ -1,5 +1,6 @@
-"""`pacs echo|store|find|move|get` against `pacs up` and against a dcmtk `storescp`, statuses checked
-and what was stored or received verified byte for byte (the data set after the file meta)."""
+"""`pacs echo|store|find|move|get` against `pacs up`, a dcmtk `storescp` and Orthanc (as a remote node:
+store, find, get, and a move to the storescp), statuses checked and what was stored or received verified
+byte for byte (the data set after the file meta) or by SOP Instance UID."""
 
 from __future__ import annotations
 
@@ -172,12 +173,12 @@ def test_nodes_by_ae_title_from_the_registry(target: Target, tmp_path: Path) -> 
 
 # -- find -----------------------------------------------------------------------------------------------------
 
-def find_json(target: Target, *args: str) -> list[dict]:
-    return list(json.loads(ok(pacs_cli("find", target.node, "--json", *args))))
+def find_json(node: str, *args: str) -> list[dict]:
+    return list(json.loads(ok(pacs_cli("find", node, "--json", *args))))
 
 
 def test_find_studies_of_a_patient(target: Target, dataset: DataSet, stored: str) -> None:
-    found = find_json(target, "-S", "-L", "STUDY", "-k", "PatientID=PAT001", "-k", "StudyInstanceUID",
+    found = find_json(target.node, "-S", "-L", "STUDY", "-k", "PatientID=PAT001", "-k", "StudyInstanceUID",
                       "-k", "0010,0010")
     expected = {s.uid for s in dataset.studies if s.patient_id == "PAT001"}
     assert {value(m, STUDY_UID) for m in found} == expected
@@ -185,7 +186,7 @@ def test_find_studies_of_a_patient(target: Target, dataset: DataSet, stored: str
 
 
 def test_find_patients_with_a_wildcard(target: Target, dataset: DataSet, stored: str) -> None:
-    found = find_json(target, "-P", "-L", "PATIENT", "-k", "0010,0020=PAT*", "-k", "PatientName")
+    found = find_json(target.node, "-P", "-L", "PATIENT", "-k", "0010,0020=PAT*", "-k", "PatientName")
     assert {value(m, PATIENT_ID) for m in found} == {s.patient_id for s in dataset.studies}
 
 
@@ -232,3 +233,92 @@ def test_get_a_series_into_a_directory(target: Target, dataset: DataSet, stored:
         if inst in native(series.instances):
             assert dataset_bytes(got.read_bytes()) == dataset_bytes(inst.path.read_bytes())
     assert not list(tmp_path.glob("*.part"))
+
+
+# -- Orthanc as the remote node ---------------------------------------------------------------------------
+
+@dataclass
+class Orthanc:
+    proc: subprocess.Popen[bytes]
+    dicom_port: int
+    http_port: int
+
+    @property
+    def node(self) -> str:
+        return f"ORTHANC@127.0.0.1:{self.dicom_port}"
+
+    def count(self) -> int:
+        import httpx
+
+        return int(httpx.get(f"http://127.0.0.1:{self.http_port}/statistics", timeout=30).json()["CountInstances"])
+
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory, storescp: StoreScp) -> Iterator[Orthanc]:
+    """Orthanc on free ports, empty, knowing STORESCP (C-MOVE destination) and answering any caller."""
+    if not ORTHANC.exists():
+        pytest.skip("Orthanc is not installed")
+    d = tmp_path_factory.mktemp("orthanc")
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "test", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"),
+        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "DicomAlwaysAllowFind": True,
+        "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True, "Plugins": [],
+        "DicomModalities": {"STORESCP": ["STORESCP", "127.0.0.1", storescp.port]},
+    }
+    (d / "orthanc.json").write_text(json.dumps(config))
+    log = open(d / "orthanc.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([str(ORTHANC), str(d / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    server = Orthanc(proc, dicom_port, http_port)
+    try:
+        wait_until(lambda: pacs_cli("echo", server.node, "-to", "10").returncode, lambda rc: rc == 0,
+                   timeout=60, what="Orthanc to answer C-ECHO")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def in_orthanc(orthanc: Orthanc, dataset: DataSet) -> Orthanc:
+    out = ok(pacs_cli("store", orthanc.node, "-aet", "PACS", "--recursive", str(dataset.root)))
+    n = len(dataset.instances)
+    assert f"{n} file(s): {n} stored" in out
+    assert orthanc.count() == n
+    return orthanc
+
+
+def test_orthanc_find(in_orthanc: Orthanc, dataset: DataSet) -> None:
+    found = find_json(in_orthanc.node, "-S", "-L", "STUDY", "-k", "PatientID=PAT002", "-k", "StudyInstanceUID")
+    assert {value(m, STUDY_UID) for m in found} == {s.uid for s in dataset.studies if s.patient_id == "PAT002"}
+    patients = find_json(in_orthanc.node, "-P", "-L", "PATIENT", "-k", "PatientID")
+    assert {value(m, PATIENT_ID) for m in patients} == {s.patient_id for s in dataset.studies}
+
+
+def test_orthanc_get(in_orthanc: Orthanc, dataset: DataSet, tmp_path: Path) -> None:
+    study = dataset.studies[0]
+    out = ok(pacs_cli("get", in_orthanc.node, "-od", str(tmp_path), "-L", "STUDY",
+                      "-k", f"StudyInstanceUID={study.uid}"))
+    assert "C-GET final status 0x0000 Success" in out
+    for inst in study.instances:
+        got = tmp_path / f"{inst.sop_uid}.dcm"
+        assert got.exists(), f"{inst.sop_uid} not received from Orthanc"
+        assert pydicom.dcmread(got).SOPInstanceUID == inst.sop_uid
+
+
+def test_orthanc_move_to_storescp(in_orthanc: Orthanc, storescp: StoreScp, dataset: DataSet) -> None:
+    study = dataset.studies[-1]
+    out = ok(pacs_cli("move", in_orthanc.node, "-aem", "STORESCP", "-L", "STUDY",
+                      "-k", f"StudyInstanceUID={study.uid}"))
+    assert "C-MOVE final status 0x0000 Success" in out
+    wait_until(storescp.received, lambda r: {i.sop_uid for i in study.instances} <= set(r), timeout=60,
+               what="storescp to receive the study moved by Orthanc")
