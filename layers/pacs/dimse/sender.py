@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
@@ -27,19 +28,43 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
+from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacs.catalog.nodes import RemoteNode
 from pacs.dicom.transcode import TranscodeError, transcode
+from pacs.dimse.reactor import EventAE
 from pacs.dimse.tls import client_context
 from pacs.storage.port import BlobStore
 
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: A DICOM association proposes at most 128 presentation contexts (odd IDs 1-255).
 MAX_CONTEXTS = 128
+
+
+class _WakingCheckpoint(threading.Event):
+    """An association's reactor checkpoint that wakes its event-driven reactor when cleared (the SCU
+    calls clear it, then wait until the reactor has paused)."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        super().__init__()
+        self._wake = wake
+        self.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake()
+
+
+class RequestorAE(EventAE):
+    """EventAE whose requested associations pause at once for each SCU call."""
+
+    def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
+        sock = super()._create_socket(assoc, address, tls_args)
+        assoc._reactor_checkpoint = _WakingCheckpoint(assoc.activity.set)  # type: ignore[attr-defined]
+        return sock
 
 
 class SendError(Exception):
@@ -159,7 +184,7 @@ class StoreSender:
         self.node = node
         self.store = store
         self.contexts = proposed_contexts(presentation)
-        self.ae = AE(ae_title=calling_ae)
+        self.ae = RequestorAE(ae_title=calling_ae)
         self.ae.acse_timeout = timeout
         self.ae.dimse_timeout = timeout
         self.ae.network_timeout = timeout
