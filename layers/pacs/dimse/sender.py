@@ -59,7 +59,10 @@ class _WakingCheckpoint(threading.Event):
 
 
 class RequestorAE(EventAE):
-    """EventAE whose requested associations pause at once for each SCU call."""
+    """EventAE (event-driven reactors, TCP_NODELAY) whose requested associations pause at once for each
+    SCU call: pynetdicom's `send_c_store` & co. clear the reactor's checkpoint and spin until it has
+    paused, which an EventAssociation otherwise notices only at its next idle wake-up (up to
+    `reactor.IDLE_WAIT`, 10 ms, per C-STORE)."""
 
     def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
         sock = super()._create_socket(assoc, address, tls_args)
