@@ -14,6 +14,7 @@ from pacs.services.dimse_query import FindFailure, FindService, Model, parse_ide
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -24,6 +25,7 @@ from gateway.context import GatewayContext
 
 log = logging.getLogger("gateway")
 
+SUCCESS = 0x0000
 PENDING = 0xFF00
 #: Pending, but some optional keys were not supported (ignored for matching).
 PENDING_WARNING = 0xFF01
@@ -81,18 +83,33 @@ def _implicit(tag: int, fmt: str, value: bytes | int) -> bytes:
     return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(data)) + data
 
 
-def pending_command(sop_class: str, msg_id: int, status: int) -> bytes:
-    """The command set of a C-FIND-RSP with an identifier (PS3.7 9.3.2.2), Implicit VR Little Endian,
-    as pynetdicom encodes it."""
+def pending_command(sop_class: str, msg_id: int, status: int, *, identifier: bool = True) -> bytes:
+    """The command set of a C-FIND-RSP (PS3.7 9.3.2.2), with or without an identifier, Implicit VR
+    Little Endian, as pynetdicom encodes it."""
     uid = sop_class.encode()
     body = b"".join((
         _implicit(0x00000002, "", uid + b"\0" * (len(uid) & 1)),  # Affected SOP Class UID
         _implicit(0x00000100, "<H", 0x8020),  # Command Field: C-FIND-RSP
         _implicit(0x00000120, "<H", msg_id),  # Message ID Being Responded To
-        _implicit(0x00000800, "<H", 0x0001),  # Command Data Set Type: present
+        _implicit(0x00000800, "<H", 0x0001 if identifier else 0x0101),  # Command Data Set Type
         _implicit(0x00000900, "<H", status),
     ))
     return _implicit(0x00000000, "<I", len(body)) + body
+
+
+def _skip_final_success(assoc: Any, msg_id: int) -> None:
+    """The direct path writes its final Success with the last matches; pynetdicom sends one more after
+    the handler: the association's next DIMSE message, if it is that, is dropped (once)."""
+    dimse = assoc.dimse
+    send = dimse.send_msg
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        del dimse.send_msg  # one shot: the provider's own method again
+        if not (isinstance(primitive, C_FIND) and primitive.MessageIDBeingRespondedTo == msg_id
+                and primitive.Status == SUCCESS and primitive.Identifier is None):
+            send(primitive, context_id)
+
+    dimse.send_msg = send_msg
 
 
 class _DirectWriter:
@@ -102,14 +119,17 @@ class _DirectWriter:
     encoding of each identifier and of each command set, and a hand-over to its DUL thread per PDU:
     most of a C-FIND's time. Used only while nothing else is being sent on the association (the
     handler runs on the association's thread, which alone queues outgoing DIMSE messages), outside
-    TLS, for Little Endian transfer syntaxes; the final response goes through pynetdicom."""
+    TLS, for Little Endian transfer syntaxes. The final Success goes in the last write too (and
+    pynetdicom's own is dropped: `_skip_final_success`); Cancel and failures go through pynetdicom."""
 
-    def __init__(self, sock: Any, context_id: int, command: bytes, max_pdu: int, implicit: bool) -> None:
+    def __init__(self, sock: Any, context_id: int, command: bytes, final: bytes, max_pdu: int,
+                 implicit: bool) -> None:
         self.sock = sock
         self.context_id = context_id
         self.implicit = implicit
         self.fragment = max_pdu - 6 if max_pdu else 0  # PDV item header: length 4, context 1, control 1
         self.command = self._pdvs(command, 0x01)
+        self.final = self._pdvs(final, 0x01)
         self.pending: list[bytes] = []
 
     @classmethod
@@ -121,9 +141,11 @@ class _DirectWriter:
         if raw is None or isinstance(raw, ssl.SSLSocket) or ts not in _DIRECT_SYNTAXES:
             return None
         request = event.request
-        command = pending_command(str(request.AffectedSOPClassUID), int(request.MessageID or 0), status)
+        sop_class, msg_id = str(request.AffectedSOPClassUID), int(request.MessageID or 0)
+        command = pending_command(sop_class, msg_id, status)
+        final = pending_command(sop_class, msg_id, SUCCESS, identifier=False)
         _let_peer_speak(assoc)  # whatever pynetdicom still had queued goes out first
-        return cls(sock, event.context.context_id, command, assoc.dimse.maximum_pdu_size or 0,
+        return cls(sock, event.context.context_id, command, final, assoc.dimse.maximum_pdu_size or 0,
                    ts == ImplicitVRLittleEndian)
 
     def _pdvs(self, data: bytes, command_bit: int) -> bytes:
@@ -161,14 +183,18 @@ def _find_direct(event: Event, service: FindService, req: Any, writer: _DirectWr
             if n % DRAIN_EVERY == 0:  # the first match at once, then DRAIN_EVERY at a time
                 writer.flush()
                 _let_peer_speak(event.assoc)
-        writer.flush()
     except Exception as exc:
         log.exception("C-FIND from %s failed", caller)
         writer.pending.clear()
         yield _failure(QUERY_FAILED, f"query failed: {type(exc).__name__}"), None
         return
     if event.is_cancelled:
+        writer.pending.clear()
         yield CANCEL, None
+        return
+    writer.pending.append(writer.final)  # Success, in the same write as the last matches
+    writer.flush()
+    _skip_final_success(event.assoc, int(event.request.MessageID or 0))
 
 
 def handle_find(event: Event, ctx: GatewayContext) -> Iterator[tuple[int | Dataset, Dataset | None]]:

@@ -404,3 +404,22 @@ def test_findscu_cancel(loaded: Loaded) -> None:
         assert answer.final == "Success" and answer.pending == BIG_SERIES, answer.log[-4000:]
     assert "Sending Cancel Request" in answer.log
     assert len(ok(findscu(loaded, "-S", _image_keys(loaded)))) == BIG_SERIES
+
+
+def test_several_queries_and_an_echo_on_one_association(loaded: Loaded) -> None:
+    """Each C-FIND ends with exactly one final response, so the association carries on."""
+    ae = AE(ae_title="MANYSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind, ExplicitVRLittleEndian)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", loaded.pacs.dimse_port, ae_title="PACS")
+    try:
+        assert assoc.is_established
+        for patient, expected in (("PAT001", 2), ("PAT002", 2), ("NOBODY", 0), ("PAT-BIG", 1)):
+            ident = Dataset()
+            ident.QueryRetrieveLevel, ident.PatientID, ident.StudyInstanceUID = "STUDY", patient, ""
+            statuses = [s.Status for s, _ in assoc.send_c_find(ident, StudyRootQueryRetrieveInformationModelFind)]
+            assert statuses == [0xFF00] * expected + [0x0000], (patient, statuses)
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+        ae.shutdown()

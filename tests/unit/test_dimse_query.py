@@ -283,10 +283,11 @@ def test_direct_encoding_equals_pydicom(service: FindService, model: Model, keys
     assert expected and expected == list(service.find_encoded(req, implicit=implicit))
 
 
-@pytest.mark.parametrize(("msg_id", "status"), [(1, 0xFF00), (65535, 0xFF01)])
+@pytest.mark.parametrize(("msg_id", "status"), [(1, 0xFF00), (65535, 0xFF01), (7, 0x0000)])
 @pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.1.1"])
 def test_pending_command_set_is_pynetdicoms(sop_class: str, msg_id: int, status: int) -> None:
-    """The gateway's hand-encoded C-FIND-RSP command set is what pynetdicom would send."""
+    """The gateway's hand-encoded C-FIND-RSP command sets (pending with an identifier, the final
+    Success without) are what pynetdicom would send."""
     from io import BytesIO
 
     from pynetdicom.dimse_messages import C_FIND_RSP
@@ -296,7 +297,9 @@ def test_pending_command_set_is_pynetdicoms(sop_class: str, msg_id: int, status:
 
     rsp = C_FIND()
     rsp.MessageIDBeingRespondedTo, rsp.AffectedSOPClassUID, rsp.Status = msg_id, sop_class, status
-    rsp.Identifier = BytesIO(b"\0\0")
+    final = status == 0x0000
+    if not final:
+        rsp.Identifier = BytesIO(b"\0\0")
     msg = C_FIND_RSP()
     msg.primitive_to_message(rsp)
-    assert pending_command(sop_class, msg_id, status) == encode(msg.command_set, True, True)
+    assert pending_command(sop_class, msg_id, status, identifier=not final) == encode(msg.command_set, True, True)
