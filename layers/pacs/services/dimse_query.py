@@ -181,9 +181,12 @@ def parse_identifier(identifier: Dataset, model: Model) -> FindRequest:
         if tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL) or group & 1 or elem_no == 0 or group <= 2:
             continue  # private attributes are not supported: neither matched nor returned
         try:
-            elem = identifier[tag]
-            vr = elem.VR
-            value = elem.value
+            raw = identifier.get_item(tag)
+            if isinstance(raw, RawDataElement) and not raw.length:
+                vr, value = raw.VR, None  # a return key only (most of them): nothing to convert
+            else:
+                elem = identifier[tag]
+                vr, value = elem.VR, elem.value
         except Exception as exc:
             raise FindFailure(
                 UNABLE_TO_PROCESS, f"({group:04X},{elem_no:04X}) undecodable: {exc}", tag
