@@ -53,6 +53,20 @@ class WakingQueue(queue.Queue[Any]):
         self._wake()
 
 
+class Checkpoint(threading.Event):
+    """The association's reactor checkpoint: clearing it (a user thread pausing the reactor to send
+    a request) wakes the reactor, so it pauses at once instead of at its next timeout."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+        self.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake.set()
+
+
 class EventDUL(DULServiceProvider):
     """A DUL provider whose reactor sleeps in `select()` on its socket and a wake-up pipe."""
 
@@ -172,6 +186,7 @@ class EventAssociation(Association):
         self.acse_timeout = self.acse_timeout  # re-applied: these setters configure the DUL's timers
         self.network_timeout = self.network_timeout
         self.dimse.msg_queue = WakingQueue(self.activity.set)
+        self._reactor_checkpoint = Checkpoint(self.activity)
 
     def _run_reactor(self) -> None:
         """pynetdicom's reactor loop (association.py), waiting on `activity`."""
@@ -179,10 +194,17 @@ class EventAssociation(Association):
         while not self._kill:
             self.activity.wait(IDLE_WAIT)
             self.activity.clear()
-            self._is_paused = True
-            self._reactor_checkpoint.wait()
-            self._is_paused = False
-            while True:  # every complete message, not one per wake-up
+            # A user thread pauses the reactor (clear the checkpoint, wait for `_is_paused`) before it
+            # sends a request and takes the response off the DIMSE queue itself. pynetdicom's loop can
+            # pass a checkpoint cleared just after `wait()` returned, while the user already saw
+            # `_is_paused`, and then take the user's response: re-check after unpausing.
+            while True:
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self._is_paused = False
+                if self._reactor_checkpoint.is_set():
+                    break
+            while self._reactor_checkpoint.is_set():  # every complete message, not one per wake-up
                 context_id, msg = self.dimse.get_msg(block=False)
                 if not msg:
                     break
