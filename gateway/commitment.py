@@ -127,8 +127,7 @@ def handle_n_action(event: Event, ctx: GatewayContext) -> tuple[int | Dataset, D
     except Exception as exc:
         log.warning("storage commitment from %s: cannot read the action information: %s", requester, exc)
         return _failure(INVALID_ARGUMENT_VALUE, f"cannot read the action information: {exc}"), None
-    service = CommitmentService(backend.catalog, backend.store, backend.commitments, backend.commitments,
-                                ctx.settings.partition)
+    service = CommitmentService(backend.catalog, backend.store, backend.commitments, ctx.settings.partition)
     try:
         record = service.accept(transaction_uid, requester, refs)
     except Exception as exc:

@@ -22,12 +22,13 @@ from infra.config import PacsConfig
 from infra.nag import Why, suppress
 
 PARTITION_KEY, SORT_KEY = "PK", "SK"
-#: index name → (partition key attribute, sort key attribute)
-GSIS: dict[str, tuple[str, str]] = {
-    "patient": ("PatientPK", "DateSK"),
-    "accession": ("AccessionPK", "DateSK"),
-    "name": ("NamePK", "NameSK"),
-    "date": ("DatePK", "DateSK"),
+#: index name → (partition key, sort key, projection): as pacs.catalog.dynamodb models them
+GSIS: dict[str, tuple[str, str, dynamodb.ProjectionType]] = {
+    "patient": ("PatientPK", "DateSK", dynamodb.ProjectionType.ALL),
+    "accession": ("AccessionPK", "DateSK", dynamodb.ProjectionType.ALL),
+    "name": ("NamePK", "NameSK", dynamodb.ProjectionType.ALL),
+    "date": ("DatePK", "DateSK", dynamodb.ProjectionType.ALL),
+    "sop": ("SopPK", "SK", dynamodb.ProjectionType.KEYS_ONLY),  # instances by SOP UID (commitment)
 }
 
 
@@ -47,12 +48,12 @@ class Catalog(Construct):
             deletion_protection=config.retain_data,
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
         )
-        for name, (pk, sk) in GSIS.items():
+        for name, (pk, sk, projection) in GSIS.items():
             self.table.add_global_secondary_index(
                 index_name=name,
                 partition_key=dynamodb.Attribute(name=pk, type=string),
                 sort_key=dynamodb.Attribute(name=sk, type=string),
-                projection_type=dynamodb.ProjectionType.ALL,
+                projection_type=projection,
             )
         vault = backup.BackupVault(
             self, "Vault", encryption_key=key,

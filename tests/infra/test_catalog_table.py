@@ -35,5 +35,5 @@ def test_every_gsi_matches_the_model(full: Synth) -> None:
     modelled = {g["index_name"]: (normalised_keys(g["key_schema"]), g["projection"]["ProjectionType"])
                 for g in model_schema()["global_secondary_indexes"]}
     assert synthesized == modelled
-    assert set(synthesized) == {"patient", "accession", "name", "date"}
+    assert set(synthesized) == {"patient", "accession", "name", "date", "sop"}
     assert not table["Properties"].get("LocalSecondaryIndexes") and not model_schema()["local_secondary_indexes"]

@@ -561,3 +561,20 @@ def test_concurrent_removals_keep_exact_counts(catalog: Catalog) -> None:
         assert sum(pool.map(run, range(4))) == len(targets)  # each removal happens once
     assert counts(study_of(catalog)) == (1, 5, 50)
     assert [s.series_uid for s in catalog.query_series(P, study_uid(1), []).rows] == [series_uid(1, 2)]
+
+
+def test_locate_instances_by_sop_uid_alone(catalog: Catalog) -> None:
+    """Storage commitment names instances by SOP Instance UID only: found through an index, per partition."""
+    catalog.upsert_instance(make(1, 1, 1))
+    catalog.upsert_instance(make(1, 2, 1))
+    catalog.upsert_instance(make(2, 1, 1, partition="other"))
+    found = catalog.locate_instances(P, [sop_uid(1, 1, 1), sop_uid(1, 2, 1), sop_uid(2, 1, 1), "1.2.999"])
+    assert found == {
+        sop_uid(1, 1, 1): [(study_uid(1), series_uid(1, 1))],
+        sop_uid(1, 2, 1): [(study_uid(1), series_uid(1, 2))],
+    }
+    assert catalog.locate_instances("other", [sop_uid(2, 1, 1)]) == {
+        sop_uid(2, 1, 1): [(study_uid(2), series_uid(2, 1))]}
+    assert catalog.locate_instances(P, []) == {}
+    catalog.remove_instance(P, study_uid(1), series_uid(1, 2), sop_uid(1, 2, 1))
+    assert catalog.locate_instances(P, [sop_uid(1, 2, 1)]) == {}

@@ -54,7 +54,7 @@ def index_key(backend: Backend, key: str) -> None:
 
 def service(backend: Backend, clock: FakeClock, wait: float = 5.0) -> CommitmentService:
     assert backend.commitments is not None
-    return CommitmentService(backend.catalog, backend.store, backend.commitments, backend.commitments,
+    return CommitmentService(backend.catalog, backend.store, backend.commitments,
                              wait=wait, sleep=clock.sleep, monotonic=clock.monotonic)
 
 

@@ -20,7 +20,7 @@ from pacs.services.commitment import (
 )
 from pacs.services.mpps import COMPLETED, IN_PROGRESS, MppsRecord
 
-from .test_catalog_contract import CT, P, make, series_uid, sop_uid, study_uid
+from .test_catalog_contract import CT, P, make, study_uid
 
 
 @dataclass
@@ -121,20 +121,6 @@ def test_commitment_records(stores: Stores) -> None:
     assert s.list_commitments("other") == []
 
 
-def test_locate_instances_by_sop_uid(stores: Stores) -> None:
-    cat, s = stores.catalog, stores.records
-    cat.upsert_instance(make(1, 1, 1))
-    cat.upsert_instance(make(1, 2, 1))
-    cat.upsert_instance(make(2, 1, 1, partition="other"))
-    found = s.locate_instances(P, [sop_uid(1, 1, 1), sop_uid(1, 2, 1), sop_uid(2, 1, 1), "1.2.999"])
-    assert found == {
-        sop_uid(1, 1, 1): [(study_uid(1), series_uid(1, 1))],
-        sop_uid(1, 2, 1): [(study_uid(1), series_uid(1, 2))],
-    }
-    assert s.locate_instances("other", [sop_uid(2, 1, 1)]) == {sop_uid(2, 1, 1): [(study_uid(2), series_uid(2, 1))]}
-    assert s.locate_instances(P, []) == {}
-
-
 def test_records_do_not_disturb_the_catalog(stores: Stores) -> None:
     cat, s = stores.catalog, stores.records
     cat.upsert_instance(make(1, 1, 1))
@@ -143,7 +129,7 @@ def test_records_do_not_disturb_the_catalog(stores: Stores) -> None:
     page = cat.query_studies(P, [])
     assert [r.study_uid for r in page.rows] == [study_uid(1)]
     assert cat.get_study(P, study_uid(1)) is not None
-    assert s.locate_instances(P, ["1.2.1", "1.2.9.1"]) == {}
+    assert cat.locate_instances(P, ["1.2.1", "1.2.9.1"]) == {}
 
 
 def test_sqlite_connections_end_with_their_threads(tmp_path: Path) -> None:

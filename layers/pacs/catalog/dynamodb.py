@@ -12,6 +12,7 @@ study items (and name aliases, below) carry their keys:
     accession  AccessionPK = {partition}#{AccessionNumber}         DateSK
     name       NamePK      = {partition}#{first char of name}      NameSK = {normalised name}
     date       DatePK      = {partition}#STUDY#{yyyymm | 000000}   DateSK
+    sop        SopPK       = {partition}#{SOPInstanceUID}          SK     (instance items; keys only)
 
 A PN query matches through any group (alphabetic, ideographic, phonetic) of any value, so every
 normalised form (`matching.name_keys`) is indexed: the first on the study item, the others on small
@@ -42,7 +43,7 @@ from pynamodb.connection import Connection
 from pynamodb.exceptions import TableError, TransactWriteError
 from pynamodb.expressions.condition import Condition as DbCondition
 from pynamodb.expressions.update import Action
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -68,6 +69,7 @@ SERIES_NUMBER, INSTANCE_NUMBER = "00200011", "00200013"
 
 STUDY_SK, META_SK, NAME_SK, UNDATED_MONTH = "STUDY", "MONTHS", "NAME#", "000000"
 INDEX_PATIENT, INDEX_ACCESSION, INDEX_NAME, INDEX_DATE = "patient", "accession", "name", "date"
+INDEX_SOP = "sop"
 MAX_ATTEMPTS = 16
 _KEY_MAX = 512  # GSI key values are capped well under DynamoDB's limits (2048 / 1024 bytes)
 _MAX_ALIASES = 16  # of one study's names; a transaction holds at most 100 items
@@ -118,6 +120,17 @@ class _DateIndex(GlobalSecondaryIndex["_Item"]):
     date_sk = UnicodeAttribute(range_key=True, attr_name="DateSK")
 
 
+class _SopIndex(GlobalSecondaryIndex["_Item"]):
+    """Instances by SOP Instance UID alone (storage commitment names instances without their study)."""
+
+    class Meta:
+        index_name = INDEX_SOP
+        projection = KeysOnlyProjection()
+
+    sop_pk = UnicodeAttribute(hash_key=True, attr_name="SopPK")
+    sk = UnicodeAttribute(range_key=True, attr_name="SK")
+
+
 class _Item(Model):
     """Every item of the table (study, series, instance, meta); `_models` binds it to a table."""
 
@@ -134,6 +147,7 @@ class _Item(Model):
     sequencer = UnicodeAttribute(null=True)
     version_id = UnicodeAttribute(null=True)
     size = NumberAttribute(null=True)
+    sop_pk = UnicodeAttribute(null=True, attr_name="SopPK")
     # series and study aggregates
     n_instances = NumberAttribute(null=True)
     n_series = NumberAttribute(null=True)
@@ -156,6 +170,7 @@ class _Item(Model):
     by_accession: ClassVar[_AccessionIndex]
     by_name: ClassVar[_NameIndex]
     by_date: ClassVar[_DateIndex]
+    by_sop: ClassVar[_SopIndex]
 
 
 def _models(table: str, region_name: str, endpoint: str | None) -> type[_Item]:
@@ -172,6 +187,7 @@ def _models(table: str, region_name: str, endpoint: str | None) -> type[_Item]:
         by_accession = _AccessionIndex()
         by_name = _NameIndex()
         by_date = _DateIndex()
+        by_sop = _SopIndex()
 
     return Item
 
@@ -409,6 +425,7 @@ class DynamoCatalog:
                 pk, in_sk, attrs=_json(i.attrs), rev=(int(old.rev or 0) + 1) if old else 1,
                 sop_class=i.sop_class_uid, tsuid=i.transfer_syntax_uid, obj_key=i.key, etag=i.etag,
                 sequencer=i.sequencer, version_id=i.version_id, size=i.size,
+                sop_pk=f"{i.partition}#{i.sop_uid}",
             )
             doc_cond = m.pk.does_not_exist() if old is None else (m.rev == old.rev)
             se_actions: list[Action] = [
@@ -684,6 +701,16 @@ class DynamoCatalog:
             for it in self._m.batch_get(list(wanted), consistent_read=True, attributes_to_get=["PK", "SK"])
         }
         return missing | {k for key, k in wanted.items() if key not in found}
+
+    def locate_instances(self, partition: str, sop_uids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        check_partition(partition)
+        prefix = f"{partition}#"
+        out: dict[str, list[tuple[str, str]]] = {}
+        for sop_uid in set(sop_uids):
+            for item in self._m.by_sop.query(f"{prefix}{sop_uid}"):
+                _, series_uid, _ = item.sk.split("#", 2)
+                out.setdefault(sop_uid, []).append((item.pk[len(prefix):], series_uid))
+        return out
 
     def close(self) -> None:
         """Nothing to release: botocore clients are pooled by pynamodb."""

@@ -8,15 +8,10 @@ keys that cannot collide with its items (catalog PKs are `{partition}#{StudyUID}
 A partition's steps (or commitments) are one Query; writes are conditional (insert if absent,
 replace if `rev` is unchanged).
 
-Locating instances by SOP Instance UID (storage commitment): the catalog has no index on SOP
-Instance UIDs yet, so this reads the table's instance items with a filtered, paginated Scan. It runs
-only for commitment requests, off every query path, a few times per request at most; a sparse GSI on
-the catalog's instance items (`{partition}#{SOPInstanceUID}`) would make it one Query.
+Instances named by a commitment request are located by the catalog itself (its `sop` index).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import orjson
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
@@ -147,21 +142,6 @@ class DynamoMppsStore:
         items = self._m.query(f"{partition}#{COMMITMENT_PK}", filter_condition=cond, consistent_read=True)
         records = [self._commitment(i, partition) for i in items]
         return sorted(records, key=lambda r: (r.created, r.transaction_uid))
-
-    # -- locating instances -------------------------------------------------------------------------
-
-    def locate_instances(self, partition: str, sop_uids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
-        wanted = set(sop_uids)
-        out: dict[str, list[tuple[str, str]]] = {}
-        if not wanted:
-            return out
-        prefix = f"{partition}#"
-        cond = self._m.sk.startswith("INSTANCE#") & self._m.pk.startswith(prefix)
-        for item in self._m.scan(filter_condition=cond, attributes_to_get=["PK", "SK"]):
-            _, series_uid, sop_uid = item.sk.split("#", 2)
-            if sop_uid in wanted:
-                out.setdefault(sop_uid, []).append((item.pk[len(prefix):], series_uid))
-        return out
 
     def close(self) -> None:
         """Nothing to release: botocore clients are pooled by pynamodb."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,8 +36,6 @@ CREATE TABLE IF NOT EXISTS commitments (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS commitments_delivery ON commitments (partition, delivery, created);
 """
-#: Only when the catalog's table is there (the catalog creates it; tests may use this store alone).
-_LOCATOR_INDEX = "CREATE INDEX IF NOT EXISTS instances_sop ON instances (partition, sop_uid)"
 
 _MPPS_COLS = "partition, sop_uid, status, attrs, study_uids, created, updated, version"
 
@@ -87,9 +85,7 @@ class SqliteMppsStore:
         self._local = threading.local()
         self._conns: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
-        db = self._db()
-        db.executescript(_SCHEMA)
-        self._has_instances = self._ensure_locator_index(db)
+        self._db().executescript(_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
         conn: _Connection | None = getattr(self._local, "conn", None)
@@ -102,12 +98,6 @@ class SqliteMppsStore:
             with self._lock:
                 self._conns.add(conn)
         return conn.db
-
-    def _ensure_locator_index(self, db: sqlite3.Connection) -> bool:
-        exists = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='instances'").fetchone()
-        if exists:
-            db.execute(_LOCATOR_INDEX)
-        return exists is not None
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self._db()
@@ -187,28 +177,6 @@ class SqliteMppsStore:
             sql, args = sql + " AND delivery=?", (partition, delivery)
         rows = self._db().execute(sql + " ORDER BY created, transaction_uid", args).fetchall()
         return [commitment_from(*r) for r in rows]
-
-    # -- locating instances -------------------------------------------------------------------------
-
-    def locate_instances(self, partition: str, sop_uids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
-        uids = sorted(set(sop_uids))
-        out: dict[str, list[tuple[str, str]]] = {}
-        if not uids:
-            return out
-        db = self._db()
-        if not self._has_instances:
-            self._has_instances = self._ensure_locator_index(db)
-            if not self._has_instances:
-                return out
-        for start in range(0, len(uids), 500):  # well under SQLite's bound-parameter limit
-            chunk = uids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for study, series, sop in db.execute(
-                f"SELECT study_uid, series_uid, sop_uid FROM instances INDEXED BY instances_sop"
-                f" WHERE partition=? AND sop_uid IN ({marks})", (partition, *chunk)
-            ):
-                out.setdefault(sop, []).append((study, series))
-        return out
 
     def close(self) -> None:
         with self._lock:

@@ -89,6 +89,11 @@ class Catalog(Protocol):
         InstanceNumber then UID."""
         ...
 
+    def locate_instances(self, partition: str, sop_uids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """Where instances are, from their SOP Instance UIDs alone: {sop_uid: [(study_uid, series_uid)]}
+        for those catalogued (storage commitment names instances without their study)."""
+        ...
+
     def missing_keys(self, partition: str, keys: Iterable[str]) -> set[str]:
         """Of the given instance object keys, those not catalogued (reconciliation)."""
         ...

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS instances (
     PRIMARY KEY (partition, study_uid, series_uid, sop_uid)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS instances_key ON instances (key);
+CREATE INDEX IF NOT EXISTS instances_sop ON instances (partition, sop_uid);
 """
 
 _STUDY_COLS = "partition, study_uid, attrs, n_series, n_instances, size, modalities, sop_classes"
@@ -362,6 +363,19 @@ class SqliteCatalog:
             map(_instance, cur), InstanceRow.to_dicom_json, conditions,
             fuzzy=fuzzy, limit=limit, offset=offset,
         )
+
+    def locate_instances(self, partition: str, sop_uids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        wanted = list(set(sop_uids))
+        out: dict[str, list[tuple[str, str]]] = {}
+        db = self._db()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            for study, series, sop in db.execute(
+                f"SELECT study_uid, series_uid, sop_uid FROM instances INDEXED BY instances_sop"
+                f" WHERE partition=? AND sop_uid IN ({','.join('?' * len(chunk))})", (partition, *chunk)
+            ):
+                out.setdefault(sop, []).append((study, series))
+        return out
 
     def missing_keys(self, partition: str, keys: Iterable[str]) -> set[str]:
         db = self._db()

@@ -24,7 +24,7 @@ delivered stays queryable (`pacs commitment list`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -106,14 +106,8 @@ class CommitmentStore(Protocol):
         ...
 
 
-class InstanceLocator(Protocol):
-    def locate_instances(self, partition: str, sop_uids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
-        """For each SOP Instance UID catalogued, the (study UID, series UID) pairs holding it."""
-        ...
-
-
-class CommitmentRecords(CommitmentStore, InstanceLocator, Protocol):
-    """What a backend provides for storage commitment: the records and the locator (one adapter)."""
+class CommitmentRecords(CommitmentStore, Protocol):
+    """What a backend provides for storage commitment: the records, beside the catalog."""
 
     def close(self) -> None: ...
 
@@ -145,7 +139,6 @@ class CommitmentService:
     catalog: Catalog
     store: BlobStore
     records: CommitmentStore
-    locator: InstanceLocator
     partition: str = "default"
     wait: float = DEFAULT_WAIT
     poll: float = DEFAULT_POLL
@@ -195,7 +188,7 @@ class CommitmentService:
 
     def _check(self, refs: Sequence[SopRef]) -> dict[SopRef, int]:
         valid = [r for r in refs if is_valid_uid(r.sop_instance_uid)]
-        places = self.locator.locate_instances(self.partition, {r.sop_instance_uid for r in valid})
+        places = self.catalog.locate_instances(self.partition, {r.sop_instance_uid for r in valid})
         out: dict[SopRef, int] = {}
         for ref in refs:
             reason = NO_SUCH_OBJECT_INSTANCE
