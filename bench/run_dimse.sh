@@ -170,7 +170,7 @@ mem=$(free -g | awk '/^Mem/ {print $2}')
        "C-FIND listed every instance on each"
   echo "- C-FIND: Study Root, STUDY level, worklist return keys (names, IDs, dates, accession, description," \
        "ModalitiesInStudy, study-related series/instance counts); client: pynetdicom SCU in the bench process" \
-       "(pynetdicom AE), one association per server kept open, latency = C-FIND-RQ sent -> final" \
+       "(pynetdicom AE, its DUL polling every 0.1 ms), one association per server kept open, latency = C-FIND-RQ sent -> final" \
        "response received (every match received and decoded); one warm-up query per server and row, then" \
        "$N queries each, interleaved (A B, B A, ...). Both servers run at once, on $fs, in a private network" \
        "namespace (loopback only)"
