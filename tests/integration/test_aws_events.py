@@ -460,6 +460,8 @@ def test_packed_bodies_go_to_the_derived_bucket(aws: MotoPacs, monkeypatch: pyte
     packed = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=DERIVED, Prefix=f"{P}/derived/{study}/packed/")
               .get("Contents", [])]
     assert len(packed) == 1
+    tags = aws.s3.get_object_tagging(Bucket=DERIVED, Key=packed[0])["TagSet"]
+    assert tags == [{"Key": "pacs-lifecycle", "Value": "transient"}]  # what the lifecycle rule expires
     assert not aws.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{P}/derived/").get("Contents")
     r = requests.get(location, timeout=10)
     assert r.status_code == 200

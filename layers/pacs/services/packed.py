@@ -48,6 +48,11 @@ class Packing:
     size: int
 
 
+#: Pre-packed bodies are caches: the deployment's lifecycle rule on the derived bucket expires objects
+#: under `{partition}/derived/` carrying this tag (infra/storage.py) a day after they were written.
+TRANSIENT_TAGGING = "pacs-lifecycle=transient"
+
+
 def part_head(boundary: str, media_type: str) -> bytes:
     """The delimiter and headers before each part (as `multipart_stream` writes them)."""
     return f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode()
@@ -106,7 +111,8 @@ def _pieces(data: Iterable[bytes], size: int) -> Iterator[bytes]:
 def _upload_s3(store: S3BlobStore, key: str, data: Iterable[bytes], content_type: str) -> None:
     """An S3 multipart upload of the stream (aborted on any failure: no partial object)."""
     client, bucket = store.client, store.bucket_for(key)
-    args: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentType": content_type}
+    args: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentType": content_type,
+                            "Tagging": TRANSIENT_TAGGING}
     if store.kms_key_id:
         args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=store.kms_key_id)
     upload_id = client.create_multipart_upload(**args)["UploadId"]
