@@ -12,9 +12,11 @@ from pacs.services.query import Level, QueryRequest
 from pydicom.datadict import tag_for_keyword
 
 from functions.dicomweb.context import DICOM_JSON, BadRequest, services
+from functions.dicomweb.wado import NotAcceptable, media_ranges
 
 router = APIRouter()
-_CONTROL = {"limit", "offset", "fuzzymatching", "includefield"}
+#: Answers are DICOM JSON; a client that accepts none of these gets 406 (PS3.18 8.7).
+_JSON = {"application/dicom+json", "application/json", "application/*", "*/*"}
 
 
 def resolve_tag(key: str) -> str:
@@ -56,6 +58,11 @@ def parse_query(
             if value.lower() not in ("true", "false"):
                 raise BadRequest("fuzzymatching must be true or false")
             fuzzy = value.lower() == "true"
+        elif key == "accept":
+            check_accept(value)
+        elif key == "charset":
+            if not {c.strip().lower() for c in value.split(",")} & {"utf-8", "utf8", "*"}:
+                raise NotAcceptable(f"cannot answer in charset {value!r}: DICOM JSON is UTF-8")
         elif key == "includefield":
             for field in filter(None, (f.strip() for f in value.split(","))):
                 if field == "all":
@@ -73,7 +80,15 @@ def parse_query(
     )
 
 
+def check_accept(accept: str | None) -> None:
+    """NotAcceptable unless `accept` (a header or the `accept` parameter) admits DICOM JSON."""
+    if accept and not any(media in _JSON for media, _ in media_ranges(accept)):
+        raise NotAcceptable(f"cannot answer {accept!r}: QIDO-RS answers application/dicom+json")
+
+
 def _answer(request: Request, query: QueryRequest) -> Response:
+    if "accept" not in request.query_params:  # the parameter, when given, overrides the header
+        check_accept(request.headers.get("accept"))
     svc = services(request)
     base = str(request.base_url).rstrip("/") + "/dicomweb/studies"
 

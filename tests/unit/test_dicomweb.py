@@ -239,3 +239,28 @@ def test_study_attributes_in_a_series_search_of_one_study(client: TestClient) ->
     assert client.get(f"/dicomweb/studies/{S1}/series?PatientName=smith").status_code == 204
     r = client.get(f"/dicomweb/studies/{S1}/instances?Modality=CT&SeriesNumber=1")
     assert uids(r, "00080018") == [f"{S1}.1.1", f"{S1}.1.2"]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/dicomweb/studies", {"Accept": "application/dicom+json"}, 200),
+        ("/dicomweb/studies", {"Accept": "application/json"}, 200),
+        ("/dicomweb/studies", {"Accept": "application/dicom+xml;q=0.9, */*;q=0.1"}, 200),
+        ("/dicomweb/studies", {"Accept": "application/dicom+xml"}, 406),
+        ("/dicomweb/studies", {"Accept": 'multipart/related; type="application/dicom+xml"'}, 406),
+        ("/dicomweb/studies?accept=application/dicom%2Bjson", {"Accept": "application/dicom+xml"}, 200),
+        ("/dicomweb/studies?accept=application/dicom%2Bxml", {}, 406),
+        ("/dicomweb/studies?charset=utf-8", {}, 200),
+        ("/dicomweb/studies?charset=ISO-8859-1,utf-8", {}, 200),
+        ("/dicomweb/studies?charset=ISO-8859-1", {}, 406),
+        (f"/dicomweb/studies/{S1}/series", {"Accept": "application/dicom+xml"}, 406),
+    ],
+)
+def test_qido_media_types_and_charset(client: TestClient, path: str, headers: dict[str, str], status: int) -> None:
+    r = client.get(path, headers=headers)
+    assert r.status_code == status, r.text
+    if status == 406:
+        assert r.json()["error"]
+    else:
+        assert r.headers["content-type"].startswith("application/dicom+json")
