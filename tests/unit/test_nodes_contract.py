@@ -160,3 +160,23 @@ def test_nodes_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["nodes", "remove", "DEST", *d]) == 0
     assert main(["nodes", "remove", "DEST", *d]) == 1
     assert main(["nodes", "add", "X" * 17, "h", "1", *d]) == 2
+
+
+def test_sqlite_registry_keeps_no_connection_per_thread(tmp_path: Path) -> None:
+    """The gateway runs each association in its own thread: reading nodes there must not leave a
+    connection (three file descriptors with WAL) behind per thread."""
+    import os
+    import threading
+
+    from pacs.catalog.nodes_sqlite import SqliteNodeRegistry
+
+    reg = SqliteNodeRegistry(tmp_path / "catalog.db")
+    reg.put_node(RemoteNode("DEST", "127.0.0.1", 104))
+    before = len(os.listdir("/proc/self/fd"))
+    found: list[RemoteNode | None] = []
+    for _ in range(20):
+        t = threading.Thread(target=lambda: found.append(reg.get_node("DEST")))
+        t.start()
+        t.join()
+    assert found == [RemoteNode("DEST", "127.0.0.1", 104)] * 20
+    assert len(os.listdir("/proc/self/fd")) <= before + 2

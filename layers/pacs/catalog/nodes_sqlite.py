@@ -1,9 +1,15 @@
-"""SQLite NodeRegistry (embedded mode): a `nodes` table in the catalog's database file."""
+"""SQLite NodeRegistry (embedded mode): a `nodes` table in the catalog's database file.
+
+Nodes are read once per association that needs one (a C-MOVE destination, a commitment reply) and
+written by `pacs nodes`: each call opens its own short-lived connection, so no connection (and no file
+descriptor) outlives it, however many association threads the gateway runs.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pacs.catalog.nodes import RemoteNode, check_node
@@ -27,42 +33,39 @@ class SqliteNodeRegistry:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._db().executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
             db.execute("PRAGMA busy_timeout=30000")
-            self._local.db = db
-            with self._lock:
-                self._conns.append(db)
-        return db
+            yield db
+        finally:
+            db.close()
 
     def put_node(self, node: RemoteNode) -> None:
         n = check_node(node)
-        self._db().execute(
-            f"INSERT OR REPLACE INTO nodes ({_COLS}) VALUES (?,?,?,?,?,?)",
-            (n.ae_title, n.host, n.port, int(n.tls), ",".join(sorted(n.operations)), n.description),
-        )
+        with self._db() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO nodes ({_COLS}) VALUES (?,?,?,?,?,?)",
+                (n.ae_title, n.host, n.port, int(n.tls), ",".join(sorted(n.operations)), n.description),
+            )
 
     def get_node(self, ae_title: str) -> RemoteNode | None:
-        r = self._db().execute(f"SELECT {_COLS} FROM nodes WHERE ae_title=?", (ae_title,)).fetchone()
+        with self._db() as db:
+            r = db.execute(f"SELECT {_COLS} FROM nodes WHERE ae_title=?", (ae_title,)).fetchone()
         return None if r is None else _node(r)
 
     def list_nodes(self) -> list[RemoteNode]:
-        return [_node(r) for r in self._db().execute(f"SELECT {_COLS} FROM nodes ORDER BY ae_title")]
+        with self._db() as db:
+            return [_node(r) for r in db.execute(f"SELECT {_COLS} FROM nodes ORDER BY ae_title")]
 
     def remove_node(self, ae_title: str) -> bool:
-        return self._db().execute("DELETE FROM nodes WHERE ae_title=?", (ae_title,)).rowcount > 0
+        with self._db() as db:
+            return db.execute("DELETE FROM nodes WHERE ae_title=?", (ae_title,)).rowcount > 0
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._conns:
-                db.close()
-            self._conns.clear()
-        self._local = threading.local()
+        """Nothing to release: no connection outlives a call."""
