@@ -6,8 +6,7 @@ import socket
 import threading
 from typing import Any, cast
 
-from pacs.dimse.reactor import EventRequestHandler
-from pacs.dimse.sender import RequestorAE
+from pacs.dimse.reactor import EventAE, EventRequestHandler
 from pydicom.uid import (
     AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
@@ -50,7 +49,7 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     pynetdicom setting) instead of assembling it in memory."""
     _config.LOG_HANDLER_LEVEL = "none"  # no per-PDU logging on the hot path
     _config.STORE_RECV_CHUNKED_DATASET = spool
-    ae = RequestorAE(ae_title=ae_title)
+    ae = EventAE(ae_title=ae_title)  # the associations it requests (C-MOVE) are event-driven too
     ae.require_called_aet = True  # an unknown called AE title is rejected at association
     ae.maximum_pdu_size = max_pdu
     ae.maximum_associations = 64

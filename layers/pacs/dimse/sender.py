@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
@@ -42,32 +41,6 @@ from pacs.storage.port import BlobStore
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: A DICOM association proposes at most 128 presentation contexts (odd IDs 1-255).
 MAX_CONTEXTS = 128
-
-
-class _WakingCheckpoint(threading.Event):
-    """An association's reactor checkpoint that wakes its event-driven reactor when cleared (the SCU
-    calls clear it, then wait until the reactor has paused)."""
-
-    def __init__(self, wake: Callable[[], None]) -> None:
-        super().__init__()
-        self._wake = wake
-        self.set()
-
-    def clear(self) -> None:
-        super().clear()
-        self._wake()
-
-
-class RequestorAE(EventAE):
-    """EventAE (event-driven reactors, TCP_NODELAY) whose requested associations pause at once for each
-    SCU call: pynetdicom's `send_c_store` & co. clear the reactor's checkpoint and spin until it has
-    paused, which an EventAssociation otherwise notices only at its next idle wake-up (up to
-    `reactor.IDLE_WAIT`, 10 ms, per C-STORE)."""
-
-    def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
-        sock = super()._create_socket(assoc, address, tls_args)
-        assoc._reactor_checkpoint = _WakingCheckpoint(assoc.activity.set)  # type: ignore[attr-defined]
-        return sock
 
 
 class SendError(Exception):
@@ -187,7 +160,7 @@ class StoreSender:
         self.node = node
         self.store = store
         self.contexts = proposed_contexts(presentation)
-        self.ae = RequestorAE(ae_title=calling_ae)
+        self.ae = EventAE(ae_title=calling_ae)  # event-driven reactors, TCP_NODELAY
         self.ae.acse_timeout = timeout
         self.ae.dimse_timeout = timeout
         self.ae.network_timeout = timeout
