@@ -9,14 +9,13 @@ only SOP Instance UIDs, the catalog is keyed by study and series): a read of the
 from __future__ import annotations
 
 import sqlite3
-import threading
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
+from pacs.catalog.sqlite_connections import ThreadConnections
 from pacs.services.commitment import CommitmentRecord, FailedRef, SopRef
 from pacs.services.mpps import MppsRecord
 
@@ -66,38 +65,14 @@ def commitment_from(partition: str, transaction_uid: str, requester: str, create
     )
 
 
-class _Connection:
-    """A thread's connection, closed when the thread ends (its thread-local goes) or at `close()`:
-    the gateway serves each association on a thread of its own."""
-
-    __slots__ = ("__weakref__", "db")
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __del__(self) -> None:
-        self.db.close()
-
-
 class SqliteMppsStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()
-        self._conns: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        self._conns = ThreadConnections(path)
         self._db().executescript(_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            conn = self._local.conn = _Connection(db)
-            with self._lock:
-                self._conns.add(conn)
-        return conn.db
+        return self._conns.get()
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self._db()
@@ -179,8 +154,4 @@ class SqliteMppsStore:
         return [commitment_from(*r) for r in rows]
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = list(self._conns), weakref.WeakSet()
-        for conn in conns:
-            conn.db.close()
-        self._local = threading.local()
+        self._conns.close()

@@ -9,7 +9,6 @@ conditions allow, then filter in Python with the shared matcher.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from pacs.catalog.records import (
     UpsertOutcome,
     first_value,
 )
+from pacs.catalog.sqlite_connections import ThreadConnections
 from pacs.events.model import sequencer_order
 
 PATIENT_NAME, PATIENT_ID, ISSUER = "00100010", "00100020", "00100021"
@@ -97,22 +97,11 @@ def _instance(r: tuple[Any, ...]) -> InstanceRow:
 class SqliteCatalog:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._conns = ThreadConnections(path)
         self._db().executescript(_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            self._local.db = db
-            with self._lock:
-                self._conns.append(db)
-        return db
+        return self._conns.get()
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self._db()
@@ -385,8 +374,4 @@ class SqliteCatalog:
         }
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._conns:
-                db.close()
-            self._conns.clear()
-        self._local = threading.local()
+        self._conns.close()

@@ -5,7 +5,7 @@ nothing to do, and the association thread sleeps 1 ms between looks at its DIMSE
 C-STORE therefore waits up to a millisecond twice (the received data set reaching the handler, the
 response reaching the socket) and an idle association wakes 2,000 times a second.
 
-Here both loops wait on what they are waiting for instead: the DUL thread in `select()` on its
+Here both loops wait on what they are waiting for instead: the DUL thread in `poll()` on its
 socket and a wake-up pipe that is written when a primitive is queued for it (or it is told to
 stop); the association thread on an event set when a DIMSE message, an ACSE primitive or the DUL's
 exit arrives. Timers (ARTIM, network idle) are still checked at least every `IDLE_WAIT` seconds.
@@ -68,7 +68,7 @@ class Checkpoint(threading.Event):
 
 
 class EventDUL(DULServiceProvider):
-    """A DUL provider whose reactor sleeps in `select()` on its socket and a wake-up pipe."""
+    """A DUL provider whose reactor sleeps in `poll()` on its socket and a wake-up pipe."""
 
     def __init__(self, assoc: EventAssociation) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -98,14 +98,17 @@ class EventDUL(DULServiceProvider):
         sock = cast(AssociationSocket | None, self.socket)
         raw = sock.socket if sock is not None and sock._is_connected else None
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
-            return  # TLS data already decrypted and buffered: select() cannot see it
-        fds = [self._wake_r] if raw is None else [raw.fileno(), self._wake_r]
+            return  # TLS data already decrypted and buffered: poll() cannot see it
+        poller = select.poll()  # not select(): descriptors above 1024 are fine
+        poller.register(self._wake_r, select.POLLIN)
         try:
-            ready, _, _ = select.select(fds, [], [], IDLE_WAIT)
+            if raw is not None:
+                poller.register(raw.fileno(), select.POLLIN)
+            ready = poller.poll(IDLE_WAIT * 1000)
         except (OSError, ValueError):  # closed under us: the loop notices (Evt17)
             time.sleep(IDLE_WAIT)
             return
-        if self._wake_r in ready:
+        if any(fd == self._wake_r for fd, _ in ready):
             with contextlib.suppress(BlockingIOError, OSError):
                 while os.read(self._wake_r, 4096):
                     pass

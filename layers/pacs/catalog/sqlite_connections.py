@@ -1,0 +1,60 @@
+"""Per-thread SQLite connections that end with their thread.
+
+SQLite connections are not shared between threads here, and the gateway serves every association on
+a thread of its own: a connection kept per thread until `close()` would pile up one set of file
+descriptors per association (a worker then runs out of descriptors within a few hundred). Each
+thread's connection lives in a thread-local holder whose finaliser closes it when the thread ends.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import weakref
+from pathlib import Path
+
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000")
+
+
+class _Holder:
+    __slots__ = ("__weakref__", "db")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __del__(self) -> None:
+        self.db.close()
+
+
+class ThreadConnections:
+    """`get()` is the calling thread's connection to `path`, opened on first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._open: weakref.WeakSet[_Holder] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            for pragma in PRAGMAS:
+                db.execute(pragma)
+            holder = self._local.holder = _Holder(db)
+            with self._lock:
+                self._open.add(holder)
+        return holder.db
+
+    def __len__(self) -> int:
+        """Connections open now (threads that used one and are still alive)."""
+        with self._lock:
+            return len(self._open)
+
+    def close(self) -> None:
+        """Close every thread's connection (the store is not used afterwards)."""
+        with self._lock:
+            holders, self._open = list(self._open), weakref.WeakSet()
+        for holder in holders:
+            holder.db.close()
+        self._local = threading.local()
