@@ -22,6 +22,7 @@ from pynetdicom import _config
 from pynetdicom.association import Association
 
 from pacs.catalog.records import InstanceRow
+from pacs.dimse.direct import send_stored_file
 from pacs.dimse.sender import SendError, load_for, sending_syntax
 from pacs.errors import PacsError
 from pacs.storage.port import BlobStore
@@ -60,23 +61,33 @@ class StoredFile(Dataset):
         self.SOPClassUID = row.sop_class_uid
         self.SOPInstanceUID = row.sop_uid
         self.stored_path = path
+        self.stored_syntax = row.transfer_syntax_uid
 
 
 def stream_stored_files(assoc: Association, originator_aet: str | None = None) -> None:
-    """Make the association's `send_c_store` send a StoredFile from its file in PDU-sized chunks (never
-    decoded: pynetdicom's documented STORE_SEND_CHUNKED_DATASET path) and, for C-MOVE, name the AE that
-    asked for the move as the Move Originator (pynetdicom would name this PACS)."""
+    """Make the association's `send_c_store` send a StoredFile from its file, never decoded: framed into
+    PDUs and written by the sending thread (`pacs.dimse.direct`), or where that does not apply (TLS)
+    through pynetdicom's STORE_SEND_CHUNKED_DATASET path; and, for C-MOVE, name the AE that asked for the
+    move as the Move Originator (pynetdicom would name this PACS)."""
     if getattr(assoc, "_streams_stored_files", False):
         return
     send = assoc.send_c_store
 
     def send_c_store(dataset: Any, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
                      originator_id: int | None = None) -> Dataset:
+        originator_aet = move_originator or originator_aet
         if isinstance(dataset, StoredFile):
+            rsp = send_stored_file(
+                assoc, dataset.stored_path, dataset.SOPClassUID, dataset.SOPInstanceUID,
+                dataset.stored_syntax, msg_id=msg_id, priority=priority, originator_aet=originator_aet,
+                originator_id=originator_id,
+            )
+            if rsp is not None:
+                return rsp
             _config.STORE_SEND_CHUNKED_DATASET = True
             dataset = dataset.stored_path
         return send(dataset, msg_id=msg_id, priority=priority,
-                    originator_aet=move_originator or originator_aet, originator_id=originator_id)
+                    originator_aet=originator_aet, originator_id=originator_id)
 
     move_originator = originator_aet
     assoc.send_c_store = send_c_store  # type: ignore[method-assign]
