@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pacs.dimse.direct import c_store_rq, dataset_offset, send_stored_file
+from pacs.dimse.direct import c_store_rq, dataset_offset, retrieve_pending_rsp, send_stored_file
 from pacs.dimse.reactor import EventAE
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
 from pynetdicom import AE, evt
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
@@ -95,3 +95,16 @@ def test_a_file_without_group_length_is_left_to_pynetdicom(tmp_path: Path) -> No
     odd.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x01\x00OB\0\0\x02\0\0\0\0\x01")
     with odd.open("rb") as fp:
         assert dataset_offset(fp) is None
+
+
+@pytest.mark.parametrize(("primitive", "message", "field"), [(C_MOVE, C_MOVE_RSP, 0x8021), (C_GET, C_GET_RSP, 0x8010)])
+def test_pending_retrieve_response_is_pynetdicoms(primitive: Any, message: Any, field: int) -> None:
+    p = primitive()
+    p.MessageIDBeingRespondedTo, p.Status = 7, 0xFF00
+    p.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
+    p.NumberOfRemainingSuboperations, p.NumberOfCompletedSuboperations = 299, 1
+    p.NumberOfFailedSuboperations, p.NumberOfWarningSuboperations = 2, 3
+    msg = message()
+    msg.primitive_to_message(p)
+    assert retrieve_pending_rsp(field, "1.2.840.10008.5.1.4.1.2.2.2", 7, 299, 1, 2, 3) == encode(
+        msg.command_set, True, True)

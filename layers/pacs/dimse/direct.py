@@ -102,6 +102,18 @@ def context_for(assoc: Any, sop_class: str, transfer_syntax: str) -> int | None:
     return None
 
 
+def pause(assoc: Any) -> None:
+    """Stop the association's reactor at its checkpoint (it must not take the response awaited here):
+    waiting on an EventAssociation's `paused` event, else polling as pynetdicom does."""
+    assoc._reactor_checkpoint.clear()
+    paused = getattr(assoc, "paused", None)
+    while not assoc._is_paused:
+        if paused is not None:
+            paused.wait(0.01)
+        else:
+            time.sleep(0.0001)
+
+
 def send_stored_file(
     assoc: Any, path: Path, sop_class: str, sop_uid: str, transfer_syntax: str, *,
     msg_id: int = 1, priority: int = 2, originator_aet: str | None = None, originator_id: int | None = None,
@@ -123,9 +135,7 @@ def send_stored_file(
         command = c_store_rq(sop_class, sop_uid, msg_id, priority, originator_aet, originator_id)
         own_thread = threading.current_thread() is assoc
         if not own_thread:  # pause the reactor, as pynetdicom's send_c_store does
-            assoc._reactor_checkpoint.clear()
-            while not assoc._is_paused:
-                time.sleep(0.0001)
+            pause(assoc)
         try:
             _write(sock, fp, size, context_id, command, max_pdu)
             _, rsp = assoc.dimse.get_msg(block=True)
@@ -155,3 +165,60 @@ def _write(sock: Any, fp: Any, size: int, context_id: int, command: bytes, max_p
             batch, pending = [], 0
         if not left:
             return
+
+
+#: Command Field of the retrieve responses sent here: C-GET-RSP, C-MOVE-RSP.
+_RSP_FIELDS = {"C_GET": 0x8010, "C_MOVE": 0x8021}
+PENDING = 0xFF00
+
+
+def retrieve_pending_rsp(
+    command_field: int, sop_class: str, msg_id: int,
+    remaining: int, completed: int, failed: int, warning: int,
+) -> bytes:
+    """The command set of a Pending C-MOVE-RSP / C-GET-RSP without identifier, as pynetdicom encodes it."""
+    return command_set([
+        implicit(0x00000002, "", uid_value(sop_class)),  # Affected SOP Class UID
+        implicit(0x00000100, "<H", command_field),
+        implicit(0x00000120, "<H", msg_id),  # Message ID Being Responded To
+        implicit(0x00000800, "<H", 0x0101),  # Command Data Set Type: none
+        implicit(0x00000900, "<H", PENDING),
+        implicit(0x00001020, "<H", remaining),
+        implicit(0x00001021, "<H", completed),
+        implicit(0x00001022, "<H", failed),
+        implicit(0x00001023, "<H", warning),
+    ])
+
+
+def fast_pending_responses(assoc: Any) -> None:
+    """Send the association's Pending C-MOVE/C-GET responses (one per sub-operation, sent by pynetdicom's
+    retrieve loop) from a hand-encoded command set: one P-DATA primitive to the DUL, no pydicom encoding.
+    Every other message goes through pynetdicom as before."""
+    from pynetdicom.pdu_primitives import P_DATA
+
+    dimse = assoc.dimse
+    if getattr(dimse, "_fast_pending", False):
+        return
+    send = dimse.send_msg
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        field = _RSP_FIELDS.get(type(primitive).__name__)
+        if (field is None or primitive.MessageIDBeingRespondedTo is None or primitive.Status != PENDING
+                or primitive.Identifier is not None):
+            send(primitive, context_id)
+            return
+        command = retrieve_pending_rsp(
+            field, str(primitive.AffectedSOPClassUID), int(primitive.MessageIDBeingRespondedTo),
+            *(int(getattr(primitive, f"Number{n}Suboperations") or 0)
+              for n in ("OfRemaining", "OfCompleted", "OfFailed", "OfWarning")),
+        )
+        max_pdu = int(dimse.maximum_pdu_size or 0)
+        if max_pdu and len(command) > max_pdu - 6:
+            send(primitive, context_id)
+            return
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+        assoc.dul.send_pdu(pdata)
+
+    dimse.send_msg = send_msg
+    dimse._fast_pending = True

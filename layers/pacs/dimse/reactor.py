@@ -170,6 +170,7 @@ class EventAssociation(Association):
     instead of polling every millisecond."""
 
     activity: threading.Event
+    paused: threading.Event
 
     def __init__(self, ae: Any, mode: str) -> None:
         super().__init__(ae, mode)
@@ -185,6 +186,8 @@ class EventAssociation(Association):
 
     def _use_events(self) -> None:
         self.activity = threading.Event()
+        #: Set while the reactor waits at its checkpoint (`_is_paused`, as an event to wait on).
+        self.paused = threading.Event()
         self.dul = EventDUL(self)  # replaces the default provider, never started
         self.acse_timeout = self.acse_timeout  # re-applied: these setters configure the DUL's timers
         self.network_timeout = self.network_timeout
@@ -203,7 +206,9 @@ class EventAssociation(Association):
             # `_is_paused`, and then take the user's response: re-check after unpausing.
             while True:
                 self._is_paused = True
+                self.paused.set()
                 self._reactor_checkpoint.wait()
+                self.paused.clear()
                 self._is_paused = False
                 if self._reactor_checkpoint.is_set():
                     break
