@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from pacs.catalog.sqlite_connections import ThreadConnections
+from pacs.catalog.sqlite_connections import ThreadConnections, transaction
 from pacs.services.commitment import CommitmentRecord, FailedRef, SopRef
 from pacs.services.mpps import MppsRecord
 
@@ -75,15 +75,7 @@ class SqliteMppsStore:
         return self._conns.get()
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+        return transaction(self._db(), fn)
 
     # -- MPPS ---------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from pacs.catalog.records import (
     UpsertOutcome,
     first_value,
 )
-from pacs.catalog.sqlite_connections import ThreadConnections
+from pacs.catalog.sqlite_connections import ThreadConnections, transaction
 from pacs.events.model import sequencer_order
 
 PATIENT_NAME, PATIENT_ID, ISSUER = "00100010", "00100020", "00100021"
@@ -104,15 +104,7 @@ class SqliteCatalog:
         return self._conns.get()
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+        return transaction(self._db(), fn)
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000")
 
@@ -58,3 +62,15 @@ class ThreadConnections:
         for holder in holders:
             holder.db.close()
         self._local = threading.local()
+
+
+def transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """`fn(db)` in one write transaction (taken at once: BEGIN IMMEDIATE), rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result

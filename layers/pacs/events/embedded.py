@@ -9,7 +9,6 @@ remembers its last id sees each event at least once, as with an EventBridge rule
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from pacs.catalog.sqlite_connections import ThreadConnections
 from pacs.events.publisher import SOURCE
 
 _SCHEMA = """
@@ -44,18 +44,11 @@ class EmbeddedEventLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()
+        self._conns = ThreadConnections(path)
         self._conn().executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            self._local.db = db
-        return db
+        return self._conns.get()
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
         self.publish_batch([(detail_type, detail)])
@@ -82,7 +75,4 @@ class EmbeddedEventLog:
         return int(self._conn().execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._conns.close()

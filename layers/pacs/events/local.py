@@ -13,11 +13,11 @@ deliveries a message moves to the dead-letter table, where `dead_letters()` show
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pacs.catalog.sqlite_connections import ThreadConnections
 from pacs.events.model import ObjectEvent
 
 _SCHEMA = """
@@ -61,19 +61,12 @@ class LocalQueue:
         self.path = str(path)
         self.max_attempts = max_attempts
         self.visibility_timeout = visibility_timeout
-        self._local = threading.local()
+        self._conns = ThreadConnections(path)
         with self._conn() as db:
             db.executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            self._local.db = db
-        return db
+        return self._conns.get()
 
     def publish(self, event: ObjectEvent) -> None:
         """Record an event durably (committed and synced) before returning."""
@@ -158,7 +151,4 @@ class LocalQueue:
         return int(n)
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._conns.close()
