@@ -20,6 +20,8 @@ from pacs.catalog.port import Catalog
 from pacs.catalog.records import IndexedInstance, InstanceRow, StudyRow
 from pacs.storage.keys import instance_key
 
+from tests.unit.aws import fake_aws_credentials
+
 P = "default"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -44,11 +46,7 @@ def catalog(
     from moto.dynamodb.responses import DynamoHandler
     from pacs.catalog.dynamodb import DynamoCatalog
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    fake_aws_credentials(monkeypatch)
     # DynamoDB applies each request atomically; moto applies one in several unlocked steps (a
     # transaction even rolls back by restoring a copy of the table), so the threads of the
     # concurrency test could corrupt its state. One request at a time restores DynamoDB's guarantee.

@@ -16,6 +16,7 @@ from pacs.services.indexer import IndexerService, IndexOutcome
 from pacs.services.ingest import IngestService
 from pacs.storage.port import BlobStore
 
+from tests.unit.aws import fake_aws_credentials
 from tests.unit.conftest import MakePart10
 
 P = "default"
@@ -73,9 +74,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Monk
     import boto3
     from moto import mock_aws
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
+    fake_aws_credentials(monkeypatch)
     with mock_aws():
         from pacs.catalog.dynamodb import DynamoCatalog
         from pacs.storage.s3 import S3BlobStore

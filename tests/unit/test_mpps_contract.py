@@ -20,6 +20,8 @@ from pacs.services.commitment import (
 )
 from pacs.services.mpps import COMPLETED, IN_PROGRESS, MppsRecord
 
+from tests.unit.aws import fake_aws_credentials
+
 from .test_catalog_contract import CT, P, make, study_uid
 
 
@@ -46,11 +48,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
     from pacs.catalog.dynamodb import DynamoCatalog
     from pacs.catalog.mpps_dynamodb import DynamoMppsStore
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    fake_aws_credentials(monkeypatch)
     with moto.mock_aws():
         dynamo_catalog = DynamoCatalog("pacs-mpps-test", create=True)
         dynamo_store = DynamoMppsStore("pacs-mpps-test")

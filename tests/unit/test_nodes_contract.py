@@ -14,6 +14,7 @@ import pytest
 from pacs.catalog.nodes import OPERATIONS, NodeRegistry, RemoteNode
 from pacs.catalog.port import Catalog
 
+from tests.unit.aws import fake_aws_credentials
 from tests.unit.test_catalog_contract import P, make
 
 
@@ -40,11 +41,7 @@ def pair(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     from pacs.catalog.dynamodb import DynamoCatalog
     from pacs.catalog.nodes_dynamodb import DynamoNodeRegistry
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    fake_aws_credentials(monkeypatch)
     with moto.mock_aws():
         dynamo = DynamoCatalog("pacs-nodes-test", create=True)
         registry = DynamoNodeRegistry("pacs-nodes-test")

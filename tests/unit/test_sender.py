@@ -21,6 +21,8 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from tests.unit.aws import fake_aws_credentials
+
 PeerFactory = Callable[[dict[str, list[UID]]], "Peer"]
 ALL = [JPEGLSLossless, RLELossless, ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
@@ -119,9 +121,7 @@ def test_sends_from_a_store_without_local_files(peer_factory: PeerFactory, monke
     from moto import mock_aws
     from pacs.storage.s3 import S3BlobStore
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
+    fake_aws_credentials(monkeypatch)
     peer = peer_factory({MRImageStorage: ALL})
     jls = _testfile("MR_small_jpeg_ls_lossless.dcm")
     with mock_aws():
