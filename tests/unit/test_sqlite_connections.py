@@ -48,7 +48,7 @@ def test_the_catalog_keeps_no_connection_per_finished_thread(tmp_path: Path) -> 
             t = threading.Thread(target=catalog.get_study, args=("default", f"1.2.{n}"))
             t.start()
             t.join()
-            gc.collect()
+        gc.collect()
         assert open_fds() <= before
     finally:
         catalog.close()
