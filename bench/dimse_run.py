@@ -14,12 +14,10 @@ C-FIND-RQ to receiving the final response, every answer received and decoded (la
 - the same "all studies" query with a new association per query (association set-up and release
   included: what a findscu-like client pays).
 
-The client is pynetdicom's own AE, its DUL thread polling every 0.1 ms when idle (`CLIENT_POLL`;
-pynetdicom's 1 ms would add up to 2 ms to every query, whichever the server). Not the project's
-event-driven requestor (pacs.dimse.reactor.EventAE): with it, about one association set-up in a few
-hundred failed here, and its reactor could take a C-FIND response meant for `send_c_find`.
-Even so, the client costs most of a small query's time: a C-ECHO round trip with it took 2.4 ms
-against our gateway; decoding one response takes it about 0.1 ms.
+The client is pynetdicom with the project's event-driven reactors (pacs.dimse.reactor.EventAE: no 1 ms
+polling on either side of a message); `DIMSE_CLIENT=pynetdicom` uses pynetdicom's own AE instead, its DUL
+thread polling every 0.1 ms when idle (`CLIENT_POLL`). The same client serves both servers; it still costs
+a good part of a small query's time (decoding one response takes it about 0.1 ms).
 
 Every row: one untimed warm-up query per server, then `--n` timed queries per server interleaved
 (A B, B A, ...). Each answer is checked (final status Success, the expected number of matches); a
@@ -45,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pacs.dimse.reactor import EventAE
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config
 from pynetdicom.dimse_primitives import C_FIND
@@ -59,6 +58,8 @@ CALLING_AET = "BENCHSCU"
 #: How long the client's DUL thread sleeps when idle (pynetdicom: 1 ms, which would add up to a
 #: millisecond to sending the request and again to receiving the answers, for every server).
 CLIENT_POLL = 0.0001
+#: `event` (default): the project's event-driven requestor; `pynetdicom`: pynetdicom's polling one.
+CLIENT = os.environ.get("DIMSE_CLIENT", "event")
 RETURN_KEYS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
     "StudyTime", "AccessionNumber", "StudyDescription", "StudyID", "ModalitiesInStudy",
@@ -107,7 +108,7 @@ class Server:
 
     def connect(self) -> Any:
         if self.ae is None:
-            self.ae = AE(ae_title=CALLING_AET)
+            self.ae = EventAE(ae_title=CALLING_AET) if CLIENT == "event" else AE(ae_title=CALLING_AET)
             self.ae.add_requested_context(MODEL)
             self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = 60
         assoc = self.ae.associate(self.host, self.port, ae_title=self.aet)
@@ -365,8 +366,8 @@ def bench(a: argparse.Namespace) -> int:
     studies = load_studies(a.data)
     rows = pick_rows(studies)
     results: dict[str, Any] = {
-        "client": f"pynetdicom {__import__('pynetdicom').__version__} SCU in the bench process, "
-                  f"one association per server",
+        "client": f"pynetdicom {__import__('pynetdicom').__version__} SCU ({CLIENT} reactor) in the bench "
+                  f"process, one association per server",
         "n": a.n, "studies": len(studies), "instances": sum(s.instances for s in studies),
         "servers": [s.name for s in servers], "rows": [],
     }
