@@ -8,18 +8,14 @@ only SOP Instance UIDs, the catalog is keyed by study and series): a read of the
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from pacs.catalog.sqlite_connections import ThreadConnections, transaction
+from pacs.catalog.sqlite_connections import SqliteStore
 from pacs.services.commitment import CommitmentRecord, FailedRef, SopRef
 from pacs.services.mpps import MppsRecord
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mpps (
@@ -65,17 +61,9 @@ def commitment_from(partition: str, transaction_uid: str, requester: str, create
     )
 
 
-class SqliteMppsStore:
+class SqliteMppsStore(SqliteStore):
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._conns = ThreadConnections(path)
-        self._db().executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        return self._conns.get()
-
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return transaction(self._db(), fn)
+        super().__init__(path, _SCHEMA)
 
     # -- MPPS ---------------------------------------------------------------------------------------
 
@@ -145,5 +133,3 @@ class SqliteMppsStore:
         rows = self._db().execute(sql + " ORDER BY created, transaction_uid", args).fetchall()
         return [commitment_from(*r) for r in rows]
 
-    def close(self) -> None:
-        self._conns.close()

@@ -9,9 +9,9 @@ conditions allow, then filter in Python with the shared matcher.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -25,7 +25,7 @@ from pacs.catalog.records import (
     UpsertOutcome,
     first_value,
 )
-from pacs.catalog.sqlite_connections import ThreadConnections, transaction
+from pacs.catalog.sqlite_connections import SqliteStore
 from pacs.events.model import sequencer_order
 
 PATIENT_NAME, PATIENT_ID, ISSUER = "00100010", "00100020", "00100021"
@@ -70,7 +70,6 @@ _INSTANCE_COLS = (
     "partition, study_uid, series_uid, sop_uid, sop_class_uid, transfer_syntax_uid, key, size, etag,"
     " sequencer, attrs, version_id"
 )
-T = TypeVar("T")
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -94,17 +93,9 @@ def _instance(r: tuple[Any, ...]) -> InstanceRow:
     )
 
 
-class SqliteCatalog:
+class SqliteCatalog(SqliteStore):
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._conns = ThreadConnections(path)
-        self._db().executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        return self._conns.get()
-
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return transaction(self._db(), fn)
+        super().__init__(path, _SCHEMA)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -365,5 +356,3 @@ class SqliteCatalog:
             if db.execute("SELECT 1 FROM instances WHERE key=?", (k,)).fetchone() is None
         }
 
-    def close(self) -> None:
-        self._conns.close()

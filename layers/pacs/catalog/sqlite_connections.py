@@ -74,3 +74,21 @@ def transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -
         raise
     db.execute("COMMIT")
     return result
+
+
+class SqliteStore:
+    """A store in one SQLite file: its schema applied at opening, per-thread connections, transactions."""
+
+    def __init__(self, path: str | Path, schema: str) -> None:
+        self.path = str(path)
+        self._conns = ThreadConnections(path)
+        self._db().executescript(schema)
+
+    def _db(self) -> sqlite3.Connection:
+        return self._conns.get()
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return transaction(self._db(), fn)
+
+    def close(self) -> None:
+        self._conns.close()
