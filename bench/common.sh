@@ -60,6 +60,25 @@ netns_cleanup() {  # stop whatever still runs in the namespace $NS, then delete 
   fi
 }
 
+netns_up() {  # make the private namespace $NS (loopback only), deleted at exit; note an Orthanc already running
+  trap netns_cleanup EXIT
+  trap 'exit 130' INT TERM
+  ip netns add "$NS"
+  ip netns exec "$NS" ip link set lo up
+  local others
+  others=$(pgrep -x Orthanc | tr '\n' ' ' || true)
+  [[ -z "$others" ]] || log "note: Orthanc already running outside the benchmark (PIDs $others): it may load the CPU"
+}
+
+wait_quiet() {  # wait up to $QUIET_WAIT s for the machine to be under $QUIET_PCT % of one core busy; sets $busy
+  local t_q=$SECONDS
+  while :; do
+    busy=$(box_busy_pct 2)
+    (( busy < QUIET_PCT || SECONDS - t_q >= QUIET_WAIT )) && break
+  done
+  log "machine ${busy}% of one core busy before the run (waited $((SECONDS - t_q))s)"
+}
+
 box_busy_pct() {  # [seconds=1]: % of one core the whole machine is busy, averaged over that time
   local s=${1:-1} a b
   a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat); sleep "$s"

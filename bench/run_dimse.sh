@@ -138,19 +138,8 @@ bash "$B/install.sh"
 cat "$CT"/*.dcm "$MIXED"/*.dcm > /dev/null  # into the page cache
 
 # 3. private network namespace, deleted at exit (after whatever still runs in it is stopped)
-trap netns_cleanup EXIT
-trap 'exit 130' INT TERM
-ip netns add "$NS"
-ip netns exec "$NS" ip link set lo up
-
-others=$(pgrep -x Orthanc | tr '\n' ' ' || true)
-[[ -z "$others" ]] || log "note: Orthanc already running outside the benchmark (PIDs $others): it may load the CPU"
-t_q=$SECONDS
-while :; do
-  busy=$(box_busy_pct 2)
-  (( busy < QUIET_PCT || SECONDS - t_q >= QUIET_WAIT )) && break
-done
-log "machine ${busy}% of one core busy before the run (waited $((SECONDS - t_q))s)"
+netns_up
+wait_quiet
 
 # 4. report header
 HEADER=$LOGS/header.md

@@ -57,13 +57,7 @@ bash "$B/install.sh"
 cat "$DATA"/*.dcm > /dev/null  # into the page cache: the clients read from memory in every run
 
 # 3. private network namespace, deleted at exit (after whatever still runs in it is stopped)
-trap netns_cleanup EXIT
-trap 'exit 130' INT TERM
-ip netns add "$NS"
-ip netns exec "$NS" ip link set lo up
-
-others=$(pgrep -x Orthanc | tr '\n' ' ' || true)
-[[ -z "$others" ]] || log "note: Orthanc already running outside the benchmark (PIDs $others): it may load the CPU"
+netns_up
 
 # 4. report header
 HEADER=$LOGS/header.md
