@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from pacs.dimse.direct import fast_pending_responses
+from pacs.dimse.direct import fast_responses
 from pacs.dimse.retrieve import status, stream_stored_files, sub_operations
 from pacs.dimse.selection import Model, RetrieveFailure, select_instances
 from pynetdicom import AE
@@ -71,6 +71,6 @@ def handle_get(event: Event, ctx: GatewayContext) -> Iterator[Any]:
         yield status(UNABLE_TO_PROCESS, f"cannot process the identifier: {type(exc).__name__}"), None
         return
     stream_stored_files(event.assoc)
-    fast_pending_responses(event.assoc)
+    fast_responses(event.assoc)
     yield len(rows)
     yield from sub_operations(rows, backend.store, lambda: event.assoc, lambda: bool(event.is_cancelled))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pacs.dimse.direct import fast_responses
 from pacs.errors import PacsError
 from pacs.services.ingest import IngestService
 from pydicom.dataset import Dataset
@@ -35,6 +36,7 @@ def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
     pynetdicom removes after this handler: ingest links or streams it into the store. Otherwise the
     data set was assembled in memory.
     """
+    fast_responses(event.assoc)  # the Success answer hand-encoded (installed once per association)
     try:
         spooled: Path | None = event.dataset_path  # None unless pynetdicom spooled it
     except AttributeError:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from pacs.dimse.direct import fast_pending_responses
+from pacs.dimse.direct import fast_responses
 from pacs.dimse.retrieve import Response, status, stream_stored_files, sub_operations
 from pacs.dimse.selection import Model, RetrieveFailure, select_instances
 from pacs.dimse.sender import prepare_requestor, proposed_contexts
@@ -88,7 +88,7 @@ def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:
         st = ctx.settings
         options["tls_args"] = (client_context(st.tls_ca or None, st.tls_cert or None, st.tls_key or None),
                                node.host)
-    fast_pending_responses(event.assoc)  # one Pending C-MOVE-RSP per sub-operation: hand-encoded
+    fast_responses(event.assoc)  # one Pending C-MOVE-RSP per sub-operation: hand-encoded
     yield node.host, node.port, options
     if failure is not None:
         yield 1  # a failure is only answered once there are sub-operations

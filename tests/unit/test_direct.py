@@ -9,13 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pacs.dimse.direct import c_store_rq, dataset_offset, retrieve_pending_rsp, send_stored_file
+from pacs.dimse.direct import (
+    _fast_command,
+    c_store_rq,
+    c_store_success_rsp,
+    dataset_offset,
+    retrieve_pending_rsp,
+    send_stored_file,
+)
 from pacs.dimse.reactor import EventAE
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
 from pynetdicom import AE, evt
-from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ
+from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -108,3 +115,16 @@ def test_pending_retrieve_response_is_pynetdicoms(primitive: Any, message: Any, 
     msg.primitive_to_message(p)
     assert retrieve_pending_rsp(field, "1.2.840.10008.5.1.4.1.2.2.2", 7, 299, 1, 2, 3) == encode(
         msg.command_set, True, True)
+
+
+def test_store_success_response_is_pynetdicoms_and_only_success_is_hand_encoded() -> None:
+    p = C_STORE()
+    p.MessageIDBeingRespondedTo, p.Status = 9, 0x0000
+    p.AffectedSOPClassUID, p.AffectedSOPInstanceUID = CT, "1.2.3.456"
+    msg = C_STORE_RSP()
+    msg.primitive_to_message(p)
+    assert _fast_command(p) == c_store_success_rsp(CT, "1.2.3.456", 9) == encode(msg.command_set, True, True)
+    p.Status = 0xA700
+    assert _fast_command(p) is None  # failures keep pynetdicom's encoding (Error Comment and all)
+    p.Status, p.ErrorComment = 0x0000, "a note"
+    assert _fast_command(p) is None

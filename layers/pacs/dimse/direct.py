@@ -190,30 +190,55 @@ def retrieve_pending_rsp(
     ])
 
 
-def fast_pending_responses(assoc: Any) -> None:
-    """Send the association's Pending C-MOVE/C-GET responses (one per sub-operation, sent by pynetdicom's
-    retrieve loop) from a hand-encoded command set: one P-DATA primitive to the DUL, no pydicom encoding.
-    Every other message goes through pynetdicom as before."""
+def c_store_success_rsp(sop_class: str, sop_uid: str, msg_id: int) -> bytes:
+    """The command set of a C-STORE-RSP with Success and nothing more, as pynetdicom encodes it."""
+    return command_set([
+        implicit(0x00000002, "", uid_value(sop_class)),  # Affected SOP Class UID
+        implicit(0x00000100, "<H", 0x8001),  # Command Field: C-STORE-RSP
+        implicit(0x00000120, "<H", msg_id),  # Message ID Being Responded To
+        implicit(0x00000800, "<H", 0x0101),  # Command Data Set Type: none
+        implicit(0x00000900, "<H", 0x0000),  # Status: Success
+        implicit(0x00001000, "", uid_value(sop_uid)),  # Affected SOP Instance UID
+    ])
+
+
+def _fast_command(primitive: Any) -> bytes | None:
+    """The hand-encoded command set of the responses sent once per instance, else None."""
+    name = type(primitive).__name__
+    msg_id = primitive.MessageIDBeingRespondedTo
+    if msg_id is None:
+        return None
+    if name == "C_STORE":
+        if primitive.Status != 0x0000 or getattr(primitive, "ErrorComment", None) is not None \
+                or getattr(primitive, "OffendingElement", None):
+            return None
+        return c_store_success_rsp(str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
+                                   int(msg_id))
+    field = _RSP_FIELDS.get(name)
+    if field is None or primitive.Status != PENDING or primitive.Identifier is not None:
+        return None
+    return retrieve_pending_rsp(
+        field, str(primitive.AffectedSOPClassUID), int(msg_id),
+        *(int(getattr(primitive, f"Number{n}Suboperations") or 0)
+          for n in ("OfRemaining", "OfCompleted", "OfFailed", "OfWarning")),
+    )
+
+
+def fast_responses(assoc: Any) -> None:
+    """Send the responses an association sends once per instance — C-STORE Success, Pending C-MOVE/C-GET —
+    from a hand-encoded command set: one P-DATA primitive to the DUL, no pydicom encoding. Every other
+    message goes through pynetdicom as before."""
     from pynetdicom.pdu_primitives import P_DATA
 
     dimse = assoc.dimse
-    if getattr(dimse, "_fast_pending", False):
+    if getattr(dimse, "_fast_responses", False):
         return
     send = dimse.send_msg
 
     def send_msg(primitive: Any, context_id: int) -> None:
-        field = _RSP_FIELDS.get(type(primitive).__name__)
-        if (field is None or primitive.MessageIDBeingRespondedTo is None or primitive.Status != PENDING
-                or primitive.Identifier is not None):
-            send(primitive, context_id)
-            return
-        command = retrieve_pending_rsp(
-            field, str(primitive.AffectedSOPClassUID), int(primitive.MessageIDBeingRespondedTo),
-            *(int(getattr(primitive, f"Number{n}Suboperations") or 0)
-              for n in ("OfRemaining", "OfCompleted", "OfFailed", "OfWarning")),
-        )
+        command = _fast_command(primitive)
         max_pdu = int(dimse.maximum_pdu_size or 0)
-        if max_pdu and len(command) > max_pdu - 6:
+        if command is None or (max_pdu and len(command) > max_pdu - 6):
             send(primitive, context_id)
             return
         pdata = P_DATA()
@@ -221,4 +246,4 @@ def fast_pending_responses(assoc: Any) -> None:
         assoc.dul.send_pdu(pdata)
 
     dimse.send_msg = send_msg
-    dimse._fast_pending = True
+    dimse._fast_responses = True
