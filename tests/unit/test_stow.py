@@ -268,11 +268,8 @@ def _asgi_post(app: FastAPI, path: str, headers: dict[str, str], chunks: Iterato
     return status, bytes(out)
 
 
-def test_a_large_body_is_streamed_not_held(embedded: Backend, make_part10: MakePart10) -> None:
-    size = 50 * 1024 * 1024
-    data = instance(make_part10, 1, Rows=size // 2 // 1024, Columns=1024, PixelData=bytes(size))
-    content = memoryview(body(data))
-    app = with_stow(embedded)
+def post_streamed(app: FastAPI, content_type: str, content: memoryview) -> tuple[int, bytes, int]:
+    """POST `content` to /dicomweb/studies in 64 KiB chunks: (status, body, peak traced memory)."""
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(content), 65536):
@@ -280,10 +277,18 @@ def test_a_large_body_is_streamed_not_held(embedded: Backend, make_part10: MakeP
 
     tracemalloc.start()
     try:
-        status, out = _asgi_post(app, "/dicomweb/studies", {"content-type": CT}, chunks())
+        status, out = _asgi_post(app, "/dicomweb/studies", {"content-type": content_type}, chunks())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    return status, out, peak
+
+
+def test_a_large_body_is_streamed_not_held(embedded: Backend, make_part10: MakePart10) -> None:
+    size = 50 * 1024 * 1024
+    data = instance(make_part10, 1, Rows=size // 2 // 1024, Columns=1024, PixelData=bytes(size))
+    content = memoryview(body(data))
+    status, out, peak = post_streamed(with_stow(embedded), CT, content)
     assert status == 200, out
     assert peak < 10 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB while streaming {len(content) / 2**20:.0f} MiB"
     with embedded.store.open(instance_key("default", S, f"{S}.1", f"{S}.1.1")) as fh:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,9 +24,9 @@ from tests.unit.test_stow import (
     BOUNDARY,
     S,
     _Adapter,
-    _asgi_post,
     drain,
     failures,
+    post_streamed,
     values,
     wado_parts,
     with_stow,
@@ -272,18 +271,7 @@ def test_large_bulk_data_is_streamed_not_held(embedded: Backend) -> None:
     pixels = np.full(size // 2, 7, dtype=np.int16).tobytes()
     content = memoryview(body(json_part([metadata(ds)]), bulk_part(f"{BULK}/{S}.1.1", pixels)))
     del pixels
-    app = with_stow(embedded)
-
-    def chunks() -> Iterator[bytes]:
-        for start in range(0, len(content), 65536):
-            yield bytes(content[start:start + 65536])
-
-    tracemalloc.start()
-    try:
-        status, out = _asgi_post(app, "/dicomweb/studies", {"content-type": JSON_CT}, chunks())
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    status, out, peak = post_streamed(with_stow(embedded), JSON_CT, content)
     assert status == 200, out
     assert peak < 10 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB while streaming {len(content) / 2**20:.0f} MiB"
     key = instance_key("default", S, f"{S}.1", f"{S}.1.1")
