@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Any, cast
 
 from pacs.dimse.reactor import EventAE, EventRequestHandler
@@ -79,12 +80,18 @@ class SharedContexts(list[PresentationContext]):
         return list(self)
 
 
+#: How long a worker holding more connections than another waits before accept() (seconds).
+BALANCE_DELAY = 0.002
+
+
 class GatewayServer(ThreadedAssociationServer):
     """An association server that may serve a listening socket inherited from a parent process
     (pre-forked workers share the DICOM port), sets TCP_NODELAY on every connection, and shares
     its presentation contexts between associations."""
 
     inherited_socket: socket.socket | None = None
+    #: The workers' shared counts (gateway.policy.AssociationCounter); None: a single server.
+    counter: Any = None
     #: What each accepted connection goes through (gateway.policy.ConnectionGuard: PDU limits,
     #: timeouts, TLS): `wrap(sock)` here, `ready(sock)` (the TLS handshake) in its own thread.
     guard: Any = None
@@ -111,7 +118,14 @@ class GatewayServer(ThreadedAssociationServer):
             super().server_activate()
 
     def get_request(self) -> Any:
+        if self.counter is not None and self.counter.busier():
+            # Workers share the listening socket and race for accept(): one that already holds more
+            # connections than another lets it win this one (its accept() then fails with EAGAIN),
+            # so parallel associations spread over the workers' GILs instead of piling onto one.
+            time.sleep(BALANCE_DELAY)
         client, address = super().get_request()
+        if self.counter is not None:
+            self.counter.connected(+1)
         client.setblocking(True)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.guard is not None:
@@ -119,15 +133,19 @@ class GatewayServer(ThreadedAssociationServer):
         return client, address
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if self.guard is not None and not self.guard.ready(request):
-            self.shutdown_request(request)
-            return
-        super().process_request_thread(request, client_address)
+        try:
+            if self.guard is not None and not self.guard.ready(request):
+                self.shutdown_request(request)
+                return
+            super().process_request_thread(request, client_address)
+        finally:
+            if self.counter is not None:
+                self.counter.connected(-1)
 
 
 def start_server(
     ae: AE, address: tuple[str, int], evt_handlers: list[Any], *, sock: socket.socket | None = None,
-    guard: Any = None,
+    guard: Any = None, counter: Any = None,
 ) -> GatewayServer:
     """Serve in a background thread (like `AE.start_server(block=False)`) with a GatewayServer,
     on `address` or on an already listening `sock`, each connection through `guard`."""
@@ -135,6 +153,7 @@ def start_server(
     server = ae.make_server(address, evt_handlers=evt_handlers, server_class=GatewayServer)
     server = cast(GatewayServer, server)
     server.guard = guard
+    server.counter = counter
     ae._servers.append(server)  # as ae.start_server does: server.shutdown() removes it
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="gateway-acceptor", daemon=True

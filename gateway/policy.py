@@ -185,6 +185,8 @@ class AssociationCounter:
 
     def __init__(self, workers: int = 1) -> None:
         self._counts: Any = multiprocessing.Array("i", max(1, workers))
+        #: Open connections of each worker (from accept to close): what `busier` balances on.
+        self._connections: Any = multiprocessing.Array("i", max(1, workers))
         self.index = 0
 
     @property
@@ -199,6 +201,17 @@ class AssociationCounter:
 
     def total(self) -> int:
         return sum(self._counts)
+
+    def connected(self, delta: int) -> None:
+        """This worker opened (+1) or closed (-1) a connection."""
+        with self._connections.get_lock():
+            self._connections[self.index] += delta
+
+    def busier(self) -> bool:
+        """Another worker holds fewer connections than this one (it should take the next)."""
+        counts = list(self._connections)
+        own = counts[self.index]
+        return any(c < own for i, c in enumerate(counts) if i != self.index)
 
 
 class AssociationPolicy:

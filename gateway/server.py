@@ -59,7 +59,8 @@ def serve_worker(settings: Settings, sock: socket.socket, *, tls_sock: socket.so
     ctx = GatewayContext(ingest, backend, settings)
     policy = AssociationPolicy(settings, backend.nodes, counter)
     bindings = policy.handlers() + policy.guard(handlers(ctx))
-    servers = [start_server(ae, sock.getsockname()[:2], bindings, sock=sock, guard=ConnectionGuard(settings))]
+    servers = [start_server(ae, sock.getsockname()[:2], bindings, sock=sock, guard=ConnectionGuard(settings),
+                            counter=counter)]
     if tls_sock is not None and tls is not None:
         servers.append(start_server(ae, tls_sock.getsockname()[:2], bindings, sock=tls_sock,
                                     guard=ConnectionGuard(settings, tls)))

@@ -295,3 +295,22 @@ def test_an_unregistered_caller_may_do_everything_when_the_allowlist_is_off(serv
     assert StudyRootQueryRetrieveInformationModelMove in accepted
     assert assoc.send_c_store(ct_instance()).Status == 0
     release(assoc)
+
+
+def test_workers_share_connections_so_the_less_busy_one_accepts_next() -> None:
+    import copy
+
+    from gateway.policy import AssociationCounter
+
+    first = AssociationCounter(2)
+    second = copy.copy(first)  # what the forked worker holds: the same shared arrays, its own index
+    second.index = 1
+    assert not first.busier() and not second.busier()
+    first.connected(+1)
+    assert first.busier() and not second.busier()  # the second worker should take the next
+    second.connected(+1)
+    assert not first.busier() and not second.busier()
+    first.connected(+1)
+    second.connected(-1)
+    assert first.busier() and not second.busier()
+    assert not AssociationCounter(1).busier()  # a single worker never defers
