@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from .support import (
     STUDY_UID,
     PacsProcess,
     Qido,
+    free_port,
     instance_path,
     run_tool,
     uids,
@@ -189,3 +192,18 @@ def test_startup_reconciliation_indexes_objects_missing_from_the_catalog(
     got = client.retrieve_instance(extra.study_uid, extra.series_uid, extra.sop_uid)
     assert got.InstanceNumber == 4
     assert_stops(again)
+
+
+def test_not_ready_when_the_gateway_cannot_start(tmp_path: Path) -> None:
+    """`pacs up` says ready only once the gateway answers on its DICOM port, not merely when the web
+    server does: a gateway that fails at start-up makes it fail, never print ready."""
+    env = {**os.environ, "PACS_REQUIRE_KNOWN_CALLERS": "bogus"}  # only the gateway reads (and refuses) it
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("pacs")), "up", "--data-dir", str(tmp_path / "data"),
+         "--dimse-port", str(free_port()), "--http-port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out[-4000:]
+    assert "a service failed to start" in out, out[-4000:]
+    assert "pacs: ready" not in out, out[-4000:]

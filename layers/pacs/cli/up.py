@@ -11,6 +11,7 @@ runs on S3/DynamoDB and the worker consumes the SQS queue PACS_QUEUE_URL (`--end
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -54,6 +55,28 @@ def _healthy(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def _dimse_answers(host: str, port: int, ae_title: str) -> bool:
+    """The gateway answers an association request (accepted, or rejected by its calling-AE policy: it
+    is up either way). Its socket is bound before it starts, so this waits for a worker to serve it."""
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from pacs.dimse.reactor import EventAE
+
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # a refused probe is not an error here
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    ae = EventAE(ae_title="PACS-UP")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 2
+    try:
+        assoc = ae.associate(local, port, ae_title=ae_title)
+        if assoc.is_established:
+            assoc.release()
+            return True
+        return bool(assoc.is_rejected)
+    finally:
+        ae.shutdown()
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -117,7 +140,8 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         url = f"http://{settings.host}:{settings.http_port}"
-        while not _healthy(f"{url}/health"):
+        while not (_healthy(f"{url}/health")
+                   and _dimse_answers(settings.host, settings.dimse_port, settings.ae_title)):
             if stopping or gateway.poll() is not None or web.poll() is not None \
                     or time.monotonic() > deadline:
                 if not stopping:
