@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import ssl
-import struct
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from pacs.dimse.direct import command_set, implicit, pdus, uid_value
 from pacs.services.dimse_query import FindFailure, FindService, Model, parse_identifier
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -78,23 +78,16 @@ def _let_peer_speak(assoc: Any) -> None:
         time.sleep(0.0005)
 
 
-def _implicit(tag: int, fmt: str, value: bytes | int) -> bytes:
-    data = value if isinstance(value, bytes) else struct.pack(fmt, value)
-    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(data)) + data
-
-
 def pending_command(sop_class: str, msg_id: int, status: int, *, identifier: bool = True) -> bytes:
     """The command set of a C-FIND-RSP (PS3.7 9.3.2.2), with or without an identifier, Implicit VR
     Little Endian, as pynetdicom encodes it."""
-    uid = sop_class.encode()
-    body = b"".join((
-        _implicit(0x00000002, "", uid + b"\0" * (len(uid) & 1)),  # Affected SOP Class UID
-        _implicit(0x00000100, "<H", 0x8020),  # Command Field: C-FIND-RSP
-        _implicit(0x00000120, "<H", msg_id),  # Message ID Being Responded To
-        _implicit(0x00000800, "<H", 0x0001 if identifier else 0x0101),  # Command Data Set Type
-        _implicit(0x00000900, "<H", status),
-    ))
-    return _implicit(0x00000000, "<I", len(body)) + body
+    return command_set([
+        implicit(0x00000002, "", uid_value(sop_class)),  # Affected SOP Class UID
+        implicit(0x00000100, "<H", 0x8020),  # Command Field: C-FIND-RSP
+        implicit(0x00000120, "<H", msg_id),  # Message ID Being Responded To
+        implicit(0x00000800, "<H", 0x0001 if identifier else 0x0101),  # Command Data Set Type
+        implicit(0x00000900, "<H", status),
+    ])
 
 
 def _skip_final_success(assoc: Any, msg_id: int) -> None:
@@ -127,7 +120,7 @@ class _DirectWriter:
         self.sock = sock
         self.context_id = context_id
         self.implicit = implicit
-        self.fragment = max_pdu - 6 if max_pdu else 0  # PDV item header: length 4, context 1, control 1
+        self.max_pdu = max_pdu
         self.command = self._pdvs(command, 0x01)
         self.final = self._pdvs(final, 0x01)
         self.pending: list[bytes] = []
@@ -150,14 +143,7 @@ class _DirectWriter:
 
     def _pdvs(self, data: bytes, command_bit: int) -> bytes:
         """`data` as PDUs of one PDV each, fragmented to the peer's maximum PDU length."""
-        size = self.fragment or len(data) or 1
-        chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
-        out = []
-        for n, chunk in enumerate(chunks):
-            control = command_bit | (0x02 if n == len(chunks) - 1 else 0)
-            out.append(struct.pack(">BBII", 0x04, 0, len(chunk) + 6, len(chunk) + 2)
-                       + bytes((self.context_id, control)) + chunk)
-        return b"".join(out)
+        return b"".join(pdus(data, self.context_id, bool(command_bit), self.max_pdu))
 
     def add(self, identifier: bytes) -> None:
         self.pending.append(self.command)

@@ -19,7 +19,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, StoragePresentationContexts, _config, build_role, evt
+from pynetdicom import StoragePresentationContexts, _config, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import MaximumLengthNotification
@@ -35,7 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pacs.catalog.nodes import NodeRegistry, RemoteNode
-from pacs.dimse.sender import set_nodelay
+from pacs.dimse.reactor import EventAE
 
 #: (model, service) -> SOP class; models "patient" (Patient Root) and "study" (Study Root).
 MODELS = {
@@ -174,7 +174,7 @@ def associate(node: RemoteNode, options: ScuOptions, contexts: list[Presentation
               roles: list[Any] | None = None, handlers: list[tuple[Any, ...]] | None = None) -> Association:
     """An established association to `node`, or ScuError saying why not."""
     _config.LOG_HANDLER_LEVEL = "none"
-    ae = AE(ae_title=options.calling_ae)
+    ae = EventAE(ae_title=options.calling_ae)  # event-driven reactors, TCP_NODELAY
     ae.acse_timeout = options.timeout
     ae.dimse_timeout = options.timeout
     ae.network_timeout = options.timeout
@@ -182,8 +182,7 @@ def associate(node: RemoteNode, options: ScuOptions, contexts: list[Presentation
     if options.tls is None and node.tls:
         raise ScuError(f"{node.ae_title} is registered with TLS: give --tls (and its CA)")
     tls_args = (options.tls, node.host) if options.tls is not None else None
-    bound = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_ACCEPTED, cap_send_pdu(options.max_send_pdu)),
-             *(handlers or [])]
+    bound = [(evt.EVT_ACCEPTED, cap_send_pdu(options.max_send_pdu)), *(handlers or [])]
     assoc = ae.associate(node.host, node.port, contexts, ae_title=node.ae_title, max_pdu=options.max_pdu,
                          ext_neg=roles, tls_args=tls_args, evt_handlers=bound)
     if not assoc.is_established:
