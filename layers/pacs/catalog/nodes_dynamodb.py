@@ -5,7 +5,7 @@
 Catalog partition names are lower-case (`storage.keys.PARTITION_PATTERN`), so an upper-case `NODE#`
 prefix can never be a study's `{partition}#{StudyUID}`. Nodes are few (tens): their AE titles are also
 kept on one index item (`PK = NODE#`, `SK = INDEX`, string set `aes`), written in the same transaction
-as the node item, so listing is one GetItem and one BatchGetItem, never a Scan.
+as the node item, so listing is one GetItem and one BatchGetItem, never a read of the whole table.
 """
 
 from __future__ import annotations
