@@ -22,6 +22,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from gateway.context import GatewayContext
+from gateway.status import QUERY_SYNTAXES, UNABLE_TO_PROCESS
 
 log = logging.getLogger("gateway")
 
@@ -30,7 +31,6 @@ PENDING = 0xFF00
 #: Pending, but some optional keys were not supported (ignored for matching).
 PENDING_WARNING = 0xFF01
 CANCEL = 0xFE00
-UNABLE_TO_PROCESS = 0xC000
 #: Unable to process: an unexpected error while querying.
 QUERY_FAILED = 0xC001
 
@@ -44,8 +44,6 @@ MODELS = {
     PatientRootQueryRetrieveInformationModelFind: Model.PATIENT_ROOT,
     StudyRootQueryRetrieveInformationModelFind: Model.STUDY_ROOT,
 }
-#: Identifiers are small: the uncompressed syntaxes every SCU proposes.
-SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"]
 
 
 def add_contexts(ae: AE) -> None:
@@ -54,7 +52,7 @@ def add_contexts(ae: AE) -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     for uid in MODELS:
-        ae.add_supported_context(uid, SYNTAXES)
+        ae.add_supported_context(uid, QUERY_SYNTAXES)
 
 
 def _failure(code: int, comment: str, offending: int | None = None) -> Dataset:

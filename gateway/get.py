@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from gateway.context import GatewayContext
+from gateway.status import QUERY_SYNTAXES, UNABLE_TO_PROCESS
 
 log = logging.getLogger("gateway")
 
@@ -34,14 +35,12 @@ MODELS = {
     StudyRootQueryRetrieveInformationModelGet: Model.STUDY_ROOT,
     CompositeInstanceRootRetrieveGet: Model.COMPOSITE_INSTANCE_ROOT,
 }
-SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"]
 NOT_AUTHORIZED = 0x0124
-UNABLE_TO_PROCESS = 0xC000
 
 
 def add_contexts(ae: AE) -> None:
     for uid in MODELS:
-        ae.add_supported_context(uid, SYNTAXES)
+        ae.add_supported_context(uid, QUERY_SYNTAXES)
 
 
 def handle_get(event: Event, ctx: GatewayContext) -> Iterator[Any]:

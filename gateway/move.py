@@ -32,6 +32,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from gateway.context import GatewayContext
+from gateway.status import QUERY_SYNTAXES, UNABLE_TO_PROCESS
 
 log = logging.getLogger("gateway")
 
@@ -39,14 +40,11 @@ MODELS = {
     PatientRootQueryRetrieveInformationModelMove: Model.PATIENT_ROOT,
     StudyRootQueryRetrieveInformationModelMove: Model.STUDY_ROOT,
 }
-#: Identifiers are small: the uncompressed syntaxes every SCU proposes.
-SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"]
-UNABLE_TO_PROCESS = 0xC000
 
 
 def add_contexts(ae: AE) -> None:
     for uid in MODELS:
-        ae.add_supported_context(uid, SYNTAXES)
+        ae.add_supported_context(uid, QUERY_SYNTAXES)
 
 
 def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:

@@ -9,3 +9,9 @@ DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 #: Processing failure (an unexpected error in the gateway itself).
 PROCESSING_FAILURE = 0x0110
+#: Failed: Unable to process (C-FIND, C-MOVE, C-GET: an identifier or a catalog that cannot be used).
+UNABLE_TO_PROCESS = 0xC000
+
+#: The transfer syntaxes of the query/retrieve contexts: identifiers are small, and these are what every
+#: SCU proposes (Explicit and Implicit VR LE, Deflated, Explicit VR BE).
+QUERY_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"]
