@@ -11,6 +11,14 @@ stop); the association thread on an event set when a DIMSE message, an ACSE prim
 exit arrives. Timers (ARTIM, network idle) are still checked at least every `IDLE_WAIT` seconds.
 The loop bodies are pynetdicom's (3.0.4, pinned), with only the waits changed. Acceptors come from
 `EventRequestHandler` (the gateway's server uses it), requestors from `EventAE.associate`.
+
+Two ways around pynetdicom's per-PDU machinery, for the hot paths that need them:
+- `EventDUL.pdata_hook`: sees each P-DATA-TF PDU received on an established association as bytes,
+  in the DUL thread, and may take it (the C-FIND fast path answers a query there);
+  `EventDUL.feed` hands PDUs it held back to pynetdicom after all.
+- `EventDUL.borrowed()`: the DUL stops reading its socket so that one thread may exchange
+  messages on it directly (a C-MOVE's C-STORE sub-operations).
+PDUs are read in pieces as large as the socket gives (pynetdicom reads 4 KiB at a time).
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ import queue
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from ssl import SSLContext
 from typing import Any, cast
@@ -39,6 +48,26 @@ log = logging.getLogger("gateway")
 
 #: The longest a reactor sleeps without an event: the granularity of its timers and kill checks.
 IDLE_WAIT = 0.01
+#: The largest piece asked of the socket at once while reading a PDU.
+RECV_SIZE = 1 << 20
+#: PDU types (PS3.8 9.3): 0x01 A-ASSOCIATE-RQ ... 0x07 A-ABORT; 0x04 P-DATA-TF.
+PDU_TYPES = range(0x01, 0x08)
+P_DATA_TF = 0x04
+#: How long `borrowed()` waits for the DUL thread to stop reading.
+BORROW_TIMEOUT = 5.0
+
+
+def recv_exactly(sock: Any, n: int) -> bytes:
+    """`n` bytes from the socket, or fewer when the peer closed the connection first."""
+    parts: list[bytes] = []
+    left = n
+    while left:
+        data = sock.recv(min(left, RECV_SIZE))
+        if not data:
+            break
+        parts.append(data)
+        left -= len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class WakingQueue(queue.Queue[Any]):
@@ -70,11 +99,17 @@ class Checkpoint(threading.Event):
 class EventDUL(DULServiceProvider):
     """A DUL provider whose reactor sleeps in `poll()` on its socket and a wake-up pipe."""
 
+    #: Called in the DUL thread with each P-DATA-TF PDU (bytes, header included) received while the
+    #: association is established; True when it took the PDU, which pynetdicom then never sees.
+    pdata_hook: Callable[[bytes], bool] | None = None
+
     def __init__(self, assoc: EventAssociation) -> None:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stopping = False
+        self._parked = False
+        self._parked_ack = threading.Event()
         super().__init__(assoc)
         self.to_provider_queue = WakingQueue(self.poke)
         self.to_user_queue = WakingQueue(assoc.activity.set)
@@ -94,9 +129,10 @@ class EventDUL(DULServiceProvider):
             os.write(self._wake_w, b"!")
 
     def _wait(self) -> None:
-        """Until the socket is readable, a primitive is queued, or IDLE_WAIT has passed."""
+        """Until the socket is readable, a primitive is queued, or IDLE_WAIT has passed (while the
+        socket is borrowed: until a primitive is queued or IDLE_WAIT has passed)."""
         sock = cast(AssociationSocket | None, self.socket)
-        raw = sock.socket if sock is not None and sock._is_connected else None
+        raw = sock.socket if sock is not None and sock._is_connected and not self._parked else None
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
             return  # TLS data already decrypted and buffered: poll() cannot see it
         poller = select.poll()  # not select(): descriptors above 1024 are fine
@@ -112,6 +148,64 @@ class EventDUL(DULServiceProvider):
             with contextlib.suppress(BlockingIOError, OSError):
                 while os.read(self._wake_r, 4096):
                     pass
+
+    def _read_pdu_data(self) -> None:
+        """pynetdicom's `_read_pdu_data` (same FSM events on failure), reading in large pieces, with
+        `pdata_hook` offered each P-DATA-TF PDU first."""
+        sock = cast(AssociationSocket, self.socket).socket
+        try:
+            head = recv_exactly(sock, 6)
+            if len(head) < 6:
+                self.event_queue.put("Evt17")  # transport connection closed
+                return
+            pdu_type, _, length = struct.unpack(">BBL", head)
+            if pdu_type not in PDU_TYPES:
+                log.error("Unknown PDU type received '0x%02X'", pdu_type)
+                self.event_queue.put("Evt19")  # unrecognised PDU
+                return
+            body = recv_exactly(sock, length)
+        except (OSError, TimeoutError) as exc:
+            log.error("Connection closed before the entire PDU was received: %s", exc)
+            self.event_queue.put("Evt17")
+            return
+        if len(body) != length:
+            log.error("The received PDU is shorter than expected (%d of %d bytes)", len(body) + 6, length + 6)
+            self.event_queue.put("Evt17")
+            return
+        pdu = head + body
+        hook = self.pdata_hook
+        if hook is not None and pdu_type == P_DATA_TF and self.state_machine.current_state == "Sta6" \
+                and hook(pdu):
+            return
+        self.feed(pdu)
+
+    def feed(self, pdu: bytes) -> None:
+        """Hand a received PDU to pynetdicom: decoded, its FSM event queued (called in this thread)."""
+        try:
+            decoded, event = self._decode_pdu(bytearray(pdu))
+        except Exception as exc:
+            log.error("Unable to decode the received PDU data: %s", exc)
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(decoded)
+
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[Any]:
+        """The association's socket for the calling thread alone: this DUL stops reading it until
+        the block ends (it still sends what is queued for it, and its idle timer is kept fresh: the
+        borrower times its own reads). A PDU the borrower reads and does not want goes to `feed`."""
+        self._parked_ack.clear()
+        self._parked = True
+        self.poke()
+        try:
+            if self.is_alive() and threading.current_thread() is not self \
+                    and not self._parked_ack.wait(BORROW_TIMEOUT):
+                raise TimeoutError("the association's DUL did not stop reading its socket")
+            yield cast(AssociationSocket, self.socket).socket
+        finally:
+            self._parked = False
+            self.poke()
 
     def run_reactor(self) -> None:
         """pynetdicom's DUL loop, waiting in `_wait()` instead of sleeping 1 ms."""
@@ -138,10 +232,13 @@ class EventDUL(DULServiceProvider):
                 break
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
+            if self._parked:  # `borrowed()`: another thread reads the socket
+                self._parked_ack.set()
+                self._idle_timer.restart()
             try:
                 if self._process_recv_primitive():  # a primitive to encode and send
                     pass
-                elif self._is_transport_event():  # a PDU to receive and decode
+                elif not self._parked and self._is_transport_event():  # a PDU to receive and decode
                     self._idle_timer.restart()
             except Exception:
                 log.exception("DUL reactor failed: aborting the association")
@@ -266,6 +363,9 @@ class EventRequestHandler(RequestHandler):
         acceptor.implementation_version_name = self.ae.implementation_version_name
         acceptor.supported_contexts = list(self.server.contexts)
         assoc.requestor.address_info = self.remote
+        hook_for = getattr(self.server, "pdata_hook_for", None)  # see `EventDUL.pdata_hook`
+        if hook_for is not None:
+            assoc.dul.pdata_hook = hook_for(assoc)
         for event, bound in self.server._handlers.items():
             if event.is_intervention and bound:
                 assoc.bind(event, *bound)
