@@ -268,6 +268,8 @@ class EventAssociation(Association):
 
     activity: threading.Event
     paused: threading.Event
+    #: True while the reactor takes a DIMSE message off its queue or serves one.
+    serving: bool = False
 
     def __init__(self, ae: Any, mode: str) -> None:
         super().__init__(ae, mode)
@@ -310,10 +312,15 @@ class EventAssociation(Association):
                 if self._reactor_checkpoint.is_set():
                     break
             while self._reactor_checkpoint.is_set():  # every complete message, not one per wake-up
+                self.serving = True
                 context_id, msg = self.dimse.get_msg(block=False)
                 if not msg:
+                    self.serving = False
                     break
-                self._serve_request(msg, cast(int, context_id))
+                try:
+                    self._serve_request(msg, cast(int, context_id))
+                finally:
+                    self.serving = False
                 if self._kill:
                     return
             if self.is_established and self.acse.is_release_requested():
@@ -365,7 +372,7 @@ class EventRequestHandler(RequestHandler):
         assoc.requestor.address_info = self.remote
         hook_for = getattr(self.server, "pdata_hook_for", None)  # see `EventDUL.pdata_hook`
         if hook_for is not None:
-            assoc.dul.pdata_hook = hook_for(assoc)
+            cast(EventDUL, assoc.dul).pdata_hook = hook_for(assoc)
         for event, bound in self.server._handlers.items():
             if event.is_intervention and bound:
                 assoc.bind(event, *bound)

@@ -154,32 +154,24 @@ def _charsets(identifier: Dataset) -> tuple[str, ...]:
     return tuple(v.strip() for v in values)
 
 
-def parse_identifier(identifier: Dataset, model: Model) -> FindRequest:
-    """Validate a C-FIND identifier against the model and turn it into conditions and return keys;
-    FindFailure when it is malformed or does not fit the model."""
-    try:
-        charsets = _charsets(identifier)
-        raw_level = identifier.get("QueryRetrieveLevel")
-    except Exception as exc:
-        raise FindFailure(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}") from exc
-    if raw_level is None:
-        raise FindFailure(UNABLE_TO_PROCESS, "QueryRetrieveLevel (0008,0052) missing", QUERY_RETRIEVE_LEVEL)
-    try:
-        level = Level(str(raw_level).strip())
-    except ValueError:
-        raise FindFailure(UNABLE_TO_PROCESS, f"QueryRetrieveLevel {str(raw_level)[:16]!r} unknown",
-                          QUERY_RETRIEVE_LEVEL) from None
-    if model is Model.STUDY_ROOT and level is Level.PATIENT:
-        raise FindFailure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "no PATIENT level in Study Root",
-                          QUERY_RETRIEVE_LEVEL)
-    req = FindRequest(model, level, charsets=charsets)
-    depth = _ORDER.index(level)
-    keys: dict[int, ReturnKey] = {}
+#: An identifier's element as parsing needs it: tag, VR (as received; None when unknown), its value as
+#: text (None: zero-length) and, for a sequence, whether any of its items holds something.
+Key = tuple[int, str | None, str | None, bool]
+
+
+def _skipped(tag: int) -> bool:
+    """Attributes never matched nor returned: charset and level (read apart), group lengths, the
+    command and file meta groups, private attributes."""
+    group, elem_no = tag >> 16, tag & 0xFFFF
+    return tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL) or bool(group & 1) or elem_no == 0 \
+        or group <= 2
+
+
+def _dataset_keys(identifier: Dataset) -> Iterator[Key]:
     for key in identifier.keys():  # noqa: SIM118 (a Dataset, not a dict)
         tag = int(key)
-        group, elem_no = tag >> 16, tag & 0xFFFF
-        if tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL) or group & 1 or elem_no == 0 or group <= 2:
-            continue  # private attributes are not supported: neither matched nor returned
+        if _skipped(tag):
+            continue
         try:
             raw = identifier.get_item(tag)
             if isinstance(raw, RawDataElement) and not raw.length:
@@ -189,8 +181,107 @@ def parse_identifier(identifier: Dataset, model: Model) -> FindRequest:
                 vr, value = elem.VR, elem.value
         except Exception as exc:
             raise FindFailure(
-                UNABLE_TO_PROCESS, f"({group:04X},{elem_no:04X}) undecodable: {exc}", tag
+                UNABLE_TO_PROCESS, f"({tag >> 16:04X},{tag & 0xFFFF:04X}) undecodable: {exc}", tag
             ) from exc
+        if vr == "SQ":
+            yield tag, vr, None, bool(value and any(len(item) for item in value))
+        else:
+            yield tag, vr, _text(value) if value is not None else None, False
+
+
+def parse_identifier(identifier: Dataset, model: Model) -> FindRequest:
+    """Validate a C-FIND identifier against the model and turn it into conditions and return keys;
+    FindFailure when it is malformed or does not fit the model."""
+    try:
+        charsets = _charsets(identifier)
+        raw_level = identifier.get("QueryRetrieveLevel")
+    except Exception as exc:
+        raise FindFailure(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}") from exc
+    return _request(model, None if raw_level is None else str(raw_level), charsets, _dataset_keys(identifier))
+
+
+#: Explicit VRs whose values `parse_encoded` leaves to pydicom (numbers, binary, sequences).
+_NOT_TEXT = frozenset({
+    "IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT", "OB", "OD", "OF", "OL", "OV", "OW",
+    "UN", "SQ",
+})
+
+
+def parse_encoded(data: bytes | memoryview, model: Model, *, implicit: bool) -> FindRequest | None:
+    """`parse_identifier` straight from an identifier's Little Endian encoding, for the plain
+    identifiers queries send (printable ASCII text, empty sequences and numbers, defined lengths);
+    None for anything else, which `parse_identifier` (through pydicom) then handles. The same
+    FindRequest or FindFailure as `parse_identifier` (tested on both)."""
+    keys: list[Key] = []
+    charsets: tuple[str, ...] = ()
+    level: str | None = None
+    n, i, last = len(data), 0, -1
+    unpack = struct.unpack_from
+    while i < n:
+        if i + 8 > n:
+            return None
+        group, elem_no = unpack("<HH", data, i)
+        tag = group << 16 | elem_no
+        if tag <= last:
+            return None  # out of order or repeated: pydicom's reading decides
+        last = tag
+        if implicit:
+            (length,) = unpack("<I", data, i + 4)
+            head = 8
+            try:
+                vr: str | None = dictionary_VR(tag)
+            except KeyError:
+                vr = None
+        else:
+            vr = bytes(data[i + 4:i + 6]).decode("latin-1")
+            if vr in _LONG_VRS:
+                if i + 12 > n:
+                    return None
+                (length,) = unpack("<I", data, i + 8)
+                head = 12
+            else:
+                (length,) = unpack("<H", data, i + 6)
+                head = 8
+        start, i = i + head, i + head + length
+        if length == 0xFFFFFFFF or i > n:
+            return None
+        if vr is not None and (vr in _NOT_TEXT or " or " in vr) and length:
+            return None  # a value pydicom converts (numbers, binary, sequences)
+        text = None
+        if length:
+            raw = bytes(data[start:i]).rstrip(b"\0 ")
+            if not all(0x20 <= b < 0x7F for b in raw):
+                return None
+            parts = raw.split(b"\\")
+            if any(p[:1] == b" " or p.rstrip(b" ") != p for p in parts):
+                return None  # leading or inner padding: pydicom's stripping rules decide
+            text = raw.decode("ascii")
+        if tag == SPECIFIC_CHARACTER_SET:
+            charsets = tuple(v.strip() for v in text.split("\\")) if text else ()
+        elif tag == QUERY_RETRIEVE_LEVEL:
+            level = text if text is not None else ""
+        elif not _skipped(tag):
+            keys.append((tag, vr, text, False))
+    return _request(model, level, charsets, keys)
+
+
+def _request(
+    model: Model, raw_level: str | None, charsets: tuple[str, ...], items: Iterable[Key]
+) -> FindRequest:
+    if raw_level is None:
+        raise FindFailure(UNABLE_TO_PROCESS, "QueryRetrieveLevel (0008,0052) missing", QUERY_RETRIEVE_LEVEL)
+    try:
+        level = Level(raw_level.strip())
+    except ValueError:
+        raise FindFailure(UNABLE_TO_PROCESS, f"QueryRetrieveLevel {raw_level[:16]!r} unknown",
+                          QUERY_RETRIEVE_LEVEL) from None
+    if model is Model.STUDY_ROOT and level is Level.PATIENT:
+        raise FindFailure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "no PATIENT level in Study Root",
+                          QUERY_RETRIEVE_LEVEL)
+    req = FindRequest(model, level, charsets=charsets)
+    depth = _ORDER.index(level)
+    keys: dict[int, ReturnKey] = {}
+    for tag, vr, text, nonempty_sequence in items:
         try:
             vr = dictionary_VR(tag).split(" or ")[0]
         except KeyError:
@@ -199,14 +290,14 @@ def parse_identifier(identifier: Dataset, model: Model) -> FindRequest:
         tag_hex = f"{tag:08X}"
         keys[tag] = ReturnKey(tag, vr, tag_hex)
         if vr == "SQ":
-            if value and any(len(item) for item in value):
+            if nonempty_sequence:
                 req.unsupported = True  # sequence matching (C.2.2.2.6) is not supported
             continue
-        text = _text(value)
-        if not text.strip(" \x00") or text.strip(" \x00") == "*":
+        stripped = (text or "").strip(" \x00")
+        if not stripped or stripped == "*":
             continue
         try:
-            cond = condition(tag_hex, text)
+            cond = condition(tag_hex, text or "")
         except ValueError as exc:
             raise FindFailure(UNABLE_TO_PROCESS, str(exc), tag) from None
         if cond.kind == "universal":

@@ -1,0 +1,270 @@
+"""C-FIND answered in the DUL thread, from the received PDUs (`pacs.dimse.reactor.EventDUL.pdata_hook`).
+
+pynetdicom hands a C-FIND-RQ through its PDU and DIMSE decoders, a queue, its association thread and
+its service class, decodes the identifier with pydicom, then sends each response through the DUL
+thread again: most of a small query's latency. Here the DUL thread that read the request answers
+it: the command set read with a small walker, the identifier parsed from its bytes
+(`parse_encoded`), the catalog queried, the responses encoded (`FindService.find_encoded`) and
+written to the socket, the first match at once, the rest with the final Success.
+
+Only the plain case: a C-FIND-RQ of a Query/Retrieve FIND model in Implicit or Explicit VR Little
+Endian, on an association with nothing else in progress, from a caller allowed to query, with an
+identifier `parse_encoded` reads and the request's character set can encode. Anything else (a
+failure to report, a character set that needs pydicom, another message in between) is handed back
+to pynetdicom untouched (`EventDUL.feed`): `gateway.find` answers it as before. A C-CANCEL that
+arrives while matches are sent ends the query with Cancel (0xFE00); any other PDU read meanwhile is
+passed to pynetdicom once the query is answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import ssl
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from pacs.dimse.direct import command_set, implicit, pdus, uid_value
+from pacs.dimse.reactor import P_DATA_TF, recv_exactly
+from pacs.services.dimse_query import FindFailure, FindService, parse_encoded
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from gateway.context import GatewayContext
+from gateway.find import CANCEL, MODELS, PENDING, PENDING_WARNING, QUERY_FAILED, SUCCESS, pending_command
+
+log = logging.getLogger("gateway")
+
+C_FIND_RQ = 0x0020
+C_CANCEL_RQ = 0x0FFF
+NO_DATA_SET = 0x0101
+_SYNTAXES = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: False}
+#: Command set elements read here: Affected SOP Class UID, Command Field, Message ID, Message ID
+#: Being Responded To, Command Data Set Type.
+_SOP_CLASS, _FIELD, _MSG_ID, _RESPONDED_TO, _DATA_SET_TYPE = 0x0002, 0x0100, 0x0110, 0x0120, 0x0800
+#: Pending responses gathered before one write (the first match is written alone, at once).
+BATCH = 16
+
+Pdv = tuple[int, int, bytes]  # presentation context ID, message control header, fragment
+
+
+def pdvs(pdu: bytes) -> list[Pdv] | None:
+    """The PDV items of a P-DATA-TF PDU (PS3.8 9.3.5), or None when they do not add up."""
+    out: list[Pdv] = []
+    i, end = 6, len(pdu)
+    while i < end:
+        if i + 6 > end:
+            return None
+        (length,) = struct.unpack_from(">I", pdu, i)
+        if length < 2 or i + 4 + length > end:
+            return None
+        out.append((pdu[i + 4], pdu[i + 5], pdu[i + 6:i + 4 + length]))
+        i += 4 + length
+    return out or None
+
+
+def command_fields(command: bytes) -> dict[int, bytes] | None:
+    """The elements of a command set (group 0000, Implicit VR Little Endian), or None if malformed."""
+    out: dict[int, bytes] = {}
+    i, end = 0, len(command)
+    while i < end:
+        if i + 8 > end:
+            return None
+        group, elem, length = struct.unpack_from("<HHI", command, i)
+        if group != 0 or i + 8 + length > end:
+            return None
+        out[elem] = command[i + 8:i + 8 + length]
+        i += 8 + length
+    return out
+
+
+def _us(fields: dict[int, bytes], elem: int) -> int | None:
+    value = fields.get(elem)
+    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
+
+
+def failure_command(sop_class: str, msg_id: int, status: int, comment: str) -> bytes:
+    """The command set of a final C-FIND-RSP with a failure status and an Error Comment."""
+    text = comment[:64].encode("ascii", "replace")
+    return command_set([
+        implicit(0x00000002, "", uid_value(sop_class)),
+        implicit(0x00000100, "<H", 0x8020),  # C-FIND-RSP
+        implicit(0x00000120, "<H", msg_id),
+        implicit(0x00000800, "<H", NO_DATA_SET),
+        implicit(0x00000900, "<H", status),
+        implicit(0x00000902, "", text + b" " * (len(text) & 1)),  # Error Comment (LO)
+    ])
+
+
+class FindFastPath:
+    """One association's hook: C-FIND-RQs answered in its DUL thread (see the module docstring)."""
+
+    def __init__(
+        self, assoc: Any, ctx: GatewayContext, refusal: Callable[[Any, str], str | None] | None = None,
+        service: type[FindService] = FindService,
+    ) -> None:
+        self.assoc = assoc
+        self.ctx = ctx
+        self.refusal = refusal
+        self.service = service
+        self.held: list[bytes] = []  # the request's PDUs so far (handed back if it is not ours)
+        self.data: list[bytes] = []  # its identifier's fragments
+        self.request: tuple[int, int, str, bool] | None = None  # context ID, message ID, SOP class, implicit
+
+    # -- assembling the request ----------------------------------------------------------------
+
+    def __call__(self, pdu: bytes) -> bool:
+        items = pdvs(pdu)
+        if items is None:
+            return self._give_back(pdu)
+        if self.request is None:
+            if self.assoc.dimse.message is not None or not self._start(items[0]):
+                return False  # pynetdicom's: a message it is assembling, or not a plain C-FIND-RQ
+            items = items[1:]
+        self.held.append(pdu)
+        context_id = self.request[0]  # type: ignore[index]
+        for n, (cx, control, fragment) in enumerate(items):
+            if control & 0x01 or cx != context_id or (control & 0x02 and n != len(items) - 1):
+                return self._give_back()  # not an identifier alone: pynetdicom's business
+            self.data.append(fragment)
+            if control & 0x02:
+                return self._answer()
+        return True  # the identifier continues in the next PDU
+
+    def _start(self, first: Pdv) -> bool:
+        context_id, control, fragment = first
+        if control & 0x03 != 0x03:
+            return False  # not a whole command set in one fragment
+        fields = command_fields(fragment)
+        if fields is None or _us(fields, _FIELD) != C_FIND_RQ \
+                or _us(fields, _DATA_SET_TYPE) in (None, NO_DATA_SET):
+            return False
+        msg_id = _us(fields, _MSG_ID)
+        sop_class = fields.get(_SOP_CLASS, b"").rstrip(b"\0 ").decode("ascii", "replace")
+        cx = next((c for c in self.assoc.accepted_contexts if c.context_id == context_id), None)
+        if msg_id is None or cx is None or cx.abstract_syntax != sop_class or sop_class not in MODELS \
+                or cx.transfer_syntax[0] not in _SYNTAXES:
+            return False
+        self.request = (context_id, msg_id, sop_class, _SYNTAXES[cx.transfer_syntax[0]])
+        self.data = []
+        return True
+
+    def _give_back(self, pdu: bytes | None = None) -> bool:
+        """Everything held (and `pdu`) to pynetdicom, in order."""
+        held = self.held + ([pdu] if pdu is not None else [])
+        self.held, self.data, self.request = [], [], None
+        for raw in held:
+            self.assoc.dul.feed(raw)
+        return True
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def _answer(self) -> bool:
+        context_id, msg_id, sop_class, is_implicit = self.request  # type: ignore[misc]
+        assoc, backend = self.assoc, self.ctx.backend
+        if backend is None or not self._idle() \
+                or (self.refusal is not None and self.refusal(assoc, "find") is not None):
+            return self._give_back()
+        try:
+            req = parse_encoded(b"".join(self.data), MODELS[sop_class], implicit=is_implicit)
+        except FindFailure:
+            req = None  # reported by gateway.find, through pynetdicom
+        if req is None or not FindService.can_encode(req):
+            return self._give_back()
+        self.held, self.data, self.request = [], [], None
+        settings = self.ctx.settings
+        service = self.service(backend.catalog, settings.partition, settings.ae_title)
+        status = PENDING_WARNING if req.unsupported else PENDING
+        writer = _Writer(assoc, context_id, sop_class, msg_id, status)
+        try:
+            for n, identifier in enumerate(service.find_encoded(req, implicit=is_implicit)):
+                if n and writer.cancelled():
+                    writer.finish(CANCEL)
+                    break
+                writer.add(identifier, flush=n == 0 or n % BATCH == 0)
+            else:
+                writer.finish(SUCCESS)
+        except OSError as exc:  # the peer went away: the DUL notices on its next read
+            log.info("C-FIND from %s: the answer could not be sent: %s", assoc.requestor.ae_title, exc)
+        except Exception as exc:
+            log.exception("C-FIND from %s failed", assoc.requestor.ae_title)
+            writer.finish(QUERY_FAILED, f"query failed: {type(exc).__name__}")
+        for raw in writer.later:  # what the peer sent meanwhile, in order
+            assoc.dul.feed(raw)
+        return True
+
+    def _idle(self) -> bool:
+        """Nothing else in progress on the association: no message waiting for or being served by
+        its reactor, nothing queued for the DUL to send (answers must not interleave)."""
+        assoc = self.assoc
+        return not getattr(assoc, "serving", True) and assoc.dimse.msg_queue.empty() \
+            and assoc.dul.to_provider_queue.empty()
+
+
+class _Writer:
+    """Pending responses, gathered and written in batches, and the final response."""
+
+    def __init__(self, assoc: Any, context_id: int, sop_class: str, msg_id: int, status: int) -> None:
+        self.sock = assoc.dul.socket.socket
+        self.context_id = context_id
+        self.sop_class, self.msg_id = sop_class, msg_id
+        self.max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
+        self.command = self._pdus(pending_command(sop_class, msg_id, status), True)
+        self.pending: list[bytes] = []
+        self.later: list[bytes] = []  # PDUs read while answering, for pynetdicom afterwards
+        self._poller = select.poll()
+        self._poller.register(self.sock.fileno(), select.POLLIN)
+
+    def _pdus(self, data: bytes, command: bool) -> bytes:
+        return b"".join(pdus(data, self.context_id, command, self.max_pdu))
+
+    def add(self, identifier: bytes, *, flush: bool) -> None:
+        self.pending += (self.command, self._pdus(identifier, False))
+        if flush:
+            self.sock.sendall(b"".join(self.pending))
+            self.pending.clear()
+
+    def finish(self, status: int, comment: str = "") -> None:
+        """The final response after what is pending (dropped on Cancel: the peer asked for no more)."""
+        if status == CANCEL:
+            self.pending.clear()
+        final = failure_command(self.sop_class, self.msg_id, status, comment) if comment \
+            else pending_command(self.sop_class, self.msg_id, status, identifier=False)
+        self.pending.append(self._pdus(final, True))
+        self.sock.sendall(b"".join(self.pending))
+        self.pending.clear()
+
+    def cancelled(self) -> bool:
+        """Whether a C-CANCEL-RQ for this request has arrived (every PDU waiting is read: other
+        ones are kept for pynetdicom)."""
+        while self._poller.poll(0):
+            head = recv_exactly(self.sock, 6)
+            if len(head) < 6:
+                return False  # closed: the DUL sees it on its next read
+            body = recv_exactly(self.sock, struct.unpack(">I", head[2:6])[0])
+            pdu = head + body
+            if head[0] == P_DATA_TF and self._is_cancel(pdu):
+                return True
+            self.later.append(pdu)
+        return False
+
+    def _is_cancel(self, pdu: bytes) -> bool:
+        items = pdvs(pdu)
+        if not items or len(items) != 1 or items[0][1] & 0x03 != 0x03:
+            return False
+        fields = command_fields(items[0][2])
+        return fields is not None and _us(fields, _FIELD) == C_CANCEL_RQ \
+            and _us(fields, _RESPONDED_TO) == self.msg_id
+
+
+def hook_for(ctx: GatewayContext, refusal: Callable[[Any, str], str | None] | None = None
+             ) -> Callable[[Any], FindFastPath | None]:
+    """What a GatewayServer's `pdata_hook_for` is set to: a fast path for each plain-TCP association
+    (TLS ones keep pynetdicom's path)."""
+
+    def make(assoc: Any) -> FindFastPath | None:
+        if ctx.backend is None or isinstance(assoc.dul.socket.socket, ssl.SSLSocket):
+            return None
+        return FindFastPath(assoc, ctx, refusal)
+
+    return make
