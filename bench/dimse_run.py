@@ -14,10 +14,12 @@ C-FIND-RQ to receiving the final response, every answer received and decoded (la
 - the same "all studies" query with a new association per query (association set-up and release
   included: what a findscu-like client pays).
 
-The client is pynetdicom with the project's event-driven reactors (pacs.dimse.reactor.EventAE: no 1 ms
-polling on either side of a message); `DIMSE_CLIENT=pynetdicom` uses pynetdicom's own AE instead, its DUL
-thread polling every 0.1 ms when idle (`CLIENT_POLL`). The same client serves both servers; it still costs
-a good part of a small query's time (decoding one response takes it about 0.1 ms).
+The client is wire-level (bench/dimse_wire.py: PDUs written and read by hand on a blocking socket, the
+matches decoded only after the clock stops), so that the figure is the server's latency plus the
+loopback's: a pynetdicom SCU costs about a millisecond of its own per query, as much as a fast server
+takes to answer. `DIMSE_CLIENT=event` uses pynetdicom with the project's event-driven reactors
+(pacs.dimse.reactor.EventAE), `DIMSE_CLIENT=pynetdicom` pynetdicom's own AE, its DUL thread polling every
+0.1 ms when idle (`CLIENT_POLL`). The same client serves both servers.
 
 Every row: one untimed warm-up query per server, then `--n` timed queries per server interleaved
 (A B, B A, ...). Each answer is checked (final status Success, the expected number of matches); a
@@ -50,6 +52,9 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dimse_wire import WireAssociation
+
 _config.LOG_REQUEST_IDENTIFIERS = False  # the client pretty-prints nothing (the same for every server)
 _config.LOG_RESPONSE_IDENTIFIERS = False
 HZ = os.sysconf("SC_CLK_TCK")
@@ -58,8 +63,9 @@ CALLING_AET = "BENCHSCU"
 #: How long the client's DUL thread sleeps when idle (pynetdicom: 1 ms, which would add up to a
 #: millisecond to sending the request and again to receiving the answers, for every server).
 CLIENT_POLL = 0.0001
-#: `event` (default): the project's event-driven requestor; `pynetdicom`: pynetdicom's polling one.
-CLIENT = os.environ.get("DIMSE_CLIENT", "event")
+#: `wire` (default): bench/dimse_wire.py; `event`: pynetdicom with the project's event-driven requestor;
+#: `pynetdicom`: pynetdicom's polling one.
+CLIENT = os.environ.get("DIMSE_CLIENT", "wire")
 RETURN_KEYS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
     "StudyTime", "AccessionNumber", "StudyDescription", "StudyID", "ModalitiesInStudy",
@@ -107,6 +113,8 @@ class Server:
     assoc: Any = None
 
     def connect(self) -> Any:
+        if CLIENT == "wire":
+            return WireAssociation(self.host, self.port, self.aet, CALLING_AET, str(MODEL))
         if self.ae is None:
             self.ae = EventAE(ae_title=CALLING_AET) if CLIENT == "event" else AE(ae_title=CALLING_AET)
             self.ae.add_requested_context(MODEL)
@@ -146,6 +154,8 @@ def quiet(assoc: Any) -> Any:
     """Stop the association's own reactor from taking DIMSE messages: `find` reads the responses
     itself. (Its pause handshake with `send_c_find` races when the reactor is woken by every
     message, as the event-driven one is: a response could be taken by the reactor and dropped.)"""
+    if isinstance(assoc, WireAssociation):
+        return assoc
     assoc._reactor_checkpoint.clear()
     deadline = time.monotonic() + 5
     while not assoc._is_paused and time.monotonic() < deadline:
@@ -157,6 +167,9 @@ def quiet(assoc: Any) -> Any:
 
 
 def release(assoc: Any) -> None:
+    if isinstance(assoc, WireAssociation):
+        assoc.release()
+        return
     assoc._reactor_checkpoint.set()
     assoc.release()
 
@@ -164,8 +177,22 @@ def release(assoc: Any) -> None:
 _MSG_ID = [0]
 
 
-def find(assoc: Any, query: Dataset) -> tuple[int, list[Dataset]]:
-    """One C-FIND on an open, quieted association: the final status and the matches (decoded lazily)."""
+def prepared(assoc: Any, query: Dataset) -> Dataset | bytes:
+    """The query as `find` sends it: encoded already for the wire client."""
+    return assoc.encode(query) if isinstance(assoc, WireAssociation) else query
+
+
+def datasets(assoc: Any, matches: list[Any]) -> list[Dataset]:
+    return [assoc.decode(m) for m in matches] if isinstance(assoc, WireAssociation) else matches
+
+
+def find(assoc: Any, query: Dataset | bytes) -> tuple[int, list[Any]]:
+    """One C-FIND on an open, quieted association: the final status and the matches (decoded lazily;
+    as received with the wire client: `datasets` decodes them)."""
+    if isinstance(assoc, WireAssociation):
+        assert isinstance(query, bytes)
+        return assoc.find(query)
+    assert isinstance(query, Dataset)
     cx = assoc.accepted_contexts[0]
     ts = cx.transfer_syntax[0]
     raw = encode(query, ts.is_implicit_VR, ts.is_little_endian)
@@ -210,7 +237,8 @@ def wait(a: argparse.Namespace) -> int:
             try:
                 assoc = quiet(server.connect())
                 try:
-                    final, matches = find(assoc, study_query())
+                    final, raw = find(assoc, prepared(assoc, study_query()))
+                    matches = datasets(assoc, raw)
                 finally:
                     release(assoc)
                 got = {str(m.StudyInstanceUID): int(m.get("NumberOfStudyRelatedInstances") or 0)
@@ -279,16 +307,18 @@ def one(server: Server, row: Row) -> tuple[float, str | None]:
         assoc = server.connect()
         setup = time.perf_counter() - t0
         quiet(assoc)
+        query = prepared(assoc, row.query)
         t0 = time.perf_counter()
         try:
-            final, matches = find(assoc, row.query)
+            final, matches = find(assoc, query)
         finally:
             release(assoc)
         ms = (setup + time.perf_counter() - t0) * 1000
     else:
         server.open()
+        query = prepared(server.assoc, row.query)
         t0 = time.perf_counter()
-        final, matches = find(server.assoc, row.query)
+        final, matches = find(server.assoc, query)
         ms = (time.perf_counter() - t0) * 1000
     if final != 0:
         return ms, f"final status 0x{final:04X}"
@@ -366,8 +396,9 @@ def bench(a: argparse.Namespace) -> int:
     studies = load_studies(a.data)
     rows = pick_rows(studies)
     results: dict[str, Any] = {
-        "client": f"pynetdicom {__import__('pynetdicom').__version__} SCU ({CLIENT} reactor) in the bench "
-                  f"process, one association per server",
+        "client": ("wire-level SCU (bench/dimse_wire.py)" if CLIENT == "wire" else
+                   f"pynetdicom {__import__('pynetdicom').__version__} SCU ({CLIENT} reactor)")
+                  + " in the bench process, one association per server",
         "n": a.n, "studies": len(studies), "instances": sum(s.instances for s in studies),
         "servers": [s.name for s in servers], "rows": [],
     }

@@ -9,6 +9,7 @@
 #                                              of one core busy (the other load shows in the table anyway)
 #        MOVE=1 MOVE_RUNS=5                    0: skip the C-MOVE part (bench/move_run.py, when present)
 #        PY=<repo>/.venv/bin/python            a Python with pydicom + pynetdicom + numpy
+#        DIMSE_CLIENT=wire|event|pynetdicom    the C-FIND client (bench/dimse_run.py)
 #        UPDATE=auto|always|never              apt-get update policy of bench/install.sh
 # DIMSE speed against Orthanc (issue 5). C-FIND: the same data (bench/gen_data.py ct300, one 300-instance CT
 # study, + bench/dicomweb_run.py gen-mixed, 5 patients x CT + MR study: 11 studies, 500 instances) loaded with
@@ -158,9 +159,10 @@ mem=$(free -g | awk '/^Mem/ {print $2}')
        "both servers with dcmtk storescu $dcmtk_v (2 associations, TCP_NODELAY=1), then waited until a" \
        "C-FIND listed every instance on each"
   echo "- C-FIND: Study Root, STUDY level, worklist return keys (names, IDs, dates, accession, description," \
-       "ModalitiesInStudy, study-related series/instance counts); client: pynetdicom SCU in the bench process" \
-       "(pynetdicom AE, its DUL polling every 0.1 ms), one association per server kept open, latency = C-FIND-RQ sent -> final" \
-       "response received (every match received and decoded); one warm-up query per server and row, then" \
+       "ModalitiesInStudy, study-related series/instance counts); client: ${DIMSE_CLIENT:-wire} SCU in the" \
+       "bench process (wire: bench/dimse_wire.py, PDUs written and read by hand on a blocking socket), one" \
+       "association per server kept open, latency = C-FIND-RQ sent -> final response received (every match" \
+       "received; decoded and checked after the clock stops); one warm-up query per server and row, then" \
        "$N queries each, interleaved (A B, B A, ...). Both servers run at once, on $fs, in a private network" \
        "namespace (loopback only)"
   echo "- $PACS_LABEL: \`$PACS_CMD\` (git $git_rev), embedded (SQLite catalog)"

@@ -159,6 +159,23 @@ def _charsets(identifier: Dataset) -> tuple[str, ...]:
 Key = tuple[int, str | None, str | None, bool]
 
 
+_VRS: dict[int, str | None] = {}
+
+
+def _vr(tag: int) -> str | None:
+    """The dictionary VR of a public tag (None: not in the dictionary), remembered."""
+    try:
+        return _VRS[tag]
+    except KeyError:
+        try:
+            vr: str | None = dictionary_VR(tag)
+        except KeyError:
+            vr = None
+        if len(_VRS) < 65536:
+            _VRS[tag] = vr
+        return vr
+
+
 def _skipped(tag: int) -> bool:
     """Attributes never matched nor returned: charset and level (read apart), group lengths, the
     command and file meta groups, private attributes."""
@@ -228,10 +245,7 @@ def parse_encoded(data: bytes | memoryview, model: Model, *, implicit: bool) -> 
         if implicit:
             (length,) = unpack("<I", data, i + 4)
             head = 8
-            try:
-                vr: str | None = dictionary_VR(tag)
-            except KeyError:
-                vr = None
+            vr: str | None = _vr(tag)
         else:
             vr = bytes(data[i + 4:i + 6]).decode("latin-1")
             if vr in _LONG_VRS:
@@ -282,11 +296,11 @@ def _request(
     depth = _ORDER.index(level)
     keys: dict[int, ReturnKey] = {}
     for tag, vr, text, nonempty_sequence in items:
-        try:
-            vr = dictionary_VR(tag).split(" or ")[0]
-        except KeyError:
-            if vr in ("UN", None):
-                continue  # an unknown public attribute: nothing to return
+        known = _vr(tag)
+        if known is not None:
+            vr = known.split(" or ")[0]
+        elif vr in ("UN", None):
+            continue  # an unknown public attribute: nothing to return
         tag_hex = f"{tag:08X}"
         keys[tag] = ReturnKey(tag, vr, tag_hex)
         if vr == "SQ":
@@ -375,10 +389,20 @@ _BINARY_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": 
 Element = tuple[int, str, Any]
 
 
+_EMPTY: dict[tuple[int, str, bool], bytes] = {}
+
+
 def _encode_element(tag: int, vr: str, value: Any, implicit: bool, codec: str) -> bytes:
     """One element in Little Endian (PS3.5 7.1), text in `codec`, padded to an even length."""
     if value is None or vr == "SQ" or (isinstance(value, list) and not value):
+        empty = _EMPTY.get((tag, vr, implicit))
+        if empty is not None:
+            return empty
         data = b""
+    elif isinstance(value, str) and vr not in _BINARY_FORMATS and vr != "AT":
+        data = value.encode(codec)
+        if len(data) & 1:
+            data += b"\x00" if vr == "UI" else b" "
     else:
         values = value if isinstance(value, list) else [value]
         if vr in _BINARY_FORMATS:
@@ -391,12 +415,16 @@ def _encode_element(tag: int, vr: str, value: Any, implicit: bool, codec: str) -
                 data += b"\x00" if vr == "UI" else b" "
     group, elem = tag >> 16, tag & 0xFFFF
     if implicit:
-        return struct.pack("<HHI", group, elem, len(data)) + data
-    if vr in _LONG_VRS:
-        return struct.pack("<HH2sHI", group, elem, vr.encode(), 0, len(data)) + data
-    if len(data) > 0xFFFF:
+        out = struct.pack("<HHI", group, elem, len(data)) + data
+    elif vr in _LONG_VRS:
+        out = struct.pack("<HH2sHI", group, elem, vr.encode(), 0, len(data)) + data
+    elif len(data) > 0xFFFF:
         raise ValueError(f"({group:04X},{elem:04X}) too long for VR {vr}")
-    return struct.pack("<HH2sH", group, elem, vr.encode(), len(data)) + data
+    else:
+        out = struct.pack("<HH2sH", group, elem, vr.encode(), len(data)) + data
+    if not data and len(_EMPTY) < 65536:
+        _EMPTY[(tag, vr, implicit)] = out  # zero-length return keys: most of a response
+    return out
 
 
 class _Builder:
