@@ -7,7 +7,8 @@ have images pushed to a node that was not allowed them. Any other destination: 0
 associate at all is the calling-AE policy's business. Sub-operations go over a new association to the
 node (TCP_NODELAY; DICOM TLS when the node says so, presenting PACS_TLS_CERT and checking the node's
 certificate against PACS_TLS_CA; the stored syntaxes and Explicit/Implicit VR LE proposed; transcoded
-when refused).
+when refused). Over plain TCP the sub-operation loop is `pacs.dimse.retrieve.move_sub_operations`
+(objects and responses exchanged on the sockets directly); over TLS, pynetdicom's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pacs.dimse.direct import fast_responses
-from pacs.dimse.retrieve import Response, status, stream_stored_files, sub_operations
+from pacs.dimse.retrieve import Response, move_sub_operations, status, stream_stored_files, sub_operations
 from pacs.dimse.selection import Model, RetrieveFailure, select_instances
 from pacs.dimse.sender import prepare_requestor, proposed_contexts
 from pacs.dimse.tls import client_context
@@ -93,5 +94,9 @@ def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:
         yield failure
         return
     yield len(rows)
+    # pynetdicom has associated with the destination: the sub-operations run here (plain TCP), or
+    # through pynetdicom's loop, one (Pending, data set) at a time
+    if opened and move_sub_operations(event, rows, backend.store, opened[-1]):
+        return
     yield from sub_operations(rows, backend.store, lambda: opened[-1] if opened else None,
                               lambda: bool(event.is_cancelled))

@@ -244,6 +244,13 @@ def test_move_transcodes_for_a_destination_that_accepts_only_uncompressed(
         ds = got[inst.sop_uid]
         assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
         np.testing.assert_array_equal(ds.pixel_array, pydicom.dcmread(inst.path).pixel_array)
+    # a whole study: the Explicit VR LE instances go as stored, the JPEG-LS one transcoded, one association
+    study = study_with(loaded, JPEGLSLossless)
+    moved = movescu(loaded, "DESTX", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study.uid}"])
+    assert moved.status == SUCCESS and moved.count("Completed") == len(study.instances), moved.log[-4000:]
+    got = dest.received()
+    assert uids(study.instances) <= set(got)
+    assert {got[i.sop_uid].file_meta.TransferSyntaxUID for i in study.instances} == {ExplicitVRLittleEndian}
 
 
 def test_move_implicit_only_destination(loaded: Loaded, destination: Callable[..., Destination]) -> None:
@@ -437,3 +444,111 @@ def test_get_refused_for_a_node_not_allowed_get(loaded: Loaded, tmp_path: Path) 
         assert list(tmp_path.iterdir()) == []
     finally:
         loaded.nodes("remove", "NOGET")
+
+
+# -- C-MOVE to a pynetdicom destination: what it received, byte for byte, and what it answered -----------
+
+
+@dataclass
+class PyDestination:
+    """A pynetdicom Storage SCP in this process, registered as a node (maximum PDU 16 KiB): the C-STORE
+    requests it received, the status it answers per SOP Instance UID (default Success), and after how
+    many received instances it aborts the association instead of answering the next."""
+
+    ae_title: str
+    port: int
+    received: list[Any] = field(default_factory=list)
+    statuses: dict[str, Dataset | int] = field(default_factory=dict)
+    abort_after: int | None = None
+
+
+@pytest.fixture
+def py_destination(loaded: Loaded) -> Iterator[PyDestination]:
+    dest = PyDestination("DESTPY", 0)
+
+    def on_store(event: evt.Event) -> Dataset | int:
+        if dest.abort_after is not None and len(dest.received) >= dest.abort_after:
+            event.assoc.abort()
+            return 0x0000
+        dest.received.append(event.request)
+        return dest.statuses.get(str(event.request.AffectedSOPInstanceUID), 0x0000)
+
+    ae = AE(ae_title=dest.ae_title)
+    ae.maximum_pdu_size = 16384
+    ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    dest.port = server.server_address[1]
+    loaded.nodes("add", dest.ae_title, "127.0.0.1", str(dest.port), "--operations", "store,move")
+    try:
+        yield dest
+    finally:
+        server.shutdown()
+        loaded.nodes("remove", dest.ae_title)
+
+
+def _move_big(loaded: Loaded, dest: str, msg_id: int) -> list[tuple[Dataset, Dataset | None]]:
+    ae, assoc = _move_request(loaded)
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    identifier.StudyInstanceUID = loaded.big.uid
+    identifier.SeriesInstanceUID = loaded.big.series[0].uid
+    try:
+        responses = list(assoc.send_c_move(identifier, dest, StudyRootQueryRetrieveInformationModelMove,  # type: ignore[attr-defined]
+                                           msg_id=msg_id))
+        assoc.release()  # type: ignore[attr-defined]
+    finally:
+        ae.shutdown()
+    assert responses and all(status for status, _ in responses), responses
+    return responses
+
+
+def _stored_body(loaded: Loaded, sop_uid: str) -> bytes:
+    [path] = list(loaded.pacs.objects_dir.rglob(f"{sop_uid}.dcm"))
+    data = path.read_bytes()
+    return data[144 + int.from_bytes(data[140:144], "little"):]
+
+
+def test_move_counts_what_the_destination_refused_or_warned(loaded: Loaded, py_destination: PyDestination) -> None:
+    big = loaded.big.series[0].instances
+    refused = Dataset()
+    refused.Status, refused.ErrorComment = 0xA700, "out of room"
+    py_destination.statuses = {big[3].sop_uid: refused, big[5].sop_uid: 0xC000, big[7].sop_uid: 0xB000}
+    responses = _move_big(loaded, py_destination.ae_title, msg_id=11)
+    pending = [status for status, _ in responses[:-1]]
+    final, identifier = responses[-1]
+    assert [s.Status for s in pending] == [0xFF00] * BIG
+    assert [s.NumberOfRemainingSuboperations for s in pending] == list(range(BIG - 1, -1, -1))
+    assert [(s.NumberOfCompletedSuboperations, s.NumberOfFailedSuboperations, s.NumberOfWarningSuboperations)
+            for s in pending][-1] == (BIG - 3, 2, 1)
+    assert final.Status == WARNING, final
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations,
+            final.NumberOfWarningSuboperations) == (BIG - 3, 2, 1)
+    assert identifier is not None
+    assert set(identifier.FailedSOPInstanceUIDList) == {big[3].sop_uid, big[5].sop_uid}
+    # every instance arrived as stored, byte for byte, naming the move's originator
+    requests = {str(r.AffectedSOPInstanceUID): r for r in py_destination.received}
+    assert set(requests) == uids(big)
+    assert len({r.MessageID for r in py_destination.received}) == BIG
+    for inst in big:
+        req = requests[inst.sop_uid]
+        assert req.DataSet.getvalue() == _stored_body(loaded, inst.sop_uid)
+        assert req.MoveOriginatorApplicationEntityTitle == "MOVER" and req.MoveOriginatorMessageID == 11
+
+
+def test_move_to_a_destination_that_aborts(loaded: Loaded, py_destination: PyDestination) -> None:
+    big = loaded.big.series[0].instances
+    py_destination.abort_after = 4
+    final, identifier = _move_big(loaded, py_destination.ae_title, msg_id=3)[-1]
+    assert final.Status == UNABLE_TO_PERFORM_SUBOPERATIONS, final  # the store association is gone
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (4, BIG - 4), final
+    assert "NumberOfRemainingSuboperations" not in final
+    completed = {str(r.AffectedSOPInstanceUID) for r in py_destination.received}
+    assert len(completed) == 4
+    assert identifier is not None and set(identifier.FailedSOPInstanceUIDList) == uids(big) - completed
+    py_destination.received.clear()
+    py_destination.abort_after = 0
+    final, identifier = _move_big(loaded, py_destination.ae_title, msg_id=4)[-1]
+    assert final.Status == UNABLE_TO_PERFORM_SUBOPERATIONS, final
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (0, BIG), final
+    assert identifier is not None and set(identifier.FailedSOPInstanceUIDList) == uids(big)

@@ -7,22 +7,35 @@ association: on a new one to the destination for C-MOVE, on the requestor's own 
 instance is read from the store and, when the peer did not accept its stored syntax, transcoded
 (`pacs.dimse.sender.load_for`): one instance in memory at a time. From a local store, an instance the
 peer accepts as stored is streamed from its file (`StoredFile`, `stream_stored_files`).
+
+A C-MOVE to a plain-TCP destination runs its sub-operations here instead (`move_sub_operations`): the
+whole loop in the handler's first step, each stored object sent and its response read on the store
+association's socket (`pacs.dimse.direct.StoreExchange`), each Pending C-MOVE-RSP written straight to the
+requestor's socket (`PendingResponder`), the final response (Success, Warning 0xB000 or Failure 0xA702
+with the Failed SOP Instance UID List, Cancel 0xFE00) sent through pynetdicom, whose own final response
+for a loop it did not see is dropped. Instances the destination takes only transcoded, and anything
+unusual, still go through pynetdicom's send_c_store within that loop.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import _config
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.dsutils import encode
+from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 
 from pacs.catalog.records import InstanceRow
-from pacs.dimse.direct import send_stored_file
+from pacs.dimse.direct import PendingResponder, StoreExchange, send_stored_file
 from pacs.dimse.sender import SendError, load_for, sending_syntax
 from pacs.errors import PacsError
 from pacs.storage.port import BlobStore
@@ -131,3 +144,174 @@ def sub_operations(
             log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, exc)
             ds = unsendable(row)
         yield PENDING, ds
+
+
+SUCCESS = 0x0000
+#: Warning: one or more sub-operations failed or gave a warning.
+SUB_OPERATIONS_WARNING = 0xB000
+C_MOVE_RSP = 0x8021
+
+
+@dataclass
+class Tally:
+    """The sub-operations of one retrieve: what remains, what completed, failed, gave a warning."""
+
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+    def count(self, status: int | None, sop_uid: str) -> None:
+        kind = STORAGE_SERVICE_CLASS_STATUS.get(status, (STATUS_FAILURE, ""))[0] if status is not None \
+            else STATUS_FAILURE  # no response, or a status the Storage service does not define: failed
+        self.remaining -= 1
+        if kind == STATUS_SUCCESS:
+            self.completed += 1
+        elif kind == STATUS_WARNING:
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(sop_uid)
+
+
+def move_sub_operations(
+    event: Any, rows: Sequence[InstanceRow], store: BlobStore, store_assoc: Association,
+) -> bool:
+    """Run a C-MOVE's C-STORE sub-operations over `store_assoc` and send its final response; False (nothing
+    done) when the store association is not one this loop sends on (TLS, or not event-driven): pynetdicom's
+    loop (`sub_operations`) then runs. Called in the C-MOVE handler once pynetdicom has associated with the
+    destination: the handler then ends without yielding, and pynetdicom's final response is dropped."""
+    exchange = StoreExchange.open(store_assoc)
+    if exchange is None or not store_assoc.is_established:
+        return False
+    move = event.assoc
+    req = event.request
+    msg_id = int(req.MessageID)
+    context_id = int(event.context.context_id)
+    responder = PendingResponder(move, context_id, C_MOVE_RSP, str(req.AffectedSOPClassUID), msg_id)
+    originator = str(move.requestor.ae_title).strip()
+    tally = Tally(len(rows))
+    final: tuple[int, str] | None = None
+    sender = _Sender(exchange, store_assoc, store, originator, msg_id)
+    try:
+        for n, row in enumerate(rows):
+            if move.acse.is_aborted() or move.acse.is_release_requested() or not move.is_established:
+                log.info("C-MOVE: the requestor went away; %d sub-operations not attempted", tally.remaining)
+                return _end(store_assoc, exchange)
+            if event.is_cancelled:
+                final = CANCEL, ""
+                break
+            if not store_assoc.is_established:
+                final = UNABLE_TO_PERFORM_SUBOPERATIONS, "the store association is gone"
+                for left in rows[n:]:  # never attempted: failed too
+                    tally.count(None, left.sop_uid)
+                break
+            sub_id = msg_id + n + 1
+            tally.count(sender.send(row, sub_id if sub_id <= 0xFFFF else sub_id - 0xFFFF), row.sop_uid)
+            responder.pending(tally.remaining, tally.completed, tally.failed, tally.warning)
+    finally:
+        exchange.close()
+    store_assoc.release()
+    if not move.is_established:
+        return True
+    if final is None:
+        final = (SUCCESS if not (tally.failed or tally.warning) else UNABLE_TO_PERFORM_SUBOPERATIONS
+                 if tally.failed == len(rows) else SUB_OPERATIONS_WARNING), ""
+    _send_final(event, tally, *final)
+    return True
+
+
+def _end(store_assoc: Association, exchange: StoreExchange) -> bool:
+    exchange.close()
+    store_assoc.release()
+    return True
+
+
+class _Sender:
+    """One sub-operation: the stored object to the destination, directly when it goes as stored, else
+    (transcoded, or an unusual object) through pynetdicom's send_c_store; the C-STORE status (None: failed
+    without one)."""
+
+    def __init__(self, exchange: StoreExchange, assoc: Association, store: BlobStore, originator: str,
+                 originator_id: int) -> None:
+        self.exchange = exchange
+        self.assoc = assoc
+        self.store = store
+        self.originator = originator
+        self.originator_id = originator_id
+        self.local = getattr(store, "path", None)
+        self.accepted = assoc.accepted_contexts
+        self._syntax: dict[tuple[str, str], str | None] = {}
+
+    def send(self, row: InstanceRow, msg_id: int) -> int | None:
+        stored_as = row.transfer_syntax_uid
+        key = (row.sop_class_uid, stored_as)
+        if key not in self._syntax:
+            self._syntax[key] = sending_syntax(self.accepted, *key)
+        as_stored = self._syntax[key] == stored_as
+        try:
+            source = Path(self.local(row.key)) if callable(self.local) else self.store.get(row.key)
+            if as_stored:
+                result = self.exchange.send(source, row.sop_class_uid, row.sop_uid, stored_as, msg_id=msg_id,
+                                            originator_aet=self.originator, originator_id=self.originator_id)
+                if result is not None:
+                    if result.status != SUCCESS:
+                        why = "no response" if result.status is None else f"status 0x{result.status:04X}"
+                        log.warning("C-STORE sub-operation for %s: %s%s", row.sop_uid, why,
+                                    f" ({result.comment})" if result.comment else "")
+                    return result.status
+            self.exchange.give_back()  # pynetdicom's turn: its DUL reads the socket again
+            if as_stored and isinstance(source, Path):
+                ds: Dataset = StoredFile(row, source)  # streamed by `stream_stored_files`
+            else:
+                data = source if isinstance(source, Path) else BytesIO(source)
+                ds = load_for(self.accepted, data, row.sop_class_uid, stored_as)
+        except (SendError, PacsError, OSError) as exc:
+            log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, exc)
+            return None
+        try:
+            rsp = self.assoc.send_c_store(ds, msg_id=msg_id, originator_aet=self.originator,
+                                          originator_id=self.originator_id)
+            return int(rsp.Status)
+        except Exception as exc:  # as pynetdicom's loop: an exception (or no status) is a failure
+            log.warning("C-STORE sub-operation for %s failed: %s", row.sop_uid, exc)
+            return None
+
+
+def _send_final(event: Any, tally: Tally, code: int, comment: str) -> None:
+    """The C-MOVE's final response through pynetdicom, then pynetdicom's own (a Success with no counts,
+    for a loop it did not see) dropped."""
+    req = event.request
+    rsp = C_MOVE()
+    rsp.MessageIDBeingRespondedTo = req.MessageID
+    rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+    rsp.Status = code
+    if comment:
+        rsp.ErrorComment = comment[:64]  # type: ignore[assignment]
+    if code == CANCEL:
+        rsp.NumberOfRemainingSuboperations = tally.remaining
+    rsp.NumberOfCompletedSuboperations = tally.completed
+    rsp.NumberOfFailedSuboperations = tally.failed
+    rsp.NumberOfWarningSuboperations = tally.warning
+    if code != SUCCESS:
+        ts = UID(str(event.context.transfer_syntax))
+        identifier = Dataset()
+        identifier.FailedSOPInstanceUIDList = tally.failed_uids
+        encoded = encode(identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+        rsp.Identifier = BytesIO(encoded or b"")
+    dimse = event.assoc.dimse
+    dimse.send_msg(rsp, int(event.context.context_id))
+    _skip_next_final(dimse, int(req.MessageID))
+
+
+def _skip_next_final(dimse: Any, msg_id: int) -> None:
+    send = dimse.send_msg
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        dimse.send_msg = send  # one shot
+        if not (isinstance(primitive, C_MOVE) and primitive.MessageIDBeingRespondedTo == msg_id
+                and primitive.Status == SUCCESS):
+            send(primitive, context_id)
+
+    dimse.send_msg = send_msg
