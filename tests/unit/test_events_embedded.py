@@ -235,3 +235,86 @@ def test_pacs_events_prints_json_lines_from_a_cursor(
     assert [json.loads(x)["detail-type"] for x in capsys.readouterr().out.splitlines()] == ["StudyUpdated"]
     assert main(["events", "--data-dir", data_dir, "--type", "InstanceStored", "--type", "InstanceDeleted"]) == 0
     assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [lines[0]["id"]]
+
+
+def test_a_batch_is_one_transaction_with_exact_aggregates_and_per_change_events(
+    embedded: Backend, indexer: IndexerService, make_part10: MakePart10
+) -> None:
+    """The worker indexes a whole batch in one catalog transaction: the aggregates stay exact, each
+    StudyUpdated still carries the aggregates right after its own change, a message that fails is
+    undone alone (and left to its retry), and nothing is visible to readers before the commit."""
+    from pacs.catalog.sqlite import SqliteCatalog
+
+    assert embedded.queue is not None
+    ingest = IngestService(embedded.store)
+    events = Events(embedded)
+    sizes = []
+    for series in (1, 2, 3):
+        for n in range(1, 5):
+            data = instance(make_part10, series, n)
+            ingest.ingest(data)
+            sizes.append(len(data))
+    # an object whose UIDs are not those of its key: indexing it fails, in the middle of the batch
+    wrong = f"default/studies/{S}/series/{S}.1/instances/{S}.1.99.dcm"
+    embedded.store.put(wrong, instance(make_part10, 1, 5))
+    ingest.ingest(instance(make_part10, 2, 9))
+    sizes.append(len(instance(make_part10, 2, 9)))
+
+    other = SqliteCatalog(embedded.catalog.path)  # type: ignore[attr-defined]  # another reader
+    seen_during: list[int] = []
+    upsert = embedded.catalog.upsert_instance
+
+    def watching(item: Any) -> Any:
+        study = other.get_study("default", S)
+        seen_during.append(study.n_instances if study else 0)
+        return upsert(item)
+
+    embedded.catalog.upsert_instance = watching  # type: ignore[method-assign]
+    assert index_worker.drain_once(embedded.queue, indexer) == 14
+    embedded.catalog.upsert_instance = upsert  # type: ignore[method-assign]
+    assert seen_during == [0] * 13  # the batch's writes were not committed one by one
+
+    study = other.get_study("default", S)
+    assert study is not None
+    assert (study.n_instances, study.n_series, study.size) == (13, 3, sum(sizes))
+    got = events.new()
+    assert [t for t, _ in got] == ["InstanceStored", "StudyUpdated"] * 13
+    assert [d["numberOfInstances"] for t, d in got if t == "StudyUpdated"] == list(range(1, 14))
+    assert [d["numberOfSeries"] for t, d in got if t == "StudyUpdated"] == [1] * 4 + [2] * 4 + [3] * 4 + [3]
+    assert embedded.queue.depth() == 1  # the failed message stays, for its retry
+    [dead] = [m for m in embedded.queue.receive(10, wait=2.0)]
+    assert dead.event.key == wrong and dead.attempts == 2
+    other.close()
+
+
+def test_a_batch_that_cannot_commit_fails_its_messages_and_announces_nothing(
+    embedded: Backend, indexer: IndexerService, make_part10: MakePart10, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+
+    assert embedded.queue is not None
+    events = Events(embedded)
+    for n in (1, 2):
+        IngestService(embedded.store).ingest(instance(make_part10, 1, n))
+    batch = embedded.catalog.batch  # type: ignore[attr-defined]
+
+    @contextlib.contextmanager
+    def failing() -> Any:
+        with batch():
+            yield
+            raise OSError("disk full")  # as if the commit failed: everything rolled back
+
+    monkeypatch.setattr(embedded.catalog, "batch", failing)
+    assert index_worker.drain_once(embedded.queue, indexer) == 2
+    assert embedded.catalog.get_study("default", S) is None
+    assert events.new() == []
+    assert embedded.queue.depth() == 2  # not acknowledged: delivered again
+    monkeypatch.undo()
+    embedded.queue.visibility_timeout = 0
+    for msg in embedded.queue.receive(10, wait=2.0):  # make them visible at once
+        embedded.queue.fail(msg, "test", retry_after=0)
+    while index_worker.drain_once(embedded.queue, indexer):
+        pass
+    study = embedded.catalog.get_study("default", S)
+    assert study is not None and study.n_instances == 2
+    assert [t for t, _ in events.new()] == ["InstanceStored", "StudyUpdated"] * 2

@@ -52,3 +52,41 @@ def test_the_catalog_keeps_no_connection_per_finished_thread(tmp_path: Path) -> 
         assert open_fds() <= before
     finally:
         catalog.close()
+
+
+def test_writes_in_a_batch_share_one_transaction_and_fail_alone(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest
+    from pacs.catalog.sqlite_connections import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.db", "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INT);")
+    reader = sqlite3.connect(tmp_path / "s.db")
+
+    def insert(k: str, fail: bool = False) -> None:
+        def fn(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO t VALUES (?, 1)", (k,))
+            db.execute("UPDATE t SET v = v + 1 WHERE k = ?", (k,))
+            if fail:
+                raise ValueError("half-way")
+
+        store._write(fn)
+
+    with store.batch():
+        insert("a")
+        with pytest.raises(ValueError):
+            insert("b", fail=True)  # its insert and update are undone, not a's
+        with store.batch():  # nested: joins the outer one
+            insert("c")
+        assert store._db().execute("SELECT k, v FROM t ORDER BY k").fetchall() == [("a", 2), ("c", 2)]
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (0,)  # not committed yet
+    assert reader.execute("SELECT k, v FROM t ORDER BY k").fetchall() == [("a", 2), ("c", 2)]
+
+    with pytest.raises(RuntimeError), store.batch():
+        insert("d")
+        raise RuntimeError("the batch fails")
+    assert reader.execute("SELECT k FROM t ORDER BY k").fetchall() == [("a",), ("c",)]
+    insert("e")  # after a batch, writes commit on their own again
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    reader.close()
+    store.close()

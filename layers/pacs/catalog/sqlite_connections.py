@@ -8,10 +8,11 @@ thread's connection lives in a thread-local holder whose finaliser closes it whe
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -82,13 +83,47 @@ class SqliteStore:
     def __init__(self, path: str | Path, schema: str) -> None:
         self.path = str(path)
         self._conns = ThreadConnections(path)
+        self._batching = threading.local()
         self._db().executescript(schema)
 
     def _db(self) -> sqlite3.Connection:
         return self._conns.get()
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return transaction(self._db(), fn)
+        """`fn(db)` atomically: its own transaction, or a savepoint inside this thread's `batch()`."""
+        db = self._db()
+        if not getattr(self._batching, "on", False):
+            return transaction(db, fn)
+        db.execute("SAVEPOINT write")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
+            raise
+        db.execute("RELEASE write")
+        return result
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """This thread's writes inside the block share one transaction, committed at its end (rolled
+        back when the block raises): each write stays atomic (a savepoint, undone alone when it
+        fails), the block pays one commit. Reads of this thread see its writes at once, other
+        connections when the block ends. Nested blocks join the outer one."""
+        if getattr(self._batching, "on", False):
+            yield
+            return
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        self._batching.on = True
+        try:
+            yield
+        except BaseException:
+            self._batching.on = False
+            db.execute("ROLLBACK")
+            raise
+        self._batching.on = False
+        db.execute("COMMIT")
 
     def close(self) -> None:
         self._conns.close()

@@ -56,3 +56,28 @@ def split_levels(ds: Dataset) -> tuple[DicomJson, DicomJson, DicomJson]:
         elif value["vr"] not in _BINARY_VRS and len(str(value.get("Value", ""))) <= _CATALOG_VALUE_LIMIT:
             instance[key] = value
     return study, series, instance
+
+
+def split_document(doc: DicomJson) -> tuple[DicomJson, DicomJson, DicomJson] | None:
+    """What `split_levels` gives, read from an instance's metadata document (`to_dicom_json` with
+    BulkDataURIs for values over 1024 bytes) instead of converting the header a second time.
+
+    None when a value the catalog could keep went to a BulkDataURI there (split_levels then)."""
+    study: DicomJson = {}
+    series: DicomJson = {}
+    instance: DicomJson = {}
+    for key, value in doc.items():
+        tag = int(key, 16)
+        if not _kept(tag):
+            continue
+        if "BulkDataURI" in value:
+            if value["vr"] not in _BINARY_VRS or tag in STUDY_TAGS or tag in SERIES_TAGS:
+                return None
+            continue
+        if tag in STUDY_TAGS:
+            study[key] = value
+        elif tag in SERIES_TAGS:
+            series[key] = value
+        elif value["vr"] not in _BINARY_VRS and len(str(value.get("Value", ""))) <= _CATALOG_VALUE_LIMIT:
+            instance[key] = value
+    return study, series, instance

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from pacs.catalog.sqlite_connections import ThreadConnections
+from pacs.catalog.sqlite_connections import ThreadConnections, transaction
 from pacs.events.publisher import SOURCE
 
 _SCHEMA = """
@@ -53,13 +53,15 @@ class EmbeddedEventLog:
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
         self.publish_batch([(detail_type, detail)])
 
+    #: The most events `publish_batch` is given at once by the indexer (any number is taken).
+    batch_limit = 1000
+
     def publish_batch(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """Append the events in one transaction, in order (consecutive ids)."""
         now = time.time()
-        self._conn().executemany(
-            "INSERT INTO events (time, source, detail_type, detail) VALUES (?, ?, ?, ?)",
-            [(now, SOURCE, t, orjson.dumps(d)) for t, d in events],
-        )
+        rows = [(now, SOURCE, t, orjson.dumps(d)) for t, d in events]
+        transaction(self._conn(), lambda db: db.executemany(
+            "INSERT INTO events (time, source, detail_type, detail) VALUES (?, ?, ?, ?)", rows))
 
     def read(self, after: int = 0, limit: int = 100, detail_types: tuple[str, ...] = ()) -> list[StoredEvent]:
         """Events with an id above `after`, oldest first (optionally of some detail types only)."""

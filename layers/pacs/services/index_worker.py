@@ -12,7 +12,7 @@ import os
 import threading
 import time
 
-from pacs.events.queue import IndexQueue
+from pacs.events.queue import IndexQueue, QueueMessage
 from pacs.services.indexer import IndexerService
 
 log = logging.getLogger("pacs.indexer")
@@ -21,17 +21,28 @@ log = logging.getLogger("pacs.indexer")
 def drain_once(queue: IndexQueue, indexer: IndexerService, *, batch: int = 32, wait: float = 0.0) -> int:
     """Process one batch of messages; returns how many were taken."""
     messages = queue.receive(batch, wait=wait)
-    done = []
-    with indexer.batch():  # series metadata rebuilt once per changed series, at the end
-        for msg in messages:
-            try:
-                indexer.handle(msg.event)
-            except Exception as exc:
-                log.warning("indexing %s failed (attempt %d): %s", msg.event.key, msg.attempts, exc)
+    if not messages:
+        return 0
+    done: list[QueueMessage] = []
+    # series metadata rebuilt once per changed series, at the end; the catalog written in one
+    # transaction (one commit per batch, each message's writes atomic on their own), acknowledged after
+    with indexer.batch():
+        try:
+            with indexer.transaction():
+                for msg in messages:
+                    try:
+                        indexer.handle(msg.event)
+                    except Exception as exc:
+                        log.warning("indexing %s failed (attempt %d): %s", msg.event.key, msg.attempts, exc)
+                        queue.fail(msg, f"{type(exc).__name__}: {exc}")
+                    else:
+                        done.append(msg)
+        except Exception as exc:  # the commit, or the events' hand-over after it: delivered again
+            log.warning("indexing a batch of %d failed: %s", len(done), exc)
+            for msg in done:
                 queue.fail(msg, f"{type(exc).__name__}: {exc}")
-            else:
-                done.append(msg.id)
-    queue.ack(*done)
+            done = []
+    queue.ack(*(msg.id for msg in done))
     return len(messages)
 
 

@@ -16,14 +16,16 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from pydicom.dataset import Dataset
+
 from pacs.catalog.port import Catalog
-from pacs.catalog.records import IndexedInstance, InstanceRow
-from pacs.dicom.levels import split_levels
+from pacs.catalog.records import DicomJson, IndexedInstance, InstanceRow
+from pacs.dicom.levels import split_document, split_levels
 from pacs.errors import InvalidDataset
-from pacs.events.details import announce
+from pacs.events.details import BatchPublisher, instance_detail, study_detail
 from pacs.events.model import ObjectEvent, sequencer_order
-from pacs.events.publisher import EventPublisher
-from pacs.services.metadata import MetadataService, read_instance
+from pacs.events.publisher import INSTANCE_DELETED, INSTANCE_STORED, STUDY_UPDATED, EventPublisher
+from pacs.services.metadata import MetadataService, instance_document, read_instance
 from pacs.storage.keys import InstanceKey, parse_instance_key
 from pacs.storage.port import BlobInfo, BlobStore
 
@@ -52,7 +54,12 @@ class IndexerService:
         #: Series whose metadata changed in the current `batch()`; None outside a batch.
         self._dirty: set[tuple[str, str, str]] | None = None
         #: Instance metadata to write when the batch ends (the latest version of each instance).
-        self._pending: dict[InstanceKey, tuple[Any, Any]] = {}
+        self._pending: dict[InstanceKey, DicomJson] = {}
+        #: Domain events held until the catalog transaction of `transaction()` commits; None outside.
+        self._held: list[tuple[str, dict[str, Any]]] | None = None
+        self._publish_batch = events.publish_batch if isinstance(events, BatchPublisher) else None
+        #: Events handed over at once (EventBridge's PutEvents takes 10).
+        self._batch_limit = int(getattr(events, "batch_limit", 10))
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -70,9 +77,9 @@ class IndexerService:
             if outer:
                 dirty, self._dirty = self._dirty or set(), None
                 pending, self._pending = self._pending, {}
-                for ref, (ds, pixel) in pending.items():
+                for ref, doc in pending.items():
                     try:
-                        self.metadata.write_instance(ref, ds, pixel)
+                        self.metadata.write_document(ref, doc)
                     except Exception as exc:  # rebuilt from the original on first read
                         log.warning("instance metadata %s not written: %s", ref.sop_uid, exc)
                 for partition, study, series in sorted(dirty):
@@ -80,6 +87,52 @@ class IndexerService:
                         self.metadata.rebuild_series(partition, study, series)
                     except Exception as exc:  # the first read rebuilds it: never fail the batch
                         log.warning("series metadata %s/%s not rebuilt: %s", study, series, exc)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The catalog writes of the block in one transaction, when the catalog offers one (SQLite:
+        each write still atomic on its own, a savepoint; one commit instead of one per instance).
+        The domain events of the block are published once it committed, in order, each as it would
+        have been (StudyUpdated with the aggregates right after its change); none when it failed."""
+        batch = getattr(self.catalog, "batch", None)
+        if batch is None or self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            with batch():
+                yield
+            held = self._held
+        finally:
+            self._held = None
+        self._publish(held)
+
+    def _publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        if not events or self.events is None:
+            return
+        if self._publish_batch is None:
+            for detail_type, detail in events:
+                self.events.publish(detail_type, detail)
+            return
+        step = max(2, self._batch_limit - self._batch_limit % 2)  # a StudyUpdated stays with its cause
+        for start in range(0, len(events), step):
+            self._publish_batch(events[start:start + step])
+
+    def _announce(self, row: InstanceRow, *, removed: bool, replaced: bool = False) -> None:
+        """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study (as
+        `pacs.events.details.announce`); held while a `transaction()` is open."""
+        detail = instance_detail(row)
+        if removed:
+            kind = INSTANCE_DELETED
+        else:
+            kind = INSTANCE_STORED
+            detail["replaced"] = replaced
+        pair = [(kind, detail), (STUDY_UPDATED, study_detail(self.catalog, row.partition, row.study_uid,
+                                                            kind, row.sop_uid))]
+        if self._held is not None:
+            self._held.extend(pair)
+        else:
+            self._publish(pair)
 
     def _series_changed(self, ref: InstanceKey) -> None:
         series = (ref.partition, ref.study_uid, ref.series_uid)
@@ -102,7 +155,7 @@ class IndexerService:
             self.metadata.remove_instance(ref)
             self._series_changed(ref)
             if removed and old is not None and self.events is not None:
-                announce(self.events, self.catalog, old, removed=True)
+                self._announce(old, removed=True)
             return IndexOutcome.REMOVED if removed else IndexOutcome.ABSENT
         if event.kind == "removed":
             return IndexOutcome.SUPERSEDED  # re-created since: the created event indexes it
@@ -116,24 +169,27 @@ class IndexerService:
         if ref is None:
             return IndexOutcome.IGNORED
         ds, pixel = read_instance(self.store, head.key)
-        found = (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")),
-                 str(ds.get("SOPInstanceUID", "")))
+        doc = instance_document(ref, ds, pixel)  # the one conversion: metadata and catalog levels
+        found = (_text(doc, "0020000D", ds, "StudyInstanceUID"),
+                 _text(doc, "0020000E", ds, "SeriesInstanceUID"),
+                 _text(doc, "00080018", ds, "SOPInstanceUID"))
         if found != (ref.study_uid, ref.series_uid, ref.sop_uid):
             raise InvalidDataset(f"object {head.key} holds UIDs {found}, not those of its key")
         if self._dirty is not None:
-            self._pending[ref] = (ds, pixel)
+            self._pending[ref] = doc
         else:
-            self.metadata.write_instance(ref, ds, pixel)
+            self.metadata.write_document(ref, doc)
         self._series_changed(ref)
-        study, series, instance = split_levels(ds)
-        instance["00083002"] = {"vr": "UI", "Value": [str(ds.file_meta.TransferSyntaxUID)]}
+        study, series, instance = split_document(doc) or split_levels(ds)
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        instance["00083002"] = {"vr": "UI", "Value": [syntax]}
         row = InstanceRow(
             partition=ref.partition,
             study_uid=ref.study_uid,
             series_uid=ref.series_uid,
             sop_uid=ref.sop_uid,
-            sop_class_uid=str(ds.get("SOPClassUID", "")),
-            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            sop_class_uid=_text(doc, "00080016", ds, "SOPClassUID"),
+            transfer_syntax_uid=syntax,
             key=head.key,
             size=head.size,
             etag=head.etag,
@@ -141,12 +197,12 @@ class IndexerService:
             attrs=instance,
             version_id=head.version_id,
         )
-        item = IndexedInstance(row, study, series, str(ds.get("Modality", "") or ""))
+        item = IndexedInstance(row, study, series, _text(doc, "00080060", ds, "Modality", or_empty=True))
         outcome = IndexOutcome(self.catalog.upsert_instance(item))
         if outcome is IndexOutcome.STALE:
             outcome = self._catch_up(item, head)
         if self.events is not None and outcome in (IndexOutcome.INSERTED, IndexOutcome.REPLACED):
-            announce(self.events, self.catalog, row, removed=False, replaced=outcome is IndexOutcome.REPLACED)
+            self._announce(row, removed=False, replaced=outcome is IndexOutcome.REPLACED)
         return outcome
 
     def _catch_up(self, item: IndexedInstance, head: BlobInfo) -> IndexOutcome:
@@ -165,3 +221,13 @@ class IndexerService:
             dataclasses.replace(i, sequencer=bumped), item.study_attrs, item.series_attrs, item.modality
         )
         return IndexOutcome(self.catalog.upsert_instance(newer))
+
+
+def _text(doc: DicomJson, key: str, ds: Dataset, keyword: str, *, or_empty: bool = False) -> str:
+    """`str(ds.get(keyword, ""))` (with `or_empty`: `str(ds.get(keyword, "") or "")`), read from the
+    element's JSON when it holds one text value; from pydicom for anything else."""
+    values = doc.get(key, {}).get("Value")
+    if values is not None and len(values) == 1 and type(values[0]) is str and values[0]:
+        return values[0]
+    value = ds.get(keyword, "")
+    return str(value or "") if or_empty else str(value)

@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from pacs.catalog.port import Catalog
-from pacs.dicom.json_model import to_dicom_json
+from pacs.dicom.json_model import DicomJson, to_dicom_json
 from pacs.dicom.part10 import read_header
 from pacs.dicom.uids import check_uid
 from pacs.errors import NotFound
@@ -92,6 +92,11 @@ class PixelElement:
 def instance_json(ref: InstanceKey, ds: Dataset, pixel: PixelElement | None) -> bytes:
     """The stored metadata of one instance: `ds` (read up to its pixel data) in DICOM JSON, with
     BulkDataURIs for values over 1024 bytes and for the pixel data, and AvailableTransferSyntaxUID."""
+    return orjson.dumps(instance_document(ref, ds, pixel), option=orjson.OPT_SORT_KEYS)
+
+
+def instance_document(ref: InstanceKey, ds: Dataset, pixel: PixelElement | None) -> DicomJson:
+    """What `instance_json` stores, before serialisation (the indexer also reads its levels from it)."""
 
     def uri(path: str) -> str:
         return bulk_data_path(ref.study_uid, ref.series_uid, ref.sop_uid, path)
@@ -103,7 +108,7 @@ def instance_json(ref: InstanceKey, ds: Dataset, pixel: PixelElement | None) -> 
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts:
         obj[_AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [str(ts)]}
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    return obj
 
 
 def _pixel_vr(tag: int, vr: bytes | None, length: int, ds: Dataset) -> str:
@@ -180,8 +185,12 @@ class MetadataService:
     # writes (indexer)
 
     def write_instance(self, ref: InstanceKey, ds: Dataset, pixel: PixelElement | None) -> None:
+        self.write_document(ref, instance_document(ref, ds, pixel))
+
+    def write_document(self, ref: InstanceKey, doc: DicomJson) -> None:
+        """Store an `instance_document` as the instance's metadata JSON."""
         key = instance_json_key(ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid)
-        self.store.put(key, instance_json(ref, ds, pixel), content_type=METADATA_JSON)
+        self.store.put(key, orjson.dumps(doc, option=orjson.OPT_SORT_KEYS), content_type=METADATA_JSON)
 
     def remove_instance(self, ref: InstanceKey) -> None:
         self.store.delete(instance_json_key(ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid))
