@@ -59,6 +59,7 @@ class WireAssociation:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.abstract_syntax = abstract_syntax
         self.msg_id = 0
+        self._buf = bytearray()
         context = _item(0x20, bytes([1, 0, 0, 0]) + _item(0x30, abstract_syntax.encode())
                         + b"".join(_item(0x40, ts.encode()) for ts in syntaxes))
         user = _item(0x50, _item(0x51, struct.pack(">I", MAX_PDU)) + _item(0x52, IMPLEMENTATION_UID))
@@ -70,6 +71,7 @@ class WireAssociation:
             self.sock.close()
             raise WireError(f"association not accepted (PDU type 0x{kind:02X})")
         self.transfer_syntax, self.max_pdu = self._accepted(ac)
+        self.is_established = True
 
     def _accepted(self, ac: bytes) -> tuple[str, int]:
         syntax, max_pdu, i = None, 0, 68  # items after the fixed fields (PS3.8 9.3.3)
@@ -93,14 +95,16 @@ class WireAssociation:
         return syntax, max_pdu
 
     def _recv(self, n: int) -> bytes:
-        parts, left = [], n
-        while left:
-            data = self.sock.recv(min(left, 1 << 20))
+        """`n` bytes, read from the socket in pieces of whatever it holds (one call for several PDUs)."""
+        buf = self._buf
+        while len(buf) < n:
+            data = self.sock.recv(max(n - len(buf), 1 << 16))
             if not data:
                 raise WireError("connection closed by the peer")
-            parts.append(data)
-            left -= len(data)
-        return b"".join(parts)
+            buf += data
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
 
     def _pdu(self) -> tuple[int, bytes]:
         head = self._recv(6)
@@ -163,6 +167,7 @@ class WireAssociation:
                         data_parts = []
 
     def release(self) -> None:
+        self.is_established = False
         try:
             self.sock.sendall(struct.pack(">BBI", 0x05, 0, 4) + b"\0" * 4)
             self._pdu()  # A-RELEASE-RP

@@ -5,7 +5,7 @@ its service class, decodes the identifier with pydicom, then sends each response
 thread again: most of a small query's latency. Here the DUL thread that read the request answers
 it: the command set read with a small walker, the identifier parsed from its bytes
 (`parse_encoded`), the catalog queried, the responses encoded (`FindService.find_encoded`) and
-written to the socket, the first match at once, the rest with the final Success.
+written to the socket BATCH at a time, the last ones with the final Success.
 
 Only the plain case: a C-FIND-RQ of a Query/Retrieve FIND model in Implicit or Explicit VR Little
 Endian, on an association with nothing else in progress, from a caller allowed to query, with an
@@ -42,7 +42,8 @@ _SYNTAXES = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: False}
 #: Command set elements read here: Affected SOP Class UID, Command Field, Message ID, Message ID
 #: Being Responded To, Command Data Set Type.
 _SOP_CLASS, _FIELD, _MSG_ID, _RESPONDED_TO, _DATA_SET_TYPE = 0x0002, 0x0100, 0x0110, 0x0120, 0x0800
-#: Pending responses gathered before one write (the first match is written alone, at once).
+#: Pending responses gathered before one write and a look for a C-CANCEL (a smaller answer goes out in
+#: one write, with its final response).
 BATCH = 16
 
 Pdv = tuple[int, int, bytes]  # presentation context ID, message control header, fragment
@@ -177,11 +178,13 @@ class FindFastPath:
         status = PENDING_WARNING if req.unsupported else PENDING
         writer = _Writer(assoc, context_id, sop_class, msg_id, status)
         try:
-            for n, identifier in enumerate(service.find_encoded(req, implicit=is_implicit)):
-                if n and writer.cancelled():
-                    writer.finish(CANCEL)
-                    break
-                writer.add(identifier, flush=n == 0 or n % BATCH == 0)
+            for n, identifier in enumerate(service.find_encoded(req, implicit=is_implicit), 1):
+                writer.add(identifier)
+                if n % BATCH == 0:  # a look for a C-CANCEL, then the batch out
+                    if writer.cancelled():
+                        writer.finish(CANCEL)
+                        break
+                    writer.flush()
             else:
                 writer.finish(SUCCESS)
         except OSError as exc:  # the peer went away: the DUL notices on its next read
@@ -218,11 +221,12 @@ class _Writer:
     def _pdus(self, data: bytes, command: bool) -> bytes:
         return b"".join(pdus(data, self.context_id, command, self.max_pdu))
 
-    def add(self, identifier: bytes, *, flush: bool) -> None:
+    def add(self, identifier: bytes) -> None:
         self.pending += (self.command, self._pdus(identifier, False))
-        if flush:
-            self.sock.sendall(b"".join(self.pending))
-            self.pending.clear()
+
+    def flush(self) -> None:
+        self.sock.sendall(b"".join(self.pending))
+        self.pending.clear()
 
     def finish(self, status: int, comment: str = "") -> None:
         """The final response after what is pending (dropped on Cancel: the peer asked for no more)."""

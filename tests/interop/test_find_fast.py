@@ -47,13 +47,14 @@ BIG = f"{ROOT}.9"  # one series of 40 instances
 
 
 class _PausingFind(FindService):
-    """The real query, paused after its first match until the test says so."""
+    """The real query, paused after its first batch of matches (written at once) until the test says so."""
 
     resume = threading.Event()
 
     def _matches(self, req: FindRequest) -> Iterator[Sequence[DicomJson]]:
         matches = super()._matches(req)
-        yield next(matches)
+        for _ in range(find_fast.BATCH):
+            yield next(matches)
         assert type(self).resume.wait(60), "the test never resumed the query"
         yield from matches
 
@@ -237,14 +238,15 @@ def _start_paused_query(gw: Gateway, ae: AE) -> tuple[Any, Iterator[Any]]:
     ident.QueryRetrieveLevel = "IMAGE"
     ident.StudyInstanceUID, ident.SeriesInstanceUID, ident.SOPInstanceUID = BIG, f"{BIG}.1", ""
     responses = assoc.send_c_find(ident, STUDY_ROOT, msg_id=7)
-    status, first = next(responses)
-    assert status.Status == 0xFF00 and first is not None and first.SOPInstanceUID == f"{BIG}.1.1"
+    for n in range(1, find_fast.BATCH + 1):
+        status, match = next(responses)
+        assert status.Status == 0xFF00 and match is not None and match.SOPInstanceUID == f"{BIG}.1.{n}"
     return assoc, responses
 
 
 def test_cancel_mid_query_is_answered_with_cancel(paused: Gateway) -> None:
-    """C-FIND, the first match, C-CANCEL (known to have reached the gateway's socket): the query ends
-    with Cancel instead of the 39 other matches, and the association serves on."""
+    """C-FIND, the first batch of matches, C-CANCEL (known to have reached the gateway's socket): the
+    query ends with Cancel instead of the other matches, and the association serves on."""
     ae = _scu()
     assoc, responses = _start_paused_query(paused, ae)
     try:
@@ -274,7 +276,7 @@ def test_other_pdus_read_mid_query_reach_pynetdicom_afterwards(paused: Gateway) 
         wait_until(lambda: served.dul.socket.ready, bool, timeout=30, what="the C-ECHO to reach the gateway")
         _PausingFind.resume.set()
         statuses = [int(s.Status) for s, _ in responses]
-        assert statuses == [0xFF00] * 39 + [0x0000]
+        assert statuses == [0xFF00] * (40 - find_fast.BATCH) + [0x0000]
         _, echo_rsp = assoc.dimse.get_msg(block=True)
         assert echo_rsp is not None and echo_rsp.MessageIDBeingRespondedTo == 8 and echo_rsp.Status == 0
     finally:
