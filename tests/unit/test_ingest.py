@@ -201,3 +201,67 @@ def test_errors_name_the_instance(store: FilesystemBlobStore, make_part10: MakeP
     with pytest.raises(DuplicateRejected) as err:
         svc.ingest(make_part10(StudyDescription="other"))
     assert err.value.sop_instance_uid == "1.2.826.0.1.3680043.8.498.1.1.1"
+
+
+def test_concurrent_stores_share_directory_fsyncs_yet_each_waits_for_one_after_its_link(
+    store: FilesystemBlobStore, tmp_path: Path, make_part10: MakePart10, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: parallel writers into one series directory share its fsync, but none returns (so
+    no C-STORE is answered) before an fsync of the directory that began after its own link ended, and
+    each file's own data is fsync'ed before its link."""
+    import os
+    import stat
+    import threading
+    import time
+
+    log: list[tuple[str, str, int]] = []  # (what, name, ns)
+    lock = threading.Lock()
+    real_fsync, real_link = os.fsync, os.link
+
+    def note(what: str, name: str) -> None:
+        with lock:
+            log.append((what, name, time.monotonic_ns()))
+
+    def fsync(fd: int) -> None:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        inode = str(os.fstat(fd).st_ino)
+        note("dir-start" if is_dir else "file", inode)
+        time.sleep(0.02)  # a slow disk: writers pile up behind a running fsync
+        real_fsync(fd)
+        if is_dir:
+            note("dir-end", inode)
+
+    def link(src: Any, dst: Any) -> None:
+        real_link(src, dst)
+        note("link", str(os.stat(dst).st_ino))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    svc = IngestService(store)
+    paths = []
+    for n in range(12):
+        p = tmp_path / f"spool{n}.dcm"
+        p.write_bytes(make_part10(SOPInstanceUID=f"1.2.826.0.1.3680043.8.498.1.1.{n + 10}"))
+        paths.append(p)
+    returned: dict[str, int] = {}
+
+    def send(p: Path) -> None:
+        result = svc.ingest_file(p)
+        inode = str(os.stat(store.path(result.key)).st_ino)
+        with lock:
+            returned[inode] = time.monotonic_ns()
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(returned) == 12
+    dir_runs = [(ns, next(e for w, i, e in log if w == "dir-end" and i == inode and e >= ns))
+                for w, inode, ns in log if w == "dir-start"]
+    assert len(dir_runs) < 12  # shared
+    for inode, done in returned.items():
+        linked = next(ns for w, i, ns in log if w == "link" and i == inode)
+        synced = next(ns for w, i, ns in log if w == "file" and i == inode)
+        assert synced < linked  # the data before its name
+        assert any(linked < start and end < done for start, end in dir_runs), inode  # the name before the answer

@@ -9,7 +9,7 @@ domain events (InstanceStored, StudyUpdated) is in `DomainEvent`.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
@@ -47,7 +47,11 @@ class ObjectEvent:
         return f"{self.kind}:{self.key}:{self.etag}:{self.version_id or ''}:{self.sequencer or ''}"
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps({  # asdict() without its deep copies: every field is a plain value
+            "kind": self.kind, "key": self.key, "size": self.size, "etag": self.etag,
+            "version_id": self.version_id, "sequencer": self.sequencer, "bucket": self.bucket,
+            "event_time": self.event_time,
+        })
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ObjectEvent:

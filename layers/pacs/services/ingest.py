@@ -69,8 +69,7 @@ class IngestService:
     def ingest_file(self, path: Path, *, study_uid: str | None = None) -> StoredInstance:
         """Store a spooled Part 10 file without reading it whole into memory (memory-mapped for the
         header walk; linked or streamed into the store). The file is left for the caller to remove."""
-        header = _parse_file(path)
-        size = path.stat().st_size
+        header, size = _parse_file(path)
         return self._store(
             header, size, study_uid,
             put=lambda key, if_absent: self.store.put_file(key, path, if_absent=if_absent),
@@ -124,14 +123,16 @@ class IngestService:
         )
 
 
-def _parse_file(path: Path) -> Part10Header:
+def _parse_file(path: Path) -> tuple[Part10Header, int]:
+    """The header of a Part 10 file, and its size."""
     error: PacsError | None = None
     with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
             raise InvalidDataset("empty data set")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             try:
-                return parse_part10(mapped)  # type: ignore[arg-type]  # a buffer, as bytes are
+                return parse_part10(mapped), size  # type: ignore[arg-type]  # a buffer, as bytes are
             except PacsError as exc:  # re-raised once the map is closed (its traceback holds views)
                 error = type(exc)(exc.reason)
     raise error

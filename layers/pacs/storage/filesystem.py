@@ -3,6 +3,10 @@
 A write goes to a temporary file in the target directory, is fsync'ed, renamed over the target,
 and the directory is fsync'ed: after `put` returns, the object survives a crash. Objects are
 announced through `notify` (the embedded stand-in for S3 bucket notifications) only after that.
+
+Writers that add names to the same directory at the same moment (parallel associations) share its
+fsync (group commit, `DirectorySync`): each still returns only after an fsync of the directory that
+started after its own name was linked.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -28,12 +33,63 @@ def _check_key(key: str) -> str:
     return key
 
 
+class DirectorySync:
+    """fsync of directories, shared by the threads that need one at the same time (group commit).
+
+    A caller takes a ticket after its change to the directory; it returns once an fsync of that
+    directory that started after the ticket was taken has completed: its own, or one that another
+    caller started meanwhile and that covers every ticket taken before it began. A failed fsync
+    raises in the caller that ran it; the callers waiting on it run their own."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        #: directory -> [last ticket, last ticket covered by a completed fsync, an fsync running]
+        self._dirs: dict[str, list[int]] = {}
+        #: fsyncs run (for tests and metrics)
+        self.fsyncs = 0
+
+    def sync(self, directory: str) -> None:
+        with self._cond:
+            state = self._dirs.setdefault(directory, [0, 0, 0])
+            state[0] += 1
+            ticket = state[0]
+            while True:
+                if state[1] >= ticket:
+                    return  # an fsync that started after our change has completed
+                if not state[2]:
+                    state[2] = 1
+                    covers = state[0]
+                    break
+                self._cond.wait()
+        done = False
+        try:
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            done = True
+        finally:
+            with self._cond:
+                self.fsyncs += 1
+                state[2] = 0
+                if done:
+                    state[1] = max(state[1], covers)
+                    if state[1] >= state[0] and self._dirs.get(directory) is state:
+                        del self._dirs[directory]  # nobody waits: forget it
+                self._cond.notify_all()
+
+
 class FilesystemBlobStore:
     def __init__(self, root: str | Path, *, notify: Notify | None = None, fsync: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
         self.notify = notify
         self.fsync = fsync
+        self.dir_sync = DirectorySync()
+        #: Directories known to exist (made or seen here): no mkdir for every object.
+        self._made: set[str] = set()
 
     def _durable(self, key: str) -> bool:
         """Whether a write is fsync'ed: originals and replaced versions are; derived data (metadata,
@@ -56,54 +112,68 @@ class FilesystemBlobStore:
         content_type: str = "application/dicom",
         if_absent: bool = False,
     ) -> BlobInfo:
-        target = self.path(key)
-        tmp = target.parent / f".{target.name}.{os.getpid()}.{sequencer_now()}.tmp"
+        target = f"{self._root}/{_check_key(key)}"
+        parent, name = target.rsplit("/", 1)
+        tmp = f"{parent}/.{name}.{os.getpid()}.{sequencer_now()}.tmp"
+        durable = self._durable(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
+            fh = self._create(tmp, parent)
+            with fh:
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     fh.write(data)
                 else:
                     while chunk := data.read(_COPY_CHUNK):
                         fh.write(chunk)
                 fh.flush()
-                if self._durable(key):
+                if durable:
                     os.fsync(fh.fileno())
+                st = os.fstat(fh.fileno())
             if if_absent:
                 try:
                     os.link(tmp, target)  # atomic, fails when the target exists
                 except FileExistsError:
                     raise AlreadyExists(key) from None
                 finally:
-                    tmp.unlink(missing_ok=True)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
             else:
                 os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+                os.unlink(tmp)
             raise StorageFailure(f"could not store {key}: {exc.strerror or exc}") from exc
-        return self._stored(key, target)
+        return self._announce(key, parent, st, durable)
+
+    def _create(self, tmp: str, parent: str) -> BinaryIO:
+        """A new file `tmp` for writing, making `parent` if needed."""
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+        try:
+            return open(tmp, "wb")  # closed by the caller
+        except FileNotFoundError:
+            self._made.discard(parent)  # removed meanwhile: make it again
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+            return open(tmp, "wb")
 
     def put_file(
         self, key: str, path: Path, *, content_type: str = "application/dicom", if_absent: bool = False
     ) -> BlobInfo:
         """Hard-link the file into place when it is on the same filesystem (no copy at all),
         else copy it. The link is atomic, so `if_absent` is exact here too."""
-        target = self.path(key)
+        target = f"{self._root}/{_check_key(key)}"
+        parent = target.rsplit("/", 1)[0]
+        durable = self._durable(key)
         try:
-            if self._durable(key):
-                fd = os.open(path, os.O_RDONLY)
-                try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if durable:
                     os.fsync(fd)
-                finally:
-                    os.close(fd)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if if_absent:
-                os.link(path, target)
-            else:
-                tmp = target.parent / f".{target.name}.{os.getpid()}.{sequencer_now()}.tmp"
-                os.link(path, tmp)
-                os.replace(tmp, target)
+                st = os.fstat(fd)  # the object's inode: size and mtime as the target will show them
+            finally:
+                os.close(fd)
+            self._link(path, target, parent, replace=not if_absent)
         except FileExistsError:
             raise AlreadyExists(key) from None
         except OSError as exc:
@@ -111,20 +181,36 @@ class FilesystemBlobStore:
                 with open(path, "rb") as fh:
                     return self.put(key, fh, content_type=content_type, if_absent=if_absent)
             raise StorageFailure(f"could not store {key}: {exc.strerror or exc}") from exc
-        return self._stored(key, target)
+        return self._announce(key, parent, st, durable)
 
-    def _stored(self, key: str, target: Path) -> BlobInfo:
-        """Make the new name durable, then announce the object."""
+    def _link(self, path: Path | str, target: str, parent: str, *, replace: bool) -> None:
+        """Link `path` as `target` (over an existing one when `replace`), making `parent` if needed."""
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+        name = target
+        if replace:
+            name = f"{parent}/.{target.rsplit('/', 1)[1]}.{os.getpid()}.{sequencer_now()}.tmp"
         try:
-            if self._durable(key):
-                dir_fd = os.open(target.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-            st = target.stat()
-        except OSError as exc:
-            raise StorageFailure(f"could not store {key}: {exc.strerror or exc}") from exc
+            os.link(path, name)
+        except FileNotFoundError:
+            if not os.path.exists(path):
+                raise
+            self._made.discard(parent)  # removed meanwhile: make it again
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+            os.link(path, name)
+        if replace:
+            os.replace(name, target)
+
+    def _announce(self, key: str, parent: str, st: os.stat_result, durable: bool) -> BlobInfo:
+        """Make the new name durable (the directory's fsync, shared with concurrent writers), then
+        announce the object."""
+        if durable:
+            try:
+                self.dir_sync.sync(parent)
+            except OSError as exc:
+                raise StorageFailure(f"could not store {key}: {exc.strerror or exc}") from exc
         info = BlobInfo(key=key, size=st.st_size, etag=self._etag(st), sequencer=f"{st.st_mtime_ns:020X}")
         if self.notify is not None:
             self.notify(ObjectEvent("created", key, size=info.size, etag=info.etag, sequencer=info.sequencer))
