@@ -111,10 +111,36 @@ class FindFastPath:
         self.held: list[bytes] = []  # the request's PDUs so far (handed back if it is not ours)
         self.data: list[bytes] = []  # its identifier's fragments
         self.request: tuple[int, int, str, bool] | None = None  # context ID, message ID, SOP class, implicit
+        self._poller = select.poll()
+        self._poller.register(assoc.dul.socket.socket.fileno(), select.POLLIN)
 
     # -- assembling the request ----------------------------------------------------------------
 
     def __call__(self, pdu: bytes) -> bool:
+        taken = self._take(pdu)
+        while self.request is not None:  # the identifier's next PDU, when it is already there
+            following = self._ready_pdu()
+            if following is None:
+                break  # the DUL thread waits for it, as for any PDU
+            if following[0] != P_DATA_TF:
+                return self._give_back(following)
+            self._take(following)
+        return taken
+
+    def _ready_pdu(self) -> bytes | None:
+        """The next PDU if the socket has bytes to read now (one poll, no wait)."""
+        sock = self.assoc.dul.socket.socket
+        if not self._poller.poll(0):
+            return None
+        head = recv_exactly(sock, 6)
+        length = struct.unpack(">I", head[2:6])[0] if len(head) == 6 else -1
+        body = recv_exactly(sock, length) if length >= 0 else b""
+        if len(body) != length:  # closed mid-PDU: the DUL sees the end of the connection next
+            self._give_back()
+            return None
+        return head + body
+
+    def _take(self, pdu: bytes) -> bool:
         items = pdvs(pdu)
         if items is None:
             return self._give_back(pdu)
@@ -176,7 +202,7 @@ class FindFastPath:
         settings = self.ctx.settings
         service = self.service(backend.catalog, settings.partition, settings.ae_title)
         status = PENDING_WARNING if req.unsupported else PENDING
-        writer = _Writer(assoc, context_id, sop_class, msg_id, status)
+        writer = _Writer(assoc, context_id, sop_class, msg_id, status, self._poller)
         try:
             for n, identifier in enumerate(service.find_encoded(req, implicit=is_implicit), 1):
                 writer.add(identifier)
@@ -207,7 +233,8 @@ class FindFastPath:
 class _Writer:
     """Pending responses, gathered and written in batches, and the final response."""
 
-    def __init__(self, assoc: Any, context_id: int, sop_class: str, msg_id: int, status: int) -> None:
+    def __init__(self, assoc: Any, context_id: int, sop_class: str, msg_id: int, status: int,
+                 poller: Any) -> None:
         self.sock = assoc.dul.socket.socket
         self.context_id = context_id
         self.sop_class, self.msg_id = sop_class, msg_id
@@ -215,8 +242,7 @@ class _Writer:
         self.command = self._pdus(pending_command(sop_class, msg_id, status), True)
         self.pending: list[bytes] = []
         self.later: list[bytes] = []  # PDUs read while answering, for pynetdicom afterwards
-        self._poller = select.poll()
-        self._poller.register(self.sock.fileno(), select.POLLIN)
+        self._poller = poller  # the socket's, for POLLIN
 
     def _pdus(self, data: bytes, command: bool) -> bytes:
         return b"".join(pdus(data, self.context_id, command, self.max_pdu))
