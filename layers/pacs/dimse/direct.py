@@ -289,6 +289,8 @@ class StoreStatus(NamedTuple):
     comment: str = ""
 
 
+#: `StoreExchange.write`: the request was not sent (the caller sends it through pynetdicom).
+NOT_SENT = StoreStatus(None, "not sent")
 C_STORE_RSP = 0x8001
 _STATUS, _OFFENDING, _COMMENT, _FIELD = 0x00000900, 0x00000901, 0x00000902, 0x00000100
 
@@ -392,6 +394,22 @@ class StoreExchange:
     ) -> StoreStatus | None:
         """C-STORE a Part 10 object (a file, or its bytes) as stored; its status, or None when this path
         does not apply. OSError when the file cannot be read (nothing was sent)."""
+        frames = self.frames(source, sop_class, sop_uid, transfer_syntax, msg_id=msg_id, priority=priority,
+                             originator_aet=originator_aet, originator_id=originator_id)
+        if frames is None:
+            return None
+        outcome = self.write(frames)
+        if outcome is NOT_SENT:
+            return None
+        return outcome if outcome is not None else self.read()
+
+    def frames(
+        self, source: Path | bytes, sop_class: str, sop_uid: str, transfer_syntax: str, *, msg_id: int,
+        priority: int = 2, originator_aet: str | None = None, originator_id: int | None = None,
+    ) -> list[Any] | None:
+        """The C-STORE-RQ of a Part 10 object (a file, read into this exchange's buffer: valid until the
+        next call; or its bytes) as PDUs for `write`; None when this path does not apply (no context for
+        its stored syntax, a file meta without group length). OSError when the file cannot be read."""
         context_id = self.context_for(sop_class, transfer_syntax)
         if context_id is None:
             return None
@@ -400,15 +418,32 @@ class StoreExchange:
         if start is None:
             return None
         command = c_store_rq(sop_class, sop_uid, msg_id, priority, originator_aet, originator_id)
-        buffers = frame(data[start:], context_id, command, self.max_pdu)
+        return frame(data[start:], context_id, command, self.max_pdu)
+
+    def write(self, frames: list[Any]) -> StoreStatus | None:
+        """Send a request framed by `frames`: None when it went (its response is for `read`); else the
+        outcome of a sub-operation that has no response (the connection lost: the association aborted),
+        or NOT_SENT (the socket could not be borrowed: pynetdicom's to send)."""
         try:
             sock = self._socket()
         except TimeoutError:
-            return None
+            return NOT_SENT
         if sock is None:
             return StoreStatus(None, "the connection is closed")
         try:
-            sendmsg_all(sock, buffers)
+            sendmsg_all(sock, frames)
+        except TimeoutError:
+            return self._lost("the peer took nothing within the DIMSE timeout")
+        except OSError as exc:
+            return self._lost(f"connection lost: {exc}")
+        return None
+
+    def read(self) -> StoreStatus:
+        """The response to the request `write` sent."""
+        sock = self._sock
+        if sock is None:
+            return StoreStatus(None, "the connection is closed")
+        try:
             return self._response(sock)
         except TimeoutError:
             return self._lost("no C-STORE response within the DIMSE timeout")

@@ -35,7 +35,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 
 from pacs.catalog.records import InstanceRow
-from pacs.dimse.direct import PendingResponder, StoreExchange, send_stored_file
+from pacs.dimse.direct import NOT_SENT, PendingResponder, StoreExchange, StoreStatus, send_stored_file
 from pacs.dimse.sender import SendError, load_for, sending_syntax
 from pacs.errors import PacsError
 from pacs.storage.port import BlobStore
@@ -181,35 +181,54 @@ def move_sub_operations(
     """Run a C-MOVE's C-STORE sub-operations over `store_assoc` and send its final response; False (nothing
     done) when the store association is not one this loop sends on (TLS, or not event-driven): pynetdicom's
     loop (`sub_operations`) then runs. Called in the C-MOVE handler once pynetdicom has associated with the
-    destination: the handler then ends without yielding, and pynetdicom's final response is dropped."""
+    destination: the handler then ends without yielding, and pynetdicom's final response is dropped.
+
+    While the destination takes an instance, this thread writes the previous instance's Pending response
+    and reads the next instance's file: the next request goes as soon as a response is read."""
     exchange = StoreExchange.open(store_assoc)
     if exchange is None or not store_assoc.is_established:
         return False
     move = event.assoc
     req = event.request
     msg_id = int(req.MessageID)
-    context_id = int(event.context.context_id)
-    responder = PendingResponder(move, context_id, C_MOVE_RSP, str(req.AffectedSOPClassUID), msg_id)
-    originator = str(move.requestor.ae_title).strip()
+    sop_class = str(req.AffectedSOPClassUID)
+    responder = PendingResponder(move, int(event.context.context_id), C_MOVE_RSP, sop_class, msg_id)
     tally = Tally(len(rows))
+    owed = False  # a Pending response for the last sub-operation counted, not yet written
+
+    def pending() -> None:
+        nonlocal owed
+        if owed:
+            responder.pending(tally.remaining, tally.completed, tally.failed, tally.warning)
+            owed = False
+
     final: tuple[int, str] | None = None
-    sender = _Sender(exchange, store_assoc, store, originator, msg_id)
+    sender = _Sender(exchange, store_assoc, store, str(move.requestor.ae_title).strip(), msg_id)
     try:
+        item = sender.prepare(rows[0], 0) if rows else None
         for n, row in enumerate(rows):
+            assert item is not None and item.row is row
             if move.acse.is_aborted() or move.acse.is_release_requested() or not move.is_established:
                 log.info("C-MOVE: the requestor went away; %d sub-operations not attempted", tally.remaining)
                 return _end(store_assoc, exchange)
             if event.is_cancelled:
+                pending()
                 final = CANCEL, ""
                 break
             if not store_assoc.is_established:
+                pending()
                 final = UNABLE_TO_PERFORM_SUBOPERATIONS, "the store association is gone"
                 for left in rows[n:]:  # never attempted: failed too
                     tally.count(None, left.sop_uid)
                 break
-            sub_id = msg_id + n + 1
-            tally.count(sender.send(row, sub_id if sub_id <= 0xFFFF else sub_id - 0xFFFF), row.sop_uid)
-            responder.pending(tally.remaining, tally.completed, tally.failed, tally.warning)
+            outcome = sender.write(item)
+            pending()  # the previous one's, while the destination takes this one
+            later = sender.prepare(rows[n + 1], n + 1) if n + 1 < len(rows) else None
+            tally.count(sender.outcome(item, outcome), row.sop_uid)
+            owed = True
+            item = later
+        else:
+            pending()
     finally:
         exchange.close()
     store_assoc.release()
@@ -228,10 +247,26 @@ def _end(store_assoc: Association, exchange: StoreExchange) -> bool:
     return True
 
 
+@dataclass
+class _Item:
+    """One sub-operation, prepared: the object's source, and its request as PDUs when it goes directly
+    (else None: pynetdicom sends it), or why it cannot be attempted."""
+
+    row: InstanceRow
+    msg_id: int
+    source: Path | bytes | None = None
+    frames: list[Any] | None = None
+    error: str = ""
+
+
+#: `_Sender.write`: not written here (pynetdicom's turn, or nothing to send).
+_LATER = StoreStatus(None, "later")
+
+
 class _Sender:
-    """One sub-operation: the stored object to the destination, directly when it goes as stored, else
-    (transcoded, or an unusual object) through pynetdicom's send_c_store; the C-STORE status (None: failed
-    without one)."""
+    """The sub-operations: a stored object goes to the destination directly when it goes as stored
+    (`StoreExchange`), else (transcoded, or an unusual object) through pynetdicom's send_c_store; each
+    yields the C-STORE status (None: failed without one)."""
 
     def __init__(self, exchange: StoreExchange, assoc: Association, store: BlobStore, originator: str,
                  originator_id: int) -> None:
@@ -244,34 +279,69 @@ class _Sender:
         self.accepted = assoc.accepted_contexts
         self._syntax: dict[tuple[str, str], str | None] = {}
 
-    def send(self, row: InstanceRow, msg_id: int) -> int | None:
-        stored_as = row.transfer_syntax_uid
-        key = (row.sop_class_uid, stored_as)
+    def _as_stored(self, row: InstanceRow) -> bool:
+        key = (row.sop_class_uid, row.transfer_syntax_uid)
         if key not in self._syntax:
             self._syntax[key] = sending_syntax(self.accepted, *key)
-        as_stored = self._syntax[key] == stored_as
+        return self._syntax[key] == row.transfer_syntax_uid
+
+    def prepare(self, row: InstanceRow, n: int) -> _Item:
+        """The `n`th sub-operation's object read, and framed when it goes directly (its file read into
+        the exchange's buffer: prepared after the previous one was written)."""
+        msg_id = self.originator_id + n + 1  # as pynetdicom numbers them
+        item = _Item(row, msg_id if msg_id <= 0xFFFF else msg_id - 0xFFFF)
         try:
-            source = Path(self.local(row.key)) if callable(self.local) else self.store.get(row.key)
-            if as_stored:
-                result = self.exchange.send(source, row.sop_class_uid, row.sop_uid, stored_as, msg_id=msg_id,
-                                            originator_aet=self.originator, originator_id=self.originator_id)
-                if result is not None:
-                    if result.status != SUCCESS:
-                        why = "no response" if result.status is None else f"status 0x{result.status:04X}"
-                        log.warning("C-STORE sub-operation for %s: %s%s", row.sop_uid, why,
-                                    f" ({result.comment})" if result.comment else "")
-                    return result.status
-            self.exchange.give_back()  # pynetdicom's turn: its DUL reads the socket again
-            if as_stored and isinstance(source, Path):
+            item.source = Path(self.local(row.key)) if callable(self.local) else self.store.get(row.key)
+            if self._as_stored(row):
+                item.frames = self.exchange.frames(
+                    item.source, row.sop_class_uid, row.sop_uid, row.transfer_syntax_uid, msg_id=item.msg_id,
+                    originator_aet=self.originator, originator_id=self.originator_id)
+        except (PacsError, OSError) as exc:
+            item.error = str(exc)
+        return item
+
+    def write(self, item: _Item) -> StoreStatus | None:
+        """Send the prepared request when it goes directly: None when it went (the response is for
+        `outcome` to read), else the outcome without a response, or _LATER."""
+        if item.frames is None or item.error:
+            return _LATER
+        outcome = self.exchange.write(item.frames)
+        return _LATER if outcome is NOT_SENT else outcome
+
+    def outcome(self, item: _Item, written: StoreStatus | None) -> int | None:
+        """The sub-operation's status: the response to what `write` sent, or (_LATER) the object sent
+        through pynetdicom now."""
+        row = item.row
+        if written is None:
+            result = self.exchange.read()
+        elif written is not _LATER:
+            result = written
+        else:
+            return self._via_pynetdicom(item)
+        if result.status != SUCCESS:
+            why = "no response" if result.status is None else f"status 0x{result.status:04X}"
+            log.warning("C-STORE sub-operation for %s: %s%s", row.sop_uid, why,
+                        f" ({result.comment})" if result.comment else "")
+        return result.status
+
+    def _via_pynetdicom(self, item: _Item) -> int | None:
+        row = item.row
+        if item.error or item.source is None:
+            log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, item.error)
+            return None
+        self.exchange.give_back()  # pynetdicom's turn: its DUL reads the socket again
+        source = item.source
+        try:
+            if self._as_stored(row) and isinstance(source, Path):
                 ds: Dataset = StoredFile(row, source)  # streamed by `stream_stored_files`
             else:
                 data = source if isinstance(source, Path) else BytesIO(source)
-                ds = load_for(self.accepted, data, row.sop_class_uid, stored_as)
-        except (SendError, PacsError, OSError) as exc:
+                ds = load_for(self.accepted, data, row.sop_class_uid, row.transfer_syntax_uid)
+        except (SendError, OSError) as exc:
             log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, exc)
             return None
         try:
-            rsp = self.assoc.send_c_store(ds, msg_id=msg_id, originator_aet=self.originator,
+            rsp = self.assoc.send_c_store(ds, msg_id=item.msg_id, originator_aet=self.originator,
                                           originator_id=self.originator_id)
             return int(rsp.Status)
         except Exception as exc:  # as pynetdicom's loop: an exception (or no status) is a failure
