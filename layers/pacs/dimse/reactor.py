@@ -110,6 +110,9 @@ class EventDUL(DULServiceProvider):
         self._stopping = False
         self._parked = False
         self._parked_ack = threading.Event()
+        self._poller = select.poll()
+        self._poll_fd = -2  # the socket descriptor `_poller` watches (-1: none; -2: not set up)
+        self._readable = False
         super().__init__(assoc)
         self.to_provider_queue = WakingQueue(self.poke)
         self.to_user_queue = WakingQueue(assoc.activity.set)
@@ -135,19 +138,35 @@ class EventDUL(DULServiceProvider):
         raw = sock.socket if sock is not None and sock._is_connected and not self._parked else None
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
             return  # TLS data already decrypted and buffered: poll() cannot see it
-        poller = select.poll()  # not select(): descriptors above 1024 are fine
-        poller.register(self._wake_r, select.POLLIN)
         try:
-            if raw is not None:
-                poller.register(raw.fileno(), select.POLLIN)
-            ready = poller.poll(IDLE_WAIT * 1000)
+            fd = raw.fileno() if raw is not None else -1
+            if fd != self._poll_fd:  # not select(): descriptors above 1024 are fine
+                self._poller = select.poll()
+                self._poller.register(self._wake_r, select.POLLIN)
+                if fd >= 0:
+                    self._poller.register(fd, select.POLLIN)
+                self._poll_fd = fd
+            ready = self._poller.poll(IDLE_WAIT * 1000)
         except (OSError, ValueError):  # closed under us: the loop notices (Evt17)
+            self._poll_fd = -2
             time.sleep(IDLE_WAIT)
             return
-        if any(fd == self._wake_r for fd, _ in ready):
-            with contextlib.suppress(BlockingIOError, OSError):
-                while os.read(self._wake_r, 4096):
-                    pass
+        for what, _ in ready:
+            if what == self._wake_r:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    while os.read(self._wake_r, 4096):
+                        pass
+            else:
+                self._readable = True  # `_is_transport_event` need not ask the socket again
+
+    def _is_transport_event(self) -> bool:
+        """pynetdicom's, without its select() when the last poll() saw the socket readable."""
+        if self._readable:
+            self._readable = False
+            if not self._parked and self.state_machine.current_state != "Sta13":
+                self._read_pdu_data()
+                return True
+        return super()._is_transport_event()
 
     def _read_pdu_data(self) -> None:
         """pynetdicom's `_read_pdu_data` (same FSM events on failure), reading in large pieces, with
@@ -233,6 +252,7 @@ class EventDUL(DULServiceProvider):
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
             if self._parked:  # `borrowed()`: another thread reads the socket
+                self._readable = False  # what a poll saw is the borrower's now
                 self._parked_ack.set()
                 self._idle_timer.restart()
             try:
