@@ -17,6 +17,7 @@ reading the response's status with a small command-set walker (`command_elements
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -28,12 +29,15 @@ from typing import Any, NamedTuple
 
 from pydicom.dataset import Dataset
 
+from pacs.dimse.reactor import recv_exactly
+
 log = logging.getLogger("pacs.dimse")
 
 #: Bytes gathered before one write to the socket.
 WRITE_SIZE = 1 << 20
 #: C-STORE-RQ (PS3.7 9.3.1.1).
 C_STORE_RQ = 0x0001
+_PDV_HEADER = struct.Struct(">BBIIBB")  # P-DATA-TF PDU header and one PDV item header
 
 
 def implicit(tag: int, fmt: str, value: bytes | int) -> bytes:
@@ -58,20 +62,36 @@ def c_store_rq(
     originator_aet: str | None = None, originator_id: int | None = None,
 ) -> bytes:
     """The command set of a C-STORE-RQ with a data set, as pynetdicom encodes it."""
-    elements = [
-        implicit(0x00000002, "", uid_value(sop_class)),  # Affected SOP Class UID
-        implicit(0x00000100, "<H", C_STORE_RQ),  # Command Field
-        implicit(0x00000110, "<H", msg_id),  # Message ID
-        implicit(0x00000700, "<H", priority),  # Priority
-        implicit(0x00000800, "<H", 0x0001),  # Command Data Set Type: a data set follows
-        implicit(0x00001000, "", uid_value(sop_uid)),  # Affected SOP Instance UID
-    ]
+    head, tail = _c_store_rq_parts(sop_class, priority, originator_aet, originator_id)
+    uid = uid_value(sop_uid)
+    body_length = len(head) + 10 + 20 + 8 + len(uid) + len(tail)  # + Message ID, Priority and Type, UID
+    return b"".join((
+        _GROUP_LENGTH.pack(0, 0, 4, body_length), head,
+        _US.pack(0, 0x0110, 2, msg_id),  # Message ID
+        _US.pack(0, 0x0700, 2, priority) + _US.pack(0, 0x0800, 2, 0x0001),  # Priority; a data set follows
+        _ELEMENT.pack(0, 0x1000, len(uid)), uid,  # Affected SOP Instance UID
+        tail,
+    ))
+
+
+_GROUP_LENGTH = struct.Struct("<HHII")
+_US = struct.Struct("<HHIH")
+_ELEMENT = struct.Struct("<HHI")
+
+
+@functools.lru_cache(maxsize=64)
+def _c_store_rq_parts(
+    sop_class: str, priority: int, originator_aet: str | None, originator_id: int | None,
+) -> tuple[bytes, bytes]:
+    """The elements of a C-STORE-RQ before its Message ID and after its SOP Instance UID."""
+    head = implicit(0x00000002, "", uid_value(sop_class)) + implicit(0x00000100, "<H", C_STORE_RQ)
+    tail = b""
     if originator_aet:
         ae = originator_aet.encode()
-        elements.append(implicit(0x00001030, "", ae + b" " * (len(ae) & 1)))  # Move Originator AE
+        tail += implicit(0x00001030, "", ae + b" " * (len(ae) & 1))  # Move Originator AE
     if originator_id is not None:
-        elements.append(implicit(0x00001031, "<H", originator_id))  # Move Originator Message ID
-    return command_set(elements)
+        tail += implicit(0x00001031, "<H", originator_id)  # Move Originator Message ID
+    return head, tail
 
 
 def pdv_pdu(context_id: int, control: int, fragment: bytes | memoryview) -> bytes:
@@ -82,6 +102,9 @@ def pdv_pdu(context_id: int, control: int, fragment: bytes | memoryview) -> byte
 
 def pdus(data: bytes, context_id: int, command: bool, max_pdu: int) -> list[bytes]:
     """`data` as PDUs of one PDV each, fragmented to the peer's maximum PDU length (0: unlimited)."""
+    n = len(data)
+    if n and (not max_pdu or n <= max_pdu - 6):  # one PDU
+        return [_PDV_HEADER.pack(0x04, 0, n + 6, n + 2, context_id, 0x03 if command else 0x02) + data]
     size = max_pdu - 6 if max_pdu else len(data) or 1  # PDV item header: length 4, context 1, control 1
     chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
     bit = 0x01 if command else 0x00
@@ -182,7 +205,6 @@ def _write(sock: Any, fp: Any, size: int, context_id: int, command: bytes, max_p
 
 #: Buffers given to one sendmsg() (the system's IOV_MAX is 1024).
 IOV_BATCH = 512
-_PDV_HEADER = struct.Struct(">BBIIBB")  # P-DATA-TF PDU header and one PDV item header
 
 
 def sendmsg_all(sock: Any, buffers: list[Any]) -> None:
@@ -223,14 +245,18 @@ def frame(data: memoryview, context_id: int, command: bytes, max_pdu: int) -> li
 
 
 def recv_pdu(sock: Any) -> bytes:
-    """One PDU (header included) read from the socket; fewer bytes than its header announces (or none)
-    when the peer closed the connection first. TimeoutError as the socket's timeout says."""
-    from pacs.dimse.reactor import recv_exactly
-
-    head = recv_exactly(sock, 6)
+    """One PDU (header included) read from the socket, never more; fewer bytes than its header announces
+    (or none) when the peer closed the connection first. TimeoutError as the socket's timeout says."""
+    head = sock.recv(6)
     if len(head) < 6:
-        return head
-    return head + recv_exactly(sock, int(struct.unpack_from(">I", head, 2)[0]))
+        head += recv_exactly(sock, 6 - len(head)) if head else b""
+        if len(head) < 6:
+            return head
+    length = int(struct.unpack_from(">I", head, 2)[0])
+    body = sock.recv(length)
+    if len(body) < length and body:
+        body += recv_exactly(sock, length - len(body))
+    return head + body
 
 
 def pdv_items(pdu: bytes) -> list[tuple[int, int, bytes]]:
@@ -372,8 +398,8 @@ class StoreExchange:
                 sock.settimeout(self._blocking_timeout)
             lease.__exit__(None, None, None)
 
-    def _load(self, source: Path | bytes) -> memoryview:
-        if not isinstance(source, Path):
+    def _load(self, source: Path | str | bytes) -> memoryview:
+        if isinstance(source, bytes):
             return memoryview(source)
         with open(source, "rb", buffering=0) as f:
             size = os.fstat(f.fileno()).st_size
@@ -389,7 +415,7 @@ class StoreExchange:
         return view
 
     def send(
-        self, source: Path | bytes, sop_class: str, sop_uid: str, transfer_syntax: str, *, msg_id: int,
+        self, source: Path | str | bytes, sop_class: str, sop_uid: str, transfer_syntax: str, *, msg_id: int,
         priority: int = 2, originator_aet: str | None = None, originator_id: int | None = None,
     ) -> StoreStatus | None:
         """C-STORE a Part 10 object (a file, or its bytes) as stored; its status, or None when this path
@@ -404,7 +430,7 @@ class StoreExchange:
         return outcome if outcome is not None else self.read()
 
     def frames(
-        self, source: Path | bytes, sop_class: str, sop_uid: str, transfer_syntax: str, *, msg_id: int,
+        self, source: Path | str | bytes, sop_class: str, sop_uid: str, transfer_syntax: str, *, msg_id: int,
         priority: int = 2, originator_aet: str | None = None, originator_id: int | None = None,
     ) -> list[Any] | None:
         """The C-STORE-RQ of a Part 10 object (a file, read into this exchange's buffer: valid until the

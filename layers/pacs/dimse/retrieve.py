@@ -20,6 +20,7 @@ unusual, still go through pynetdicom's send_c_store within that loop.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -202,13 +203,15 @@ def move_sub_operations(
             responder.pending(tally.remaining, tally.completed, tally.failed, tally.warning)
             owed = False
 
+    requests = move.dul.to_user_queue  # where an A-ABORT or A-RELEASE-RQ from the requestor lands
     final: tuple[int, str] | None = None
     sender = _Sender(exchange, store_assoc, store, str(move.requestor.ae_title).strip(), msg_id)
     try:
         item = sender.prepare(rows[0], 0) if rows else None
         for n, row in enumerate(rows):
             assert item is not None and item.row is row
-            if move.acse.is_aborted() or move.acse.is_release_requested() or not move.is_established:
+            if not move.is_established or (
+                    requests.queue and (move.acse.is_aborted() or move.acse.is_release_requested())):
                 log.info("C-MOVE: the requestor went away; %d sub-operations not attempted", tally.remaining)
                 return _end(store_assoc, exchange)
             if event.is_cancelled:
@@ -254,7 +257,7 @@ class _Item:
 
     row: InstanceRow
     msg_id: int
-    source: Path | bytes | None = None
+    source: Path | str | bytes | None = None
     frames: list[Any] | None = None
     error: str = ""
 
@@ -278,6 +281,7 @@ class _Sender:
         self.local = getattr(store, "path", None)
         self.accepted = assoc.accepted_contexts
         self._syntax: dict[tuple[str, str], str | None] = {}
+        self._dirs: dict[str, str] = {}
 
     def _as_stored(self, row: InstanceRow) -> bool:
         key = (row.sop_class_uid, row.transfer_syntax_uid)
@@ -285,13 +289,26 @@ class _Sender:
             self._syntax[key] = sending_syntax(self.accepted, *key)
         return self._syntax[key] == row.transfer_syntax_uid
 
+    def _path(self, key: str) -> Path | str:
+        """The file of a stored object: the store's `path` for the first of each directory, then joined
+        here (a series' instances share one; the store's path parsing costs more than a send)."""
+        folder, _, name = key.rpartition("/")
+        known = self._dirs.get(folder)
+        if known is not None and name not in ("", ".", ".."):
+            return known + name
+        assert callable(self.local)
+        full = os.fspath(self.local(key))
+        if full.endswith("/" + name) and name not in ("", ".", ".."):
+            self._dirs[folder] = full[: len(full) - len(name)]
+        return Path(full)
+
     def prepare(self, row: InstanceRow, n: int) -> _Item:
         """The `n`th sub-operation's object read, and framed when it goes directly (its file read into
         the exchange's buffer: prepared after the previous one was written)."""
         msg_id = self.originator_id + n + 1  # as pynetdicom numbers them
         item = _Item(row, msg_id if msg_id <= 0xFFFF else msg_id - 0xFFFF)
         try:
-            item.source = Path(self.local(row.key)) if callable(self.local) else self.store.get(row.key)
+            item.source = self._path(row.key) if callable(self.local) else self.store.get(row.key)
             if self._as_stored(row):
                 item.frames = self.exchange.frames(
                     item.source, row.sop_class_uid, row.sop_uid, row.transfer_syntax_uid, msg_id=item.msg_id,
@@ -330,7 +347,7 @@ class _Sender:
             log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, item.error)
             return None
         self.exchange.give_back()  # pynetdicom's turn: its DUL reads the socket again
-        source = item.source
+        source = Path(item.source) if isinstance(item.source, str) else item.source
         try:
             if self._as_stored(row) and isinstance(source, Path):
                 ds: Dataset = StoredFile(row, source)  # streamed by `stream_stored_files`
