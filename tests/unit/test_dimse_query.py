@@ -263,6 +263,9 @@ def test_charset_fallback_when_the_request_charset_cannot_hold_the_value(
                       "ReferencedStudySequence": [], "InstanceAvailability": ""}),
         (STUDY_ROOT, {"QueryRetrieveLevel": "STUDY", "SpecificCharacterSet": "ISO_IR 100", "PatientName": "",
                       "PatientID": "PID2"}),
+        # no character set asked for, a name that needs one (the answer falls back to UTF-8)
+        (STUDY_ROOT, {"QueryRetrieveLevel": "STUDY", "PatientName": "", "PatientID": "PID2",
+                      "NumberOfStudyRelatedSeries": "", "StudyDescription": ""}),
         (PATIENT_ROOT, {"QueryRetrieveLevel": "PATIENT", "PatientID": "", "PatientName": "",
                         "NumberOfPatientRelatedInstances": ""}),
         (STUDY_ROOT, {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": S1, "SeriesNumber": "", "Modality": "",

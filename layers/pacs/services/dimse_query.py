@@ -176,6 +176,18 @@ def _vr(tag: int) -> str | None:
         return vr
 
 
+_RETURN_KEYS: dict[tuple[int, str], ReturnKey] = {}
+
+
+def _return_key(tag: int, vr: str) -> ReturnKey:
+    key = _RETURN_KEYS.get((tag, vr))
+    if key is None:
+        key = ReturnKey(tag, vr, f"{tag:08X}")
+        if len(_RETURN_KEYS) < 65536:
+            _RETURN_KEYS[(tag, vr)] = key
+    return key
+
+
 def _skipped(tag: int) -> bool:
     """Attributes never matched nor returned: charset and level (read apart), group lengths, the
     command and file meta groups, private attributes."""
@@ -298,11 +310,12 @@ def _request(
     for tag, vr, text, nonempty_sequence in items:
         known = _vr(tag)
         if known is not None:
-            vr = known.split(" or ")[0]
+            vr = known.split(" or ")[0] if " or " in known else known
         elif vr in ("UN", None):
             continue  # an unknown public attribute: nothing to return
-        tag_hex = f"{tag:08X}"
-        keys[tag] = ReturnKey(tag, vr, tag_hex)
+        key = _return_key(tag, vr)  # type: ignore[arg-type]
+        tag_hex = key.hex
+        keys[tag] = key
         if vr == "SQ":
             if nonempty_sequence:
                 req.unsupported = True  # sequence matching (C.2.2.2.6) is not supported
@@ -390,6 +403,8 @@ Element = tuple[int, str, Any]
 
 
 _EMPTY: dict[tuple[int, str, bool], bytes] = {}
+#: VRs whose JSON values `_values` converts before encoding (names as objects, numbers).
+_CONVERTED = frozenset({"PN", "DS", "IS", "AT"})
 
 
 def _encode_element(tag: int, vr: str, value: Any, implicit: bool, codec: str) -> bytes:
@@ -492,6 +507,10 @@ class _Builder:
     def encode(self, sources: Sequence[DicomJson], implicit: bool) -> bytes:
         """A response encoded in Implicit (or Explicit) VR Little Endian; ValueError when its
         character set is not a single one (ISO 2022 code extensions: use `build`)."""
+        if not self.req.charsets:
+            fast = self._encode_ascii(sources, implicit)
+            if fast is not None:
+                return fast
         elements, charset = self.elements(sources)
         if isinstance(charset, list):
             raise ValueError("ISO 2022 character sets: encode through pydicom")
@@ -500,6 +519,45 @@ class _Builder:
             elements.append((SPECIFIC_CHARACTER_SET, "CS", charset))
             elements.sort(key=lambda e: e[0])
         return b"".join(_encode_element(tag, vr, value, implicit, codec) for tag, vr, value in elements)
+
+    def _encode_ascii(self, sources: Sequence[DicomJson], implicit: bool) -> bytes | None:
+        """`encode` for a request without Specific Character Set, when every value is ASCII (None
+        otherwise: the response needs a character set): the same bytes, the elements written as
+        they are looked up."""
+        out: list[bytes] = []
+        fixed = {QUERY_RETRIEVE_LEVEL: self.level, RETRIEVE_AE_TITLE: self.ae_title,
+                 INSTANCE_AVAILABILITY: "ONLINE"}
+        for tag, key_vr, key_hex in self.keys:
+            if tag in fixed:
+                value: Any = fixed[tag]
+                if not value.isascii():
+                    return None
+                out.append(_encode_element(tag, key_vr, value, implicit, "ascii"))
+                continue
+            if key_vr == "SQ":
+                out.append(_encode_element(tag, "SQ", None, implicit, "ascii"))
+                continue
+            vr, vals = key_vr, None
+            for src in sources:
+                attr = src.get(key_hex)
+                if attr is not None:
+                    vals = attr.get("Value")
+                    vr = attr.get("vr", vr)
+                    break
+            if not vals:
+                out.append(_encode_element(tag, vr, None, implicit, "ascii"))
+                continue
+            if len(vals) == 1 and type(vals[0]) is str and vr not in _CONVERTED:
+                value = vals[0]  # what `_values` would return
+                if not value.isascii():
+                    return None
+            else:
+                converted = _values(vr, vals)
+                if any(isinstance(v, str) and not v.isascii() for v in converted):
+                    return None
+                value = converted[0] if len(converted) == 1 else converted
+            out.append(_encode_element(tag, vr, value, implicit, "ascii"))
+        return b"".join(out)
 
     def _charset(self, texts: list[str]) -> str | list[str] | None:
         """The request's character set when it can encode the values, else UTF-8."""
