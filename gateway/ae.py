@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
+import struct
+import tempfile
 import threading
 import time
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from pacs.dimse.reactor import EventAE, EventRequestHandler
 from pydicom.uid import (
@@ -23,7 +27,13 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
-from pynetdicom import AE, _config
+from pynetdicom import (
+    AE,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    _config,
+    dimse_messages,
+)
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -50,6 +60,8 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     pynetdicom setting) instead of assembling it in memory."""
     _config.LOG_HANDLER_LEVEL = "none"  # no per-PDU logging on the hot path
     _config.STORE_RECV_CHUNKED_DATASET = spool
+    if spool:
+        fast_spool()
     ae = EventAE(ae_title=ae_title)  # the associations it requests (C-MOVE) are event-driven too
     ae.require_called_aet = True  # an unknown called AE title is rejected at association
     ae.maximum_pdu_size = max_pdu
@@ -67,6 +79,81 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     mpps.add_contexts(ae)
     commitment.add_contexts(ae)
     return ae
+
+
+# --- the spooled data set's file: named and headed without tempfile's and pydicom's machinery ---------
+
+
+class SpoolFile:
+    """What pynetdicom spools a received data set into (it wants `NamedTemporaryFile(delete=False)`:
+    `name`, `file`, `write`, `close`; it removes the file itself after the C-STORE handler). Named
+    `{pid}-{n}.dcm` in the temporary directory (the gateway's spool directory), created exclusively."""
+
+    _numbers = itertools.count()
+
+    def __init__(self, *_args: Any, suffix: str = ".dcm", **_kwargs: Any) -> None:
+        directory = tempfile.gettempdir()
+        while True:
+            self.name = os.path.join(directory, f"{os.getpid()}-{next(self._numbers)}{suffix}")
+            try:
+                fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileExistsError:  # left over by an earlier process with the same pid
+                continue
+        self.file: BinaryIO = open(fd, "wb")  # noqa: SIM115  # pynetdicom closes it
+        self.write = self.file.write
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _uid_value(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\0" * (len(raw) & 1)
+
+
+def _short(tag: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+    """The file meta information group pynetdicom writes before a spooled data set (through pydicom's
+    `create_file_meta` and `write_file_meta_info`), byte for byte, encoded here."""
+    version = PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")
+    body = b"".join((
+        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",
+        _short(0x00020002, b"UI", _uid_value(sop_class_uid)),
+        _short(0x00020003, b"UI", _uid_value(sop_instance_uid)),
+        _short(0x00020010, b"UI", _uid_value(transfer_syntax)),
+        _short(0x00020012, b"UI", _uid_value(PYNETDICOM_IMPLEMENTATION_UID)),
+        _short(0x00020013, b"SH", version + b" " * (len(version) & 1)),
+    ))
+    return _short(0x00020000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def _create_file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+    return file_meta_bytes(str(sop_class_uid), str(sop_instance_uid), str(transfer_syntax))
+
+
+def _write_file_meta_info(fp: Any, file_meta: Any, *args: Any, **kwargs: Any) -> None:
+    if isinstance(file_meta, bytes):
+        fp.write(file_meta)
+    else:  # not ours: pydicom's own
+        _PYDICOM_WRITE_FILE_META_INFO(fp, file_meta, *args, **kwargs)
+
+
+_PYDICOM_WRITE_FILE_META_INFO = dimse_messages.write_file_meta_info
+
+
+def fast_spool() -> None:
+    """pynetdicom's C-STORE spooling (`STORE_RECV_CHUNKED_DATASET`) without `NamedTemporaryFile`
+    (random names, a wrapper per file) and without building and writing the file meta through pydicom
+    datasets (a fifth of a C-STORE's CPU in the gateway, measured): the same file, byte for byte.
+    Process-wide, like pynetdicom's `_config` (its names in `pynetdicom.dimse_messages`, used there
+    only to spool a received C-STORE data set)."""
+    dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[attr-defined,assignment]
+    dimse_messages.create_file_meta = _create_file_meta  # type: ignore[attr-defined,assignment]
+    dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[attr-defined]
 
 
 class SharedContexts(list[PresentationContext]):

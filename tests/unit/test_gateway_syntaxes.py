@@ -105,3 +105,58 @@ def test_unknown_called_ae_is_rejected(gateway: tuple[int, FilesystemBlobStore])
     assert assoc.is_rejected
     assert assoc.acceptor.primitive.result_source == 1  # service user
     assert assoc.acceptor.primitive.diagnostic == 7  # called AE title not recognised
+
+
+@pytest.mark.parametrize("sop_uid", ["1.2.3.4", "1.2.3.45", "1.2.826.0.1.3680043.8.498.10676492700166066141788904745687692565"])
+@pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGLSLossless, "1.2.840.10008.1.2.4.201"])
+def test_spooled_file_meta_is_pynetdicoms_byte_for_byte(sop_uid: str, ts: str) -> None:
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom.dsutils import create_file_meta
+
+    from gateway.ae import file_meta_bytes
+
+    buf = io.BytesIO()
+    write_file_meta_info(buf, create_file_meta(sop_class_uid=UID(CTImageStorage), sop_instance_uid=UID(sop_uid),
+                                               transfer_syntax=UID(ts)))
+    assert file_meta_bytes(CTImageStorage, sop_uid, ts) == buf.getvalue()
+
+
+def test_spooling_uses_its_own_files_and_leaves_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's spool files: in the spool directory, exclusive, unique per process, and removed
+    by pynetdicom after the handler (the stored object is a link to the same inode)."""
+    import tempfile
+
+    from pynetdicom import dimse_messages
+
+    from gateway.ae import SpoolFile
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    store = FilesystemBlobStore(tmp_path / "objects")
+    port = free_port()
+    server = start_server(make_ae("PACS", spool=True), ("127.0.0.1", port),
+                          handlers(GatewayContext(IngestService(store))))
+    try:
+        assert dimse_messages.NamedTemporaryFile is SpoolFile  # type: ignore[attr-defined]
+        scu = AE(ae_title="MODALITY")
+        scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = scu.associate("127.0.0.1", port, ae_title="PACS")
+        sent = [encoded(ExplicitVRLittleEndian) for _ in range(3)]
+        try:
+            assert [assoc.send_c_store(ds).Status for ds in sent] == [0, 0, 0]
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+        _config.STORE_RECV_CHUNKED_DATASET = False
+    assert not list(spool.iterdir())
+    for ds in sent:
+        (path,) = store.root.rglob(f"{ds.SOPInstanceUID}.dcm")
+        back = pydicom.dcmread(path)
+        assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert back.PixelData == ds.PixelData
+    a, b = SpoolFile(), SpoolFile()
+    assert a.name != b.name and a.name.startswith(str(spool))
+    a.close()
+    b.close()
