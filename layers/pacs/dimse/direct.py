@@ -292,21 +292,6 @@ def command_elements(command: bytes) -> dict[int, bytes]:
     return found
 
 
-def hand_back(dul: Any, pdu: bytes) -> None:
-    """Give pynetdicom a PDU read from a borrowed socket, as `EventDUL.feed` does but with the decoded
-    PDU queued before its state-machine event: the DUL thread, which still runs its state machine while
-    its socket is lent, must never take the event first (it would find no PDU and abort)."""
-    try:
-        decoded, event = dul._decode_pdu(bytearray(pdu))
-    except Exception as exc:
-        log.error("Unable to decode the received PDU data: %s", exc)
-        dul.event_queue.put("Evt19")
-    else:
-        dul._recv_pdu.put(decoded)
-        dul.event_queue.put(event)
-    dul.poke()
-
-
 class StoreStatus(NamedTuple):
     """A C-STORE-RSP's status (None: no response came, the association was lost or aborted) and its
     Error Comment / Offending Element, for the log."""
@@ -509,7 +494,7 @@ class StoreExchange:
         """What was read goes to pynetdicom (the DUL still lent, so in order), the socket back to the DUL;
         with `wait`, the response is then awaited as pynetdicom delivers it."""
         for pdu in read:
-            hand_back(self.assoc.dul, pdu)
+            self.assoc.dul.feed(pdu)
         self.give_back()
         if not wait:
             return StoreStatus(None, f"PDU type 0x{read[-1][0]:02X} instead of a C-STORE response")

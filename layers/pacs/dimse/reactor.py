@@ -199,15 +199,18 @@ class EventDUL(DULServiceProvider):
         self.feed(pdu)
 
     def feed(self, pdu: bytes) -> None:
-        """Hand a received PDU to pynetdicom: decoded, its FSM event queued (called in this thread)."""
+        """Hand a received PDU to pynetdicom: decoded, then its FSM event queued — in that order, so
+        that a borrowing thread may call this too (the DUL never takes the event before its PDU)."""
         try:
             decoded, event = self._decode_pdu(bytearray(pdu))
         except Exception as exc:
             log.error("Unable to decode the received PDU data: %s", exc)
             self.event_queue.put("Evt19")
-            return
-        self.event_queue.put(event)
-        self._recv_pdu.put(decoded)
+        else:
+            self._recv_pdu.put(decoded)
+            self.event_queue.put(event)
+        if threading.current_thread() is not self:
+            self.poke()
 
     @contextlib.contextmanager
     def borrowed(self) -> Iterator[Any]:
