@@ -576,3 +576,16 @@ def test_locate_instances_by_sop_uid_alone(catalog: Catalog) -> None:
     assert catalog.locate_instances(P, []) == {}
     catalog.remove_instance(P, study_uid(1), series_uid(1, 2), sop_uid(1, 2, 1))
     assert catalog.locate_instances(P, [sop_uid(1, 2, 1)]) == {}
+
+
+def test_the_name_index_follows_the_latest_study_attributes(catalog: Catalog) -> None:
+    """Instances with the study's attributes unchanged leave its name index as it is; a later one
+    with another patient name moves the study to that name."""
+    catalog.upsert_instance(make(number=1))
+    catalog.upsert_instance(make(number=2))  # same study attributes
+    assert [s.study_uid for s in catalog.query_studies(P, conds(PatientName="doe^j*")).rows] == [study_uid(1)]
+    catalog.upsert_instance(make(number=3, name="Roe^Jane"))
+    assert catalog.query_studies(P, conds(PatientName="doe^j*")).rows == []
+    assert [s.study_uid for s in catalog.query_studies(P, conds(PatientName="roe*")).rows] == [study_uid(1)]
+    catalog.upsert_instance(make(number=4, name="Roe^Jane"))
+    assert [s.study_uid for s in catalog.query_studies(P, conds(PatientName="roe*")).rows] == [study_uid(1)]

@@ -140,7 +140,7 @@ class SqliteCatalog(SqliteStore):
             ),
         )
         study = db.execute(
-            "SELECT modalities, sop_classes FROM studies WHERE partition=? AND study_uid=?", ids[:2]
+            "SELECT modalities, sop_classes, attrs FROM studies WHERE partition=? AND study_uid=?", ids[:2]
         ).fetchone()
         modalities: set[str] = set(orjson.loads(study[0])) if study else set()
         sop_classes: set[str] = set(orjson.loads(study[1])) if study else set()
@@ -148,6 +148,7 @@ class SqliteCatalog(SqliteStore):
             modalities.add(item.modality)
         sop_classes.add(i.sop_class_uid)
         a = item.study_attrs
+        study_json = orjson.dumps(a)
         db.execute(
             "INSERT INTO studies (partition, study_uid, attrs, n_series, n_instances, size, modalities,"
             " sop_classes, patient_id, issuer, accession, study_date, study_time)"
@@ -157,14 +158,15 @@ class SqliteCatalog(SqliteStore):
             " accession=excluded.accession,"
             " study_date=excluded.study_date, study_time=excluded.study_time",
             (
-                *ids[:2], orjson.dumps(a), int(new_series), added, i.size,
+                *ids[:2], study_json, int(new_series), added, i.size,
                 orjson.dumps(sorted(modalities)), orjson.dumps(sorted(sop_classes)),
                 first_value(a, PATIENT_ID), first_value(a, ISSUER), first_value(a, ACCESSION),
                 first_value(a, STUDY_DATE),
                 first_value(a, STUDY_TIME), int(new_series), added, delta,
             ),
         )
-        self._set_names(db, i.partition, i.study_uid, a.get(PATIENT_NAME, {}).get("Value", [None])[0])
+        if study is None or study[2] != study_json:  # the names come from the study's attributes
+            self._set_names(db, i.partition, i.study_uid, a.get(PATIENT_NAME, {}).get("Value", [None])[0])
         return "inserted" if old is None else "replaced"
 
     @staticmethod

@@ -81,6 +81,9 @@ class DirectorySync:
 
 
 class FilesystemBlobStore:
+    #: Reads are local (no network round trip to overlap): readers of many objects read one by one.
+    local = True
+
     def __init__(self, root: str | Path, *, notify: Notify | None = None, fsync: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
