@@ -17,6 +17,7 @@ gateway turns them into C-FIND responses.
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -229,6 +230,7 @@ def parse_identifier(identifier: Dataset, model: Model) -> FindRequest:
     return _request(model, None if raw_level is None else str(raw_level), charsets, _dataset_keys(identifier))
 
 
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
 #: Explicit VRs whose values `parse_encoded` leaves to pydicom (numbers, binary, sequences).
 _NOT_TEXT = frozenset({
     "IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT", "OB", "OD", "OF", "OL", "OV", "OW",
@@ -246,47 +248,44 @@ def parse_encoded(data: bytes | memoryview, model: Model, *, implicit: bool) -> 
     level: str | None = None
     n, i, last = len(data), 0, -1
     unpack = struct.unpack_from
+    printable = _PRINTABLE.fullmatch
     while i < n:
         if i + 8 > n:
             return None
-        group, elem_no = unpack("<HH", data, i)
-        tag = group << 16 | elem_no
-        if tag <= last:
-            return None  # out of order or repeated: pydicom's reading decides
-        last = tag
         if implicit:
-            (length,) = unpack("<I", data, i + 4)
+            group, elem_no, length = unpack("<HHI", data, i)
+            tag = group << 16 | elem_no
             head = 8
             vr: str | None = _vr(tag)
         else:
-            vr = bytes(data[i + 4:i + 6]).decode("latin-1")
+            group, elem_no, vr_bytes, length = unpack("<HH2sH", data, i)
+            tag = group << 16 | elem_no
+            vr = vr_bytes.decode("latin-1")
+            head = 8
             if vr in _LONG_VRS:
                 if i + 12 > n:
                     return None
                 (length,) = unpack("<I", data, i + 8)
                 head = 12
-            else:
-                (length,) = unpack("<H", data, i + 6)
-                head = 8
+        if tag <= last:
+            return None  # out of order or repeated: pydicom's reading decides
+        last = tag
         start, i = i + head, i + head + length
         if length == 0xFFFFFFFF or i > n:
             return None
-        if vr is not None and (vr in _NOT_TEXT or " or " in vr) and length:
-            return None  # a value pydicom converts (numbers, binary, sequences)
         text = None
         if length:
+            if vr is not None and (vr in _NOT_TEXT or " or " in vr):
+                return None  # a value pydicom converts (numbers, binary, sequences)
             raw = bytes(data[start:i]).rstrip(b"\0 ")
-            if not all(0x20 <= b < 0x7F for b in raw):
-                return None
-            parts = raw.split(b"\\")
-            if any(p[:1] == b" " or p.rstrip(b" ") != p for p in parts):
-                return None  # leading or inner padding: pydicom's stripping rules decide
+            if printable(raw) is None or raw[:1] == b" " or b"\\ " in raw or b" \\" in raw:
+                return None  # not printable ASCII, or padding inside: pydicom's rules decide
             text = raw.decode("ascii")
         if tag == SPECIFIC_CHARACTER_SET:
             charsets = tuple(v.strip() for v in text.split("\\")) if text else ()
         elif tag == QUERY_RETRIEVE_LEVEL:
             level = text if text is not None else ""
-        elif not _skipped(tag):
+        elif not (group & 1 or elem_no == 0 or group <= 2):  # `_skipped`
             keys.append((tag, vr, text, False))
     return _request(model, level, charsets, keys)
 
@@ -347,7 +346,7 @@ def _request(
     always += [UNIQUE_KEY[lv] for lv in _ORDER[first:depth]]
     for t in always:
         if t not in keys:
-            keys[t] = ReturnKey(t, dictionary_VR(t), f"{t:08X}")
+            keys[t] = _return_key(t, _vr(t) or "UN")
     req.keys = [keys[t] for t in sorted(keys)]
     _check_hierarchy(req, first, depth)
     return req
