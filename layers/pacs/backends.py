@@ -43,10 +43,10 @@ class Backend:
 
     def close(self) -> None:
         self.catalog.close()
-        if self.mpps is not None:
-            self.mpps.close()
-        if self.queue is not None:
-            self.queue.close()
+        for other in (self.mpps, self.queue, self.nodes, self.events):
+            close = getattr(other, "close", None)
+            if close is not None:
+                close()
 
 
 def open_backend(settings: Settings) -> Backend:
