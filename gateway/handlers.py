@@ -46,11 +46,11 @@ def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
     except Exception as exc:
         log.warning("C-STORE: cannot read the received data set: %s", exc)
         return _status(status.CANNOT_UNDERSTAND, f"cannot read data set: {exc}")
+    if spooled is not None:
+        code, comment = store_spooled(ingest, spooled, event.assoc.requestor.ae_title)
+        return code if comment is None else _status(code, comment)
     try:
-        if spooled is not None:
-            ingest.ingest_file(Path(spooled))
-        else:
-            ingest.ingest(data)  # type: ignore[arg-type]
+        ingest.ingest(data)  # type: ignore[arg-type]
     except PacsError as exc:
         log.warning("C-STORE from %s refused (0x%04X): %s", event.assoc.requestor.ae_title,
                     exc.dimse_status, exc.reason)
@@ -59,6 +59,20 @@ def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
         log.exception("C-STORE failed")
         return _status(status.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
     return status.SUCCESS
+
+
+def store_spooled(ingest: IngestService, path: str | Path, caller: str) -> tuple[int, str | None]:
+    """Store a spooled data set file; the C-STORE status and, with a failure, its Error Comment (at
+    most 64 characters). Success only once the object is durable (`IngestService.ingest_file`)."""
+    try:
+        ingest.ingest_file(Path(path))
+    except PacsError as exc:
+        log.warning("C-STORE from %s refused (0x%04X): %s", caller, exc.dimse_status, exc.reason)
+        return exc.dimse_status, exc.reason[:64]
+    except Exception as exc:
+        log.exception("C-STORE failed")
+        return status.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}"[:64]
+    return status.SUCCESS, None
 
 
 def handlers(ctx: GatewayContext) -> list[tuple]:

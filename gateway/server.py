@@ -22,7 +22,7 @@ from pacs.cli.children import die_with_parent
 from pacs.config import Settings
 from pacs.services.ingest import DuplicatePolicy, IngestService
 
-from gateway import find_fast
+from gateway import find_fast, store_fast
 from gateway.ae import make_ae, start_server
 from gateway.context import GatewayContext
 from gateway.handlers import handlers
@@ -65,8 +65,9 @@ def serve_worker(settings: Settings, sock: socket.socket, *, tls_sock: socket.so
     if tls_sock is not None and tls is not None:
         servers.append(start_server(ae, tls_sock.getsockname()[:2], bindings, sock=tls_sock,
                                     guard=ConnectionGuard(settings, tls)))
-    for server in servers:  # plain C-FIND requests answered in the DUL thread (gateway.find_fast)
-        server.pdata_hook_for = find_fast.hook_for(ctx, policy.refusal)  # type: ignore[attr-defined]
+    for server in servers:  # plain C-STOREs and C-FINDs served in the DUL thread (store_fast, find_fast)
+        server.pdata_hook_for = store_fast.combined(  # type: ignore[attr-defined]
+            store_fast.hook_for(ctx, policy.refusal), find_fast.hook_for(ctx, policy.refusal))
     stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 
     def on_signal(signum: int, _frame: object) -> None:

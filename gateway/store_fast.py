@@ -1,0 +1,240 @@
+"""C-STORE received and answered in the DUL thread, from the received PDUs (`EventDUL.pdata_hook`).
+
+pynetdicom takes every P-DATA-TF PDU of a C-STORE through its PDU decoder (a copy), its state
+machine, its DIMSE assembler (another copy, a write, a flush), decodes the command set with pydicom,
+queues the message for the association thread, builds an Event and a response primitive, and sends
+the response through the DUL thread again. Here the DUL thread that reads the PDUs writes the data
+set's fragments straight into the spool file (the same file pynetdicom would write, file meta
+included: `gateway.ae.file_meta_bytes`), and once the last one is in, stores it
+(`gateway.handlers.store_spooled`: the same ingest, durable before the answer) and writes the
+C-STORE-RSP (byte for byte pynetdicom's) to the socket.
+
+Only the plain case: a C-STORE-RQ whose command set comes whole in one PDV, on an accepted context of
+its SOP class, on a plain TCP association with nothing else in progress, from a caller allowed to
+store, with spooling on. Anything else is left to pynetdicom (`gateway.handlers.handle_store` answers
+it as before). Once its data set has begun, a request is this path's to the end: a PDV of another
+message in between is a protocol error, and the association is aborted (as pynetdicom's reactor does
+on any failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import ssl
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from pacs.dimse.direct import c_store_success_rsp, command_set, implicit, pdv_pdu, uid_value
+
+from gateway.ae import SpoolFile, file_meta_bytes
+from gateway.context import GatewayContext
+from gateway.handlers import store_spooled
+
+log = logging.getLogger("gateway")
+
+C_STORE_RQ = 0x0001
+NO_DATA_SET = 0x0101
+#: Command set elements read here: Affected SOP Class UID, Command Field, Message ID, Command Data Set
+#: Type, Affected SOP Instance UID.
+_SOP_CLASS, _FIELD, _MSG_ID, _DATA_SET_TYPE, _SOP_INSTANCE = 0x0002, 0x0100, 0x0110, 0x0800, 0x1000
+_ITEM = struct.Struct(">IBB")  # PDV item: length, presentation context ID, message control header
+
+
+class ProtocolError(Exception):
+    """The peer broke the message's framing: the reactor aborts the association."""
+
+
+def pdv_items(pdu: bytes) -> list[tuple[int, int, int, int]] | None:
+    """(context ID, control header, start, end) of each PDV item of a P-DATA-TF PDU, or None."""
+    out = []
+    i, end = 6, len(pdu)
+    while i < end:
+        if i + 6 > end:
+            return None
+        length, cx, control = _ITEM.unpack_from(pdu, i)
+        if length < 2 or i + 4 + length > end:
+            return None
+        out.append((cx, control, i + 6, i + 4 + length))
+        i += 4 + length
+    return out or None
+
+
+def command_fields(command: bytes | memoryview) -> dict[int, bytes] | None:
+    """The elements of a command set (group 0000, Implicit VR Little Endian), or None if malformed."""
+    out: dict[int, bytes] = {}
+    i, end = 0, len(command)
+    while i < end:
+        if i + 8 > end:
+            return None
+        group, elem, length = struct.unpack_from("<HHI", command, i)
+        if group != 0 or i + 8 + length > end:
+            return None
+        out[elem] = bytes(command[i + 8:i + 8 + length])
+        i += 8 + length
+    return out
+
+
+def _us(fields: dict[int, bytes], elem: int) -> int | None:
+    value = fields.get(elem)
+    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
+
+
+def _uid(fields: dict[int, bytes], elem: int) -> str:
+    return fields.get(elem, b"").rstrip(b"\0 ").decode("ascii", "replace")
+
+
+def store_rsp(sop_class: str, sop_uid: str, msg_id: int, status: int, comment: str | None) -> bytes:
+    """The command set of a C-STORE-RSP, as pynetdicom encodes it (Error Comment with a failure)."""
+    if not status and comment is None:
+        return c_store_success_rsp(sop_class, sop_uid, msg_id)
+    elements = [
+        implicit(0x00000002, "", uid_value(sop_class)),
+        implicit(0x00000100, "<H", 0x8001),  # C-STORE-RSP
+        implicit(0x00000120, "<H", msg_id),
+        implicit(0x00000800, "<H", NO_DATA_SET),
+        implicit(0x00000900, "<H", status),
+    ]
+    if comment is not None:
+        text = comment[:64].encode("ascii", "replace")
+        elements.append(implicit(0x00000902, "", text + b" " * (len(text) & 1)))  # Error Comment (LO)
+    elements.append(implicit(0x00001000, "", uid_value(sop_uid)))
+    return command_set(elements)
+
+
+class StoreFastPath:
+    """One association's hook: C-STORE-RQs received and answered in its DUL thread."""
+
+    def __init__(self, assoc: Any, ctx: GatewayContext,
+                 refusal: Callable[[Any, str], str | None] | None = None) -> None:
+        self.assoc = assoc
+        self.ctx = ctx
+        self.refusal = refusal
+        #: The request being received: context ID, message ID, SOP class, SOP instance; None between.
+        self.request: tuple[int, int, str, str] | None = None
+        self.file: SpoolFile | None = None
+
+    def __call__(self, pdu: bytes) -> bool:
+        items = pdv_items(pdu)
+        if items is None:
+            if self.request is None:
+                return False
+            self._drop()
+            raise ProtocolError("a malformed P-DATA-TF PDU in the middle of a C-STORE data set")
+        view = memoryview(pdu)
+        if self.request is None:
+            cx, control, start, end = items[0]
+            if control & 0x03 != 0x03 or not self._start(cx, view[start:end]):
+                return False  # pynetdicom's
+            items = items[1:]
+        context_id = self.request[0]  # type: ignore[index]
+        assert self.file is not None
+        for n, (cx, control, start, end) in enumerate(items):
+            if control & 0x01 or cx != context_id or (control & 0x02 and n != len(items) - 1):
+                self._drop()
+                raise ProtocolError("another message's PDV in the middle of a C-STORE data set")
+            self.file.write(view[start:end])
+            if control & 0x02:
+                self._answer()
+        return True
+
+    def _start(self, context_id: int, command: memoryview) -> bool:
+        fields = command_fields(command)
+        if fields is None or _us(fields, _FIELD) != C_STORE_RQ \
+                or _us(fields, _DATA_SET_TYPE) in (None, NO_DATA_SET):
+            return False
+        msg_id = _us(fields, _MSG_ID)
+        sop_class, sop_uid = _uid(fields, _SOP_CLASS), _uid(fields, _SOP_INSTANCE)
+        assoc = self.assoc
+        cx = next((c for c in assoc.accepted_contexts if c.context_id == context_id), None)
+        if msg_id is None or not sop_uid or cx is None or cx.abstract_syntax != sop_class \
+                or not self._idle() \
+                or (self.refusal is not None and self.refusal(assoc, "store") is not None):
+            return False
+        self.file = SpoolFile()
+        try:
+            meta = file_meta_bytes(sop_class, sop_uid, cx.transfer_syntax[0])
+            self.file.write(b"\0" * 128 + b"DICM" + meta)
+        except BaseException:
+            self._drop()
+            raise
+        self.request = (context_id, msg_id, sop_class, sop_uid)
+        return True
+
+    def _idle(self) -> bool:
+        """Nothing else in progress on the association: no message being assembled by pynetdicom,
+        waiting for or served by its reactor, nothing queued for the DUL to send."""
+        assoc = self.assoc
+        return assoc.dimse.message is None and not getattr(assoc, "serving", True) \
+            and assoc.dimse.msg_queue.empty() and assoc.dul.to_provider_queue.empty()
+
+    def _answer(self) -> None:
+        context_id, msg_id, sop_class, sop_uid = self.request  # type: ignore[misc]
+        file = self.file
+        assert file is not None
+        self.request, self.file = None, None
+        try:
+            file.close()
+            status, comment = store_spooled(self.ctx.ingest, file.name, self.assoc.requestor.ae_title)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(file.name)  # the stored object is a link to it, or nothing was stored
+        response = pdv_pdu(context_id, 0x03, store_rsp(sop_class, sop_uid, msg_id, status, comment))
+        try:
+            self.assoc.dul.socket.socket.sendall(response)
+        except OSError as exc:  # the peer went away: the DUL notices on its next read
+            log.info("C-STORE from %s: the answer could not be sent: %s", self.assoc.requestor.ae_title, exc)
+
+    def _drop(self) -> None:
+        file, self.file, self.request = self.file, None, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+            with contextlib.suppress(OSError):
+                os.unlink(file.name)
+
+
+def hook_for(ctx: GatewayContext, refusal: Callable[[Any, str], str | None] | None = None
+             ) -> Callable[[Any], StoreFastPath | None]:
+    """A fast path for each plain-TCP association when the gateway spools (TLS ones, and in-memory
+    receiving, keep pynetdicom's path)."""
+
+    def make(assoc: Any) -> StoreFastPath | None:
+        backend = ctx.backend
+        if backend is None or backend.spool_dir is None or not ctx.settings.spool_received \
+                or isinstance(assoc.dul.socket.socket, ssl.SSLSocket):
+            return None
+        return StoreFastPath(assoc, ctx, refusal)
+
+    return make
+
+
+def combined(*makers: Callable[[Any], Any]) -> Callable[[Any], Callable[[bytes], bool] | None]:
+    """Several `pdata_hook_for` factories as one: each PDU goes to the hook in the middle of a
+    message (its `request` set), else to each hook in turn until one takes it."""
+
+    def make(assoc: Any) -> Callable[[bytes], bool] | None:
+        hooks = [h for h in (m(assoc) for m in makers) if h is not None]
+        if len(hooks) <= 1:
+            return hooks[0] if hooks else None
+        current: list[Any] = [None]
+
+        def hook(pdu: bytes) -> bool:
+            busy = current[0]
+            if busy is not None:
+                taken = bool(busy(pdu))
+                if getattr(busy, "request", None) is None:
+                    current[0] = None
+                return taken
+            for h in hooks:
+                if h(pdu):
+                    if getattr(h, "request", None) is not None:
+                        current[0] = h
+                    return True
+            return False
+
+        return hook
+
+    return make
