@@ -26,6 +26,19 @@ from collections.abc import Callable
 from typing import Any
 
 from pacs.dimse.direct import command_set, implicit, pdus, uid_value
+from pacs.dimse.pdu import (
+    COMMAND_FIELD,
+    DATA_SET_TYPE,
+    MESSAGE_ID,
+    NO_DATA_SET,
+    RESPONDED_TO,
+    SOP_CLASS,
+    command_fields,
+    idle,
+    pdv_items,
+    uid,
+    us,
+)
 from pacs.dimse.reactor import P_DATA_TF, recv_exactly
 from pacs.services.dimse_query import FindFailure, FindService, parse_encoded
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -37,51 +50,10 @@ log = logging.getLogger("gateway")
 
 C_FIND_RQ = 0x0020
 C_CANCEL_RQ = 0x0FFF
-NO_DATA_SET = 0x0101
 _SYNTAXES = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: False}
-#: Command set elements read here: Affected SOP Class UID, Command Field, Message ID, Message ID
-#: Being Responded To, Command Data Set Type.
-_SOP_CLASS, _FIELD, _MSG_ID, _RESPONDED_TO, _DATA_SET_TYPE = 0x0002, 0x0100, 0x0110, 0x0120, 0x0800
 #: Pending responses gathered before one write and a look for a C-CANCEL (a smaller answer goes out in
 #: one write, with its final response).
 BATCH = 16
-
-Pdv = tuple[int, int, bytes]  # presentation context ID, message control header, fragment
-
-
-def pdvs(pdu: bytes) -> list[Pdv] | None:
-    """The PDV items of a P-DATA-TF PDU (PS3.8 9.3.5), or None when they do not add up."""
-    out: list[Pdv] = []
-    i, end = 6, len(pdu)
-    while i < end:
-        if i + 6 > end:
-            return None
-        (length,) = struct.unpack_from(">I", pdu, i)
-        if length < 2 or i + 4 + length > end:
-            return None
-        out.append((pdu[i + 4], pdu[i + 5], pdu[i + 6:i + 4 + length]))
-        i += 4 + length
-    return out or None
-
-
-def command_fields(command: bytes) -> dict[int, bytes] | None:
-    """The elements of a command set (group 0000, Implicit VR Little Endian), or None if malformed."""
-    out: dict[int, bytes] = {}
-    i, end = 0, len(command)
-    while i < end:
-        if i + 8 > end:
-            return None
-        group, elem, length = struct.unpack_from("<HHI", command, i)
-        if group != 0 or i + 8 + length > end:
-            return None
-        out[elem] = command[i + 8:i + 8 + length]
-        i += 8 + length
-    return out
-
-
-def _us(fields: dict[int, bytes], elem: int) -> int | None:
-    value = fields.get(elem)
-    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
 
 
 def failure_command(sop_class: str, msg_id: int, status: int, comment: str) -> bytes:
@@ -141,11 +113,12 @@ class FindFastPath:
         return head + body
 
     def _take(self, pdu: bytes) -> bool:
-        items = pdvs(pdu)
-        if items is None:
+        offsets = pdv_items(pdu)
+        if offsets is None:
             return self._give_back(pdu)
+        items = [(cx, control, pdu[start:end]) for cx, control, start, end in offsets]
         if self.request is None:
-            if self.assoc.dimse.message is not None or not self._start(items[0]):
+            if self.assoc.dimse.message is not None or not self._start(*items[0]):
                 return False  # pynetdicom's: a message it is assembling, or not a plain C-FIND-RQ
             items = items[1:]
         self.held.append(pdu)
@@ -158,16 +131,15 @@ class FindFastPath:
                 return self._answer()
         return True  # the identifier continues in the next PDU
 
-    def _start(self, first: Pdv) -> bool:
-        context_id, control, fragment = first
+    def _start(self, context_id: int, control: int, fragment: bytes) -> bool:
         if control & 0x03 != 0x03:
             return False  # not a whole command set in one fragment
         fields = command_fields(fragment)
-        if fields is None or _us(fields, _FIELD) != C_FIND_RQ \
-                or _us(fields, _DATA_SET_TYPE) in (None, NO_DATA_SET):
+        if fields is None or us(fields, COMMAND_FIELD) != C_FIND_RQ \
+                or us(fields, DATA_SET_TYPE) in (None, NO_DATA_SET):
             return False
-        msg_id = _us(fields, _MSG_ID)
-        sop_class = fields.get(_SOP_CLASS, b"").rstrip(b"\0 ").decode("ascii", "replace")
+        msg_id = us(fields, MESSAGE_ID)
+        sop_class = uid(fields, SOP_CLASS)
         cx = next((c for c in self.assoc.accepted_contexts if c.context_id == context_id), None)
         if msg_id is None or cx is None or cx.abstract_syntax != sop_class or sop_class not in MODELS \
                 or cx.transfer_syntax[0] not in _SYNTAXES:
@@ -189,7 +161,7 @@ class FindFastPath:
     def _answer(self) -> bool:
         context_id, msg_id, sop_class, is_implicit = self.request  # type: ignore[misc]
         assoc, backend = self.assoc, self.ctx.backend
-        if backend is None or not self._idle() \
+        if backend is None or not idle(assoc) \
                 or (self.refusal is not None and self.refusal(assoc, "find") is not None):
             return self._give_back()
         try:
@@ -221,14 +193,6 @@ class FindFastPath:
         for raw in writer.later:  # what the peer sent meanwhile, in order
             assoc.dul.feed(raw)
         return True
-
-    def _idle(self) -> bool:
-        """Nothing else in progress on the association: no message waiting for or being served by
-        its reactor, nothing queued for the DUL to send (answers must not interleave)."""
-        assoc = self.assoc
-        return not getattr(assoc, "serving", True) and assoc.dimse.msg_queue.empty() \
-            and assoc.dul.to_provider_queue.empty()
-
 
 class _Writer:
     """Pending responses, gathered and written in batches, and the final response."""
@@ -279,12 +243,12 @@ class _Writer:
         return False
 
     def _is_cancel(self, pdu: bytes) -> bool:
-        items = pdvs(pdu)
+        items = pdv_items(pdu)
         if not items or len(items) != 1 or items[0][1] & 0x03 != 0x03:
             return False
-        fields = command_fields(items[0][2])
-        return fields is not None and _us(fields, _FIELD) == C_CANCEL_RQ \
-            and _us(fields, _RESPONDED_TO) == self.msg_id
+        fields = command_fields(pdu[items[0][2]:items[0][3]])
+        return fields is not None and us(fields, COMMAND_FIELD) == C_CANCEL_RQ \
+            and us(fields, RESPONDED_TO) == self.msg_id
 
 
 def hook_for(ctx: GatewayContext, refusal: Callable[[Any, str], str | None] | None = None

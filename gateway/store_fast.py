@@ -23,11 +23,23 @@ import contextlib
 import logging
 import os
 import ssl
-import struct
 from collections.abc import Callable
 from typing import Any
 
 from pacs.dimse.direct import c_store_success_rsp, command_set, implicit, pdv_pdu, uid_value
+from pacs.dimse.pdu import (
+    COMMAND_FIELD,
+    DATA_SET_TYPE,
+    MESSAGE_ID,
+    NO_DATA_SET,
+    SOP_CLASS,
+    SOP_INSTANCE,
+    command_fields,
+    idle,
+    pdv_items,
+    uid,
+    us,
+)
 
 from gateway.ae import SpoolFile, file_meta_bytes
 from gateway.context import GatewayContext
@@ -36,54 +48,10 @@ from gateway.handlers import store_spooled
 log = logging.getLogger("gateway")
 
 C_STORE_RQ = 0x0001
-NO_DATA_SET = 0x0101
-#: Command set elements read here: Affected SOP Class UID, Command Field, Message ID, Command Data Set
-#: Type, Affected SOP Instance UID.
-_SOP_CLASS, _FIELD, _MSG_ID, _DATA_SET_TYPE, _SOP_INSTANCE = 0x0002, 0x0100, 0x0110, 0x0800, 0x1000
-_ITEM = struct.Struct(">IBB")  # PDV item: length, presentation context ID, message control header
 
 
 class ProtocolError(Exception):
     """The peer broke the message's framing: the reactor aborts the association."""
-
-
-def pdv_items(pdu: bytes) -> list[tuple[int, int, int, int]] | None:
-    """(context ID, control header, start, end) of each PDV item of a P-DATA-TF PDU, or None."""
-    out = []
-    i, end = 6, len(pdu)
-    while i < end:
-        if i + 6 > end:
-            return None
-        length, cx, control = _ITEM.unpack_from(pdu, i)
-        if length < 2 or i + 4 + length > end:
-            return None
-        out.append((cx, control, i + 6, i + 4 + length))
-        i += 4 + length
-    return out or None
-
-
-def command_fields(command: bytes | memoryview) -> dict[int, bytes] | None:
-    """The elements of a command set (group 0000, Implicit VR Little Endian), or None if malformed."""
-    out: dict[int, bytes] = {}
-    i, end = 0, len(command)
-    while i < end:
-        if i + 8 > end:
-            return None
-        group, elem, length = struct.unpack_from("<HHI", command, i)
-        if group != 0 or i + 8 + length > end:
-            return None
-        out[elem] = bytes(command[i + 8:i + 8 + length])
-        i += 8 + length
-    return out
-
-
-def _us(fields: dict[int, bytes], elem: int) -> int | None:
-    value = fields.get(elem)
-    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
-
-
-def _uid(fields: dict[int, bytes], elem: int) -> str:
-    return fields.get(elem, b"").rstrip(b"\0 ").decode("ascii", "replace")
 
 
 def store_rsp(sop_class: str, sop_uid: str, msg_id: int, status: int, comment: str | None) -> bytes:
@@ -142,15 +110,15 @@ class StoreFastPath:
 
     def _start(self, context_id: int, command: memoryview) -> bool:
         fields = command_fields(command)
-        if fields is None or _us(fields, _FIELD) != C_STORE_RQ \
-                or _us(fields, _DATA_SET_TYPE) in (None, NO_DATA_SET):
+        if fields is None or us(fields, COMMAND_FIELD) != C_STORE_RQ \
+                or us(fields, DATA_SET_TYPE) in (None, NO_DATA_SET):
             return False
-        msg_id = _us(fields, _MSG_ID)
-        sop_class, sop_uid = _uid(fields, _SOP_CLASS), _uid(fields, _SOP_INSTANCE)
+        msg_id = us(fields, MESSAGE_ID)
+        sop_class, sop_uid = uid(fields, SOP_CLASS), uid(fields, SOP_INSTANCE)
         assoc = self.assoc
         cx = next((c for c in assoc.accepted_contexts if c.context_id == context_id), None)
         if msg_id is None or not sop_uid or cx is None or cx.abstract_syntax != sop_class \
-                or not self._idle() \
+                or not idle(assoc) \
                 or (self.refusal is not None and self.refusal(assoc, "store") is not None):
             return False
         self.file = SpoolFile()
@@ -162,13 +130,6 @@ class StoreFastPath:
             raise
         self.request = (context_id, msg_id, sop_class, sop_uid)
         return True
-
-    def _idle(self) -> bool:
-        """Nothing else in progress on the association: no message being assembled by pynetdicom,
-        waiting for or served by its reactor, nothing queued for the DUL to send."""
-        assoc = self.assoc
-        return assoc.dimse.message is None and not getattr(assoc, "serving", True) \
-            and assoc.dimse.msg_queue.empty() and assoc.dul.to_provider_queue.empty()
 
     def _answer(self) -> None:
         context_id, msg_id, sop_class, sop_uid = self.request  # type: ignore[misc]
