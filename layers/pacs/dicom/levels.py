@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -44,18 +46,21 @@ def split_levels(ds: Dataset) -> tuple[DicomJson, DicomJson, DicomJson]:
     sequences, binary values or values over 512 bytes, which the metadata resource serves instead.
     Values are UTF-8 text in JSON, so Specific Character Set is not repeated.
     """
-    study: DicomJson = {}
-    series: DicomJson = {}
-    instance: DicomJson = {}
+    levels: tuple[DicomJson, DicomJson, DicomJson] = ({}, {}, {})
     for key, value in to_dicom_json(ds, include=_kept, bulk_data_threshold=None).items():
-        tag = int(key, 16)
-        if tag in STUDY_TAGS:
-            study[key] = value
-        elif tag in SERIES_TAGS:
-            series[key] = value
-        elif value["vr"] not in _BINARY_VRS and len(str(value.get("Value", ""))) <= _CATALOG_VALUE_LIMIT:
-            instance[key] = value
-    return study, series, instance
+        _place(levels, key, int(key, 16), value)
+    return levels
+
+
+def _place(levels: tuple[DicomJson, DicomJson, DicomJson], key: str, tag: int, value: Any) -> None:
+    """An attribute into the study's, the series' or (short, non-binary) the instance's level."""
+    study, series, instance = levels
+    if tag in STUDY_TAGS:
+        study[key] = value
+    elif tag in SERIES_TAGS:
+        series[key] = value
+    elif value["vr"] not in _BINARY_VRS and len(str(value.get("Value", ""))) <= _CATALOG_VALUE_LIMIT:
+        instance[key] = value
 
 
 def split_document(doc: DicomJson) -> tuple[DicomJson, DicomJson, DicomJson] | None:
@@ -63,9 +68,7 @@ def split_document(doc: DicomJson) -> tuple[DicomJson, DicomJson, DicomJson] | N
     BulkDataURIs for values over 1024 bytes) instead of converting the header a second time.
 
     None when a value the catalog could keep went to a BulkDataURI there (split_levels then)."""
-    study: DicomJson = {}
-    series: DicomJson = {}
-    instance: DicomJson = {}
+    levels: tuple[DicomJson, DicomJson, DicomJson] = ({}, {}, {})
     for key, value in doc.items():
         tag = int(key, 16)
         if not _kept(tag):
@@ -74,10 +77,5 @@ def split_document(doc: DicomJson) -> tuple[DicomJson, DicomJson, DicomJson] | N
             if value["vr"] not in _BINARY_VRS or tag in STUDY_TAGS or tag in SERIES_TAGS:
                 return None
             continue
-        if tag in STUDY_TAGS:
-            study[key] = value
-        elif tag in SERIES_TAGS:
-            series[key] = value
-        elif value["vr"] not in _BINARY_VRS and len(str(value.get("Value", ""))) <= _CATALOG_VALUE_LIMIT:
-            instance[key] = value
-    return study, series, instance
+        _place(levels, key, tag, value)
+    return levels

@@ -24,6 +24,7 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -150,6 +151,20 @@ def pause(assoc: Any) -> None:
             time.sleep(0.0001)
 
 
+@contextlib.contextmanager
+def reactor_paused(assoc: Any) -> Iterator[None]:
+    """The association's reactor held at its checkpoint (unless this is its own thread), so that the
+    caller takes the response off the DIMSE queue itself, as pynetdicom's send_c_store does."""
+    own_thread = threading.current_thread() is assoc
+    if not own_thread:
+        pause(assoc)
+    try:
+        yield
+    finally:
+        if not own_thread:
+            assoc._reactor_checkpoint.set()
+
+
 def send_stored_file(
     assoc: Any, path: Path, sop_class: str, sop_uid: str, transfer_syntax: str, *,
     msg_id: int = 1, priority: int = 2, originator_aet: str | None = None, originator_id: int | None = None,
@@ -169,15 +184,9 @@ def send_stored_file(
         fp.seek(start)
         max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
         command = c_store_rq(sop_class, sop_uid, msg_id, priority, originator_aet, originator_id)
-        own_thread = threading.current_thread() is assoc
-        if not own_thread:  # pause the reactor, as pynetdicom's send_c_store does
-            pause(assoc)
-        try:
+        with reactor_paused(assoc):
             _write(sock, fp, size, context_id, command, max_pdu)
             _, rsp = assoc.dimse.get_msg(block=True)
-        finally:
-            if not own_thread:
-                assoc._reactor_checkpoint.set()
     if rsp is None:
         assoc._handle_no_response()
         return Dataset()
@@ -507,14 +516,8 @@ class StoreExchange:
 def _await_response(assoc: Any) -> StoreStatus:
     """The next DIMSE message pynetdicom delivers on the association, as a C-STORE status (its reactor
     paused meanwhile, as pynetdicom's send_c_store does)."""
-    own_thread = threading.current_thread() is assoc
-    if not own_thread:
-        pause(assoc)
-    try:
+    with reactor_paused(assoc):
         _, rsp = assoc.dimse.get_msg(block=True)
-    finally:
-        if not own_thread:
-            assoc._reactor_checkpoint.set()
     if rsp is None:
         assoc._handle_no_response()
         return StoreStatus(None, "no response")

@@ -53,9 +53,10 @@ def study_detail(
     }
 
 
-def announce(events: EventPublisher, catalog: Catalog, row: InstanceRow, *, removed: bool,
-             replaced: bool = False) -> None:
-    """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study."""
+def announcement(catalog: Catalog, row: InstanceRow, *, removed: bool,
+                 replaced: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study: (detail type,
+    detail) pairs, in the order they are published."""
     detail = instance_detail(row)
     if removed:
         kind = INSTANCE_DELETED
@@ -63,7 +64,13 @@ def announce(events: EventPublisher, catalog: Catalog, row: InstanceRow, *, remo
         kind = INSTANCE_STORED
         detail["replaced"] = replaced
     study = study_detail(catalog, row.partition, row.study_uid, kind, row.sop_uid)
-    pair = [(kind, detail), (STUDY_UPDATED, study)]
+    return [(kind, detail), (STUDY_UPDATED, study)]
+
+
+def announce(events: EventPublisher, catalog: Catalog, row: InstanceRow, *, removed: bool,
+             replaced: bool = False) -> None:
+    """Publish `announcement(...)`: in one batch when the publisher takes batches."""
+    pair = announcement(catalog, row, removed=removed, replaced=replaced)
     if isinstance(events, BatchPublisher):
         events.publish_batch(pair)
     else:

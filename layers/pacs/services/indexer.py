@@ -22,9 +22,9 @@ from pacs.catalog.port import Catalog
 from pacs.catalog.records import DicomJson, IndexedInstance, InstanceRow
 from pacs.dicom.levels import split_document, split_levels
 from pacs.errors import InvalidDataset
-from pacs.events.details import BatchPublisher, instance_detail, study_detail
+from pacs.events.details import BatchPublisher, announcement
 from pacs.events.model import ObjectEvent, sequencer_order
-from pacs.events.publisher import INSTANCE_DELETED, INSTANCE_STORED, STUDY_UPDATED, EventPublisher
+from pacs.events.publisher import EventPublisher
 from pacs.services.metadata import MetadataService, instance_document, read_instance
 from pacs.storage.keys import InstanceKey, parse_instance_key
 from pacs.storage.port import BlobInfo, BlobStore
@@ -121,14 +121,7 @@ class IndexerService:
     def _announce(self, row: InstanceRow, *, removed: bool, replaced: bool = False) -> None:
         """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study (as
         `pacs.events.details.announce`); held while a `transaction()` is open."""
-        detail = instance_detail(row)
-        if removed:
-            kind = INSTANCE_DELETED
-        else:
-            kind = INSTANCE_STORED
-            detail["replaced"] = replaced
-        pair = [(kind, detail), (STUDY_UPDATED, study_detail(self.catalog, row.partition, row.study_uid,
-                                                            kind, row.sop_uid))]
+        pair = announcement(self.catalog, row, removed=removed, replaced=replaced)
         if self._held is not None:
             self._held.extend(pair)
         else:
