@@ -318,11 +318,15 @@ def test_store_exchange_when_the_peer_aborts(stored: Path, answering: Answering)
     try:
         first = exchange.send(files[0][0], CT, files[0][1], ExplicitVRLittleEndian, msg_id=1)
         second = exchange.send(files[1][0], CT, files[1][1], ExplicitVRLittleEndian, msg_id=2)
+        assert exchange.ended  # whatever pynetdicom has made of the A-ABORT yet
+        third = exchange.send(files[2][0], CT, files[2][1], ExplicitVRLittleEndian, msg_id=3)
     finally:
         exchange.close()
         ae.shutdown()
     assert first == StoreStatus(0)
     assert second is not None and second.status is None  # no response: the sub-operation failed
+    assert third == StoreStatus(None, "the connection is closed")  # nothing sent after the abort
+    assert files[2][1] not in [r.AffectedSOPInstanceUID for r in answering.received]
     for _ in range(500):  # the A-ABORT went to pynetdicom, which ends the association
         if not assoc.is_established:
             break

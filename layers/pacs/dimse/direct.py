@@ -361,6 +361,9 @@ class StoreExchange:
         self._sock: Any = None
         self._blocking_timeout: float | None = None
         self._buffer = bytearray()
+        #: The connection is gone or going (lost, aborted, or the peer sent A-ABORT / A-RELEASE-RQ):
+        #: nothing more is sent, whatever pynetdicom's state says yet.
+        self.ended = False
 
     @classmethod
     def open(cls, assoc: Any) -> StoreExchange | None:
@@ -379,9 +382,14 @@ class StoreExchange:
             if sock is None:
                 lease.__exit__(None, None, None)
                 return None
+            try:
+                self._blocking_timeout = sock.gettimeout()
+                sock.settimeout(self.timeout)  # a peer that stops reading or answering: a DIMSE timeout
+            except OSError:  # closed meanwhile (pynetdicom handling the peer's A-ABORT)
+                lease.__exit__(None, None, None)
+                self.ended = True
+                return None
             self._lease, self._sock = lease, sock
-            self._blocking_timeout = sock.gettimeout()
-            sock.settimeout(self.timeout)  # a peer that stops reading or answering: a DIMSE timeout
         return self._sock
 
     def give_back(self) -> None:
@@ -444,6 +452,8 @@ class StoreExchange:
         """Send a request framed by `frames`: None when it went (its response is for `read`); else the
         outcome of a sub-operation that has no response (the connection lost: the association aborted),
         or NOT_SENT (the socket could not be borrowed: pynetdicom's to send)."""
+        if self.ended:
+            return StoreStatus(None, "the connection is closed")
         try:
             sock = self._socket()
         except TimeoutError:
@@ -472,6 +482,7 @@ class StoreExchange:
 
     def _lost(self, why: str) -> StoreStatus:
         log.error("C-STORE to %s: %s", self.assoc.acceptor.ae_title, why)
+        self.ended = True
         self.give_back()
         self.assoc.abort()
         return StoreStatus(None, why)
@@ -505,7 +516,8 @@ class StoreExchange:
         for pdu in read:
             self.assoc.dul.feed(pdu)
         self.give_back()
-        if not wait:
+        if not wait:  # an A-ABORT or A-RELEASE-RQ: the association is ending
+            self.ended = True
             return StoreStatus(None, f"PDU type 0x{read[-1][0]:02X} instead of a C-STORE response")
         return _await_response(self.assoc)
 

@@ -218,7 +218,7 @@ def move_sub_operations(
                 pending()
                 final = CANCEL, ""
                 break
-            if not store_assoc.is_established:
+            if not store_assoc.is_established or exchange.ended:
                 pending()
                 final = UNABLE_TO_PERFORM_SUBOPERATIONS, "the store association is gone"
                 for left in rows[n:]:  # never attempted: failed too
