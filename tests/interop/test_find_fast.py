@@ -231,8 +231,8 @@ def paused(tmp_path: Path) -> Iterator[Gateway]:
     yield from _serve(tmp_path, fast=True, service=_PausingFind)
 
 
-def _start_paused_query(gw: Gateway, ae: AE) -> tuple[Any, Iterator[Any]]:
-    assoc = ae.associate("127.0.0.1", gw.port, ae_title="PACS")
+def _start_paused_query(gw: Gateway, ae: AE, evt_handlers: list[Any] | None = None) -> tuple[Any, Iterator[Any]]:
+    assoc = ae.associate("127.0.0.1", gw.port, ae_title="PACS", evt_handlers=evt_handlers or [])
     assert assoc.is_established
     ident = Dataset()
     ident.QueryRetrieveLevel = "IMAGE"
@@ -266,7 +266,13 @@ def test_other_pdus_read_mid_query_reach_pynetdicom_afterwards(paused: Gateway) 
     read by the fast path while it looks for a cancel, handed to pynetdicom once the query is done —
     so the final C-FIND response comes first, then the echo's."""
     ae = _scu()
-    assoc, responses = _start_paused_query(paused, ae)
+    arrived: list[tuple[str, int, int]] = []  # every DIMSE message the client's DUL decodes, in order
+
+    def on_recv(event: Any) -> None:
+        cs = event.message.command_set
+        arrived.append((type(event.message).__name__, int(cs.MessageIDBeingRespondedTo), int(cs.Status)))
+
+    assoc, responses = _start_paused_query(paused, ae, [(evt.EVT_DIMSE_RECV, on_recv)])
     try:
         primitive = C_ECHO()  # sent as is: pynetdicom's send_c_echo would wait for its own answer
         primitive.MessageID, primitive.AffectedSOPClassUID = 8, Verification
@@ -277,8 +283,10 @@ def test_other_pdus_read_mid_query_reach_pynetdicom_afterwards(paused: Gateway) 
         _PausingFind.resume.set()
         statuses = [int(s.Status) for s, _ in responses]
         assert statuses == [0xFF00] * (40 - find_fast.BATCH) + [0x0000]
-        _, echo_rsp = assoc.dimse.get_msg(block=True)
-        assert echo_rsp is not None and echo_rsp.MessageIDBeingRespondedTo == 8 and echo_rsp.Status == 0
+        # the echo's answer, whoever takes it off the queue (the client's own reactor may, once the
+        # C-FIND is over): seen as it arrives, after the final C-FIND response
+        wait_until(lambda: len(arrived) == 42, bool, timeout=30, what="the C-ECHO response")
+        assert arrived[-2:] == [("C_FIND_RSP", 7, 0x0000), ("C_ECHO_RSP", 8, 0x0000)]
     finally:
         assoc.release()
         ae.shutdown()
