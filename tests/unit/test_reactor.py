@@ -194,6 +194,7 @@ def test_pdata_hook_sees_each_pdu_and_feed_hands_it_back(
         sock = assoc.dul.socket.socket
         assoc._reactor_checkpoint.clear()  # this test reads the answers itself
         assert wait_for(lambda: assoc._is_paused)
+        time.sleep(0.05)  # pynetdicom's loop may have passed its checkpoint just before: let it finish
         sock.sendall(_echo_rq_pdu(11, cx))
         assert wait_for(lambda: len(taken) == 1) and assoc.dimse.msg_queue.empty()
         time.sleep(0.2)
