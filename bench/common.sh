@@ -127,3 +127,21 @@ JSON
   # TCP_NODELAY=1: Debian's Orthanc (dcmtk inside) leaves Nagle on otherwise (~40 ms per C-STORE)
   TCP_NODELAY=1 setsid "$ORTHANC_BIN" "$dir/orthanc.json" >>"$logfile" 2>&1 &
 }
+
+machine_facts() {  # sets dcmtk_v orthanc_v git_rev fs cpu mem for a report header ($ROOT: the repo, $OUT: results)
+  dcmtk_v=$({ storescu --version 2>&1 || true; } | head -1 | grep -o 'v[0-9][0-9.]*' || echo '?')
+  orthanc_v="$(Orthanc --version 2>/dev/null | head -1), Debian $(dpkg-query -W -f='${Version}' orthanc 2>/dev/null)"
+  git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+  [[ -z "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]] || git_rev+=" + uncommitted changes"
+  fs="$(df -T "$OUT" | awk 'NR==2 {print $2 " on " $1}')"
+  cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+  mem=$(free -g | awk '/^Mem/ {print $2}')
+}
+
+session_rss_mib() {  # session-leader pid: the RSS of the session's live processes, MiB
+  local rss=0 p
+  for p in $(ps -o pid= -s "$1" 2>/dev/null || true); do
+    rss=$((rss + $(ps -o rss= -p "$p" 2>/dev/null || echo 0)))
+  done
+  echo $((rss / 1024))
+}

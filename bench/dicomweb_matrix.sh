@@ -127,11 +127,7 @@ timeout --foreground -k 10 "$BENCH_TIMEOUT" "$PY" "$B/dicomweb_run.py" bench "${
   --cap-seconds "${CAP_SECONDS:-25}"
 for s in "${servers[@]}"; do
   name=$(label_of "$s")
-  rss=0
-  for p in $(ps -o pid= -s "${PID_OF[$name]}" 2>/dev/null || true); do
-    rss=$((rss + $(ps -o rss= -p "$p" 2>/dev/null || echo 0)))
-  done
-  echo "$name $((rss / 1024))" >> "$LOGS/rss.txt"
+  echo "$name $(session_rss_mib "${PID_OF[$name]}")" >> "$LOGS/rss.txt"
 done
 stop_all
 wipe

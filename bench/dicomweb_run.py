@@ -39,7 +39,6 @@ import hashlib
 import http.client
 import io
 import json
-import os
 import statistics
 import sys
 import time
@@ -47,7 +46,9 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-HZ = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu import box_cpu, own_cpu, session_cpu
+
 GENERATOR_VERSION = 1
 DCM_JSON = "application/dicom+json"
 MP_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -232,43 +233,15 @@ def parse_servers(specs: list[str]) -> list[Client]:
 
 
 # ----------------------------------------------------------------------------------------- CPU accounting
-def box_cpu() -> float:
-    with open("/proc/stat") as f:
-        v = f.readline().split()
-    return sum(int(v[i]) for i in (1, 2, 3, 6, 7, 8)) / HZ
-
-
-def session_cpu(sid: int | None) -> float:
-    """CPU seconds of the live processes of session `sid` (+ what its leader reaped from dead children)."""
-    if not sid:
-        return 0.0
-    total = 0.0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                v = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(v[3]) == sid:  # fields after ")": state ppid pgrp session ...
-            total += int(v[11]) + int(v[12])
-            if int(d) == sid:
-                total += int(v[13]) + int(v[14])
-    return total / HZ
-
-
 class Meter:
     def __init__(self, clients: list[Client]):
         self.pids = [c.pid for c in clients]
-        t = os.times()
-        self.own0 = t.user + t.system
+        self.own0 = own_cpu()
         self.srv0 = [session_cpu(p) for p in self.pids]
         self.box0, self.w0 = box_cpu(), time.monotonic()
 
     def done(self) -> dict:
-        t = os.times()
-        own = t.user + t.system - self.own0
+        own = own_cpu() - self.own0
         srv = [session_cpu(p) - s0 for p, s0 in zip(self.pids, self.srv0, strict=True)]
         wall = time.monotonic() - self.w0
         other = (box_cpu() - self.box0 - own - sum(srv)) / wall if wall > 0 else 0.0

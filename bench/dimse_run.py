@@ -53,11 +53,11 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu import box_cpu, own_cpu, session_cpu  # bench/cpu.py, beside this script
 from dimse_wire import WireAssociation
 
 _config.LOG_REQUEST_IDENTIFIERS = False  # the client pretty-prints nothing (the same for every server)
 _config.LOG_RESPONSE_IDENTIFIERS = False
-HZ = os.sysconf("SC_CLK_TCK")
 MODEL = StudyRootQueryRetrieveInformationModelFind
 CALLING_AET = "BENCHSCU"
 #: How long the client's DUL thread sleeps when idle (pynetdicom: 1 ms, which would add up to a
@@ -259,37 +259,6 @@ def wait(a: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- bench
-def box_cpu() -> float:
-    with open("/proc/stat") as f:
-        v = f.readline().split()
-    return sum(int(v[i]) for i in (1, 2, 3, 6, 7, 8)) / HZ
-
-
-def session_cpu(sid: int | None) -> float:
-    """CPU seconds of the live processes of session `sid` (+ what its leader reaped from dead children)."""
-    if not sid:
-        return 0.0
-    total = 0.0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                v = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(v[3]) == sid:
-            total += int(v[11]) + int(v[12])
-            if int(d) == sid:
-                total += int(v[13]) + int(v[14])
-    return total / HZ
-
-
-def own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 @dataclass
 class Row:
     name: str

@@ -96,11 +96,7 @@ if [[ ${1:-} == --inside ]]; then
     --server "orthanc=$HOST:4242:ORTHANC@${PID_OF[orthanc]}" \
     --data "$CT" --data "$MIXED" --results "$RESULTS" --n "$N" --cap-seconds "$CAP_SECONDS"
   for name in "$PACS_LABEL" orthanc; do
-    rss=0
-    for p in $(ps -o pid= -s "${PID_OF[$name]}" 2>/dev/null || true); do
-      rss=$((rss + $(ps -o rss= -p "$p" 2>/dev/null || echo 0)))
-    done
-    echo "$name $((rss / 1024))" >> "$LOGS/rss.txt"
+    echo "$name $(session_rss_mib "${PID_OF[$name]}")" >> "$LOGS/rss.txt"
   done
   stop_all
 
@@ -144,13 +140,7 @@ wait_quiet
 
 # 4. report header
 HEADER=$LOGS/header.md
-dcmtk_v=$({ storescu --version 2>&1 || true; } | head -1 | grep -o 'v[0-9][0-9.]*' || echo '?')
-orthanc_v="$(Orthanc --version 2>/dev/null | head -1), Debian $(dpkg-query -W -f='${Version}' orthanc 2>/dev/null)"
-git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-[[ -z "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]] || git_rev+=" + uncommitted changes"
-fs="$(df -T "$OUT" | awk 'NR==2 {print $2 " on " $1}')"
-cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-mem=$(free -g | awk '/^Mem/ {print $2}')
+machine_facts
 {
   echo "# DIMSE, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo

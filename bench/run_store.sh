@@ -61,13 +61,7 @@ netns_up
 
 # 4. report header
 HEADER=$LOGS/header.md
-dcmtk_v=$({ storescu --version 2>&1 || true; } | head -1 | grep -o 'v[0-9][0-9.]*' || echo '?')
-orthanc_v="$(Orthanc --version 2>/dev/null | head -1), Debian $(dpkg-query -W -f='${Version}' orthanc 2>/dev/null)"
-git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-[[ -z "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]] || git_rev+=" + uncommitted changes"
-fs="$(df -T "$OUT" | awk 'NR==2 {print $2 " on " $1}')"
-cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-mem=$(free -g | awk '/^Mem/ {print $2}')
+machine_facts
 {
   echo "# C-STORE ingest, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo

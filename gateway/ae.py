@@ -9,6 +9,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
 from pacs.dimse.reactor import EventAE, EventRequestHandler
@@ -182,6 +183,9 @@ class GatewayServer(ThreadedAssociationServer):
     #: What each accepted connection goes through (gateway.policy.ConnectionGuard: PDU limits,
     #: timeouts, TLS): `wrap(sock)` here, `ready(sock)` (the TLS handshake) in its own thread.
     guard: Any = None
+    #: Each new association's `EventDUL.pdata_hook` comes from this (None: pynetdicom's path alone);
+    #: `gateway.server` sets the C-STORE and C-FIND fast paths here.
+    pdata_hook_for: Callable[[Any], Callable[[bytes], bool] | None] | None = None
     #: Stopping does not wait for connection threads (a TLS handshake may last the network timeout);
     #: the worker waits for, then aborts, the associations themselves.
     block_on_close = False

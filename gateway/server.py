@@ -66,7 +66,7 @@ def serve_worker(settings: Settings, sock: socket.socket, *, tls_sock: socket.so
         servers.append(start_server(ae, tls_sock.getsockname()[:2], bindings, sock=tls_sock,
                                     guard=ConnectionGuard(settings, tls)))
     for server in servers:  # plain C-STOREs and C-FINDs served in the DUL thread (store_fast, find_fast)
-        server.pdata_hook_for = store_fast.combined(  # type: ignore[attr-defined]
+        server.pdata_hook_for = store_fast.combined(
             store_fast.hook_for(ctx, policy.refusal), find_fast.hook_for(ctx, policy.refusal))
     stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 

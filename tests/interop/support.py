@@ -82,6 +82,16 @@ def run_tool(args: list[str], timeout: float = 120.0) -> subprocess.CompletedPro
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 
+def terminate(proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it is still running after `timeout` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _exited(pid: int) -> bool:
     """True when `pid` (a child of this process) has exited; it is left unreaped."""
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None

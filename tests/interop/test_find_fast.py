@@ -105,7 +105,7 @@ def _serve(tmp_path: Path, *, fast: bool, service: type[FindService] = FindServi
     gw.port = free_port()
     gw.server = start_server(ae, ("127.0.0.1", gw.port), bindings)
     if fast:
-        gw.server.pdata_hook_for = lambda assoc: find_fast.FindFastPath(  # type: ignore[attr-defined]
+        gw.server.pdata_hook_for = lambda assoc: find_fast.FindFastPath(
             assoc, ctx, refusal, service)
     try:
         yield gw

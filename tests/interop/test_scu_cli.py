@@ -26,6 +26,7 @@ from .support import (
     free_port,
     instance_path,
     run_tool,
+    terminate,
     value,
     wait_indexed,
     wait_until,
@@ -101,12 +102,7 @@ def storescp(dcmtk: Callable[[str], str], tmp_path_factory: pytest.TempPathFacto
     wait_until(lambda: run_tool([dcmtk("echoscu"), "-aec", "STORESCP", "127.0.0.1", str(port)]).returncode,
                lambda rc: rc == 0, timeout=60, what="storescp to answer C-ECHO")
     yield StoreScp(proc, port, out_dir)
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    terminate(proc)
     log.close()
 
 
@@ -279,12 +275,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory, storescp: StoreScp) -> Ite
                    timeout=60, what="Orthanc to answer C-ECHO")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
         log.close()
 
 

@@ -186,7 +186,7 @@ def test_pdata_hook_sees_each_pdu_and_feed_hands_it_back(
             return False
         return hook
 
-    server.pdata_hook_for = hook_for  # type: ignore[attr-defined]
+    server.pdata_hook_for = hook_for  # type: ignore[assignment]
     assoc = requestor().associate("127.0.0.1", port, ae_title="PACS")
     try:
         assert assoc.is_established

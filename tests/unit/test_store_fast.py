@@ -53,7 +53,7 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     ae = make_ae("PACS", spool=True)
     server = start_server(ae, ("127.0.0.1", gw.port), bindings)
     if request.param == "fast":
-        server.pdata_hook_for = store_fast.combined(  # type: ignore[attr-defined]
+        server.pdata_hook_for = store_fast.combined(
             store_fast.hook_for(ctx), find_fast.hook_for(ctx))
     try:
         yield gw
