@@ -17,10 +17,9 @@ import sys
 import tempfile
 import time
 
-from pacs.backends import open_backend
+from pacs.backends import ingest_service, open_backend
 from pacs.cli.children import die_with_parent
 from pacs.config import Settings
-from pacs.services.ingest import DuplicatePolicy, IngestService
 
 from gateway import find_fast, store_fast
 from gateway.ae import make_ae, start_server
@@ -49,10 +48,7 @@ def serve_worker(settings: Settings, sock: socket.socket, *, tls_sock: socket.so
     """One worker: its own backend handles and AE, serving the shared socket (and the TLS one)
     until signalled; `counter` counts associations over all workers."""
     backend = open_backend(settings)
-    ingest = IngestService(
-        backend.store, partition=settings.partition,
-        duplicate_policy=DuplicatePolicy(settings.duplicate_policy),
-    )
+    ingest = ingest_service(backend, index=bool(settings.index_on_store))  # PACS_INDEX_ON_STORE
     if settings.spool_received and backend.spool_dir is not None:
         tempfile.tempdir = str(backend.spool_dir)  # pynetdicom spools here: same filesystem as objects
     ae = make_ae(settings.ae_title, max_pdu=settings.max_pdu, spool=bool(settings.spool_received))

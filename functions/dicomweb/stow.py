@@ -25,6 +25,7 @@ from typing import IO
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from pacs.backends import ingest_service
 from pacs.dicom.multipart import (
     MultipartError,
     MultipartParser,
@@ -36,7 +37,7 @@ from pacs.dicom.multipart import (
 from pacs.dicom.part10 import Part10Header
 from pacs.dicom.uids import check_uid
 from pacs.errors import PacsError, StorageFailure
-from pacs.services.ingest import DuplicatePolicy, IngestService
+from pacs.services.ingest import IngestService
 from pacs.services.stow_json import (
     JSON_TYPES,
     MAX_METADATA_BYTES,
@@ -49,7 +50,7 @@ from pacs.services.stow_json import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from functions.dicomweb.context import DICOM_JSON, BadRequest, services
+from functions.dicomweb.context import DICOM_JSON, BadRequest, dicomweb_url, services
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ def _store_instances(
 
 
 def _response(request: Request, report: _Report, study: str | None) -> Response:
-    base = str(request.base_url).rstrip("/") + "/dicomweb/studies"
+    base = dicomweb_url(request) + "/studies"
 
     def ui(value: str) -> dict[str, object]:
         return {"vr": "UI", "Value": [value]}
@@ -298,10 +299,7 @@ def _response(request: Request, report: _Report, study: str | None) -> Response:
 
 async def _store(request: Request, study: str | None) -> Response:
     backend = services(request).backend
-    ingest = IngestService(
-        backend.store, partition=backend.settings.partition,
-        duplicate_policy=DuplicatePolicy(backend.settings.duplicate_policy),
-    )
+    ingest = ingest_service(backend, index=True)  # read-your-writes: indexed before it is listed
     boundary, root = _request_type(request.headers.get("content-type", ""))
     one = functools.partial(_ingest, ingest, study)
     if root == DICOM:

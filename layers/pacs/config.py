@@ -73,6 +73,15 @@ class Settings:
     dlq_url: str = ""
     endpoint_url: str = ""
     region: str = "us-east-1"
+    #: 1: a C-STORE is indexed before it is answered (queryable by the next C-FIND, as STOW-RS
+    #: always is); 0: it is answered once durable and indexed asynchronously, shortly after.
+    index_on_store: int = 0
+    #: The public base URL of the server (`https://pacs.example.org`, an API Gateway stage URL):
+    #: RetrieveURLs and BulkDataURIs start with it. Empty: from the request (see TRUSTED_PROXIES).
+    public_url: str = ""
+    #: Comma-separated addresses or networks (`10.0.0.0/8`) of reverse proxies whose `Forwarded` /
+    #: `X-Forwarded-*` headers are believed; empty: none (the headers are ignored).
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -138,7 +138,7 @@ def test_mixed_parts_are_202_with_reasons(client: TestClient, embedded: Backend,
     assert [values(i, "00081155")[0] for i in doc["00081199"]["Value"]] == [f"{S}.1.1"]
     assert failures(r) == [0xC000, 0xC000, 0xA900, 0xC000, 0xC000]
     assert "Warning" in r.headers and "close delimiter" in r.headers["Warning"]
-    assert [b.key for b in embedded.store.list("default/")] == [instance_key("default", S, f"{S}.1", f"{S}.1.1")]
+    assert [b.key for b in embedded.store.list("default/studies/")] == [instance_key("default", S, f"{S}.1", f"{S}.1.1")]
     drain(embedded)
     q = client.get(f"/dicomweb/studies/{S}/instances")
     assert [i["00080018"]["Value"][0] for i in q.json()] == [f"{S}.1.1"]

@@ -4,7 +4,8 @@ The indexer is level-triggered: an event only says "this key changed"; the index
 object store's current state for the key and makes the catalog agree with it. A created event
 whose ETag no longer matches the stored object is superseded (the newer write has its own event);
 a key that no longer exists is removed from the catalog. Versions are ordered by the event's
-sequencer, so a late, older delivery never overwrites newer state.
+sequencer, so a late, older delivery never overwrites newer state. An object the catalog already
+holds with the same ETag (indexed on store, as STOW-RS does) is not read again.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ class IndexerService:
             return IndexOutcome.SUPERSEDED  # re-created since: the created event indexes it
         if event.etag and head.etag != event.etag:
             return IndexOutcome.SUPERSEDED
+        row = self.catalog.get_instance(ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid)
+        if row is not None and row.etag == head.etag:  # indexed on store (STOW-RS): nothing to do
+            return IndexOutcome.UNCHANGED
         return self.index(head, sequencer=event.sequencer or head.sequencer or "")
 
     def index(self, head: BlobInfo, *, sequencer: str) -> IndexOutcome:
