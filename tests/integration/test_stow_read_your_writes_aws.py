@@ -1,0 +1,80 @@
+"""STOW-RS is read-your-writes on the AWS adapters (S3 + DynamoDB on moto, DESIGN.md 4a): with no
+indexer Lambda run between the store and the reads, `dicomweb-client` stores an instance and at once
+retrieves it by its RetrieveURL, finds it with QIDO-RS and deletes it, 100 times, over a real
+uvicorn server. The S3 → SQS notifications delivered to the indexer Lambda afterwards fail none and
+leave the catalog as it was (the idempotent safety net).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pacs.backends import open_backend
+from pacs.config import Settings
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+
+from functions.dicomweb.app import create_app
+from tests.integration import test_moto_pipeline as pipeline
+from tests.integration.test_moto_pipeline import MotoPacs
+from tests.unit.conftest import build_dataset, to_part10
+from tests.unit.live_server import serve
+
+aws = pipeline.aws  # the moto world fixture
+S = "1.2.826.0.1.3680043.8.498.4343"
+ROUNDS = 100
+
+
+@pytest.fixture
+def web(aws: MotoPacs) -> Iterator[DICOMwebClient]:
+    backend = open_backend(Settings.from_env())
+    assert backend.settings.backend == "aws"
+    try:
+        with serve(create_app(backend)) as port:
+            yield DICOMwebClient(url=f"http://127.0.0.1:{port}/dicomweb")
+    finally:
+        backend.close()
+
+
+def test_store_then_retrieve_search_delete_at_once(web: DICOMwebClient, aws: MotoPacs) -> None:
+    not_found: list[str] = []
+    accept = {"Accept": 'multipart/related; type="application/dicom"'}
+    for n in range(1, ROUNDS + 1):
+        series, sop = f"{S}.{n}", f"{S}.{n}.1"
+        data = to_part10(build_dataset(StudyInstanceUID=S, SeriesInstanceUID=series, SOPInstanceUID=sop,
+                                       InstanceNumber=n))
+        (ref,) = web.store_instances([dcmread(DicomBytesIO(data))]).ReferencedSOPSequence
+        steps = {
+            "RetrieveURL": lambda: requests.get(ref.RetrieveURL, headers=accept, timeout=30).raise_for_status(),
+            "QIDO-RS": lambda: web.search_for_instances(S, series),
+            "WADO-RS": lambda: web.retrieve_instance(S, series, sop),
+        }
+        for name, step in steps.items():
+            try:
+                got = step()
+            except requests.HTTPError as exc:
+                if exc.response is not None and exc.response.status_code == 404:
+                    not_found.append(f"{name} of instance {n}")
+                    continue
+                raise
+            if name == "QIDO-RS":
+                assert [d["00080018"]["Value"] for d in got] == [[sop]]  # type: ignore[union-attr]
+        if n % 2:
+            try:
+                web.delete_instance(S, series, sop)
+            except requests.HTTPError as exc:
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+                not_found.append(f"DELETE of instance {n}")
+            assert web.search_for_instances(S, series) == []
+    assert not_found == []
+    # Only now does the indexer Lambda see the notifications: it fails none and changes nothing.
+    before = aws.catalog_state()
+    messages = aws.receive()
+    assert len(messages) >= ROUNDS
+    assert aws.deliver(messages) == []
+    assert aws.catalog_state() == before
+    aws.assert_catalog_matches_store()

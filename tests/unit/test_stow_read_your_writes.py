@@ -1,0 +1,106 @@
+"""STOW-RS is read-your-writes on the embedded backend (DESIGN.md 4a), with NO index worker running:
+`dicomweb-client` stores an instance and at once retrieves it (by its RetrieveURL too), finds it with
+QIDO-RS and deletes it, 100 times over a real uvicorn server. The queued object events are then
+indexed by the worker as the safety net: they change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pacs.backends import Backend, ingest_service
+from pacs.events.local import LocalQueue
+from pacs.services import index_worker
+from pacs.services.indexer import IndexerService, IndexOutcome
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+
+from functions.dicomweb.app import create_app
+from tests.unit.conftest import MakePart10
+from tests.unit.live_server import serve
+
+S = "1.2.826.0.1.3680043.8.498.4242"
+ROUNDS = 100
+
+
+@pytest.fixture
+def web(embedded: Backend) -> Iterator[DICOMwebClient]:
+    with serve(create_app(embedded)) as port:
+        yield DICOMwebClient(url=f"http://127.0.0.1:{port}/dicomweb")
+
+
+def pending(backend: Backend) -> int:
+    """How many object events wait in the embedded queue."""
+    assert isinstance(backend.queue, LocalQueue)
+    return backend.queue.depth()
+
+
+def catalogued(backend: Backend) -> list[tuple[str, str]]:
+    page = backend.catalog.query_instances(backend.settings.partition, S, None, ())
+    return sorted((r.sop_uid, r.etag) for r in page.rows)
+
+
+def test_store_then_retrieve_search_delete_at_once(web: DICOMwebClient, embedded: Backend,
+                                                   make_part10: MakePart10) -> None:
+    not_found: list[str] = []
+    accept = {"Accept": 'multipart/related; type="application/dicom"'}
+    for n in range(1, ROUNDS + 1):
+        series, sop = f"{S}.{n}", f"{S}.{n}.1"
+        data = make_part10(StudyInstanceUID=S, SeriesInstanceUID=series, SOPInstanceUID=sop, InstanceNumber=n)
+        result = web.store_instances([dcmread(DicomBytesIO(data))])
+        (ref,) = result.ReferencedSOPSequence
+        steps = {
+            "RetrieveURL": lambda: requests.get(ref.RetrieveURL, headers=accept, timeout=30).raise_for_status(),
+            "WADO-RS": lambda: web.retrieve_instance(S, series, sop),
+            "QIDO-RS": lambda: web.search_for_instances(S, series),
+            "metadata": lambda: web.retrieve_instance_metadata(S, series, sop),
+        }
+        for name, step in steps.items():
+            try:
+                got = step()
+            except requests.HTTPError as exc:
+                if exc.response is not None and exc.response.status_code == 404:
+                    not_found.append(f"{name} of instance {n}")
+                    continue
+                raise
+            if name == "QIDO-RS":
+                assert [d["00080018"]["Value"] for d in got] == [[sop]]  # type: ignore[union-attr]
+            if name == "WADO-RS":
+                assert got.SOPInstanceUID == sop  # type: ignore[union-attr]
+        if n % 2:  # every other instance is deleted at once; the others stay
+            try:
+                web.delete_instance(S, series, sop)
+            except requests.HTTPError as exc:
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+                not_found.append(f"DELETE of instance {n}")
+            assert web.search_for_instances(S, series) == []
+    assert not_found == []
+    # No worker ran: every object event is still queued. Indexing them now changes nothing.
+    assert pending(embedded) >= ROUNDS
+    indexer = IndexerService(embedded.store, embedded.catalog)
+    before = catalogued(embedded)
+    assert embedded.queue is not None
+    while index_worker.drain_once(embedded.queue, indexer):
+        pass
+    assert catalogued(embedded) == before and len(before) == ROUNDS // 2
+    assert pending(embedded) == 0
+    study = embedded.catalog.get_study(embedded.settings.partition, S)
+    assert study is not None and study.n_instances == ROUNDS // 2
+
+
+def test_the_event_indexer_finds_a_stored_instance_indexed(embedded: Backend, make_part10: MakePart10) -> None:
+    """The safety net is cheap and idempotent: the created event of an instance indexed on store is a
+    no-op (UNCHANGED), and an instance stored without indexing is still indexed by its event."""
+    indexed = ingest_service(embedded, index=True).ingest(make_part10(SOPInstanceUID=f"{S}.1.1"))
+    plain = ingest_service(embedded, index=False).ingest(make_part10(SOPInstanceUID=f"{S}.1.2"))
+    p = embedded.settings.partition
+    assert embedded.catalog.get_instance(p, indexed.header.study_uid, indexed.header.series_uid, f"{S}.1.1")
+    assert embedded.catalog.get_instance(p, plain.header.study_uid, plain.header.series_uid, f"{S}.1.2") is None
+    assert embedded.queue is not None
+    indexer = IndexerService(embedded.store, embedded.catalog)
+    outcomes = {m.event.key: indexer.handle(m.event) for m in embedded.queue.receive(10)}
+    assert outcomes == {indexed.key: IndexOutcome.UNCHANGED, plain.key: IndexOutcome.INSERTED}
