@@ -6,7 +6,8 @@ indexed by the worker as the safety net: they change nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -43,6 +44,20 @@ def catalogued(backend: Backend) -> list[tuple[str, str]]:
     return sorted((r.sop_uid, r.etag) for r in page.rows)
 
 
+def attempt(not_found: list[str], name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)`; a 404 is noted in `not_found` (None returned), any other error raised."""
+    try:
+        result = call(*args, **kwargs)
+        if isinstance(result, requests.Response):
+            result.raise_for_status()
+        return result
+    except requests.HTTPError as exc:
+        if exc.response is None or exc.response.status_code != 404:
+            raise
+        not_found.append(name)
+        return None
+
+
 def test_store_then_retrieve_search_delete_at_once(web: DICOMwebClient, embedded: Backend,
                                                    make_part10: MakePart10) -> None:
     not_found: list[str] = []
@@ -52,31 +67,14 @@ def test_store_then_retrieve_search_delete_at_once(web: DICOMwebClient, embedded
         data = make_part10(StudyInstanceUID=S, SeriesInstanceUID=series, SOPInstanceUID=sop, InstanceNumber=n)
         result = web.store_instances([dcmread(DicomBytesIO(data))])
         (ref,) = result.ReferencedSOPSequence
-        steps = {
-            "RetrieveURL": lambda: requests.get(ref.RetrieveURL, headers=accept, timeout=30).raise_for_status(),
-            "WADO-RS": lambda: web.retrieve_instance(S, series, sop),
-            "QIDO-RS": lambda: web.search_for_instances(S, series),
-            "metadata": lambda: web.retrieve_instance_metadata(S, series, sop),
-        }
-        for name, step in steps.items():
-            try:
-                got = step()
-            except requests.HTTPError as exc:
-                if exc.response is not None and exc.response.status_code == 404:
-                    not_found.append(f"{name} of instance {n}")
-                    continue
-                raise
-            if name == "QIDO-RS":
-                assert [d["00080018"]["Value"] for d in got] == [[sop]]  # type: ignore[union-attr]
-            if name == "WADO-RS":
-                assert got.SOPInstanceUID == sop  # type: ignore[union-attr]
+        wado = attempt(not_found, f"WADO-RS of {n}", web.retrieve_instance, S, series, sop)
+        assert wado is None or wado.SOPInstanceUID == sop
+        found = attempt(not_found, f"QIDO-RS of {n}", web.search_for_instances, S, series)
+        assert found is None or [d["00080018"]["Value"] for d in found] == [[sop]]
+        attempt(not_found, f"RetrieveURL of {n}", requests.get, ref.RetrieveURL, headers=accept, timeout=30)
+        attempt(not_found, f"metadata of {n}", web.retrieve_instance_metadata, S, series, sop)
         if n % 2:  # every other instance is deleted at once; the others stay
-            try:
-                web.delete_instance(S, series, sop)
-            except requests.HTTPError as exc:
-                if exc.response is None or exc.response.status_code != 404:
-                    raise
-                not_found.append(f"DELETE of instance {n}")
+            attempt(not_found, f"DELETE of {n}", web.delete_instance, S, series, sop)
             assert web.search_for_instances(S, series) == []
     assert not_found == []
     # No worker ran: every object event is still queued. Indexing them now changes nothing.
