@@ -6,7 +6,9 @@ indexed by the worker as the safety net: they change nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +104,23 @@ def test_the_event_indexer_finds_a_stored_instance_indexed(embedded: Backend, ma
     indexer = IndexerService(embedded.store, embedded.catalog)
     outcomes = {m.event.key: indexer.handle(m.event) for m in embedded.queue.receive(10)}
     assert outcomes == {indexed.key: IndexOutcome.UNCHANGED, plain.key: IndexOutcome.INSERTED}
+
+
+def test_indexing_on_store_reads_the_local_copy_not_the_store(embedded: Backend, make_part10: MakePart10,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header is read from the bytes just stored (on S3: no GET back); only when the store kept
+    other bytes (duplicate policy `keep`) is the stored object read."""
+    opened: list[str] = []
+    store_open = embedded.store.open
+    monkeypatch.setattr(embedded.store, "open", lambda key: opened.append(key) or store_open(key))
+    spool = tmp_path / "first.dcm"  # a spool file may become the stored object (hard-linked)
+    spool.write_bytes(make_part10(SOPInstanceUID=f"{S}.1.1", PatientID="FIRST"))
+    first = ingest_service(embedded, index=True).ingest_file(spool)
+    assert opened == []
+    spool = tmp_path / "second.dcm"
+    spool.write_bytes(make_part10(SOPInstanceUID=f"{S}.1.1", PatientID="SECOND"))
+    embedded.settings = dataclasses.replace(embedded.settings, duplicate_policy="keep")
+    kept = ingest_service(embedded, index=True).ingest_file(spool)
+    assert kept.outcome.value == "kept-existing" and set(opened) == {first.key}
+    study = embedded.catalog.get_study(embedded.settings.partition, first.header.study_uid)
+    assert study is not None and study.attrs["00100020"]["Value"] == ["FIRST"]  # what the store holds

@@ -17,12 +17,13 @@ indexer still sees the object and finds it indexed (an idempotent no-op).
 from __future__ import annotations
 
 import enum
+import io
 import mmap
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from pacs.dicom.part10 import Part10Header, parse_part10
 from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, WrongStudy
@@ -86,6 +87,7 @@ class IngestService:
             header, len(body), study_uid,
             put=lambda key, if_absent: self.store.put(key, body, if_absent=if_absent),
             same_as=lambda key: self.store.get(key) == body,
+            local=lambda: io.BytesIO(body),
         )
 
     def ingest_file(self, path: Path, *, study_uid: str | None = None) -> StoredInstance:
@@ -98,13 +100,16 @@ class IngestService:
             header, size, study_uid,
             put=lambda key, if_absent: self.store.put_file(key, path, if_absent=if_absent),
             same_as=lambda key: _same_content(self.store.iter_chunks(key), path),
+            local=lambda: open(path, "rb"),
         )
 
     def _store(
         self, header: Part10Header, size: int, study_uid: str | None, *,
         put: Callable[[str, bool], BlobInfo], same_as: Callable[[str], bool],
+        local: Callable[[], BinaryIO],
     ) -> StoredInstance:
-        """Apply the duplicate policy, store, and index when asked; errors name the instance."""
+        """Apply the duplicate policy, store, and index when asked (from `local`, the bytes just
+        stored, unless the store kept other bytes); errors name the instance."""
         try:
             if study_uid is not None and header.study_uid != study_uid:
                 raise WrongStudy(
@@ -113,19 +118,21 @@ class IngestService:
                 )
             stored, info = self._put(header, size, put=put, same_as=same_as)
             if self.indexer is not None:
-                self._index(stored, info)
+                self._index(stored, info, None if stored.outcome is Outcome.KEPT_EXISTING else local)
             return stored
         except PacsError as exc:
             exc.sop_class_uid, exc.sop_instance_uid = header.sop_class_uid, header.sop_instance_uid
             raise
 
-    def _index(self, stored: StoredInstance, info: BlobInfo | None) -> None:
+    def _index(
+        self, stored: StoredInstance, info: BlobInfo | None, local: Callable[[], BinaryIO] | None
+    ) -> None:
         """Index the object now at the key (a no-op when it is indexed already)."""
         assert self.indexer is not None
         head = info or self.store.head(stored.key)
         if head is None:  # deleted by another request meanwhile: nothing left to index
             return
-        self.indexer.index(head, sequencer=head.sequencer or sequencer_now())
+        self.indexer.index(head, sequencer=head.sequencer or sequencer_now(), local=local)
 
     def _put(
         self, header: Part10Header, size: int, *, put: Callable[[str, bool], BlobInfo],
