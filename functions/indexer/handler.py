@@ -19,10 +19,12 @@ from pacs.backends import open_backend
 from pacs.config import Settings
 from pacs.events.model import ObjectEvent
 from pacs.events.sqs import parse_body
+from pacs.monitoring import emf, metrics
 from pacs.services.indexer import IndexerService
 
 logger = Logger(service="indexer")
 processor = BatchProcessor(event_type=EventType.SQS)
+emf_metrics = emf.enable("indexer")  # the figures of `pacs.monitoring.metrics` as EMF lines
 
 
 @functools.cache
@@ -43,11 +45,17 @@ def events_of(body: str) -> list[ObjectEvent]:
 
 def record_handler(record: SQSRecord) -> None:
     for event in events_of(record.body):
-        outcome = indexer().handle(event)
+        try:
+            outcome = indexer().handle(event)
+        except Exception:
+            metrics.indexed("failed")
+            raise
+        metrics.indexed_event(event.event_time, outcome, event.size)  # committed (DynamoDB transaction)
         logger.info("indexed", extra={"key": event.key, "kind": event.kind, "outcome": str(outcome)})
 
 
 @logger.inject_lambda_context
+@emf_metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     with indexer().batch():  # series metadata rebuilt once per changed series, after the batch
         return process_partial_response(

@@ -14,12 +14,17 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pacs.dicom.part10 import Part10Header, parse_part10
-from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, WrongStudy
+from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, StorageFailure, WrongStudy
 from pacs.events.model import sequencer_now
+from pacs.monitoring.metrics import instance_refused, instance_stored, object_store_error
 from pacs.storage.keys import check_partition, instance_key
 from pacs.storage.port import AlreadyExists, BlobStore
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class DuplicatePolicy(enum.StrEnum):
@@ -58,7 +63,7 @@ class IngestService:
     def ingest(self, data: bytes | bytearray | memoryview, *, study_uid: str | None = None) -> StoredInstance:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
         DuplicateRejected; WrongStudy when `study_uid` is given and differs) with nothing stored."""
-        header = parse_part10(data)
+        header = _refused_if_raises(parse_part10, data)
         body = bytes(data) if not isinstance(data, bytes) else data
         return self._store(
             header, len(body), study_uid,
@@ -69,7 +74,7 @@ class IngestService:
     def ingest_file(self, path: Path, *, study_uid: str | None = None) -> StoredInstance:
         """Store a spooled Part 10 file without reading it whole into memory (memory-mapped for the
         header walk; linked or streamed into the store). The file is left for the caller to remove."""
-        header, size = _parse_file(path)
+        header, size = _refused_if_raises(_parse_file, path)
         return self._store(
             header, size, study_uid,
             put=lambda key, if_absent: self.store.put_file(key, path, if_absent=if_absent),
@@ -87,10 +92,15 @@ class IngestService:
                     f"SOP Instance {header.sop_instance_uid} belongs to study {header.study_uid}, "
                     f"not {study_uid}"
                 )
-            return self._put(header, size, put=put, same_as=same_as)
+            stored = self._put(header, size, put=put, same_as=same_as)
         except PacsError as exc:
             exc.sop_class_uid, exc.sop_instance_uid = header.sop_class_uid, header.sop_instance_uid
+            instance_refused(type(exc).__name__)
+            if isinstance(exc, StorageFailure):
+                object_store_error("put")
             raise
+        instance_stored(stored.outcome)
+        return stored
 
     def _put(
         self, header: Part10Header, size: int, *, put: Callable[[str, bool], object],
@@ -121,6 +131,15 @@ class IngestService:
             f"{self.partition}/history/{h.study_uid}/{h.series_uid}/{h.sop_instance_uid}"
             f"/{sequencer_now()}.dcm"
         )
+
+
+def _refused_if_raises(parse: Callable[[T], U], arg: T) -> U:
+    """`parse(arg)`, an error counted as a refused instance (metrics)."""
+    try:
+        return parse(arg)
+    except PacsError as exc:
+        instance_refused(type(exc).__name__)
+        raise
 
 
 def _parse_file(path: Path) -> tuple[Part10Header, int]:
