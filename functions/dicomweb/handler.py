@@ -32,8 +32,8 @@ def lambda_settings(environ: dict[str, str] | None = None) -> Settings:
 
 
 #: DICOM JSON is text: returned as is, not base64 (a third smaller against Lambda's 6 MB limit).
-emf_metrics = emf.enable("dicomweb")  # STOW's stored/refused instances, store errors: EMF lines
-handler = emf_metrics.log_metrics(Mangum(
+#: STOW's stored and refused instances, object store errors: EMF lines at the end of each invocation.
+handler = emf.flushed("dicomweb")(Mangum(
     create_app(open_backend(lambda_settings())),
     lifespan="off",
     text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, "application/dicom+json"],

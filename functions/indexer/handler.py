@@ -24,7 +24,6 @@ from pacs.services.indexer import IndexerService
 
 logger = Logger(service="indexer")
 processor = BatchProcessor(event_type=EventType.SQS)
-emf_metrics = emf.enable("indexer")  # the figures of `pacs.monitoring.metrics` as EMF lines
 
 
 @functools.cache
@@ -55,7 +54,7 @@ def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context
-@emf_metrics.log_metrics
+@emf.flushed("indexer")  # the figures of `pacs.monitoring.metrics` as EMF lines
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     with indexer().batch():  # series metadata rebuilt once per changed series, after the batch
         return process_partial_response(
