@@ -99,6 +99,10 @@ class Catalog(Protocol):
         """Of the given instance object keys, those not catalogued (reconciliation)."""
         ...
 
+    def check(self) -> None:
+        """Raise unless the catalog's storage answers now (health checks)."""
+        ...
+
     def totals(self, partition: str) -> CatalogTotals | None:
         """Studies, series, instances and bytes of a partition, when the catalog keeps them at a small
         cost (monitoring); None otherwise (DynamoDB: no Scan, the figures are left to CloudWatch)."""

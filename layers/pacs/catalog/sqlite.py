@@ -230,6 +230,15 @@ class SqliteCatalog(SqliteStore):
 
     # -- reads ----------------------------------------------------------------------------------
 
+    def check(self) -> None:
+        """Raise unless the database file can be opened and read now: a new read-only connection, not
+        this process's open ones, which keep working on cached pages of a file destroyed under them."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            db.execute("SELECT 1 FROM studies LIMIT 1").fetchall()
+        finally:
+            db.close()
+
     def totals(self, partition: str) -> CatalogTotals:
         """One pass over the partition's study rows (their aggregates), none over series or instances."""
         n, series, instances, size = self._db().execute(
