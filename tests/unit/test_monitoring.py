@@ -157,6 +157,7 @@ def exposed_names(embedded: Backend) -> set[str]:
         names |= {"counter": {f"{base}_total"}, "gauge": {base},
                   "histogram": {f"{base}_bucket", f"{base}_count", f"{base}_sum"}}[kind]
     names |= {family.name for family in BackendCollector(embedded, gateway=True).collect()}
+    names.add(metrics._heartbeat()._name)
     return names
 
 

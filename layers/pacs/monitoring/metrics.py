@@ -53,7 +53,6 @@ class Metrics:
     object_store_errors: Counter
     indexed: Counter
     indexer_lag: Histogram
-    worker_heartbeat: Gauge
     http_requests: Counter
     http_seconds: Histogram
 
@@ -95,10 +94,6 @@ def get() -> Metrics:
         indexer_lag=Histogram(
             "pacs_indexer_lag_seconds", "From an object's write (its event's time) to its catalog commit",
             buckets=LAG_BUCKETS),
-        worker_heartbeat=Gauge(
-            "pacs_gateway_worker_heartbeat_timestamp_seconds",
-            "Last sign of life of each gateway worker (Unix time; label pid in multiprocess mode)",
-            multiprocess_mode="liveall"),
         http_requests=Counter(
             "pacs_http_requests", "HTTP requests", ["method", "route", "status"]),
         http_seconds=Histogram(
@@ -160,9 +155,17 @@ def indexer_lag(event_time: str, now: float | None = None) -> float | None:
     return lag
 
 
+@functools.cache
+def _heartbeat() -> Gauge:
+    """Made by the gateway workers alone (a gauge is written at once: other processes would show 0)."""
+    return Gauge("pacs_gateway_worker_heartbeat_timestamp_seconds",
+                 "Last sign of life of each gateway worker (Unix time; label pid in multiprocess mode)",
+                 multiprocess_mode="liveall")
+
+
 def heartbeat() -> None:
     """A gateway worker is alive (its main loop calls this)."""
-    get().worker_heartbeat.set(time.time())
+    _heartbeat().set(time.time())
 
 
 def dimse_operation(service: str, status: int, seconds: float, nbytes: int = 0,
