@@ -4,7 +4,7 @@ a small workload of real clients, the workers' figures are served by the web pro
 
 Workload: an association held open; dcmtk echoscu; storescu of 3 instances, of one refused (a
 key-unsafe UID), of one the object store cannot write (a file where its study's directory goes), and
-one to an unknown called AE (rejected); findscu; a STOW-RS with dicomweb-client; a plain-TCP client on
+one to an unknown called AE (rejected); findscu; movescu to a storescp node; a STOW-RS with dicomweb-client; a plain-TCP client on
 the TLS port (a failed handshake); the indexer catching up.
 """
 
@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .conftest import Launcher
 from .dicomgen import new_study, write_extra_instance
-from .support import PacsProcess, Qido, free_port, run_tool, value, wait_until
+from .support import PacsProcess, Qido, free_port, run_tool, terminate, value, wait_until
 from .test_tls_policy import make_pki
 
 pytestmark = pytest.mark.interop
@@ -82,6 +83,29 @@ def pacs(launch_module: Launcher, tmp_path_factory: pytest.TempPathFactory) -> t
     return started, tls_port
 
 
+def pacs_cli(pacs_up: PacsProcess, *args: str) -> None:
+    run = subprocess.run([sys.executable, "-m", "pacs.cli.main", *args, "--data-dir", str(pacs_up.data_dir)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
+@contextlib.contextmanager
+def storescp(pacs_up: PacsProcess, out: Path) -> Iterator[str]:
+    """dcmtk storescp on a free port, registered as the node DEST for the time of the block."""
+    port = free_port()
+    proc = subprocess.Popen([tool("storescp"), "-aet", "DEST", "-od", str(out), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        echo = [tool("echoscu"), "-aec", "DEST", "127.0.0.1", str(port)]
+        wait_until(lambda: proc.poll() is not None or run_tool(echo, timeout=30).returncode == 0,
+                   bool, timeout=30, what="storescp to answer C-ECHO")
+        assert proc.poll() is None
+        pacs_cli(pacs_up, "nodes", "add", "DEST", "127.0.0.1", str(port), "--operations", "store,move")
+        yield "DEST"
+    finally:
+        terminate(proc)
+
+
 @pytest.fixture(scope="module")
 def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFactory) -> Monitored:
     pacs_up, tls_port = pacs
@@ -120,6 +144,13 @@ def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFa
     run = run_tool([tool("findscu"), "-aec", "PACS", "-S", "-k", "QueryRetrieveLevel=STUDY",
                     "-k", "PatientID=MON-1", "-k", "StudyInstanceUID", "127.0.0.1", port])
     assert run.returncode == 0, run.stderr
+    moved = tmp / "moved"
+    moved.mkdir()
+    with storescp(pacs_up, moved) as dest:  # a C-MOVE of the study to a registered node
+        run = run_tool([tool("movescu"), "-S", "-aec", "PACS", "-aem", dest, "-k", "QueryRetrieveLevel=STUDY",
+                        "-k", f"StudyInstanceUID={study.uid}", "127.0.0.1", port])
+        assert run.returncode == 0, run.stderr
+        assert len(list(moved.iterdir())) == 3
     stow = write_extra_instance(series, study, 5, tmp / "stow.dcm")
     DICOMwebClient(pacs_up.dicomweb_url).store_instances([pydicom.dcmread(stow.path)])
     with socket.create_connection(("127.0.0.1", tls_port), timeout=30) as plain:  # no TLS ClientHello
@@ -143,9 +174,9 @@ def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFa
 
 def test_associations(monitored: Monitored) -> None:
     m = monitored
-    assert m.delta("pacs_dimse_associations_accepted_total") >= 6  # holder, echo, 3 storescu, findscu
+    assert m.delta("pacs_dimse_associations_accepted_total") >= 7  # holder, echo, 3 storescu, find, move
     assert m.delta("pacs_dimse_associations_rejected_total", reason="called-ae-title-not-recognized") == 1
-    assert m.delta("pacs_dimse_associations_ended_total", how="released") >= 6
+    assert m.delta("pacs_dimse_associations_ended_total", how="released") >= 7
     assert get(m.after, "pacs_dimse_associations_open") == 0
     assert m.delta("pacs_tls_handshake_failures_total") >= 1
 
@@ -163,6 +194,9 @@ def test_dimse_operations_by_service_and_status(monitored: Monitored) -> None:
     assert m.delta("pacs_dimse_operation_seconds_sum", service="C-STORE") > 0
     assert m.delta("pacs_dimse_bytes_total", service="C-STORE", direction="received") > 3 * 5_000
     assert m.delta("pacs_dimse_bytes_total", service="C-FIND", direction="sent") > 0
+    assert m.delta("pacs_dimse_operations_total", service="C-MOVE", status="0x0000") == 1
+    assert m.delta("pacs_dimse_operation_seconds_count", service="C-MOVE") == 1
+    assert m.delta("pacs_dimse_bytes_total", service="C-MOVE", direction="sent") > 3 * 5_000
 
 
 def test_instances_stored_refused_and_store_errors(monitored: Monitored) -> None:
