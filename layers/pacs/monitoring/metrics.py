@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -168,14 +169,26 @@ def heartbeat() -> None:
     _heartbeat().set(time.time())
 
 
+#: (service, status, direction) → the labelled children `dimse_operation` writes: the fast paths call it
+#: per message, and `labels()` (a lock, a tuple, a dict lookup each) would double its cost.
+_operation_children: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
+
+
 def dimse_operation(service: str, status: int, seconds: float, nbytes: int = 0,
                     direction: str = "received") -> None:
     """A DIMSE request answered with its final `status` after `seconds`; `nbytes` of data sets moved."""
-    m = get()
-    m.dimse_operations.labels(service, f"0x{status:04X}").inc()
-    m.dimse_seconds.labels(service).observe(seconds)
+    key = (service, status, direction)
+    children = _operation_children.get(key)
+    if children is None:
+        m = get()
+        children = _operation_children[key] = (
+            m.dimse_operations.labels(service, f"0x{status:04X}"), m.dimse_seconds.labels(service),
+            m.dimse_bytes.labels(service, direction))
+    operations, latency, moved = children
+    operations.inc()
+    latency.observe(seconds)
     if nbytes:
-        m.dimse_bytes.labels(service, direction).inc(nbytes)
+        moved.inc(nbytes)
 
 
 def dimse_bytes(service: str, direction: str, nbytes: int) -> None:
