@@ -38,6 +38,7 @@ from typing import Any
 from pacs.catalog.nodes import NodeRegistry, RemoteNode
 from pacs.config import Settings
 from pacs.dimse.scu import cap_announced
+from pacs.monitoring.metrics import instance_refused
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -321,6 +322,7 @@ class AssociationPolicy:
                 reason = policy.refusal(event.assoc, operation)
                 if reason is not None:
                     log.warning("C-STORE refused: %s", reason)
+                    instance_refused("not-authorized")
                     return refused(reason)
                 return handler(event, *args)
             return store

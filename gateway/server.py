@@ -20,6 +20,9 @@ import time
 from pacs.backends import ingest_service, open_backend
 from pacs.cli.children import die_with_parent
 from pacs.config import Settings
+from pacs.monitoring import dimse as dimse_metrics
+from pacs.monitoring.metrics import heartbeat
+from pacs.monitoring.multiprocess import mark_dead
 
 from gateway import find_fast, store_fast
 from gateway.ae import make_ae, start_server
@@ -55,7 +58,7 @@ def serve_worker(settings: Settings, sock: socket.socket, *, tls_sock: socket.so
     configure(ae, settings)
     ctx = GatewayContext(ingest, backend, settings)
     policy = AssociationPolicy(settings, backend.nodes, counter)
-    bindings = policy.handlers() + policy.guard(handlers(ctx))
+    bindings = policy.handlers() + dimse_metrics.handlers() + policy.guard(handlers(ctx))
     servers = [start_server(ae, sock.getsockname()[:2], bindings, sock=sock, guard=ConnectionGuard(settings),
                             counter=counter)]
     if tls_sock is not None and tls is not None:
@@ -74,6 +77,7 @@ def serve_worker(settings: Settings, sock: socket.socket, *, tls_sock: socket.so
     while not stopping:
         time.sleep(0.2)
         policy.refresh()  # associations that ended leave the shared count
+        heartbeat()  # /health counts the workers alive
     for server in servers:
         server.shutdown()
     deadline = time.monotonic() + GRACE_SECONDS
@@ -138,6 +142,7 @@ def serve(settings: Settings, workers: int | None = None, sock: socket.socket | 
             except InterruptedError:
                 continue
         status |= os.waitstatus_to_exitcode(st) != 0
+        mark_dead(pid)
     sock.close()
     return status
 

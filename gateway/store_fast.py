@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from pacs.dimse.pdu import (
     uid,
     us,
 )
+from pacs.monitoring.metrics import dimse_operation
 
 from gateway.ae import SpoolFile, file_meta_bytes
 from gateway.context import GatewayContext
@@ -83,6 +85,7 @@ class StoreFastPath:
         #: The request being received: context ID, message ID, SOP class, SOP instance; None between.
         self.request: tuple[int, int, str, str] | None = None
         self.file: SpoolFile | None = None
+        self.started, self.received = 0.0, 0  # the request's arrival and data set bytes (metrics)
 
     def __call__(self, pdu: bytes) -> bool:
         items = pdv_items(pdu)
@@ -104,6 +107,7 @@ class StoreFastPath:
                 self._drop()
                 raise ProtocolError("another message's PDV in the middle of a C-STORE data set")
             self.file.write(view[start:end])
+            self.received += end - start
             if control & 0x02:
                 self._answer()
         return True
@@ -129,6 +133,7 @@ class StoreFastPath:
             self._drop()
             raise
         self.request = (context_id, msg_id, sop_class, sop_uid)
+        self.started, self.received = time.perf_counter(), 0
         return True
 
     def _answer(self) -> None:
@@ -142,6 +147,7 @@ class StoreFastPath:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(file.name)  # the stored object is a link to it, or nothing was stored
+        dimse_operation("C-STORE", status, time.perf_counter() - self.started, self.received)
         response = pdv_pdu(context_id, 0x03, store_rsp(sop_class, sop_uid, msg_id, status, comment))
         try:
             self.assoc.dul.socket.socket.sendall(response)

@@ -10,6 +10,7 @@ import ssl
 
 from pacs.config import Settings
 from pacs.dimse.tls import server_context
+from pacs.monitoring.metrics import tls_handshake_failed
 
 from gateway.policy import PduGuard
 
@@ -39,6 +40,7 @@ def handshake(sock: ssl.SSLSocket) -> bool:
     except (OSError, ValueError) as exc:
         peer = _peer(sock)
         log.warning("TLS handshake with %s refused: %s", peer, exc)
+        tls_handshake_failed(exc)
         return False
     return True
 

@@ -27,6 +27,7 @@ from pacs.backends import open_backend
 from pacs.catalog.nodes import RemoteNode
 from pacs.cli.children import die_with_parent
 from pacs.config import Settings
+from pacs.monitoring import multiprocess
 from pacs.services import index_worker
 from pacs.services.indexer import IndexerService
 from pacs.services.reconcile import reconcile
@@ -91,6 +92,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     """Serve until signalled; `nodes` (from `--config`) are put into the node registry first."""
+    multiprocess.prepare(multiprocess.directory_for(settings.data_dir))  # every child's metrics, merged
     tls_sock = _tls_listen(settings)
     dimse_sock = _listen(settings.host, settings.dimse_port)
     http_sock = _listen(settings.host, settings.http_port)

@@ -23,11 +23,12 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from pacs.dicom.part10 import Part10Header, parse_part10
-from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, WrongStudy
+from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, StorageFailure, WrongStudy
 from pacs.events.model import sequencer_now
+from pacs.monitoring.metrics import instance_refused, instance_stored, object_store_error
 from pacs.storage.keys import check_partition, instance_key
 from pacs.storage.port import AlreadyExists, BlobInfo, BlobStore
 
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 #: The length of the Part 10 preamble, stored as zeros.
 PREAMBLE = 128
 _ZEROS = bytes(PREAMBLE)
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class DuplicatePolicy(enum.StrEnum):
@@ -78,7 +82,7 @@ class IngestService:
     def ingest(self, data: bytes | bytearray | memoryview, *, study_uid: str | None = None) -> StoredInstance:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
         DuplicateRejected; WrongStudy when `study_uid` is given and differs) with nothing stored."""
-        header = parse_part10(data)
+        header = _refused_if_raises(parse_part10, data)
         if bytes(data[:PREAMBLE]) != _ZEROS:
             body = _ZEROS + bytes(data[PREAMBLE:])
         else:
@@ -94,7 +98,7 @@ class IngestService:
         """Store a spooled Part 10 file without reading it whole into memory (memory-mapped for the
         header walk; linked or streamed into the store). The file is a spool file of the caller's,
         which removes it: its preamble is zeroed in place first."""
-        header, size = _parse_file(path)
+        header, size = _refused_if_raises(_parse_file, path)
         _zero_preamble(path)
         return self._store(
             header, size, study_uid,
@@ -119,10 +123,14 @@ class IngestService:
             stored, info = self._put(header, size, put=put, same_as=same_as)
             if self.indexer is not None:
                 self._index(stored, info, None if stored.outcome is Outcome.KEPT_EXISTING else local)
-            return stored
         except PacsError as exc:
             exc.sop_class_uid, exc.sop_instance_uid = header.sop_class_uid, header.sop_instance_uid
+            instance_refused(type(exc).__name__)
+            if isinstance(exc, StorageFailure):
+                object_store_error("put")
             raise
+        instance_stored(stored.outcome)
+        return stored
 
     def _index(
         self, stored: StoredInstance, info: BlobInfo | None, local: Callable[[], BinaryIO] | None
@@ -164,6 +172,15 @@ class IngestService:
             f"{self.partition}/history/{h.study_uid}/{h.series_uid}/{h.sop_instance_uid}"
             f"/{sequencer_now()}.dcm"
         )
+
+
+def _refused_if_raises(parse: Callable[[T], U], arg: T) -> U:
+    """`parse(arg)`, an error counted as a refused instance (metrics)."""
+    try:
+        return parse(arg)
+    except PacsError as exc:
+        instance_refused(type(exc).__name__)
+        raise
 
 
 def _parse_file(path: Path) -> tuple[Part10Header, int]:
