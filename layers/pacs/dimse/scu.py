@@ -232,13 +232,14 @@ def echo(node: RemoteNode, options: ScuOptions) -> int:
 
 
 def find(node: RemoteNode, options: ScuOptions, query: Dataset, model: str = "study"
-         ) -> Iterator[tuple[int, Dataset | None]]:
-    """C-FIND: (status, identifier) for every response, the final one last (identifier None)."""
+         ) -> Iterator[tuple[int, Dataset | None, Dataset]]:
+    """C-FIND: (status, identifier, response) for every response, the final one last (identifier
+    None; its response may carry an Error Comment)."""
     sop_class = MODELS[(model, "find")]
     assoc = associate(node, options, _contexts(sop_class))
     try:
         for status, ds in assoc.send_c_find(query, sop_class):
-            yield _status(status, "C-FIND"), ds
+            yield _status(status, "C-FIND"), ds, status
     finally:
         _finish(assoc)
 
