@@ -104,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # pydicom reports a bad value both as a log record and as a UserWarning: print it once (the log's)
+    # pydicom reports a bad value of a peer's data set both as a log record and as a UserWarning, again at
+    # every read; pacs logs what it drops because of one (pacs.dicom.json_model). Both off unless debugging.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
         code = int(args.fn(args))
         sys.stdout.flush()
