@@ -149,12 +149,14 @@ def peer() -> Iterator[int]:
     """A pynetdicom SCP on a free port: C-FIND answers one study with a 64-character UID; C-STORE
     refuses every instance with 0xA900 and an Error Comment."""
     def on_find(event: Any) -> Iterator[tuple[int, Dataset | None]]:
-        ds = Dataset()
-        ds.QueryRetrieveLevel = "STUDY"
-        ds.StudyInstanceUID = UID64
-        ds.PatientID = "PID1"
-        ds.StudyDescription = "a description long enough to need some room on a line"
-        yield 0xFF00, ds
+        many = event.identifier.get("PatientID") == "MANY"  # 2000 matches: far more than a pipe buffer
+        for n in range(2000 if many else 1):
+            ds = Dataset()
+            ds.QueryRetrieveLevel = "STUDY"
+            ds.StudyInstanceUID = UID64 if not many else f"1.2.826.0.1.3680043.8.498.{n + 1}"
+            ds.PatientID = "PID1"
+            ds.StudyDescription = "a description long enough to need some room on a line"
+            yield 0xFF00, ds
 
     def on_store(event: Any) -> Dataset:
         rsp = Dataset()
@@ -180,6 +182,18 @@ def test_find_never_cuts_a_uid(peer: int, columns: int) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert any(UID64 in line for line in out.stdout.splitlines()), out.stdout
     assert "C-FIND PEER: 1 match(es)" in out.stdout and "final status 0x0000 Success" in out.stdout
+
+
+@pytest.mark.parametrize(("flags", "head", "first"), [([], "-n 1", "C-FIND PEER: 2000 match(es)\n"),
+                                                     (["--json"], "-c 2", "[{")])
+def test_find_into_a_pipe_closed_early_leaves_no_traceback(peer: int, flags: list[str], head: str,
+                                                           first: str) -> None:
+    find = [PACS, "find", f"PEER@127.0.0.1:{peer}", "-L", "STUDY", "-k", "PatientID=MANY", "-k", "StudyInstanceUID",
+            "-k", "StudyDescription", *flags]
+    out = subprocess.run(["sh", "-c", f"{' '.join(find)} | head {head}"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert out.stdout == first
+    assert out.stderr == ""
 
 
 def test_store_refused_shows_the_error_comment_and_the_uid(

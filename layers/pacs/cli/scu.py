@@ -168,6 +168,8 @@ def _run(fn: Any, args: argparse.Namespace) -> int:
     except (ScuError, SendError) as exc:
         err.print(f"pacs {args.command}: {exc}")
         return 2
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: `pacs` ends quietly
     except OSError as exc:  # a certificate or key that does not load, an unreadable path
         err.print(f"pacs {args.command}: {exc}")
         return 2
