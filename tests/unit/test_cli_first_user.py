@@ -101,7 +101,8 @@ def test_nodes_add_by_pacs_data_dir_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [["nodes", "add", "X", "h", "104"], ["nodes", "list"], ["dlq", "list"],
-                                     ["events"], ["mpps", "list"], ["echo", "X"]])
+                                     ["events"], ["mpps", "list"], ["commitment", "list"], ["reconcile"],
+                                     ["echo", "X"]])
 def test_no_data_directory_here_is_refused_with_a_hint(tmp_path: Path, command: list[str]) -> None:
     out = run(*command, cwd=tmp_path)
     assert out.returncode == 1

@@ -240,9 +240,9 @@ def _store(args: argparse.Namespace) -> int:
                     colour = "green" if status == SUCCESS else "yellow" if status >> 12 == 0xB else "red"
                     if status != SUCCESS:
                         refused.append((sop_uid, text))
-                    progress.console.print(Text.assemble((_status_text(status), colour), f" {f}",
-                                                         *([f" {sop_uid}: {_reason(sender.response)}"]
-                                                           if status != SUCCESS else [])))
+                    why = _reason(sender.response)
+                    detail = "" if status == SUCCESS else f" {sop_uid}" + (f": {why}" if why else "")
+                    progress.console.print(Text.assemble((_status_text(status), colour), f" {f}{detail}"))
                 except SendError as exc:
                     results.append((f, str(exc), None))
                     refused.append((sop_uid, f"not sent: {exc}"))
