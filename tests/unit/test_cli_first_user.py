@@ -22,6 +22,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
 )
 
 from tests.unit.conftest import MakePart10
@@ -148,7 +149,8 @@ def test_a_read_only_data_directory_is_one_line_naming_it(tmp_path: Path, read_o
 @pytest.fixture
 def peer() -> Iterator[int]:
     """A pynetdicom SCP on a free port: C-FIND answers one study with a 64-character UID; C-STORE
-    refuses every instance with 0xA900 and an Error Comment."""
+    refuses every instance with 0xA900 and an Error Comment; C-GET ends at once with 0xA702, an Error
+    Comment and two failed SOP Instance UIDs."""
     def on_find(event: Any) -> Iterator[tuple[int, Dataset | None]]:
         many = event.identifier.get("PatientID") == "MANY"  # 2000 matches: far more than a pipe buffer
         for n in range(2000 if many else 1):
@@ -159,6 +161,14 @@ def peer() -> Iterator[int]:
             ds.StudyDescription = "a description long enough to need some room on a line"
             yield 0xFF00, ds
 
+    def on_get(event: Any) -> Iterator[int | tuple[Dataset, Dataset]]:
+        yield 2  # sub-operations; none is attempted: the peer gives up with its reason
+        status, identifier = Dataset(), Dataset()
+        status.Status = 0xA702
+        status.ErrorComment = "archive volume offline"
+        identifier.FailedSOPInstanceUIDList = [UID64, "1.2.3.4"]
+        yield status, identifier
+
     def on_store(event: Any) -> Dataset:
         rsp = Dataset()
         rsp.Status = 0xA900
@@ -168,8 +178,9 @@ def peer() -> Iterator[int]:
     ae = AE(ae_title="PEER")
     ae.add_supported_context(CTImageStorage)
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-    server = ae.start_server(("127.0.0.1", 0), block=False,
-                             evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_STORE, on_store)])
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
+        (evt.EVT_C_FIND, on_find), (evt.EVT_C_STORE, on_store), (evt.EVT_C_GET, on_get)])
     try:
         yield int(server.server_address[1])
     finally:
@@ -207,3 +218,10 @@ def test_store_refused_shows_the_error_comment_and_the_uid(
     assert f"0xA900 Failure {f} {UID64}: Patient ID PID1 belongs to another patient" in out.stdout, out.stdout
     assert "1 file(s): 0 stored, 0 with a warning, 1 failed" in out.stdout
     assert f"  {UID64}  0xA900 Failure: Patient ID PID1 belongs to another patient" in out.stdout
+
+
+def test_get_failed_shows_the_error_comment_and_the_failed_uids(peer: int, tmp_path: Path) -> None:
+    out = run("get", f"PEER@127.0.0.1:{peer}", "-od", str(tmp_path), "-L", "STUDY", "-k", f"StudyInstanceUID={UID64}")
+    assert out.returncode == 1
+    assert "C-GET final status 0xA702 Failure: archive volume offline: " in out.stdout, out.stdout
+    assert f"failed SOP Instance UIDs (2):\n  {UID64}\n  1.2.3.4\n" in out.stdout

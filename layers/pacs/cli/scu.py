@@ -333,15 +333,17 @@ def _counts(rsp: Any) -> str:
     return ", ".join(parts)
 
 
-def _retrieve_result(command: str, responses: Iterable[tuple[int, Any]]) -> int:
+def _retrieve_result(command: str, responses: Iterable[tuple[int, Any, Any]]) -> int:
+    """Print each response's counts, the final status with the peer's reason, and the Failed SOP
+    Instance UID List (in the final response's identifier)."""
     final = None
-    for status, rsp in responses:
+    for status, rsp, identifier in responses:
         if status in PENDING:
             console.print(f"{command} pending: {_counts(rsp)}")
         else:
             final = status
             console.print(f"{command} final status {_status_text(status, rsp)}: {_counts(rsp)}", markup=False)
-            failed = _uids(rsp.get("FailedSOPInstanceUIDList"))
+            failed = _uids((identifier if identifier is not None else rsp).get("FailedSOPInstanceUIDList"))
             if failed:
                 console.print(f"failed SOP Instance UIDs ({len(failed)}):")
                 for uid in failed:
