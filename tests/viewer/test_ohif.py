@@ -57,7 +57,7 @@ def viewer_url(pacs: PacsProcess) -> str:
 def _store(pacs: PacsProcess, series: Series) -> None:
     storescu = dcmtk_tool("storescu")
     if storescu is None:
-        pytest.skip("dcmtk storescu is not installed (Debian: apt-get install dcmtk)")
+        pytest.fail("dcmtk storescu is not installed: run `make setup` (Debian dcmtk)")
     out = subprocess.run([storescu, "-aec", "PACS", "+sd", "+r", "127.0.0.1", str(pacs.dimse_port),
                           str(series.directory)], capture_output=True, text=True, timeout=WAIT)
     assert out.returncode == 0, f"storescu failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"

@@ -155,7 +155,9 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
             print(f"pacs: DIMSE  {settings.ae_title}@{settings.host}:{settings.dimse_port}\n"
                   + (f"pacs: DICOM TLS {settings.host}:{settings.tls_port}\n" if tls_sock else "")
                   + f"pacs: DICOMweb {url}/dicomweb\n"
-                  f"pacs: health {url}/health  metrics {url}/metrics\n"
+                  + (f"pacs: viewer {url}/viewer/\n" if _healthy(f"{url}/viewer/")
+                     else "pacs: viewer not installed (make viewer)\n")
+                  + f"pacs: health {url}/health  metrics {url}/metrics\n"
                   "pacs: ready (Ctrl-C to stop)", flush=True)
         while not stopping:
             time.sleep(0.2)
