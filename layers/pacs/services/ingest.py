@@ -20,7 +20,9 @@ import enum
 import io
 import mmap
 import os
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -68,12 +70,17 @@ class IngestService:
         partition: str = "default",
         duplicate_policy: DuplicatePolicy = DuplicatePolicy.REPLACE,
         indexer: IndexerService | None = None,
+        serial_index: bool = False,
     ) -> None:
         self.store = store
         self.partition = check_partition(partition)
         self.duplicate_policy = DuplicatePolicy(duplicate_policy)
         #: When set, each object is indexed before `ingest`/`ingest_file` return (read-your-writes).
         self.indexer = indexer
+        #: With `serial_index`, concurrent calls store in parallel but index one at a time: the parts
+        #: of one STOW-RS request mostly share a study, whose catalog items concurrent writes would
+        #: contend for (DynamoDB transactions conflict and back off).
+        self._index_lock: AbstractContextManager[object] = threading.Lock() if serial_index else nullcontext()
 
     def ingest(self, data: bytes | bytearray | memoryview, *, study_uid: str | None = None) -> StoredInstance:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
@@ -118,7 +125,8 @@ class IngestService:
                 )
             stored, info = self._put(header, size, put=put, same_as=same_as)
             if self.indexer is not None:
-                self._index(stored, info, None if stored.outcome is Outcome.KEPT_EXISTING else local)
+                with self._index_lock:
+                    self._index(stored, info, None if stored.outcome is Outcome.KEPT_EXISTING else local)
             return stored
         except PacsError as exc:
             exc.sop_class_uid, exc.sop_instance_uid = header.sop_class_uid, header.sop_instance_uid
