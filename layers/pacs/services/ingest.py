@@ -84,7 +84,9 @@ class IngestService:
 
     def ingest(self, data: bytes | bytearray | memoryview, *, study_uid: str | None = None) -> StoredInstance:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
-        DuplicateRejected; WrongStudy when `study_uid` is given and differs) with nothing stored."""
+        DuplicateRejected; WrongStudy when `study_uid` is given and differs) with nothing stored.
+        With an `indexer`, an error of the indexing comes after the object was stored: the
+        event-driven indexer retries it."""
         header = parse_part10(data)
         if bytes(data[:PREAMBLE]) != _ZEROS:
             body = _ZEROS + bytes(data[PREAMBLE:])
