@@ -156,3 +156,15 @@ def test_frames_are_read_as_they_are_sent(embedded: Backend, monkeypatch: pytest
     assert counter[0] < 3 * frame
     assert list(result.frames) == [pixels[i].tobytes() for i in (1, 2, 3, 4)]
     assert counter[0] >= 6 * frame
+
+
+def test_a_frame_beyond_short_pixel_data_is_400_before_streaming(client: TestClient, embedded: Backend) -> None:
+    """Frames are streamed after the status line: a later frame the Pixel Data cannot hold is found
+    before, not after the first frame went out (a truncated 200)."""
+    ds, pixels = multiframe(n=3)
+    ds.PixelData = pixels[:2].tobytes()  # two frames' worth for NumberOfFrames 3
+    h = ingest_service(embedded, index=True).ingest(to_part10(ds)).header
+    url = f"/dicomweb/studies/{h.study_uid}/series/{h.series_uid}/instances/{h.sop_instance_uid}/frames"
+    assert [p for _, p in parts(client.get(url + "/1,2"))] == [pixels[0].tobytes(), pixels[1].tobytes()]
+    r = client.get(url + "/1,3")
+    assert r.status_code == 400 and "shorter than its frames need" in r.json()["error"]
