@@ -138,8 +138,8 @@ Outcome: TypeAlias = Part10Header | _Failure
 Ingest = Callable[[Path], Outcome]
 
 
-#: Complete parts stored (and indexed) at once while the body is still being received: indexing in
-#: the request (read-your-writes) then overlaps the reading and spooling of the next parts.
+#: Complete parts stored (and indexed, one at a time) while the body is still being received: the
+#: in-request indexing (read-your-writes) overlaps the reading, spooling and storing of other parts.
 IN_FLIGHT = 2
 
 
@@ -325,7 +325,8 @@ def _response(request: Request, report: _Report, study: str | None) -> Response:
 
 async def _store(request: Request, study: str | None) -> Response:
     backend = services(request).backend
-    ingest = ingest_service(backend, index=True)  # read-your-writes: indexed before it is listed
+    # read-your-writes: indexed before it is listed; the parts stored in parallel, indexed in turn
+    ingest = ingest_service(backend, index=True, serial_index=True)
     boundary, root = _request_type(request.headers.get("content-type", ""))
     one = functools.partial(_ingest, ingest, study)
     if root == DICOM:

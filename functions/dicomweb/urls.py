@@ -7,7 +7,8 @@ In order of precedence:
    `-Host`, `-Port` and `-Prefix`, only when the peer is one of `PACS_TRUSTED_PROXIES`;
 3. the request's own scheme and Host header, with the port the server listens on when the Host header
    names none (`dicomweb-client` sends `Host: 127.0.0.1`); the server's address when there is no
-   usable Host header.
+   usable Host header. Behind API Gateway (Mangum), the part of the path the API consumed before the
+   app (a REST API's stage, a custom domain's base path) is kept as a prefix.
 """
 
 from __future__ import annotations
@@ -85,12 +86,26 @@ def _server_host(request: Request) -> tuple[str, int | None]:
     return (f"[{host}]" if ":" in host else host), port
 
 
+def _api_gateway_prefix(request: Request) -> str:
+    """The path API Gateway consumed before the app (`/prod`, a base path mapping), from the Lambda
+    event Mangum keeps in the scope; "" elsewhere."""
+    event = request.scope.get("aws.event")
+    if not isinstance(event, dict):
+        return ""
+    context = event.get("requestContext") or {}
+    full = context.get("path") or (context.get("http") or {}).get("path") or ""
+    path = request.scope.get("path", "")
+    if isinstance(full, str) and path and full.endswith(path) and _PREFIX.match(full[: -len(path)]):
+        return full[: -len(path)].rstrip("/")
+    return ""
+
+
 def base_url(request: Request, *, public_url: str = "", trusted_proxies: str = "") -> str:
     """The server's absolute base URL for `request`, without a trailing slash."""
     if public_url:
         return public_url.rstrip("/")
     scheme = request.url.scheme
-    prefix = request.scope.get("root_path", "").rstrip("/")
+    prefix = request.scope.get("root_path", "").rstrip("/") or _api_gateway_prefix(request)
     server_host, server_port = _server_host(request)
     host = request.headers.get("host", "")
     port: int | None = server_port

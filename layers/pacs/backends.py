@@ -51,13 +51,15 @@ class Backend:
                 close()
 
 
-def ingest_service(backend: Backend, *, index: bool) -> IngestService:
+def ingest_service(backend: Backend, *, index: bool, serial_index: bool = False) -> IngestService:
     """The ingest service of a backend, by its settings; with `index`, each stored instance is
-    indexed before the store is acknowledged (STOW-RS always; C-STORE with PACS_INDEX_ON_STORE)."""
+    indexed before the store is acknowledged (STOW-RS always; C-STORE with PACS_INDEX_ON_STORE);
+    with `serial_index`, one at a time (the parts of one STOW-RS request)."""
     return IngestService(
         backend.store, partition=backend.settings.partition,
         duplicate_policy=DuplicatePolicy(backend.settings.duplicate_policy),
         indexer=IndexerService(backend.store, backend.catalog, backend.events) if index else None,
+        serial_index=serial_index,
     )
 
 

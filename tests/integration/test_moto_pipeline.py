@@ -66,9 +66,11 @@ POISON_KEY = "default/studies/1.2/series/1.3/instances/1.4.dcm"
 
 
 def _testdata(name: str) -> bytes:
+    """A pydicom test file as the PACS stores it: its preamble (a TIFF header in some) zeroed."""
     path = get_testdata_file(name)
     assert path is not None, f"pydicom test file {name} is missing"
-    return Path(str(path)).read_bytes()
+    data = Path(str(path)).read_bytes()
+    return bytes(128) + data[128:]
 
 
 def _variant(base: bytes, sop_suffix: str, *, series_suffix: str = "", instance_number: int | None = None,

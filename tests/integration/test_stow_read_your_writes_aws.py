@@ -7,20 +7,23 @@ leave the catalog as it was (the idempotent safety net).
 
 from __future__ import annotations
 
+import importlib
+import json
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
-from pacs.backends import open_backend
+from pacs.backends import ingest_service, open_backend
 from pacs.config import Settings
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
 from functions.dicomweb.app import create_app
 from tests.integration import test_moto_pipeline as pipeline
-from tests.integration.test_moto_pipeline import MotoPacs
+from tests.integration.test_moto_pipeline import MotoPacs, lambda_body, lambda_context, rest_api_event
 from tests.unit.conftest import build_dataset, to_part10
 from tests.unit.live_server import serve
 
@@ -78,3 +81,29 @@ def test_store_then_retrieve_search_delete_at_once(web: DICOMwebClient, aws: Mot
     assert aws.deliver(messages) == []
     assert aws.catalog_state() == before
     aws.assert_catalog_matches_store()
+
+
+@pytest.mark.parametrize(("public_url", "expected"), [
+    (None, "https://abc123.execute-api.us-east-1.amazonaws.com/prod/dicomweb/studies/"),  # the stage kept
+    ("https://pacs.example.org/imaging/", "https://pacs.example.org/imaging/dicomweb/studies/"),
+])
+def test_urls_behind_api_gateway(aws: MotoPacs, monkeypatch: pytest.MonkeyPatch, public_url: str | None,
+                                 expected: str) -> None:
+    """Through Mangum, a REST API's stage (`/prod`) stays in the RetrieveURLs; PACS_PUBLIC_URL wins."""
+    if public_url is not None:
+        monkeypatch.setenv("PACS_PUBLIC_URL", public_url)
+    backend = open_backend(Settings.from_env())
+    try:
+        data = to_part10(build_dataset(StudyInstanceUID=S))
+        ingest_service(backend, index=True).ingest(data)
+    finally:
+        backend.close()
+    sys.modules.pop("functions.dicomweb.handler", None)
+    try:
+        handler = importlib.import_module("functions.dicomweb.handler").handler
+        resp = handler(rest_api_event("/dicomweb/studies"), lambda_context())
+    finally:
+        sys.modules.pop("functions.dicomweb.handler", None)
+    assert resp["statusCode"] == 200, resp
+    (study,) = json.loads(lambda_body(resp))
+    assert study["00081190"]["Value"] == [expected + S]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,8 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pacs.backends import Backend, ingest_service
 from pacs.services.frames import BadFrameList, FrameService, parse_frame_list
+from pacs.services.indexer import IndexerService
 from pacs.services.ingest import IngestService
 from pacs.services.retrieve import RetrieveService
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from functions.dicomweb import frames, wado_uri
@@ -63,6 +66,25 @@ def test_a_polyglot_preamble_is_stored_and_served_zeroed(client: TestClient, hea
                    "&contentType=application/dicom")
     assert r.status_code == 200
     assert r.content[:128] == ZEROS and r.content[128:] == data[128:]
+
+
+def test_an_object_stored_before_is_served_with_a_zeroed_preamble(client: TestClient, embedded: Backend) -> None:
+    """An object whose preamble was stored as received (before ingest zeroed it) is not served with it."""
+    data = polyglot(PE)
+    key = ingest_service(embedded, index=True).ingest(data).key
+    embedded.store.put(key, data)  # as an older version stored it
+    IndexerService(embedded.store, embedded.catalog).index(embedded.store.head(key), sequencer="F" * 20)  # type: ignore[arg-type]
+    assert embedded.store.get(key)[:2] == b"MZ"
+    ds = dcmread(io.BytesIO(data))
+    study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    (served,) = wado_parts(client, f"/dicomweb/studies/{study}/series/{series}/instances/{sop}")
+    assert served == ZEROS + data[128:]
+    r = client.get(f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}"
+                   "&contentType=application/dicom")
+    assert r.content == ZEROS + data[128:]
+    pieces = list(RetrieveService(embedded.store, embedded.catalog).chunks(
+        RetrieveService(embedded.store, embedded.catalog).instances(study, series, sop)[0], chunk_size=50))
+    assert b"".join(pieces) == ZEROS + data[128:]  # whatever the piece boundaries
 
 
 def test_every_ingest_path_zeroes_the_preamble(embedded: Backend, tmp_path: Path) -> None:
@@ -134,3 +156,15 @@ def test_frames_are_read_as_they_are_sent(embedded: Backend, monkeypatch: pytest
     assert counter[0] < 3 * frame
     assert list(result.frames) == [pixels[i].tobytes() for i in (1, 2, 3, 4)]
     assert counter[0] >= 6 * frame
+
+
+def test_a_frame_beyond_short_pixel_data_is_400_before_streaming(client: TestClient, embedded: Backend) -> None:
+    """Frames are streamed after the status line: a later frame the Pixel Data cannot hold is found
+    before, not after the first frame went out (a truncated 200)."""
+    ds, pixels = multiframe(n=3)
+    ds.PixelData = pixels[:2].tobytes()  # two frames' worth for NumberOfFrames 3
+    h = ingest_service(embedded, index=True).ingest(to_part10(ds)).header
+    url = f"/dicomweb/studies/{h.study_uid}/series/{h.series_uid}/instances/{h.sop_instance_uid}/frames"
+    assert [p for _, p in parts(client.get(url + "/1,2"))] == [pixels[0].tobytes(), pixels[1].tobytes()]
+    r = client.get(url + "/1,3")
+    assert r.status_code == 400 and "shorter than its frames need" in r.json()["error"]

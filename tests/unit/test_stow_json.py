@@ -116,6 +116,16 @@ def test_native_instances_round_trip(client: TestClient, embedded: Backend) -> N
     assert frames == [sets[1].PixelData]
 
 
+def test_json_stow_is_read_your_writes(client: TestClient, embedded: Backend) -> None:
+    """No index worker runs: the instance is retrievable and searchable by the next request."""
+    ds = dataset(1)
+    r = post(client, json_part([metadata(ds)]), bulk_part(f"{BULK}/{ds.SOPInstanceUID}", ds.PixelData))
+    assert r.status_code == 200, r.text
+    assert retrieve(client, 1).PixelData == ds.PixelData
+    found = client.get(f"/dicomweb/studies/{S}/instances")
+    assert found.status_code == 200 and [i["00080018"]["Value"] for i in found.json()] == [[f"{S}.1.1"]]
+
+
 def test_relative_locations_inline_binary_and_implicit_vr(client: TestClient, embedded: Backend) -> None:
     one, two = dataset(1), dataset(2)
     first = metadata(one, location="/bulk/one")  # matched with an absolute Content-Location

@@ -7,7 +7,9 @@ indexed by the worker as the safety net: they change nothing.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from pacs.backends import Backend, ingest_service
 from pacs.events.local import LocalQueue
 from pacs.services import index_worker
 from pacs.services.indexer import IndexerService, IndexOutcome
+from pacs.services.ingest import IngestService
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
@@ -124,3 +127,44 @@ def test_indexing_on_store_reads_the_local_copy_not_the_store(embedded: Backend,
     assert kept.outcome.value == "kept-existing" and set(opened) == {first.key}
     study = embedded.catalog.get_study(embedded.settings.partition, first.header.study_uid)
     assert study is not None and study.attrs["00100020"]["Value"] == ["FIRST"]  # what the store holds
+
+
+class _Watched(IndexerService):
+    """The real indexer, noting how many `index` calls run at once (each waits a moment for another)."""
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend.store, backend.catalog)
+        self.inside, self.most, self.lock = 0, 0, threading.Lock()
+        self.two_inside = threading.Event()
+
+    def index(self, *args: Any, **kwargs: Any) -> IndexOutcome:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+            if self.inside == 2:
+                self.two_inside.set()
+        try:
+            self.two_inside.wait(2.0)  # serial: never set; parallel: set as soon as the other enters
+            return super().index(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+@pytest.mark.parametrize("serial", [True, False])
+def test_the_parts_of_a_request_are_indexed_one_at_a_time(embedded: Backend, make_part10: MakePart10,
+                                                          tmp_path: Path, serial: bool) -> None:
+    """STOW-RS stores parts in parallel but indexes them in turn (`serial_index`): the parts of a
+    study would otherwise contend for its catalog items. Both are indexed either way."""
+    watched = _Watched(embedded)
+    ingest = IngestService(embedded.store, indexer=watched, serial_index=serial)
+    paths = []
+    for n in (1, 2):
+        paths.append(tmp_path / f"{n}.dcm")
+        paths[-1].write_bytes(make_part10(SOPInstanceUID=f"{S}.1.{n}"))
+    with ThreadPoolExecutor(2) as pool:
+        stored = list(pool.map(ingest.ingest_file, paths))
+    assert watched.most == (1 if serial else 2)
+    p = embedded.settings.partition
+    assert all(embedded.catalog.get_instance(p, s.header.study_uid, s.header.series_uid, s.header.sop_instance_uid)
+               for s in stored)

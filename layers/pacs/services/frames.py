@@ -169,6 +169,10 @@ class FrameService:
         stored = layout.transfer_syntax_uid
         form = _choose(layout, wanted or [Wanted()])
         if form == "native":
+            need = -(-max(numbers) * layout.frame_bits // 8)  # bytes up to the end of the last frame
+            if layout.value_length is not None and need > layout.value_length:  # known before streaming
+                raise FramesUnavailable(f"the Pixel Data ({layout.value_length} bytes) is shorter than "
+                                        f"its frames need ({need} bytes)")
             ts = stored if stored in _LITTLE_ENDIAN else ExplicitVRLittleEndian
             return OCTET_STREAM, ts, lambda n: native_frames(fp, layout, [n])[0]
         if stored not in MEDIA_TYPES or MEDIA_TYPES[stored].startswith("video/"):

@@ -20,7 +20,9 @@ import enum
 import io
 import mmap
 import os
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -72,16 +74,23 @@ class IngestService:
         partition: str = "default",
         duplicate_policy: DuplicatePolicy = DuplicatePolicy.REPLACE,
         indexer: IndexerService | None = None,
+        serial_index: bool = False,
     ) -> None:
         self.store = store
         self.partition = check_partition(partition)
         self.duplicate_policy = DuplicatePolicy(duplicate_policy)
         #: When set, each object is indexed before `ingest`/`ingest_file` return (read-your-writes).
         self.indexer = indexer
+        #: With `serial_index`, concurrent calls store in parallel but index one at a time: the parts
+        #: of one STOW-RS request mostly share a study, whose catalog items concurrent writes would
+        #: contend for (DynamoDB transactions conflict and back off).
+        self._index_lock: AbstractContextManager[object] = threading.Lock() if serial_index else nullcontext()
 
     def ingest(self, data: bytes | bytearray | memoryview, *, study_uid: str | None = None) -> StoredInstance:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
-        DuplicateRejected; WrongStudy when `study_uid` is given and differs) with nothing stored."""
+        DuplicateRejected; WrongStudy when `study_uid` is given and differs) with nothing stored.
+        With an `indexer`, an error of the indexing comes after the object was stored: the
+        event-driven indexer retries it."""
         header = _refused_if_raises(parse_part10, data)
         if bytes(data[:PREAMBLE]) != _ZEROS:
             body = _ZEROS + bytes(data[PREAMBLE:])
@@ -122,7 +131,8 @@ class IngestService:
                 )
             stored, info = self._put(header, size, put=put, same_as=same_as)
             if self.indexer is not None:
-                self._index(stored, info, None if stored.outcome is Outcome.KEPT_EXISTING else local)
+                with self._index_lock:
+                    self._index(stored, info, None if stored.outcome is Outcome.KEPT_EXISTING else local)
         except PacsError as exc:
             exc.sop_class_uid, exc.sop_instance_uid = header.sop_class_uid, header.sop_instance_uid
             instance_refused(type(exc).__name__)
