@@ -300,3 +300,39 @@ def test_a_restart_starts_from_an_empty_metrics_directory(launch: Launcher, tmp_
     assert not leftover.exists()
     samples = scrape(first)
     assert get(samples, "pacs_dimse_operations_total", service="C-ECHO") == 1
+
+
+def test_the_standalone_gateway_prints_its_figures_as_emf(tmp_path: Path) -> None:
+    """`python -m gateway` (as in the Fargate image) with 2 workers and PACS_EMF_INTERVAL: its workers'
+    figures, summed by the process that forked them, go to stdout as EMF (namespace PACS, service
+    gateway) under the names of the CloudWatch dashboard."""
+    from pacs.monitoring.emf_reporter import GATEWAY_EMF, GATEWAY_EMF_GAUGES
+
+    from tests.integration.test_emf import emf_lines, figures
+
+    port = free_port()
+    out = tmp_path / "gateway.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PACS_", "PROMETHEUS_"))}
+    env.update(PACS_DATA_DIR=str(tmp_path / "data"), PACS_EMF_INTERVAL="1", PYTHONUNBUFFERED="1")
+    with open(out, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "--workers", "2", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until(lambda: out.read_text(errors="replace"), lambda t: "gateway: DIMSE on" in t, timeout=60)
+        echo = [tool("echoscu"), "-aec", "PACS", "127.0.0.1", str(port)]
+        wait_until(lambda: run_tool(echo, timeout=30).returncode, lambda rc: rc == 0, timeout=60)
+        study, series = new_study("monitoring-emf", patient_id="MON-3")
+        inst = write_extra_instance(series, study, 1, tmp_path / "1.dcm")
+        assert run_tool([tool("storescu"), "-aec", "PACS", "127.0.0.1", str(port), str(inst.path)]).returncode == 0
+
+        def seen() -> dict[str, tuple[str, str, list[float]]]:
+            return figures(emf_lines(out.read_text(errors="replace")))
+
+        got = wait_until(seen, lambda f: sum(f.get("InstancesStored", ("", "", [0.0]))[2]) >= 1
+                         and sum(f.get("DimseOperations", ("", "", [0.0]))[2]) >= 2, timeout=60)
+    finally:
+        terminate(proc)
+    assert set(got) == set(GATEWAY_EMF) | set(GATEWAY_EMF_GAUGES)
+    assert all((ns, service) == ("PACS", "gateway") for ns, service, _ in got.values())
+    assert sum(got["AssociationsAccepted"][2]) >= 2  # the echo, the store
+    assert sum(got["InstancesStored"][2]) == 1 and sum(got["DimseFailures"][2]) == 0

@@ -171,3 +171,22 @@ def test_every_grafana_panel_metric_exists(embedded: Backend) -> None:
         - {n for n in exposed_names(embedded) if n.endswith(("_count", "_sum"))} \
         - {"pacs_gateway_worker_heartbeat_timestamp_seconds"}
     assert not unused, f"metrics on no Grafana panel: {sorted(unused)}"
+
+
+def test_the_gateway_emf_report_is_the_change_since_the_last(capsys: pytest.CaptureFixture[str]) -> None:
+    from pacs.monitoring.emf_reporter import EmfReporter
+
+    from tests.integration.test_emf import emf_lines, figures
+
+    reporter = EmfReporter(REGISTRY.collect)
+    metrics.dimse_operation("C-STORE", 0x0000, 0.01, 100)
+    metrics.dimse_operation("C-STORE", 0xA700, 0.01, 100)
+    metrics.dimse_operation("C-FIND", 0xFE00, 0.01)  # a cancel is no failure
+    metrics.instance_stored("stored")
+    capsys.readouterr()
+    first = reporter.report()
+    assert (first["DimseOperations"], first["DimseFailures"], first["InstancesStored"]) == (3, 1, 1)
+    got = figures(emf_lines(capsys.readouterr().out))
+    assert got["DimseOperations"] == ("PACS", "gateway", [3.0]) and got["DimseFailures"][2] == [1.0]
+    second = reporter.report()  # nothing new
+    assert second["DimseOperations"] == 0 and second["InstancesStored"] == 0
