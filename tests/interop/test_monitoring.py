@@ -125,6 +125,12 @@ def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFa
     finally:
         assoc.release()
         ae.shutdown()
+    ae = AE(ae_title="ABORTER")  # and one the caller aborts
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", pacs_up.dimse_port, ae_title="PACS")
+    assert assoc.is_established
+    assoc.abort()
+    ae.shutdown()
 
     assert run_tool([tool("echoscu"), "-aec", "PACS", "127.0.0.1", port]).returncode == 0
     study, series = new_study("monitoring", patient_id="MON-1")
@@ -174,9 +180,10 @@ def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFa
 
 def test_associations(monitored: Monitored) -> None:
     m = monitored
-    assert m.delta("pacs_dimse_associations_accepted_total") >= 7  # holder, echo, 3 storescu, find, move
+    assert m.delta("pacs_dimse_associations_accepted_total") >= 8  # 2 held, echo, 3 storescu, find, move
     assert m.delta("pacs_dimse_associations_rejected_total", reason="called-ae-title-not-recognized") == 1
     assert m.delta("pacs_dimse_associations_ended_total", how="released") >= 7
+    assert m.delta("pacs_dimse_associations_ended_total", how="aborted") == 1
     assert get(m.after, "pacs_dimse_associations_open") == 0
     assert m.delta("pacs_tls_handshake_failures_total") >= 1
 

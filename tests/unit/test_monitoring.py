@@ -127,8 +127,10 @@ def test_scrape_reads_catalog_counts_and_queue_depths(client: TestClient, embedd
         stored = ingest.ingest(make_part10(StudyInstanceUID=S, SeriesInstanceUID=f"{S}.{n % 2}",
                                            SOPInstanceUID=f"{S}.{n}"))
         sizes += stored.size
+    time.sleep(0.05)  # the oldest event's age is measured from its write
     text = client.get("/metrics").text
     assert sample(text, "pacs_index_queue_depth") == 3
+    assert (sample(text, "pacs_index_queue_oldest_seconds") or 0) >= 0.05
     assert sample(text, "pacs_catalog_instances", partition="default") == 0
     assert embedded.queue is not None
     index_worker.drain_once(embedded.queue, IndexerService(embedded.store, embedded.catalog), wait=5)
