@@ -8,7 +8,9 @@ under the names the dashboard shows (`GATEWAY_EMF`). Off (0) by default; the gat
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -91,7 +93,8 @@ def prepare(settings: Settings) -> bool:
     if settings.emf_interval <= 0:
         return False
     if not multiprocess.enabled():
-        multiprocess.prepare(Path(tempfile.mkdtemp(prefix="pacs-metrics-")))
+        directory = multiprocess.prepare(Path(tempfile.mkdtemp(prefix="pacs-metrics-")))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)  # the workers leave by os._exit
     return True
 
 
