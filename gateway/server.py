@@ -21,6 +21,7 @@ from pacs.backends import ingest_service, open_backend
 from pacs.cli.children import die_with_parent
 from pacs.config import Settings
 from pacs.monitoring import dimse as dimse_metrics
+from pacs.monitoring import emf_reporter
 from pacs.monitoring.metrics import heartbeat
 from pacs.monitoring.multiprocess import mark_dead
 
@@ -108,7 +109,10 @@ def serve(settings: Settings, workers: int | None = None, sock: socket.socket | 
     counter = AssociationCounter(workers)
     if tls is None:
         tls_sock = None
+    reporting = emf_reporter.prepare(settings)  # the workers' metrics in files this process reads
     if workers == 1:
+        if reporting:
+            emf_reporter.start(settings)
         serve_worker(settings, sock, tls_sock=tls_sock, tls=tls, counter=counter)
         return 0
     children: list[int] = []
@@ -125,6 +129,8 @@ def serve(settings: Settings, workers: int | None = None, sock: socket.socket | 
                 code = 1
             os._exit(code)
         children.append(pid)
+    if reporting:
+        emf_reporter.start(settings)  # CloudWatch EMF lines on stdout
 
     def forward(signum: int, _frame: object) -> None:
         for pid in children:

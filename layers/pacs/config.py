@@ -61,6 +61,9 @@ class Settings:
     max_inline_response: int = 0
     #: Lifetime (seconds) of the presigned URLs of pre-packed responses.
     presign_expires: int = 900
+    #: Seconds between the gateway's CloudWatch EMF reports on stdout (`pacs.monitoring.emf_reporter`);
+    #: 0: none. The gateway image sets 60.
+    emf_interval: int = 0
     #: AWS backend.
     bucket: str = ""
     #: Derived data (`{partition}/derived/…`) in its own bucket; empty: the same bucket as originals.

@@ -2,7 +2,8 @@
 a small workload of real clients, the workers' figures are served by the web process's /metrics
 (prometheus-client multiprocess mode), and /health/ready follows the gateway workers.
 
-Workload: an association held open; dcmtk echoscu; storescu of 3 instances, of one refused (a
+Workload: an association held open, one aborted; dcmtk echoscu; storescu of 3 instances, of one over
+TLS (pynetdicom's path, not the fast one), of one refused (a
 key-unsafe UID), of one the object store cannot write (a file where its study's directory goes), and
 one to an unknown called AE (rejected); findscu; movescu to a storescp node; a STOW-RS with dicomweb-client; a plain-TCP client on
 the TLS port (a failed handshake); the indexer catching up.
@@ -32,7 +33,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from .conftest import Launcher
 from .dicomgen import new_study, write_extra_instance
 from .support import PacsProcess, Qido, free_port, run_tool, terminate, value, wait_until
-from .test_tls_policy import make_pki
+from .test_tls_policy import Pki, make_pki
 
 pytestmark = pytest.mark.interop
 
@@ -74,13 +75,13 @@ class Monitored:
 
 
 @pytest.fixture(scope="module")
-def pacs(launch_module: Launcher, tmp_path_factory: pytest.TempPathFactory) -> tuple[PacsProcess, int]:
+def pacs(launch_module: Launcher, tmp_path_factory: pytest.TempPathFactory) -> tuple[PacsProcess, int, Pki]:
     pki = make_pki(tmp_path_factory.mktemp("pki"))
     tls_port = free_port()
     started = launch_module(workers=2, name="mon", env={
         "PACS_TLS_CERT": str(pki.server_cert), "PACS_TLS_KEY": str(pki.server_key),
         "PACS_TLS_PORT": str(tls_port), "PACS_ACSE_TIMEOUT": "5"})
-    return started, tls_port
+    return started, tls_port, pki
 
 
 def pacs_cli(pacs_up: PacsProcess, *args: str) -> None:
@@ -107,8 +108,8 @@ def storescp(pacs_up: PacsProcess, out: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFactory) -> Monitored:
-    pacs_up, tls_port = pacs
+def monitored(pacs: tuple[PacsProcess, int, Pki], tmp_path_factory: pytest.TempPathFactory) -> Monitored:
+    pacs_up, tls_port, pki = pacs
     tmp = tmp_path_factory.mktemp("mon-files")
     port = str(pacs_up.dimse_port)
     before = scrape(pacs_up)
@@ -125,6 +126,12 @@ def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFa
     finally:
         assoc.release()
         ae.shutdown()
+    ae = AE(ae_title="ABORTER")  # and one the caller aborts
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", pacs_up.dimse_port, ae_title="PACS")
+    assert assoc.is_established
+    assoc.abort()
+    ae.shutdown()
 
     assert run_tool([tool("echoscu"), "-aec", "PACS", "127.0.0.1", port]).returncode == 0
     study, series = new_study("monitoring", patient_id="MON-1")
@@ -144,6 +151,9 @@ def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFa
     run = run_tool([tool("findscu"), "-aec", "PACS", "-S", "-k", "QueryRetrieveLevel=STUDY",
                     "-k", "PatientID=MON-1", "-k", "StudyInstanceUID", "127.0.0.1", port])
     assert run.returncode == 0, run.stderr
+    qido = Qido(pacs_up)
+    wait_until(lambda: qido.studies({"PatientID": "MON-1"}),  # the 3 are indexed: the move sends them all
+               lambda r: bool(r) and value(r[0], "00201208") == 3)
     moved = tmp / "moved"
     moved.mkdir()
     with storescp(pacs_up, moved) as dest:  # a C-MOVE of the study to a registered node
@@ -151,16 +161,19 @@ def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFa
                         "-k", f"StudyInstanceUID={study.uid}", "127.0.0.1", port])
         assert run.returncode == 0, run.stderr
         assert len(list(moved.iterdir())) == 3
+    over_tls = write_extra_instance(series, study, 6, tmp / "tls.dcm")  # pynetdicom's path, not the fast one
+    run = run_tool([tool("storescu"), "+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca),
+                    "-aec", "PACS", "127.0.0.1", str(tls_port), str(over_tls.path)])
+    assert run.returncode == 0, run.stderr
     stow = write_extra_instance(series, study, 5, tmp / "stow.dcm")
     DICOMwebClient(pacs_up.dicomweb_url).store_instances([pydicom.dcmread(stow.path)])
     with socket.create_connection(("127.0.0.1", tls_port), timeout=30) as plain:  # no TLS ClientHello
         plain.sendall(b"\x01\x00\x00\x00\x00\x44" + b"\x00" * 68)
         with contextlib.suppress(OSError):
             plain.recv(1024)
-    qido = Qido(pacs_up)
-    try:  # the indexer caught up: the 4 instances are searchable
+    try:  # the indexer caught up: the 5 instances are searchable
         found = wait_until(lambda: qido.studies({"PatientID": "MON-1"}),
-                           lambda r: bool(r) and value(r[0], "00201208") == 4)
+                           lambda r: bool(r) and value(r[0], "00201208") == 5)
         assert value(found[0], "0020000D") == study.uid
     finally:
         qido.client.close()
@@ -168,15 +181,16 @@ def monitored(pacs: tuple[PacsProcess, int], tmp_path_factory: pytest.TempPathFa
                        lambda s: get(s, "pacs_tls_handshake_failures_total") > get(
                            before, "pacs_tls_handshake_failures_total")
                        and get(s, "pacs_indexer_lag_seconds_count") - get(
-                           before, "pacs_indexer_lag_seconds_count") >= 4, timeout=60)
-    return Monitored(pacs_up, tls_port, before, after, stored=4)
+                           before, "pacs_indexer_lag_seconds_count") >= 5, timeout=60)
+    return Monitored(pacs_up, tls_port, before, after, stored=5)
 
 
 def test_associations(monitored: Monitored) -> None:
     m = monitored
-    assert m.delta("pacs_dimse_associations_accepted_total") >= 7  # holder, echo, 3 storescu, find, move
+    assert m.delta("pacs_dimse_associations_accepted_total") >= 9  # 2 held, echo, 4 storescu, find, move
     assert m.delta("pacs_dimse_associations_rejected_total", reason="called-ae-title-not-recognized") == 1
-    assert m.delta("pacs_dimse_associations_ended_total", how="released") >= 7
+    assert m.delta("pacs_dimse_associations_ended_total", how="released") >= 8
+    assert m.delta("pacs_dimse_associations_ended_total", how="aborted") == 1
     assert get(m.after, "pacs_dimse_associations_open") == 0
     assert m.delta("pacs_tls_handshake_failures_total") >= 1
 
@@ -184,15 +198,15 @@ def test_associations(monitored: Monitored) -> None:
 def test_dimse_operations_by_service_and_status(monitored: Monitored) -> None:
     m = monitored
     assert m.delta("pacs_dimse_operations_total", service="C-ECHO", status="0x0000") == 1
-    assert m.delta("pacs_dimse_operations_total", service="C-STORE", status="0x0000") == 3
-    failures = m.delta("pacs_dimse_operations_total", service="C-STORE") - 3
+    assert m.delta("pacs_dimse_operations_total", service="C-STORE", status="0x0000") == 4  # 3 + 1 over TLS
+    failures = m.delta("pacs_dimse_operations_total", service="C-STORE") - 4
     assert failures == 2  # the refused one and the one the store could not write
     assert m.delta("pacs_dimse_operations_total", service="C-STORE", status="0xA700") == 1
     assert m.delta("pacs_dimse_operations_total", service="C-FIND", status="0x0000") == 1
-    assert m.delta("pacs_dimse_operation_seconds_count", service="C-STORE") == 5
+    assert m.delta("pacs_dimse_operation_seconds_count", service="C-STORE") == 6
     assert m.delta("pacs_dimse_operation_seconds_count", service="C-FIND") == 1
     assert m.delta("pacs_dimse_operation_seconds_sum", service="C-STORE") > 0
-    assert m.delta("pacs_dimse_bytes_total", service="C-STORE", direction="received") > 3 * 5_000
+    assert m.delta("pacs_dimse_bytes_total", service="C-STORE", direction="received") > 4 * 5_000
     assert m.delta("pacs_dimse_bytes_total", service="C-FIND", direction="sent") > 0
     assert m.delta("pacs_dimse_operations_total", service="C-MOVE", status="0x0000") == 1
     assert m.delta("pacs_dimse_operation_seconds_count", service="C-MOVE") == 1
@@ -300,3 +314,39 @@ def test_a_restart_starts_from_an_empty_metrics_directory(launch: Launcher, tmp_
     assert not leftover.exists()
     samples = scrape(first)
     assert get(samples, "pacs_dimse_operations_total", service="C-ECHO") == 1
+
+
+def test_the_standalone_gateway_prints_its_figures_as_emf(tmp_path: Path) -> None:
+    """`python -m gateway` (as in the Fargate image) with 2 workers and PACS_EMF_INTERVAL: its workers'
+    figures, summed by the process that forked them, go to stdout as EMF (namespace PACS, service
+    gateway) under the names of the CloudWatch dashboard."""
+    from pacs.monitoring.emf_reporter import GATEWAY_EMF, GATEWAY_EMF_GAUGES
+
+    from tests.integration.test_emf import emf_lines, figures
+
+    port = free_port()
+    out = tmp_path / "gateway.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PACS_", "PROMETHEUS_"))}
+    env.update(PACS_DATA_DIR=str(tmp_path / "data"), PACS_EMF_INTERVAL="1", PYTHONUNBUFFERED="1")
+    with open(out, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "--workers", "2", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until(lambda: out.read_text(errors="replace"), lambda t: "gateway: DIMSE on" in t, timeout=60)
+        echo = [tool("echoscu"), "-aec", "PACS", "127.0.0.1", str(port)]
+        wait_until(lambda: run_tool(echo, timeout=30).returncode, lambda rc: rc == 0, timeout=60)
+        study, series = new_study("monitoring-emf", patient_id="MON-3")
+        inst = write_extra_instance(series, study, 1, tmp_path / "1.dcm")
+        assert run_tool([tool("storescu"), "-aec", "PACS", "127.0.0.1", str(port), str(inst.path)]).returncode == 0
+
+        def seen() -> dict[str, tuple[str, str, list[float]]]:
+            return figures(emf_lines(out.read_text(errors="replace")))
+
+        got = wait_until(seen, lambda f: sum(f.get("InstancesStored", ("", "", [0.0]))[2]) >= 1
+                         and sum(f.get("DimseOperations", ("", "", [0.0]))[2]) >= 2, timeout=60)
+    finally:
+        terminate(proc)
+    assert set(got) == set(GATEWAY_EMF) | set(GATEWAY_EMF_GAUGES)
+    assert all((ns, service) == ("PACS", "gateway") for ns, service, _ in got.values())
+    assert sum(got["AssociationsAccepted"][2]) >= 2  # the echo, the store
+    assert sum(got["InstancesStored"][2]) == 1 and sum(got["DimseFailures"][2]) == 0

@@ -127,8 +127,10 @@ def test_scrape_reads_catalog_counts_and_queue_depths(client: TestClient, embedd
         stored = ingest.ingest(make_part10(StudyInstanceUID=S, SeriesInstanceUID=f"{S}.{n % 2}",
                                            SOPInstanceUID=f"{S}.{n}"))
         sizes += stored.size
+    time.sleep(0.05)  # the oldest event's age is measured from its write
     text = client.get("/metrics").text
     assert sample(text, "pacs_index_queue_depth") == 3
+    assert (sample(text, "pacs_index_queue_oldest_seconds") or 0) >= 0.05
     assert sample(text, "pacs_catalog_instances", partition="default") == 0
     assert embedded.queue is not None
     index_worker.drain_once(embedded.queue, IndexerService(embedded.store, embedded.catalog), wait=5)
@@ -171,3 +173,22 @@ def test_every_grafana_panel_metric_exists(embedded: Backend) -> None:
         - {n for n in exposed_names(embedded) if n.endswith(("_count", "_sum"))} \
         - {"pacs_gateway_worker_heartbeat_timestamp_seconds"}
     assert not unused, f"metrics on no Grafana panel: {sorted(unused)}"
+
+
+def test_the_gateway_emf_report_is_the_change_since_the_last(capsys: pytest.CaptureFixture[str]) -> None:
+    from pacs.monitoring.emf_reporter import EmfReporter
+
+    from tests.integration.test_emf import emf_lines, figures
+
+    reporter = EmfReporter(REGISTRY.collect)
+    metrics.dimse_operation("C-STORE", 0x0000, 0.01, 100)
+    metrics.dimse_operation("C-STORE", 0xA700, 0.01, 100)
+    metrics.dimse_operation("C-FIND", 0xFE00, 0.01)  # a cancel is no failure
+    metrics.instance_stored("stored")
+    capsys.readouterr()
+    first = reporter.report()
+    assert (first["DimseOperations"], first["DimseFailures"], first["InstancesStored"]) == (3, 1, 1)
+    got = figures(emf_lines(capsys.readouterr().out))
+    assert got["DimseOperations"] == ("PACS", "gateway", [3.0]) and got["DimseFailures"][2] == [1.0]
+    second = reporter.report()  # nothing new
+    assert second["DimseOperations"] == 0 and second["InstancesStored"] == 0

@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from pacs.events.model import event_timestamp
-from pacs.monitoring import emf
+from pacs.monitoring import emf, multiprocess
 
 #: Seconds: DIMSE operations last from a millisecond (C-ECHO) to minutes (a large C-MOVE).
 DIMSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -61,6 +61,7 @@ class Metrics:
 @functools.cache
 def get() -> Metrics:
     """The metrics of this process, registered in prometheus-client's default registry."""
+    multiprocess.use_files_if_configured()
     return Metrics(
         associations_open=Gauge(
             "pacs_dimse_associations_open", "DIMSE associations open now (all gateway workers)",
@@ -159,6 +160,7 @@ def indexer_lag(event_time: str, now: float | None = None) -> float | None:
 @functools.cache
 def _heartbeat() -> Gauge:
     """Made by the gateway workers alone (a gauge is written at once: other processes would show 0)."""
+    multiprocess.use_files_if_configured()
     return Gauge("pacs_gateway_worker_heartbeat_timestamp_seconds",
                  "Last sign of life of each gateway worker (Unix time; label pid in multiprocess mode)",
                  multiprocess_mode="liveall")

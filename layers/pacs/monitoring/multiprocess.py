@@ -23,6 +23,32 @@ log = logging.getLogger("pacs.monitoring")
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+#: This process's id, kept current across forks: prometheus-client asks for it at every write, and
+#: `os.getpid` is a system call each time.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def current_pid() -> int:
+    return _pid
+
+
+def use_files_if_configured() -> None:
+    """In multiprocess mode, metrics made from now on write to `{type}_{pid}.db` files, the pid from
+    `current_pid`. Called before the first metric is made (`pacs.monitoring.metrics`)."""
+    if os.environ.get(ENV) and not getattr(_values.ValueClass, "_pacs", False):
+        value_class = _values.MultiProcessValue(process_identifier=current_pid)
+        value_class._pacs = True  # type: ignore[attr-defined]
+        _values.ValueClass = value_class
+
+
 def directory_for(data_dir: Path) -> Path:
     return data_dir / "metrics"
 
@@ -37,8 +63,7 @@ def prepare(directory: Path) -> Path:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ[ENV] = str(directory)
-    if not getattr(_values.ValueClass, "_multiprocess", False):
-        _values.ValueClass = _values.MultiProcessValue()
+    use_files_if_configured()
     return directory
 
 
