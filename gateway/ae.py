@@ -1,4 +1,5 @@
-"""The gateway's Application Entity: contexts for every storage SOP class and transfer syntax."""
+"""The gateway's Application Entity: contexts for every storage SOP class (retired ones included) and
+transfer syntax, and, when configured, for SOP classes the standard does not define."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
+from pacs.dicom.uids import STORAGE_SOP_CLASSES, is_unknown_sop_class
 from pacs.dimse.reactor import EventAE, EventRequestHandler
 from pydicom.uid import (
+    UID,
     AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -35,8 +39,9 @@ from pynetdicom import (
     _config,
     dimse_messages,
 )
-from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway import commitment, find, get, move, mpps
@@ -71,7 +76,7 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     ae.add_supported_context(Verification)
-    for uid in _STORAGE_CLASSES.values():
+    for uid in sorted(STORAGE_SOP_CLASSES):  # the standard's, retired ones included
         # both roles accepted when a requestor proposes SCP/SCU role selection: C-GET sends back on it
         ae.add_supported_context(uid, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     find.add_contexts(ae)
@@ -80,6 +85,32 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     mpps.add_contexts(ae)
     commitment.add_contexts(ae)
     return ae
+
+
+@lru_cache(maxsize=1024)
+def storage_context(uid: str) -> PresentationContext:
+    """A supported storage context for `uid`, as `make_ae` adds for the standard's classes."""
+    cx = build_context(uid, list[str | UID](TRANSFER_SYNTAXES))
+    cx.scu_role = cx.scp_role = True
+    return cx
+
+
+def accept_unknown_sop_classes(event: Event) -> None:
+    """EVT_REQUESTED (the A-ASSOCIATE-RQ is in, negotiation not begun): each proposed abstract syntax
+    the standard does not define (`is_unknown_sop_class`: a private SOP class, one newer than this
+    release) becomes a storage context this association supports, so it is accepted, and its
+    C-STOREs stored, like the standard's (setting `accept_unknown_sop_classes`)."""
+    assoc = event.assoc
+    request = assoc.requestor.primitive
+    if request is None:
+        return
+    supported = assoc.acceptor.supported_contexts  # this association's own list (`SharedContexts`)
+    added: set[str] = set()
+    for proposed in request.presentation_context_definition_list:
+        uid = str(proposed.abstract_syntax)
+        if uid not in added and is_unknown_sop_class(uid):
+            supported.append(storage_context(uid))
+            added.add(uid)
 
 
 # --- the spooled data set's file: named and headed without tempfile's and pydicom's machinery ---------
@@ -109,7 +140,7 @@ class SpoolFile:
 
 
 def _uid_value(uid: str) -> bytes:
-    raw = uid.encode("ascii")
+    raw = uid.encode("ascii", "replace")  # a non-ASCII UID is refused by ingest, not by an exception
     return raw + b"\0" * (len(raw) & 1)
 
 
@@ -144,17 +175,33 @@ def _write_file_meta_info(fp: Any, file_meta: Any, *args: Any, **kwargs: Any) ->
 
 
 _PYDICOM_WRITE_FILE_META_INFO = dimse_messages.write_file_meta_info
+_PYNETDICOM_DECODE = dimse_messages.decode
+
+
+def _decode_command_set(data: Any, is_implicit: bool, is_little: bool) -> Any:
+    """pynetdicom's command set decoding, with the Affected SOP Class and Instance UIDs of a C-STORE-RQ
+    made empty when absent: pynetdicom reads them to head the spooled file and would fail the whole
+    association without them; empty, the request is answered with a failure
+    (`pacs.dimse.refusals`)."""
+    command = _PYNETDICOM_DECODE(data, is_implicit, is_little)
+    if command.get("CommandField") == 0x0001:
+        for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID"):
+            if keyword not in command:
+                setattr(command, keyword, "")
+    return command
 
 
 def fast_spool() -> None:
     """pynetdicom's C-STORE spooling (`STORE_RECV_CHUNKED_DATASET`) without `NamedTemporaryFile`
     (random names, a wrapper per file) and without building and writing the file meta through pydicom
-    datasets (a fifth of a C-STORE's CPU in the gateway, measured): the same file, byte for byte.
+    datasets (a fifth of a C-STORE's CPU in the gateway, measured): the same file, byte for byte; a
+    C-STORE-RQ without its SOP Class or Instance UID is answered, not fatal (`_decode_command_set`).
     Process-wide, like pynetdicom's `_config` (its names in `pynetdicom.dimse_messages`, used there
     only to spool a received C-STORE data set)."""
     dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[attr-defined,assignment]
     dimse_messages.create_file_meta = _create_file_meta  # type: ignore[attr-defined,assignment]
     dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[attr-defined]
+    dimse_messages.decode = _decode_command_set  # type: ignore[assignment]  # command sets only
 
 
 class SharedContexts(list[PresentationContext]):

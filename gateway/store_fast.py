@@ -55,11 +55,12 @@ class ProtocolError(Exception):
 
 
 def store_rsp(sop_class: str, sop_uid: str, msg_id: int, status: int, comment: str | None) -> bytes:
-    """The command set of a C-STORE-RSP, as pynetdicom encodes it (Error Comment with a failure)."""
+    """The command set of a C-STORE-RSP, as pynetdicom encodes it (Error Comment with a failure; a
+    UID a peer could not decode is not echoed)."""
     if not status and comment is None:
         return c_store_success_rsp(sop_class, sop_uid, msg_id)
     elements = [
-        implicit(0x00000002, "", uid_value(sop_class)),
+        *([implicit(0x00000002, "", uid_value(sop_class))] if _echoable(sop_class) else []),
         implicit(0x00000100, "<H", 0x8001),  # C-STORE-RSP
         implicit(0x00000120, "<H", msg_id),
         implicit(0x00000800, "<H", NO_DATA_SET),
@@ -68,8 +69,15 @@ def store_rsp(sop_class: str, sop_uid: str, msg_id: int, status: int, comment: s
     if comment is not None:
         text = comment[:64].encode("ascii", "replace")
         elements.append(implicit(0x00000902, "", text + b" " * (len(text) & 1)))  # Error Comment (LO)
-    elements.append(implicit(0x00001000, "", uid_value(sop_uid)))
+    if _echoable(sop_uid):
+        elements.append(implicit(0x00001000, "", uid_value(sop_uid)))
     return command_set(elements)
+
+
+def _echoable(value: str) -> bool:
+    """Whether a request's UID may be echoed in its response (optional there): not one a peer could
+    not decode (over 64 characters, not printable ASCII)."""
+    return 0 < len(value) <= 64 and value.isascii() and value.isprintable()
 
 
 class StoreFastPath:
@@ -117,7 +125,8 @@ class StoreFastPath:
         sop_class, sop_uid = uid(fields, SOP_CLASS), uid(fields, SOP_INSTANCE)
         assoc = self.assoc
         cx = next((c for c in assoc.accepted_contexts if c.context_id == context_id), None)
-        if msg_id is None or not sop_uid or cx is None or cx.abstract_syntax != sop_class \
+        if msg_id is None or not sop_uid or not (sop_class + sop_uid).isascii() or cx is None \
+                or cx.abstract_syntax != sop_class \
                 or not idle(assoc) \
                 or (self.refusal is not None and self.refusal(assoc, "store") is not None):
             return False

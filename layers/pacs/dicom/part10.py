@@ -251,7 +251,7 @@ def parse_part10(data: bytes | bytearray | memoryview) -> Part10Header:
     ts = meta.get(_TRANSFER_SYNTAX, "")
     if not ts:
         raise InvalidDataset("the file meta has no Transfer Syntax UID (0002,0010)")
-    check_uid(ts, "TransferSyntaxUID")
+    check_uid(ts, "TransferSyntaxUID", strict=True)
     found: dict[int, str] = {}
     if ts == DeflatedExplicitVRLittleEndian:
         found = _uids_by_pydicom(buf)

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pacs.config import Settings
 from pacs.dicom.part10 import Part10Header, parse_part10
+from pacs.dicom.uids import UidPolicy, check_policy
 from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, WrongStudy
 from pacs.events.model import sequencer_now
 from pacs.storage.keys import check_partition, instance_key
@@ -50,10 +52,13 @@ class IngestService:
         *,
         partition: str = "default",
         duplicate_policy: DuplicatePolicy = DuplicatePolicy.REPLACE,
+        uid_policy: UidPolicy | str | None = None,
     ) -> None:
         self.store = store
         self.partition = check_partition(partition)
         self.duplicate_policy = DuplicatePolicy(duplicate_policy)
+        #: Which instance UIDs are accepted (None: the setting, `PACS_UID_POLICY`).
+        self.uid_policy = UidPolicy(uid_policy if uid_policy is not None else Settings.from_env().uid_policy)
 
     def ingest(self, data: bytes | bytearray | memoryview, *, study_uid: str | None = None) -> StoredInstance:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
@@ -82,6 +87,9 @@ class IngestService:
     ) -> StoredInstance:
         """Apply the duplicate policy and store; errors name the instance they concern."""
         try:
+            check_policy(header.study_uid, "StudyInstanceUID", self.uid_policy)
+            check_policy(header.series_uid, "SeriesInstanceUID", self.uid_policy)
+            check_policy(header.sop_instance_uid, "SOPInstanceUID", self.uid_policy)
             if study_uid is not None and header.study_uid != study_uid:
                 raise WrongStudy(
                     f"SOP Instance {header.sop_instance_uid} belongs to study {header.study_uid}, "
