@@ -139,15 +139,15 @@ def exchange(assoc: Association, request: Any, cx_id: int) -> Any:
 
 
 def raw_store(assoc: Association, ds: Dataset, *, sop_class: str | None = None, sop_uid: str | None = None,
-              msg_id: int = 99) -> Any:
+              msg_id: int = 99, tail: bytes = b"") -> Any:
     """A C-STORE-RQ whose Affected SOP Class / Instance UIDs are whatever the test says (set past
-    pynetdicom's checks), on the CT context, with `ds` as its data set."""
+    pynetdicom's checks), on the CT context, with `ds` (Explicit VR LE, then `tail`) as its data set."""
     req = C_STORE()
     req.MessageID = msg_id
     req.Priority = 2
     req._affected_sop_class_uid = UID(sop_class if sop_class is not None else ds.SOPClassUID)
     req._affected_sop_instance_uid = UID(sop_uid if sop_uid is not None else ds.SOPInstanceUID) or None
-    req.DataSet = io.BytesIO(encode(ds, False, True))
+    req.DataSet = io.BytesIO(encode(ds, False, True) + tail)
     return exchange(assoc, req, context_id(assoc, CTImageStorage))
 
 
@@ -377,3 +377,72 @@ def test_an_unknown_pdu_type_is_aborted_and_closed_at_once(gateway: Gateway) -> 
         assert received[:1] == b"\x07" and len(received) == 10  # A-ABORT, then end of stream
     finally:
         assoc.abort()
+
+
+# -- item 7: identifiers that lie, sequences nested too deep -------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    """Content Sequence (0040,A730) nested `depth` levels, every sequence and item of undefined length
+    (Explicit VR Little Endian)."""
+    sq = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"
+    item, item_end, seq_end = b"\xfe\xff\x00\xe0\xff\xff\xff\xff", b"\xfe\xff\x0d\xe0\x00\x00\x00\x00", \
+        b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return (sq + item) * depth + (item_end + seq_end) * depth
+
+
+def find_request(identifier: bytes) -> C_FIND:
+    req = C_FIND()
+    req.MessageID = 21
+    req.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
+    req.Identifier = io.BytesIO(identifier)
+    return req
+
+
+def _study_query() -> bytes:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = ""
+    return encode(ds, False, True)
+
+
+def test_a_c_find_identifier_with_a_lying_length_fails(gateway: Gateway) -> None:
+    """Patient ID (0010,0020) announcing 100 bytes, 4 sent: before, pydicom read it cut short and the
+    query was answered Success."""
+    lying = _study_query() + b"\x10\x00\x20\x00LO\x64\x00PID1"
+    assoc = associate(gateway.port)
+    try:
+        rsp = exchange(assoc, find_request(lying), context_id(assoc, StudyRootQueryRetrieveInformationModelFind))
+        assert rsp.Status == 0xC000
+        assert "truncated" in rsp.ErrorComment
+        assert echo_works(assoc)
+    finally:
+        assoc.release()
+
+
+@pytest.mark.parametrize("depth", [600, 3000])
+def test_sequences_nested_too_deep_are_refused_with_a_reason(gateway: Gateway, depth: int) -> None:
+    """A C-STORE data set and a C-FIND identifier with sequences nested `depth` levels: 0xC000 naming the
+    limit (before: a RecursionError, answered 0x0110 "internal error"), the association goes on."""
+    ds = instance(13)
+    assoc = associate(gateway.port)
+    try:
+        rsp = raw_store(assoc, ds, tail=nested(depth))
+        assert rsp.Status == 0xC000 and "nested" in rsp.ErrorComment
+        rsp = exchange(assoc, find_request(_study_query() + nested(depth)),
+                       context_id(assoc, StudyRootQueryRetrieveInformationModelFind))
+        assert rsp.Status == 0xC000 and "nested" in rsp.ErrorComment
+        assert echo_works(assoc)
+    finally:
+        assoc.release()
+    assert gateway.stored() == {}
+
+
+def test_sequences_nested_within_the_limit_are_stored(gateway: Gateway) -> None:
+    ds = instance(14)
+    assoc = associate(gateway.port)
+    try:
+        assert raw_store(assoc, ds, tail=nested(100)).Status == 0
+    finally:
+        assoc.release()
+    assert ds.SOPInstanceUID in gateway.stored()
