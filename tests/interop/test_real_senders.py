@@ -119,11 +119,14 @@ def test_dcmsend_of_retired_private_and_guid_instances(
     found = wait_until(lambda: qido.instances(study), lambda r: len(r) == 1, what=f"{case} indexed")
     assert uids(found, "00080018") == {sop}
     assert uids(found, "00080016") == {str(ds.SOPClassUID)}
+    assert uids(qido.instances(study, series, {"SOPInstanceUID": sop}), "00080018") == {sop}
     find = run_tool([dcmtk("findscu"), "-S", "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={study}",
-                     "-k", f"SeriesInstanceUID={series}", "-k", "SOPInstanceUID", "-v", "127.0.0.1",
+                     "-k", f"SeriesInstanceUID={series}", "-k", f"SOPInstanceUID={sop}", "-v", "127.0.0.1",
                      str(pacs.dimse_port), "-aec", "PACS"])
     assert find.returncode == 0, find.stderr[-3000:]
-    assert sop in find.stdout + find.stderr
+    output = find.stdout + find.stderr
+    assert "Find Response: 1 (Pending)" in output and "Find Response: 2" not in output, output[-3000:]
+    assert output.count(sop) >= 2  # the request's key, and the match
     r = qido.client.get(f"/studies/{study}/series/{series}/instances/{sop}",
                         headers={"Accept": 'multipart/related; type="application/dicom"'})
     assert r.status_code == 200, r.text[:500]
