@@ -44,6 +44,7 @@ from pacs.dimse.pdu import (
 from gateway.ae import SpoolFile, file_meta_bytes
 from gateway.context import GatewayContext
 from gateway.handlers import store_spooled
+from gateway.status import OUT_OF_RESOURCES
 
 log = logging.getLogger("gateway")
 
@@ -91,6 +92,9 @@ class StoreFastPath:
         #: The request being received: context ID, message ID, SOP class, SOP instance; None between.
         self.request: tuple[int, int, str, str] | None = None
         self.file: SpoolFile | None = None
+        #: Why the request being received cannot be stored (its spool file could not be written): the
+        #: rest of its data set is read and dropped, and it is answered 0xA700 with this reason.
+        self.failure: str | None = None
 
     def __call__(self, pdu: bytes) -> bool:
         items = pdv_items(pdu)
@@ -106,12 +110,15 @@ class StoreFastPath:
                 return False  # pynetdicom's
             items = items[1:]
         context_id = self.request[0]  # type: ignore[index]
-        assert self.file is not None
         for n, (cx, control, start, end) in enumerate(items):
             if control & 0x01 or cx != context_id or (control & 0x02 and n != len(items) - 1):
                 self._drop()
                 raise ProtocolError("another message's PDV in the middle of a C-STORE data set")
-            self.file.write(view[start:end])
+            if self.file is not None:
+                try:
+                    self.file.write(view[start:end])
+                except OSError as exc:  # disk full…: this request fails, the association goes on
+                    self._spool_failed(exc)
             if control & 0x02:
                 self._answer()
         return True
@@ -130,27 +137,41 @@ class StoreFastPath:
                 or not idle(assoc) \
                 or (self.refusal is not None and self.refusal(assoc, "store") is not None):
             return False
-        self.file = SpoolFile()
+        self.request = (context_id, msg_id, sop_class, sop_uid)
+        self.failure = None
         try:
+            self.file = SpoolFile()
             meta = file_meta_bytes(sop_class, sop_uid, cx.transfer_syntax[0])
             self.file.write(b"\0" * 128 + b"DICM" + meta)
-        except BaseException:
-            self._drop()
-            raise
-        self.request = (context_id, msg_id, sop_class, sop_uid)
+        except OSError as exc:
+            self._spool_failed(exc)
         return True
+
+    def _spool_failed(self, exc: OSError) -> None:
+        log.error("C-STORE from %s: cannot spool the data set: %s", self.assoc.requestor.ae_title, exc)
+        self.failure = f"cannot spool the data set: {exc.strerror or exc}"
+        file, self.file = self.file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+            with contextlib.suppress(OSError):
+                os.unlink(file.name)
 
     def _answer(self) -> None:
         context_id, msg_id, sop_class, sop_uid = self.request  # type: ignore[misc]
-        file = self.file
-        assert file is not None
-        self.request, self.file = None, None
-        try:
-            file.close()
-            status, comment = store_spooled(self.ctx.ingest, file.name, self.assoc.requestor.ae_title)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(file.name)  # the stored object is a link to it, or nothing was stored
+        file, failure = self.file, self.failure
+        self.request, self.file, self.failure = None, None, None
+        if file is not None:
+            try:
+                file.close()
+                status, comment = store_spooled(self.ctx.ingest, file.name, self.assoc.requestor.ae_title)
+            except OSError as exc:
+                failure = f"cannot spool the data set: {exc.strerror or exc}"
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(file.name)  # the stored object is a link to it, or nothing was stored
+        if failure is not None:
+            status, comment = OUT_OF_RESOURCES, failure
         response = pdv_pdu(context_id, 0x03, store_rsp(sop_class, sop_uid, msg_id, status, comment))
         try:
             self.assoc.dul.socket.socket.sendall(response)

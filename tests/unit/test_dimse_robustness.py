@@ -9,7 +9,9 @@ values set past its validation where the point is an invalid one.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import struct
 import tempfile
 import time
@@ -40,7 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from gateway import find_fast, store_fast
-from gateway.ae import make_ae, start_server
+from gateway.ae import SpoolFile, make_ae, start_server
 from gateway.context import GatewayContext
 from gateway.handlers import handle_store, handlers
 from tests.unit.conftest import build_dataset, to_part10
@@ -446,3 +448,40 @@ def test_sequences_nested_within_the_limit_are_stored(gateway: Gateway) -> None:
     finally:
         assoc.release()
     assert ds.SOPInstanceUID in gateway.stored()
+
+
+# -- audit: a spool file that cannot be written fails its C-STORE alone (fast path) --------------------
+
+
+@pytest.mark.parametrize("when", ["header", "data set"])
+def test_a_full_spool_fails_that_c_store_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """ENOSPC while the fast path spools a data set: that C-STORE answered 0xA700 with the reason (before:
+    the exception reached the DUL reactor, which aborted the association), the next one stored."""
+    full = [False]
+
+    class FullDisk(SpoolFile):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            real, writes = self.write, [0]
+
+            def write(data: Any) -> int:
+                writes[0] += 1
+                if full[0] and (when == "header" or writes[0] > 1):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return real(data)
+
+            self.write = write  # type: ignore[method-assign]
+
+    monkeypatch.setattr(store_fast, "SpoolFile", FullDisk)
+    for gw in serve(tmp_path, monkeypatch, "fast", Settings()):
+        assoc = associate(gw.port)
+        try:
+            full[0] = True
+            rsp = raw_store(assoc, instance(15))
+            assert rsp.Status == 0xA700 and "spool" in rsp.ErrorComment
+            full[0] = False
+            assert _store_as(assoc, instance(16)) == 0
+        finally:
+            assoc.release()
+        assert list(gw.stored()) == [instance(16).SOPInstanceUID]
+        assert gw.spool() == [] and gw.slow == []
