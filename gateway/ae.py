@@ -3,7 +3,9 @@ transfer syntax, and, when configured, for SOP classes the standard does not def
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
 import socket
 import struct
@@ -45,6 +47,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway import commitment, find, get, move, mpps
+
+log = logging.getLogger("gateway")
 
 #: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
 #: lossless compressed syntaxes come first (a compressed image stays as the modality holds it), then
@@ -118,13 +122,22 @@ def accept_unknown_sop_classes(event: Event) -> None:
 
 class SpoolFile:
     """What pynetdicom spools a received data set into (it wants `NamedTemporaryFile(delete=False)`:
-    `name`, `file`, `write`, `close`; it removes the file itself after the C-STORE handler). Named
-    `{pid}-{n}.dcm` in the temporary directory (the gateway's spool directory), created exclusively."""
+    `name`, `file` (it calls `file.flush()`), `write`, `close`; it removes the file itself after the
+    C-STORE handler). Named `{pid}-{n}.dcm` in the temporary directory (the gateway's spool
+    directory), created exclusively.
+
+    A spool that cannot be created or written (disk full, no descriptors) never raises: the first
+    error is kept in `error`, later writes are dropped, and the C-STORE is answered 0xA700 with it
+    (`gateway.handlers`, `gateway.store_fast`). An exception would reach pynetdicom's DUL thread,
+    which aborts the association and loses every request queued behind this one."""
 
     _numbers = itertools.count()
 
     def __init__(self, *_args: Any, suffix: str = ".dcm", **_kwargs: Any) -> None:
         directory = tempfile.gettempdir()
+        self.error: OSError | None = None
+        self._file: BinaryIO | None = None
+        self.file = self  # pynetdicom flushes `file` after each write
         while True:
             self.name = os.path.join(directory, f"{os.getpid()}-{next(self._numbers)}{suffix}")
             try:
@@ -132,11 +145,53 @@ class SpoolFile:
                 break
             except FileExistsError:  # left over by an earlier process with the same pid
                 continue
-        self.file: BinaryIO = open(fd, "wb")  # noqa: SIM115  # pynetdicom closes it
-        self.write = self.file.write
+            except OSError as exc:
+                self.error = exc
+                return
+        try:
+            self._file = open(fd, "wb")  # noqa: SIM115  # closed by `close`
+        except OSError as exc:
+            os.close(fd)
+            self._fail(exc)
+
+    def write(self, data: Any) -> int:
+        if self._file is not None:
+            try:
+                return self._file.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
 
     def close(self) -> None:
-        self.file.close()
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            log.error("cannot spool a received data set to %s: %s", self.name, exc)
+            self.error = exc
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    @property
+    def failure(self) -> str | None:
+        """The reason the data set could not be spooled (an Error Comment), or None."""
+        if self.error is None:
+            return None
+        return f"cannot spool the data set: {self.error.strerror or self.error}"
 
 
 def _uid_value(uid: str) -> bytes:

@@ -47,6 +47,10 @@ def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
     except Exception as exc:
         log.warning("C-STORE: cannot read the received data set: %s", exc)
         return _status(status.CANNOT_UNDERSTAND, f"cannot read data set: {exc}")
+    spool = getattr(event.request, "_dataset_file", None)
+    failure = getattr(spool, "failure", None)  # a `gateway.ae.SpoolFile` that could not be written
+    if failure is not None:
+        return _status(status.OUT_OF_RESOURCES, failure)
     if spooled is not None:
         code, comment = store_spooled(ingest, spooled, event.assoc.requestor.ae_title)
         return code if comment is None else _status(code, comment)

@@ -92,9 +92,6 @@ class StoreFastPath:
         #: The request being received: context ID, message ID, SOP class, SOP instance; None between.
         self.request: tuple[int, int, str, str] | None = None
         self.file: SpoolFile | None = None
-        #: Why the request being received cannot be stored (its spool file could not be written): the
-        #: rest of its data set is read and dropped, and it is answered 0xA700 with this reason.
-        self.failure: str | None = None
 
     def __call__(self, pdu: bytes) -> bool:
         items = pdv_items(pdu)
@@ -110,15 +107,12 @@ class StoreFastPath:
                 return False  # pynetdicom's
             items = items[1:]
         context_id = self.request[0]  # type: ignore[index]
+        assert self.file is not None
         for n, (cx, control, start, end) in enumerate(items):
             if control & 0x01 or cx != context_id or (control & 0x02 and n != len(items) - 1):
                 self._drop()
                 raise ProtocolError("another message's PDV in the middle of a C-STORE data set")
-            if self.file is not None:
-                try:
-                    self.file.write(view[start:end])
-                except OSError as exc:  # disk full…: this request fails, the association goes on
-                    self._spool_failed(exc)
+            self.file.write(view[start:end])  # never raises: a spool error is kept (`SpoolFile`)
             if control & 0x02:
                 self._answer()
         return True
@@ -138,40 +132,26 @@ class StoreFastPath:
                 or (self.refusal is not None and self.refusal(assoc, "store") is not None):
             return False
         self.request = (context_id, msg_id, sop_class, sop_uid)
-        self.failure = None
-        try:
-            self.file = SpoolFile()
-            meta = file_meta_bytes(sop_class, sop_uid, cx.transfer_syntax[0])
-            self.file.write(b"\0" * 128 + b"DICM" + meta)
-        except OSError as exc:
-            self._spool_failed(exc)
+        self.file = SpoolFile()
+        self.file.write(b"\0" * 128 + b"DICM" + file_meta_bytes(sop_class, sop_uid, cx.transfer_syntax[0]))
         return True
-
-    def _spool_failed(self, exc: OSError) -> None:
-        log.error("C-STORE from %s: cannot spool the data set: %s", self.assoc.requestor.ae_title, exc)
-        self.failure = f"cannot spool the data set: {exc.strerror or exc}"
-        file, self.file = self.file, None
-        if file is not None:
-            with contextlib.suppress(OSError):
-                file.close()
-            with contextlib.suppress(OSError):
-                os.unlink(file.name)
 
     def _answer(self) -> None:
         context_id, msg_id, sop_class, sop_uid = self.request  # type: ignore[misc]
-        file, failure = self.file, self.failure
-        self.request, self.file, self.failure = None, None, None
-        if file is not None:
-            try:
-                file.close()
+        file = self.file
+        assert file is not None
+        self.request, self.file = None, None
+        comment: str | None
+        try:
+            file.close()
+            failure = file.failure
+            if failure is not None:  # disk full…: this request fails, the association goes on
+                status, comment = OUT_OF_RESOURCES, failure
+            else:
                 status, comment = store_spooled(self.ctx.ingest, file.name, self.assoc.requestor.ae_title)
-            except OSError as exc:
-                failure = f"cannot spool the data set: {exc.strerror or exc}"
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(file.name)  # the stored object is a link to it, or nothing was stored
-        if failure is not None:
-            status, comment = OUT_OF_RESOURCES, failure
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(file.name)  # the stored object is a link to it, or nothing was stored
         response = pdv_pdu(context_id, 0x03, store_rsp(sop_class, sop_uid, msg_id, status, comment))
         try:
             self.assoc.dul.socket.socket.sendall(response)

@@ -41,8 +41,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from gateway import ae as gateway_ae
 from gateway import find_fast, store_fast
-from gateway.ae import SpoolFile, make_ae, start_server
+from gateway.ae import make_ae, start_server
 from gateway.context import GatewayContext
 from gateway.handlers import handle_store, handlers
 from tests.unit.conftest import build_dataset, to_part10
@@ -450,38 +451,46 @@ def test_sequences_nested_within_the_limit_are_stored(gateway: Gateway) -> None:
     assert ds.SOPInstanceUID in gateway.stored()
 
 
-# -- audit: a spool file that cannot be written fails its C-STORE alone (fast path) --------------------
+# -- audit: a spool file that cannot be written fails its C-STORE alone ----------------------------------
 
 
-@pytest.mark.parametrize("when", ["header", "data set"])
-def test_a_full_spool_fails_that_c_store_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
-    """ENOSPC while the fast path spools a data set: that C-STORE answered 0xA700 with the reason (before:
-    the exception reached the DUL reactor, which aborted the association), the next one stored."""
+@pytest.mark.parametrize("fails", ["write", "flush"])
+def test_a_full_spool_fails_that_c_store_alone(gateway: Gateway, monkeypatch: pytest.MonkeyPatch, fails: str) -> None:
+    """ENOSPC while a data set is spooled (its writes, or their flush): that C-STORE answered 0xA700 with
+    the reason, the next one stored (before: the exception reached the DUL thread, which aborted the
+    association)."""
     full = [False]
 
-    class FullDisk(SpoolFile):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            real, writes = self.write, [0]
+    class FullDisk:
+        def __init__(self, real: Any) -> None:
+            self.real = real
 
-            def write(data: Any) -> int:
-                writes[0] += 1
-                if full[0] and (when == "header" or writes[0] > 1):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                return real(data)
+        def _check(self, what: str) -> None:
+            if full[0] and fails == what:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-            self.write = write  # type: ignore[method-assign]
+        def write(self, data: Any) -> int:
+            self._check("write")
+            return int(self.real.write(data))
 
-    monkeypatch.setattr(store_fast, "SpoolFile", FullDisk)
-    for gw in serve(tmp_path, monkeypatch, "fast", Settings()):
-        assoc = associate(gw.port)
-        try:
-            full[0] = True
-            rsp = raw_store(assoc, instance(15))
-            assert rsp.Status == 0xA700 and "spool" in rsp.ErrorComment
-            full[0] = False
-            assert _store_as(assoc, instance(16)) == 0
-        finally:
-            assoc.release()
-        assert list(gw.stored()) == [instance(16).SOPInstanceUID]
-        assert gw.spool() == [] and gw.slow == []
+        def flush(self) -> None:
+            self._check("flush")
+            self.real.flush()
+
+        def close(self) -> None:
+            self.real.close()
+            self._check("flush")  # closing flushes what is buffered
+
+    real_open = open
+    monkeypatch.setattr(gateway_ae, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
+    assoc = associate(gateway.port)
+    try:
+        full[0] = True
+        rsp = raw_store(assoc, instance(15))
+        assert rsp.Status == 0xA700 and "No space left" in rsp.ErrorComment
+        full[0] = False
+        assert _store_as(assoc, instance(16)) == 0
+    finally:
+        assoc.release()
+    assert list(gateway.stored()) == [instance(16).SOPInstanceUID]
+    assert gateway.spool() == []
