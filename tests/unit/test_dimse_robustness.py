@@ -409,13 +409,19 @@ def _study_query() -> bytes:
     return encode(ds, False, True)
 
 
-def test_a_c_find_identifier_with_a_lying_length_fails(gateway: Gateway) -> None:
+@pytest.mark.parametrize("service", ["C-FIND", "C-GET"])
+def test_an_identifier_with_a_lying_length_fails(gateway: Gateway, service: str) -> None:
     """Patient ID (0010,0020) announcing 100 bytes, 4 sent: before, pydicom read it cut short and the
     query was answered Success."""
     lying = _study_query() + b"\x10\x00\x20\x00LO\x64\x00PID1"
+    req: Any = find_request(lying)
+    sop_class = StudyRootQueryRetrieveInformationModelFind
+    if service == "C-GET":
+        req, sop_class = C_GET(), StudyRootQueryRetrieveInformationModelGet
+        req.MessageID, req.AffectedSOPClassUID, req.Identifier = 22, sop_class, io.BytesIO(lying)
     assoc = associate(gateway.port)
     try:
-        rsp = exchange(assoc, find_request(lying), context_id(assoc, StudyRootQueryRetrieveInformationModelFind))
+        rsp = exchange(assoc, req, context_id(assoc, sop_class))
         assert rsp.Status == 0xC000
         assert "truncated" in rsp.ErrorComment
         assert echo_works(assoc)
