@@ -42,7 +42,7 @@ from pacs.dimse.pdu import (
 )
 from pacs.dimse.reactor import P_DATA_TF, recv_exactly
 from pacs.monitoring.metrics import dimse_operation
-from pacs.services.dimse_query import FindFailure, FindService, parse_encoded
+from pacs.services.dimse_query import FindService, parse_encoded
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from gateway.context import GatewayContext
@@ -170,8 +170,8 @@ class FindFastPath:
             return self._give_back()
         try:
             req = parse_encoded(b"".join(self.data), MODELS[sop_class], implicit=is_implicit)
-        except FindFailure:
-            req = None  # reported by gateway.find, through pynetdicom
+        except Exception:  # FindFailure, or anything unforeseen: reported by gateway.find, through pynetdicom
+            req = None
         if req is None or not FindService.can_encode(req):
             return self._give_back()
         self.held, self.data, self.request = [], [], None

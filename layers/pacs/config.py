@@ -53,6 +53,18 @@ class Settings:
     #: instance size; on the filesystem backend the file is then linked into place, no copy).
     #: 0: data sets are assembled in memory.
     spool_received: int = 1
+    #: 1 (default, like Orthanc's `UnknownSopClassAccepted`): an abstract syntax the standard does not
+    #: define (a private SOP class, or one newer than this release) proposed to the gateway is accepted
+    #: as a storage SOP class, with both roles, and its instances stored, indexed and served like the
+    #: rest; 0: refused at negotiation. Every storage SOP class of the standard, retired ones included,
+    #: is accepted either way; known non-storage classes the gateway does not serve are refused.
+    accept_unknown_sop_classes: int = 1
+    #: Which instance UIDs (Study, Series, SOP Instance) ingest accepts: `key-safe` (default) also takes
+    #: non-conformant identifiers real devices emit (hashes, GUIDs: letters, digits, dots and dashes,
+    #: at most 64 characters), stored under keys that cannot leave their prefix and served by their
+    #: value; `strict` takes conformant UIDs only (digits and dots). Path characters, NUL, other
+    #: characters and over-long values are refused under both (DIMSE 0xA900, HTTP 400).
+    uid_policy: str = "key-safe"
     #: DICOMweb CORS: `*` (any origin) or a comma-separated list of allowed origins.
     cors_origins: str = "*"
     #: The largest WADO-RS multipart body (bytes, estimated from the catalog) answered inline; above

@@ -209,7 +209,7 @@ def test_bad_instances_fail_alone(client: TestClient, embedded: Backend) -> None
     missing = metadata(no_uid)
     del missing["00080018"]
     wrong = metadata(bad_uid)
-    wrong["0020000E"] = {"vr": "UI", "Value": ["1.2.abc"]}
+    wrong["0020000E"] = {"vr": "UI", "Value": ["1.2.abc_d"]}
     r = post(client, json_part([metadata(good), metadata(no_bulk), missing, wrong, "not an object"]),
              bulk_part(f"{BULK}/{S}.1.1", good.PixelData), bulk_part(f"{BULK}/{S}.1.3", no_uid.PixelData),
              bulk_part(f"{BULK}/{S}.1.4", bad_uid.PixelData))

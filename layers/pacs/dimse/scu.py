@@ -35,6 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pacs.catalog.nodes import NodeRegistry, RemoteNode
+from pacs.dicom.uids import is_key_safe
 from pacs.dimse.reactor import EventAE
 
 #: (model, service) -> SOP class; models "patient" (Patient Root) and "study" (Study Root).
@@ -282,7 +283,7 @@ def get(node: RemoteNode, options: ScuOptions, query: Dataset, out_dir: Path, mo
 
     def store(event: Event) -> int:
         sop_uid = str(getattr(event.request, "AffectedSOPInstanceUID", ""))
-        if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", sop_uid) or len(sop_uid) > 64:
+        if not is_key_safe(sop_uid):  # it names the file written: never a path
             result = Received(sop_uid, None, 0xC000)
         else:
             path = out_dir / f"{sop_uid}.dcm"

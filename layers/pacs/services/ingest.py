@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
+from pacs.config import Settings
 from pacs.dicom.part10 import Part10Header, parse_part10
+from pacs.dicom.uids import UidPolicy, check_policy
 from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, StorageFailure, WrongStudy
 from pacs.events.model import sequencer_now
 from pacs.monitoring.metrics import instance_refused, instance_stored, object_store_error
@@ -75,6 +77,7 @@ class IngestService:
         duplicate_policy: DuplicatePolicy = DuplicatePolicy.REPLACE,
         indexer: IndexerService | None = None,
         serial_index: bool = False,
+        uid_policy: UidPolicy | str | None = None,
     ) -> None:
         self.store = store
         self.partition = check_partition(partition)
@@ -85,6 +88,8 @@ class IngestService:
         #: of one STOW-RS request mostly share a study, whose catalog items concurrent writes would
         #: contend for (DynamoDB transactions conflict and back off).
         self._index_lock: AbstractContextManager[object] = threading.Lock() if serial_index else nullcontext()
+        #: Which instance UIDs are accepted (None: the setting, `PACS_UID_POLICY`).
+        self.uid_policy = UidPolicy(uid_policy if uid_policy is not None else Settings.from_env().uid_policy)
 
     def ingest(self, data: bytes | bytearray | memoryview, *, study_uid: str | None = None) -> StoredInstance:
         """Store one Part 10 object; raises a PacsError (InvalidDataset, InvalidUID, StorageFailure,
@@ -124,6 +129,9 @@ class IngestService:
         """Apply the duplicate policy, store, and index when asked (from `local`, the bytes just
         stored, unless the store kept other bytes); errors name the instance."""
         try:
+            check_policy(header.study_uid, "StudyInstanceUID", self.uid_policy)
+            check_policy(header.series_uid, "SeriesInstanceUID", self.uid_policy)
+            check_policy(header.sop_instance_uid, "SOPInstanceUID", self.uid_policy)
             if study_uid is not None and header.study_uid != study_uid:
                 raise WrongStudy(
                     f"SOP Instance {header.sop_instance_uid} belongs to study {header.study_uid}, "
