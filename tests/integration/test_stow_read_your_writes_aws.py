@@ -10,8 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -26,6 +25,7 @@ from tests.integration import test_moto_pipeline as pipeline
 from tests.integration.test_moto_pipeline import MotoPacs, lambda_body, lambda_context, rest_api_event
 from tests.unit.conftest import build_dataset, to_part10
 from tests.unit.live_server import serve
+from tests.unit.test_stow_read_your_writes import attempt
 
 aws = pipeline.aws  # the moto world fixture
 S = "1.2.826.0.1.3680043.8.498.4343"
@@ -41,20 +41,6 @@ def web(aws: MotoPacs) -> Iterator[DICOMwebClient]:
             yield DICOMwebClient(url=f"http://127.0.0.1:{port}/dicomweb")
     finally:
         backend.close()
-
-
-def attempt(not_found: list[str], name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`call(*args, **kwargs)`; a 404 is noted in `not_found` (None returned), any other error raised."""
-    try:
-        result = call(*args, **kwargs)
-        if isinstance(result, requests.Response):
-            result.raise_for_status()
-        return result
-    except requests.HTTPError as exc:
-        if exc.response is None or exc.response.status_code != 404:
-            raise
-        not_found.append(name)
-        return None
 
 
 def test_store_then_retrieve_search_delete_at_once(web: DICOMwebClient, aws: MotoPacs) -> None:
