@@ -18,8 +18,6 @@ CALLS = 200_000
 
 
 def measure(mode: str) -> None:
-    if mode == "multiprocess":
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pacs-metrics-cost-")
     from pacs.monitoring import metrics
 
     m = metrics.get()
@@ -40,8 +38,9 @@ def main() -> int:
     if len(sys.argv) > 1:
         measure(sys.argv[1])
         return 0
-    for mode in ("in-memory", "multiprocess"):
-        subprocess.run([sys.executable, __file__, mode], check=True)
+    with tempfile.TemporaryDirectory(prefix="pacs-metrics-cost-") as files:
+        for mode, env in (("in-memory", {}), ("multiprocess", {"PROMETHEUS_MULTIPROC_DIR": files})):
+            subprocess.run([sys.executable, __file__, mode], check=True, env={**os.environ, **env})
     return 0
 
 

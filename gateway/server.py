@@ -111,9 +111,10 @@ def serve(settings: Settings, workers: int | None = None, sock: socket.socket | 
         tls_sock = None
     reporting = emf_reporter.prepare(settings)  # the workers' metrics in files this process reads
     if workers == 1:
-        if reporting:
-            emf_reporter.start(settings)
+        finish = emf_reporter.start(settings) if reporting else None
         serve_worker(settings, sock, tls_sock=tls_sock, tls=tls, counter=counter)
+        if finish is not None:
+            finish()
         return 0
     children: list[int] = []
     for index in range(workers):
@@ -129,8 +130,7 @@ def serve(settings: Settings, workers: int | None = None, sock: socket.socket | 
                 code = 1
             os._exit(code)
         children.append(pid)
-    if reporting:
-        emf_reporter.start(settings)  # CloudWatch EMF lines on stdout
+    finish = emf_reporter.start(settings) if reporting else None  # CloudWatch EMF lines on stdout
 
     def forward(signum: int, _frame: object) -> None:
         for pid in children:
@@ -149,6 +149,8 @@ def serve(settings: Settings, workers: int | None = None, sock: socket.socket | 
                 continue
         status |= os.waitstatus_to_exitcode(st) != 0
         mark_dead(pid)
+    if finish is not None:
+        finish()  # a last report of what the workers did
     sock.close()
     return status
 

@@ -316,10 +316,11 @@ def test_a_restart_starts_from_an_empty_metrics_directory(launch: Launcher, tmp_
     assert get(samples, "pacs_dimse_operations_total", service="C-ECHO") == 1
 
 
-def test_the_standalone_gateway_prints_its_figures_as_emf(tmp_path: Path) -> None:
+@pytest.mark.parametrize("interval", ["1", "3600"])
+def test_the_standalone_gateway_prints_its_figures_as_emf(tmp_path: Path, interval: str) -> None:
     """`python -m gateway` (as in the Fargate image) with 2 workers and PACS_EMF_INTERVAL: its workers'
     figures, summed by the process that forked them, go to stdout as EMF (namespace PACS, service
-    gateway) under the names of the CloudWatch dashboard."""
+    gateway) under the names of the CloudWatch dashboard: every second (1), or once, at exit (3600)."""
     from pacs.monitoring.emf_reporter import GATEWAY_EMF, GATEWAY_EMF_GAUGES
 
     from tests.integration.test_emf import emf_lines, figures
@@ -327,7 +328,7 @@ def test_the_standalone_gateway_prints_its_figures_as_emf(tmp_path: Path) -> Non
     port = free_port()
     out = tmp_path / "gateway.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PACS_", "PROMETHEUS_"))}
-    env.update(PACS_DATA_DIR=str(tmp_path / "data"), PACS_EMF_INTERVAL="1", PYTHONUNBUFFERED="1")
+    env.update(PACS_DATA_DIR=str(tmp_path / "data"), PACS_EMF_INTERVAL=interval, PYTHONUNBUFFERED="1")
     with open(out, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "--workers", "2", "--port", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -342,11 +343,18 @@ def test_the_standalone_gateway_prints_its_figures_as_emf(tmp_path: Path) -> Non
         def seen() -> dict[str, tuple[str, str, list[float]]]:
             return figures(emf_lines(out.read_text(errors="replace")))
 
-        got = wait_until(seen, lambda f: sum(f.get("InstancesStored", ("", "", [0.0]))[2]) >= 1
-                         and sum(f.get("DimseOperations", ("", "", [0.0]))[2]) >= 2, timeout=60)
+        if interval == "1":  # reported while the gateway runs
+            wait_until(seen, lambda f: sum(f.get("InstancesStored", ("", "", [0.0]))[2]) >= 1
+                       and sum(f.get("DimseOperations", ("", "", [0.0]))[2]) >= 2, timeout=60)
+        else:
+            assert seen() == {}
+        assert run_tool(echo, timeout=30).returncode == 0  # reported by the last report at the latest
     finally:
         terminate(proc)
+    assert proc.returncode == 0
+    got = seen()
     assert set(got) == set(GATEWAY_EMF) | set(GATEWAY_EMF_GAUGES)
     assert all((ns, service) == ("PACS", "gateway") for ns, service, _ in got.values())
-    assert sum(got["AssociationsAccepted"][2]) >= 2  # the echo, the store
+    assert sum(got["AssociationsAccepted"][2]) >= 3  # the echoes, the store
+    assert sum(got["DimseOperations"][2]) >= 3
     assert sum(got["InstancesStored"][2]) == 1 and sum(got["DimseFailures"][2]) == 0

@@ -192,3 +192,18 @@ def test_the_gateway_emf_report_is_the_change_since_the_last(capsys: pytest.Capt
     assert got["DimseOperations"] == ("PACS", "gateway", [3.0]) and got["DimseFailures"][2] == [1.0]
     second = reporter.report()  # nothing new
     assert second["DimseOperations"] == 0 and second["InstancesStored"] == 0
+
+
+def test_an_event_waiting_too_long_makes_the_indexer_degraded_not_unready(client: TestClient,
+                                                                          embedded: Backend) -> None:
+    queue = embedded.queue
+    assert queue is not None
+    old = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 600))
+    queue.publish(ObjectEvent("created", f"default/studies/{S}/series/1/instances/9.dcm", event_time=old))
+    r = client.get("/health/ready")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "degraded" and body["ready"] is True
+    indexer = body["components"]["indexer"]
+    assert indexer["status"] == "degraded" and 590 <= indexer["oldest_event_seconds"] < 3600
+    assert body["components"]["queue"] == {"status": "ok", "depth": 1, "dead_letters": 0}

@@ -98,17 +98,27 @@ def prepare(settings: Settings) -> bool:
     return True
 
 
-def start(settings: Settings) -> threading.Event:
-    """Report every `settings.emf_interval` seconds from a daemon thread (started after the fork)."""
+def start(settings: Settings) -> Callable[[], None]:
+    """Report every `settings.emf_interval` seconds from a daemon thread (started after the fork); the
+    function returned stops it after a last report (what the workers did since the previous one)."""
     stop = threading.Event()
     reporter = EmfReporter(lambda: multiprocess.registry().collect())
 
     def loop() -> None:
-        while not stop.wait(settings.emf_interval):
+        while True:
+            stopping = stop.wait(settings.emf_interval)
             try:
                 reporter.report()
             except Exception:
                 log.exception("EMF report failed")
+            if stopping:
+                return
 
-    threading.Thread(target=loop, name="emf-reporter", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=loop, name="emf-reporter", daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        stop.set()
+        thread.join(30)
+
+    return finish

@@ -5,7 +5,7 @@ multiprocess mode (`pacs.monitoring.multiprocess.prepare`) after its modules are
 a metric's storage (in memory, or a memory-mapped file per process) is fixed when it is made.
 
 Recording is cheap: a counter increment is a dictionary lookup and, in multiprocess mode, one
-write into a memory-mapped page (no system call but `getpid`). The functions that matter on AWS
+write into a memory-mapped page, no system call (`bench/metrics_cost.py`). The functions that matter on AWS
 also add the figure to the CloudWatch EMF batch of the invocation (`pacs.monitoring.emf`), under
 the names the dashboard (`infra/monitoring.py`) shows: `EMF_NAMES`.
 """
