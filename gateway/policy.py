@@ -47,6 +47,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from gateway.counters import COUNTERS
+
 log = logging.getLogger("gateway")
 
 #: Refused: Not Authorized (PS3.7 Annex C, general status).
@@ -137,10 +139,17 @@ class PduGuard:
                     self._refuse(f"a PDU (type 0x{kind:02X}) of {length} bytes, over the limit of {limit}")
                 self._left = length
         if self._pdu_seconds and (self._left or self._header) and time.monotonic() > self._deadline:
+            self.refused = True
+            COUNTERS.reject("pdu-timeout", _peer_of(self),
+                            f"dropping {{peer}}: a PDU took over {self._pdu_seconds:.0f} s to arrive")
             raise TimeoutError(f"a PDU took over {self._pdu_seconds:.0f} s to arrive")
 
+    #: True once this socket was refused (counted here, not again when it closes).
+    refused: bool = False
+
     def _refuse(self, what: str) -> None:
-        log.warning("aborting an association: %s", what)
+        self.refused = True
+        COUNTERS.reject("pdu-limit", _peer_of(self), f"aborting an association with {{peer}}: {what}")
         with contextlib.suppress(OSError):
             super().sendall(_ABORT_INVALID_PDU)  # type: ignore[misc]
         raise ConnectionAbortedError(what)
@@ -159,6 +168,9 @@ class ConnectionGuard:
         self.max_pdu = settings.max_pdu
         self.timeout = float(settings.network_timeout) or None
         self.tls = tls
+        #: How long, and how many per source address, connections may wait silent in the lobby.
+        self.silent_timeout = float(settings.acse_timeout) or None
+        self.per_source = max(0, settings.max_silent_per_source)
 
     def wrap(self, sock: socket.socket) -> socket.socket:
         guarded: socket.socket = GuardedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
@@ -228,9 +240,11 @@ class AssociationPolicy:
         self._admitted: weakref.WeakKeyDictionary[Association, RemoteNode | None] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
+        self._rejected_here: weakref.WeakSet[Association] = weakref.WeakSet()
 
     def handlers(self) -> list[tuple[Any, ...]]:
-        return [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_CONN_CLOSE, self.on_closed)]
+        return [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_CONN_CLOSE, self.on_closed),
+                (evt.EVT_REJECTED, self.on_rejected)]
 
     # association set-up
     def on_requested(self, event: Event) -> None:
@@ -243,11 +257,13 @@ class AssociationPolicy:
         except Exception:
             log.exception("node registry lookup of %r failed", calling)
             if self.require_known:
-                self._reject(assoc, 0x02, 0x01, 0x01, f"{calling}: the node registry is unavailable")
+                self._reject(assoc, (0x02, 0x01, 0x01), "registry-unavailable",
+                             f"{calling}: the node registry is unavailable")
                 return
             node = None
         if node is None and self.require_known:
-            self._reject(assoc, 0x01, 0x01, 0x03, f"calling AE title {calling!r} is not a registered node")
+            self._reject(assoc, (0x01, 0x01, 0x03), "unknown-caller",
+                         f"calling AE title {calling!r} is not a registered node")
             return
         with self.counter.lock:  # never held while waiting on the peer (EVT_CONN_CLOSE takes it)
             own = self._live()
@@ -257,7 +273,7 @@ class AssociationPolicy:
                     self._admitted[assoc] = node
                 self.counter.publish(own + 1)
         if full:
-            self._reject(assoc, 0x02, 0x03, 0x02,
+            self._reject(assoc, (0x02, 0x03, 0x02), "association-limit",
                          f"{calling}: {self.settings.max_associations} associations already open")
             return
         self._cap_send_pdu(assoc)
@@ -267,7 +283,24 @@ class AssociationPolicy:
             ]
 
     def on_closed(self, event: Event) -> None:
+        assoc = event.assoc
+        sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+        if assoc.requestor.primitive is None and not getattr(sock, "refused", False):
+            COUNTERS.reject("incomplete-request", _address(assoc),
+                            "connection from {peer} closed before its A-ASSOCIATE-RQ was complete")
         self.refresh()
+
+    def on_rejected(self, event: Event) -> None:
+        """Count and log pynetdicom's own rejections (a wrong called AE title, ...)."""
+        assoc = event.assoc
+        if assoc in self._rejected_here:
+            return
+        rj = assoc.acceptor.primitive
+        rsd = "?" if rj is None else f"{rj.result}/{rj.result_source}/{rj.diagnostic}"
+        request = assoc.requestor.primitive
+        called = str(request.called_ae_title).strip() if request is not None else "?"
+        COUNTERS.reject("rejected", _address(assoc),
+                        f"association from {{peer}} rejected ({rsd}), called AE {called!r}")
 
     def refresh(self) -> None:
         """Publish this worker's live count (associations that ended leave it)."""
@@ -279,9 +312,11 @@ class AssociationPolicy:
             return sum(1 for a in list(self._admitted)
                        if a.is_alive() and not (a.is_released or a.is_aborted or a.is_rejected))
 
-    def _reject(self, assoc: Association, result: int, source: int, reason: int, why: str) -> None:
-        log.warning("association rejected (%d/%d/%d): %s", result, source, reason, why)
-        assoc.acse.send_reject(result, source, reason)
+    def _reject(self, assoc: Association, rsd: tuple[int, int, int], label: str, why: str) -> None:
+        self._rejected_here.add(assoc)
+        COUNTERS.reject(label, _address(assoc),
+                        f"association from {{peer}} rejected ({'/'.join(map(str, rsd))}): {why}")
+        assoc.acse.send_reject(*rsd)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()  # as pynetdicom does: returns once the A-ASSOCIATE-RJ is out and the peer gone
 
@@ -335,6 +370,18 @@ class AssociationPolicy:
                 yield 1  # pynetdicom's C-GET SCP wants a sub-operation count before any status
             yield refused(reason), None
         return query
+
+
+def _address(assoc: Association) -> Any:
+    info = assoc.requestor.address_info
+    return (info.address, info.port) if info is not None else "a peer"
+
+
+def _peer_of(sock: Any) -> Any:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return "a peer"
 
 
 def refused(reason: str) -> Dataset:

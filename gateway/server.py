@@ -35,11 +35,16 @@ log = logging.getLogger("gateway")
 GRACE_SECONDS = 10.0
 
 
+#: Connections the kernel holds until a worker accepts them: a burst (a port scan, health checks,
+#: many modalities at once) waits here instead of having its SYNs dropped (retried 1 s later).
+LISTEN_BACKLOG = 1024
+
+
 def listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)  # workers race for accept(): the loser gets EAGAIN, not a hang
     return sock
 

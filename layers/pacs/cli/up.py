@@ -34,6 +34,11 @@ from pacs.services.reconcile import reconcile
 READY_TIMEOUT = 60.0
 
 
+#: Connections the kernel holds until a worker accepts them: a burst (a port scan, health checks,
+#: many modalities at once) waits here instead of having its SYNs dropped (retried 1 s later).
+LISTEN_BACKLOG = 1024
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """Bind a listening socket here, so a busy port is a clear error before anything starts; the
     children serve it (the gateway with `--fd`, uvicorn with `--fd`)."""
@@ -44,7 +49,7 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise SystemExit(f"pacs: cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
