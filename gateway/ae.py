@@ -41,6 +41,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway import commitment, find, get, move, mpps
 from gateway.lobby import Lobby
+from gateway.spool import TRACKER
 
 #: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
 #: lossless compressed syntaxes come first (a compressed image stays as the modality holds it), then
@@ -104,6 +105,7 @@ class SpoolFile:
                 continue
         self.file: BinaryIO = open(fd, "wb")  # noqa: SIM115  # pynetdicom closes it
         self.write = self.file.write
+        TRACKER.opened(self.name)  # removed when its association ends, if still there
 
     def close(self) -> None:
         self.file.close()
@@ -179,6 +181,8 @@ class GatewayServer(ThreadedAssociationServer):
     its presentation contexts between associations."""
 
     inherited_socket: socket.socket | None = None
+    #: This server serves an inherited socket (shared with other processes).
+    inherits = False
     #: The listen backlog (socketserver's default is 5): a burst of connections (a port scan, many
     #: modalities at once) waits in it rather than having its SYNs dropped (a retry 1 s later).
     request_queue_size = 1024
@@ -203,6 +207,7 @@ class GatewayServer(ThreadedAssociationServer):
         self.contexts = SharedContexts(self.contexts)
 
     def server_bind(self) -> None:
+        self.inherits = self.inherited_socket is not None
         if self.inherited_socket is None:
             super().server_bind()
             return
@@ -250,7 +255,11 @@ class GatewayServer(ThreadedAssociationServer):
     def server_close(self) -> None:
         if self.lobby is not None:
             self.lobby.stop()
-        super().server_close()
+        if self.inherits:  # closed here only: a shutdown() would stop the other workers' listening too
+            assert self.socket is not None
+            self.socket.close()
+        else:
+            super().server_close()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

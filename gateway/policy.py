@@ -56,6 +56,8 @@ NOT_AUTHORIZED = 0x0124
 #: The largest PDU other than P-DATA-TF (an A-ASSOCIATE-RQ with every context is ~100 kB).
 OTHER_PDU_LIMIT = 1 << 20
 P_DATA_TF = 0x04
+#: Seconds after which the supervisor deems the counters' lock held by a dead worker.
+LOCK_TIMEOUT = 5.0
 #: A-ABORT, source service-provider (2), reason invalid-PDU-parameter-value (6).
 _ABORT_INVALID_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
 _MOVE_CLASSES = {str(PatientRootQueryRetrieveInformationModelMove),
@@ -196,14 +198,27 @@ class AssociationCounter:
     each worker publishes its own count; the limit applies to the sum."""
 
     def __init__(self, workers: int = 1) -> None:
-        self._counts: Any = multiprocessing.Array("i", max(1, workers))
+        # Raw arrays and plain locks (not an RLock per array): `release` may free a lock that a
+        # killed worker held, which an RLock forbids.
+        self._counts: Any = multiprocessing.Array("i", max(1, workers), lock=False)
         #: Open connections of each worker (from accept to close): what `busier` balances on.
-        self._connections: Any = multiprocessing.Array("i", max(1, workers))
+        self._connections: Any = multiprocessing.Array("i", max(1, workers), lock=False)
+        self._counts_lock: Any = multiprocessing.Lock()
+        self._connections_lock: Any = multiprocessing.Lock()
         self.index = 0
+
+    def release(self, index: int) -> None:
+        """Worker `index` died: its associations and connections no longer count. Called by the
+        supervisor; a lock the dead worker held (it is taken for microseconds) is freed."""
+        for counts, lock in ((self._counts, self._counts_lock), (self._connections, self._connections_lock)):
+            if not lock.acquire(timeout=LOCK_TIMEOUT):
+                log.warning("gateway worker %d died holding the association counter's lock: freed", index)
+            counts[index] = 0
+            lock.release()
 
     @property
     def lock(self) -> Any:
-        return self._counts.get_lock()
+        return self._counts_lock
 
     def others(self) -> int:
         return sum(c for i, c in enumerate(self._counts) if i != self.index)
@@ -216,7 +231,7 @@ class AssociationCounter:
 
     def connected(self, delta: int) -> None:
         """This worker opened (+1) or closed (-1) a connection."""
-        with self._connections.get_lock():
+        with self._connections_lock:
             self._connections[self.index] += delta
 
     def busier(self) -> bool:
