@@ -164,6 +164,7 @@ class Supervisor:
         if pid == 0:
             die_with_parent()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's (serve_worker sets its own)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             self.children.clear()
             self.counter.index = index
             code = 0
