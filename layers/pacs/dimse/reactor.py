@@ -9,6 +9,8 @@ Here both loops wait on what they are waiting for instead: the DUL thread in `po
 socket and a wake-up pipe that is written when a primitive is queued for it (or it is told to
 stop); the association thread on an event set when a DIMSE message, an ACSE primitive or the DUL's
 exit arrives. Timers (ARTIM, network idle) are still checked at least every `IDLE_WAIT` seconds.
+An acceptor whose connection goes before its A-ASSOCIATE-RQ arrives ends at once (pynetdicom waits
+out the ACSE timeout, holding a thread and an association slot).
 The loop bodies are pynetdicom's (3.0.4, pinned), with only the waits changed. Acceptors come from
 `EventRequestHandler` (the gateway's server uses it), requestors from `EventAE.associate`.
 
