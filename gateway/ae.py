@@ -47,6 +47,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway import commitment, find, get, move, mpps
+from gateway.lobby import Lobby
+from gateway.spool import TRACKER
 
 log = logging.getLogger("gateway")
 
@@ -148,6 +150,7 @@ class SpoolFile:
             except OSError as exc:
                 self.error = exc
                 return
+        TRACKER.opened(self.name)  # removed when its association ends, if still there
         try:
             self._file = open(fd, "wb")  # noqa: SIM115  # closed by `close`
         except OSError as exc:
@@ -280,6 +283,11 @@ class GatewayServer(ThreadedAssociationServer):
     its presentation contexts between associations."""
 
     inherited_socket: socket.socket | None = None
+    #: This server serves an inherited socket (shared with other processes).
+    inherits = False
+    #: The listen backlog (socketserver's default is 5): a burst of connections (a port scan, many
+    #: modalities at once) waits in it rather than having its SYNs dropped (a retry 1 s later).
+    request_queue_size = 1024
     #: The workers' shared counts (gateway.policy.AssociationCounter); None: a single server.
     counter: Any = None
     #: What each accepted connection goes through (gateway.policy.ConnectionGuard: PDU limits,
@@ -288,6 +296,9 @@ class GatewayServer(ThreadedAssociationServer):
     #: Each new association's `EventDUL.pdata_hook` comes from this (None: pynetdicom's path alone);
     #: `gateway.server` sets the C-STORE and C-FIND fast paths here.
     pdata_hook_for: Callable[[Any], Callable[[bytes], bool] | None] | None = None
+    #: Accepted connections wait here for their first byte (`gateway.lobby.Lobby`; `start_server`
+    #: makes one when a guard is given); None: each connection gets its thread at once.
+    lobby: Lobby | None = None
     #: Stopping does not wait for connection threads (a TLS handshake may last the network timeout);
     #: the worker waits for, then aborts, the associations themselves.
     block_on_close = False
@@ -298,6 +309,7 @@ class GatewayServer(ThreadedAssociationServer):
         self.contexts = SharedContexts(self.contexts)
 
     def server_bind(self) -> None:
+        self.inherits = self.inherited_socket is not None
         if self.inherited_socket is None:
             super().server_bind()
             return
@@ -317,13 +329,39 @@ class GatewayServer(ThreadedAssociationServer):
             # so parallel associations spread over the workers' GILs instead of piling onto one.
             time.sleep(BALANCE_DELAY)
         client, address = super().get_request()
-        if self.counter is not None:
-            self.counter.connected(+1)
         client.setblocking(True)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.guard is not None:
-            client = self.guard.wrap(client)
         return client, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Through the lobby (`gateway.lobby`: no thread until the peer sends its first byte), when
+        there is one."""
+        if self.lobby is not None:
+            self.lobby.enter(request, client_address)
+        else:
+            self.admit(request, client_address)
+
+    def admit(self, request: Any, client_address: Any) -> None:
+        """Serve a connection: `guard.wrap` it, then its association in a thread of its own."""
+        if self.counter is not None:
+            self.counter.connected(+1)
+        try:
+            if self.guard is not None:
+                request = self.guard.wrap(request)
+            super().process_request(request, client_address)
+        except BaseException:
+            if self.counter is not None:
+                self.counter.connected(-1)
+            raise
+
+    def server_close(self) -> None:
+        if self.lobby is not None:
+            self.lobby.stop()
+        if self.inherits:  # closed here only: a shutdown() would stop the other workers' listening too
+            assert self.socket is not None
+            self.socket.close()
+        else:
+            super().server_close()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -347,6 +385,8 @@ def start_server(
     server = cast(GatewayServer, server)
     server.guard = guard
     server.counter = counter
+    if guard is not None:
+        server.lobby = Lobby(server.admit, timeout=guard.silent_timeout, per_source=guard.per_source)
     ae._servers.append(server)  # as ae.start_server does: server.shutdown() removes it
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="gateway-acceptor", daemon=True

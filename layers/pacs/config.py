@@ -34,6 +34,9 @@ class Settings:
     max_send_pdu: int = 1 << 20
     #: Concurrent associations over all gateway workers; one more is rejected (local limit exceeded).
     max_associations: int = 64
+    #: Connections from one address that have not sent a byte yet (per gateway worker): over this,
+    #: the oldest is closed. They hold no thread; one still silent after ACSE_TIMEOUT is closed.
+    max_silent_per_source: int = 16
     #: Seconds: a silent or trickling peer is dropped after NETWORK_TIMEOUT (idle, or one PDU taking
     #: longer); ACSE_TIMEOUT bounds association set-up and release (ARTIM); DIMSE_TIMEOUT a DIMSE reply.
     network_timeout: int = 60

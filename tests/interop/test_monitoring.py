@@ -193,6 +193,9 @@ def test_associations(monitored: Monitored) -> None:
     assert m.delta("pacs_dimse_associations_ended_total", how="aborted") == 1
     assert get(m.after, "pacs_dimse_associations_open") == 0
     assert m.delta("pacs_tls_handshake_failures_total") >= 1
+    # the gateway's own refusal counters (gateway.counters), summed over its workers
+    assert m.delta("pacs_gateway_connections_refused_total", reason="tls-handshake") >= 1
+    assert m.delta("pacs_gateway_connections_refused_total", reason="rejected") == 1
 
 
 def test_dimse_operations_by_service_and_status(monitored: Monitored) -> None:

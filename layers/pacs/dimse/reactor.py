@@ -9,6 +9,8 @@ Here both loops wait on what they are waiting for instead: the DUL thread in `po
 socket and a wake-up pipe that is written when a primitive is queued for it (or it is told to
 stop); the association thread on an event set when a DIMSE message, an ACSE primitive or the DUL's
 exit arrives. Timers (ARTIM, network idle) are still checked at least every `IDLE_WAIT` seconds.
+An acceptor whose connection goes before its A-ASSOCIATE-RQ arrives ends at once (pynetdicom waits
+out the ACSE timeout, holding a thread and an association slot).
 The loop bodies are pynetdicom's (3.0.4, pinned), with only the waits changed. Acceptors come from
 `EventRequestHandler` (the gateway's server uses it), requestors from `EventAE.associate`.
 
@@ -51,7 +53,7 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_CANCEL, N_EVENT_REPORT
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.pdu_primitives import A_ASSOCIATE, P_DATA
 from pynetdicom.transport import AddressInformation, AssociationSocket, RequestHandler
 
 from pacs.dimse import refusals
@@ -114,6 +116,8 @@ class EventDUL(DULServiceProvider):
     #: Called in the DUL thread with each P-DATA-TF PDU (bytes, header included) received while the
     #: association is established; True when it took the PDU, which pynetdicom then never sees.
     pdata_hook: Callable[[bytes], bool] | None = None
+    #: Set once the transport connection is gone (the state machine back in Sta1 after Evt17/18).
+    disconnected: bool = False
 
     def __init__(self, assoc: EventAssociation) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -307,6 +311,9 @@ class EventDUL(DULServiceProvider):
                 # reading its leftover bytes as the next PDU until the network timeout.
                 self._unframed = "closing"  # still nothing read from the socket
                 self.event_queue.put("Evt18")
+            if self.state_machine.current_state == "Sta1" and event in ("Evt17", "Evt18"):
+                self.disconnected = True  # the connection is gone (closed by the peer, or ARTIM)
+                cast(EventAssociation, self.assoc).activity.set()
 
 
 class EventDIMSE(DIMSEServiceProvider):
@@ -416,6 +423,45 @@ class EventAssociation(Association):
             except Exception:
                 log.exception("the failure could not be answered: aborting the association")
                 self.abort()
+
+    def run_reactor(self) -> None:
+        """pynetdicom's, except that an acceptor stops waiting for the A-ASSOCIATE-RQ as soon as the
+        connection is gone (the peer closed it, or ARTIM expired): pynetdicom waits out the whole
+        ACSE timeout, holding its thread and one of the AE's association slots."""
+        if not self.is_acceptor:
+            super().run_reactor()
+            return
+        if not self._started_dul:
+            self.dul.start()
+            self._started_dul = True
+            self._dul_ready.wait()
+        primitive = self._await_request()
+        if primitive is not None:
+            self.requestor.primitive = primitive
+            evt.trigger(self, evt.EVT_REQUESTED, {})
+            if not self.is_aborted and not self.is_rejected:  # EVT_REQUESTED may reject or abort
+                self.acse.negotiate_association()
+            if self.is_established:
+                self._run_reactor()
+        else:
+            self.kill()
+        sock = cast(AssociationSocket, self.dul.socket)
+        if self._server and sock.socket:
+            self._server.shutdown_request(sock.socket)
+
+    def _await_request(self) -> A_ASSOCIATE | None:
+        """The A-ASSOCIATE-RQ, or None when the connection closed or the ACSE timeout passed first."""
+        dul = cast(EventDUL, self.dul)
+        deadline = None if self.acse_timeout is None else time.monotonic() + self.acse_timeout
+        while True:
+            primitive = dul.receive_pdu(wait=False)
+            if primitive is not None:
+                return primitive if isinstance(primitive, A_ASSOCIATE) else None
+            if dul.disconnected or not dul.is_alive() \
+                    or (deadline is not None and time.monotonic() > deadline):
+                return None
+            self.activity.wait(IDLE_WAIT)
+            self.activity.clear()
 
     def _run_reactor(self) -> None:
         """pynetdicom's reactor loop (association.py), waiting on `activity`."""

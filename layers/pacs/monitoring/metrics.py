@@ -46,6 +46,8 @@ class Metrics:
     associations_rejected: Counter
     associations_ended: Counter
     tls_handshake_failures: Counter
+    connections_refused: Counter
+    worker_restarts: Counter
     dimse_operations: Counter
     dimse_seconds: Histogram
     dimse_bytes: Counter
@@ -75,6 +77,11 @@ def get() -> Metrics:
             "pacs_dimse_associations_ended", "DIMSE associations ended: released or aborted", ["how"]),
         tls_handshake_failures=Counter(
             "pacs_tls_handshake_failures", "DICOM TLS handshakes refused, by OpenSSL reason", ["reason"]),
+        connections_refused=Counter(
+            "pacs_gateway_connections_refused",
+            "Connections and associations the gateway refused, by reason (gateway.counters)", ["reason"]),
+        worker_restarts=Counter(
+            "pacs_gateway_worker_restarts", "Gateway worker processes replaced after dying unasked"),
         dimse_operations=Counter(
             "pacs_dimse_operations", "DIMSE requests answered, by service and final status (hex)",
             ["service", "status"]),
@@ -126,6 +133,15 @@ def object_store_error(operation: str) -> None:
 def tls_handshake_failed(exc: BaseException) -> None:
     reason = getattr(exc, "reason", None) or type(exc).__name__
     get().tls_handshake_failures.labels(str(reason)).inc()
+
+
+def connection_refused(reason: str) -> None:
+    """The gateway refused a connection or an association (`gateway.counters.REJECTION_REASONS`)."""
+    get().connections_refused.labels(reason).inc()
+
+
+def worker_restarted() -> None:
+    get().worker_restarts.inc()
 
 
 def indexed(outcome: str, *, size: int = 0) -> None:
