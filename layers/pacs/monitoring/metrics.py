@@ -161,6 +161,15 @@ def indexed_event(event_time: str, outcome: str, size: int = 0) -> None:
         indexer_lag(event_time)
 
 
+def indexed_before_answer(outcome: str, size: int = 0) -> None:
+    """An object indexed in the request that stored it (STOW-RS, or C-STORE with
+    PACS_INDEX_ON_STORE): queryable before its acknowledgement, so its lag is 0."""
+    indexed(outcome, size=size)
+    if outcome in ("inserted", "replaced"):
+        get().indexer_lag.observe(0.0)
+        emf.add(EMF_NAMES["indexer_lag"], 0.0, "Milliseconds")
+
+
 def indexer_lag(event_time: str, now: float | None = None) -> float | None:
     """Observe the time from an event's timestamp (ISO 8601, as S3 writes it) to now; None (nothing
     observed) when the timestamp is missing or unreadable."""

@@ -32,7 +32,12 @@ from pacs.dicom.part10 import Part10Header, parse_part10
 from pacs.dicom.uids import UidPolicy, check_policy
 from pacs.errors import DuplicateRejected, InvalidDataset, PacsError, StorageFailure, WrongStudy
 from pacs.events.model import sequencer_now
-from pacs.monitoring.metrics import instance_refused, instance_stored, object_store_error
+from pacs.monitoring.metrics import (
+    indexed_before_answer,
+    instance_refused,
+    instance_stored,
+    object_store_error,
+)
 from pacs.storage.keys import check_partition, instance_key
 from pacs.storage.port import AlreadyExists, BlobInfo, BlobStore
 
@@ -158,7 +163,8 @@ class IngestService:
         head = info or self.store.head(stored.key)
         if head is None:  # deleted by another request meanwhile: nothing left to index
             return
-        self.indexer.index(head, sequencer=head.sequencer or sequencer_now(), local=local)
+        outcome = self.indexer.index(head, sequencer=head.sequencer or sequencer_now(), local=local)
+        indexed_before_answer(str(outcome), stored.size)
 
     def _put(
         self, header: Part10Header, size: int, *, put: Callable[[str, bool], BlobInfo],
