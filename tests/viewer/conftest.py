@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -17,7 +18,13 @@ from types import ModuleType
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -44,9 +51,13 @@ class Tools:
 
 
 def _installer() -> ModuleType:
+    """`tools/install_viewer.py` as a module (registered first: its dataclasses need it)."""
+    if "install_viewer" in sys.modules:
+        return sys.modules["install_viewer"]
     spec = importlib.util.spec_from_file_location("install_viewer", REPO / "tools" / "install_viewer.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["install_viewer"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -142,6 +153,26 @@ def write_ct_series(directory: Path, slices: int = SLICES) -> Series:
     return Series(directory, study_uid, series_uid, slices)
 
 
-@pytest.fixture
-def ct_series(tmp_path: Path) -> Series:
-    return write_ct_series(tmp_path / "ct")
+def write_bare_study(directory: Path) -> Series:
+    """One Secondary Capture image with the UIDs and the Image Pixel module only: no Modality (so
+    QIDO answers ModalitiesInStudy `{"vr":"CS"}` with no Value), no patient, date, description,
+    accession, series or instance number."""
+    directory.mkdir(parents=True, exist_ok=True)
+    study_uid, series_uid, sop_uid = generate_uid(), generate_uid(), generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = SIZE
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    ds.PixelData = ((x * 2 + y) % 256).astype(np.uint8).tobytes()  # a diagonal ramp
+    ds.save_as(directory / "bare.dcm", enforce_file_format=True)
+    return Series(directory, study_uid, series_uid, 1)
