@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEST = REPO / ".build" / "viewer"
 MARKER = ".ohif-version"
 #: Written to MARKER: the OHIF version and the revision of `PATCHES` (a new revision reinstalls).
-INSTALL_ID = f"{VERSION}+pacs.1"
+INSTALL_ID = f"{VERSION}+pacs.2"
 NPM_TIMEOUT = 600
 #: Netlify/serve/service-worker files of the build that this server does not use.
 UNUSED = ("sw.js", "_headers", "_redirects", "serve.json")
@@ -103,6 +103,15 @@ PATCHES = (
         why="getModalities: ModalitiesInStudy without a Value",
         old="for (let i = 0; i < ModalitiesInStudy.Value.length; i++) {",
         new="for (let i = 0; i < (ModalitiesInStudy.Value || []).length; i++) {",
+    ),
+    # @ohif/core MetadataProvider imagePlaneModule: a Pixel Spacing of 0\0 (pydicom-data's RG1_*.dcm
+    # CRs have one) is taken as is, and cornerstone draws a zero-sized image: a black viewport. A
+    # spacing that is not two positive numbers is treated as absent (1 mm, as OHIF does then).
+    Patch(
+        why="imagePlaneModule: a Pixel Spacing that is not positive",
+        old="    if (PixelSpacing) {\n      [rowPixelSpacing, columnPixelSpacing] = PixelSpacing;",
+        new=("    if (PixelSpacing && PixelSpacing.length >= 2 && PixelSpacing.every(v => Number(v) > 0)) {\n"
+             "      [rowPixelSpacing, columnPixelSpacing] = PixelSpacing;"),
     ),
 )
 

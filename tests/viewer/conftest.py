@@ -153,10 +153,10 @@ def write_ct_series(directory: Path, slices: int = SLICES) -> Series:
     return Series(directory, study_uid, series_uid, slices)
 
 
-def write_bare_study(directory: Path) -> Series:
+def write_bare_study(directory: Path, **extra: object) -> Series:
     """One Secondary Capture image with the UIDs and the Image Pixel module only: no Modality (so
     QIDO answers ModalitiesInStudy `{"vr":"CS"}` with no Value), no patient, date, description,
-    accession, series or instance number."""
+    accession, series or instance number; plus the attributes `extra` names."""
     directory.mkdir(parents=True, exist_ok=True)
     study_uid, series_uid, sop_uid = generate_uid(), generate_uid(), generate_uid()
     meta = FileMetaDataset()
@@ -174,5 +174,7 @@ def write_bare_study(directory: Path) -> Series:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     y, x = np.mgrid[0:SIZE, 0:SIZE]
     ds.PixelData = ((x * 2 + y) % 256).astype(np.uint8).tobytes()  # a diagonal ramp
+    for keyword, value in extra.items():
+        setattr(ds, keyword, value)
     ds.save_as(directory / "bare.dcm", enforce_file_format=True)
     return Series(directory, study_uid, series_uid, 1)

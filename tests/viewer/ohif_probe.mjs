@@ -56,12 +56,14 @@ function viewportState({ minNonBlack, minStddev, errorText }) {
   const state = { hasViewport: !!pane, hasCanvas: !!canvas, pixels: null, overlay: '', icons: [] };
   if (pane) {
     state.overlay = (pane.innerText || '').replace(/\s+/g, ' ').trim().slice(0, 400);
-    // Warning/error markers anywhere in the viewport pane: OHIF's status icons are SVGs named by
-    // data-cy / class / aria-label / title (e.g. "status-warning", "icon-status-alert").
-    for (const el of pane.querySelectorAll('svg, [data-cy], [aria-label], [title]')) {
-      const names = [el.getAttribute('data-cy'), el.getAttribute('aria-label'), el.getAttribute('title'),
-        el.getAttribute('class'), el.getAttribute('name')].filter(Boolean).join(' ');
-      if (/warn|alert|error|status-/i.test(names)) state.icons.push(names.slice(0, 120));
+    // Warning/error markers anywhere in the viewport pane: OHIF's status icons are SVGs whose
+    // group has the id "status-warning" / "status-error" / "status-alert", or named by data-cy,
+    // aria-label or title. (The study browser's thumbnails are outside the pane: their warning is
+    // OHIF's list of display-set messages, e.g. "not reconstructable" for any single image.)
+    for (const el of pane.querySelectorAll('svg, [id], [data-cy], [aria-label], [title]')) {
+      const names = [el.getAttribute('id'), el.getAttribute('data-cy'), el.getAttribute('aria-label'),
+        el.getAttribute('title'), el.getAttribute('name')].filter(Boolean).join(' ');
+      if (/warn|alert|error/i.test(names)) state.icons.push(names.slice(0, 120));
     }
   }
   if (canvas && canvas.width && canvas.height) {

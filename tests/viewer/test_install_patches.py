@@ -30,11 +30,12 @@ def _dist(tmp_path: Path, text: str) -> Path:
 
 
 def test_each_patch_is_applied_once(tmp_path: Path) -> None:
-    fix = installer.PATCHES[0]
-    dist = _dist(tmp_path, f"a();\n{fix.old}\nb();")
+    assert len(installer.PATCHES) >= 2
+    dist = _dist(tmp_path, "\n".join(f"a();\n{fix.old}\nb();" for fix in installer.PATCHES))
     installer.patch(dist)
     text = (dist / "app.bundle.1234567890abcdef.js").read_text()
-    assert fix.new in text and fix.old not in text
+    for fix in installer.PATCHES:
+        assert text.count(fix.new) == 1 and fix.old not in text.replace(fix.new, "")
 
 
 @pytest.mark.parametrize("copies", [0, 2])

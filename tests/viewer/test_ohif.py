@@ -2,7 +2,8 @@
 
 One `pacs up` (serving `/viewer/` and `/dicomweb` on one origin, as `make up` does) receives:
 a synthetic CT series (dcmtk storescu), a study with missing optional attributes (no Modality, so
-QIDO answers ModalitiesInStudy `{"vr":"CS"}` with no Value; no patient, date or numbers), and every
+QIDO answers ModalitiesInStudy `{"vr":"CS"}` with no Value; no patient, date or numbers), an image
+whose Pixel Spacing is 0\\0 (OHIF drew it black before its patch; pydicom-data's RG1 CRs), and every
 file of pydicom's test files (but two OHIF cannot decode: `OHIF_CANNOT_DECODE`), each sent with
 dcmsend as it is (many share SOP Instance UIDs across transfer syntaxes and SOP classes: the newest
 version replaces the older one).
@@ -52,6 +53,7 @@ OHIF_CANNOT_DECODE = {"SC_rgb_rle_32bit.dcm", "SC_rgb_rle_32bit_2frame.dcm"}
 class Stored:
     ct: Series
     bare: Series
+    zero_spacing: Series
     #: StudyInstanceUID -> the name of the first pydicom test file stored in it.
     pydicom_studies: dict[str, str]
 
@@ -117,14 +119,15 @@ def _listed(base: str) -> set[str]:
 def stored(pacs: PacsProcess, tmp_path_factory: pytest.TempPathFactory) -> Stored:
     tmp = tmp_path_factory.mktemp("ohif-data")
     ct, bare = write_ct_series(tmp / "ct"), write_bare_study(tmp / "bare")
-    _storescu(pacs, ct.directory)
-    _storescu(pacs, bare.directory)
+    zero = write_bare_study(tmp / "zero", Modality="CR", PatientName="Zero^Spacing", PixelSpacing=[0, 0])
+    for series in (ct, bare, zero):
+        _storescu(pacs, series.directory)
     pydicom_studies = _send_test_files(pacs)
     assert len(pydicom_studies) > 15, pydicom_studies
-    expected = {ct.study_uid, bare.study_uid, *pydicom_studies}
+    expected = {ct.study_uid, bare.study_uid, zero.study_uid, *pydicom_studies}
     wait_until(lambda: _listed(pacs.http_url), lambda got: expected <= got, timeout=WAIT, interval=0.5,
                what="QIDO to list every stored study")
-    return Stored(ct, bare, pydicom_studies)
+    return Stored(ct, bare, zero, pydicom_studies)
 
 
 def _metadata(base: str, study: str) -> list[dict[str, Any]]:
@@ -170,7 +173,8 @@ def test_ohif_lists_every_study_and_draws_every_image(
 
     listed = _listed(base)
     studies: list[dict[str, Any]] = [{"name": "synthetic-ct", "uid": stored.ct.study_uid, "image": True},
-               {"name": "missing-attributes", "uid": stored.bare.study_uid, "image": True}]
+               {"name": "missing-attributes", "uid": stored.bare.study_uid, "image": True},
+               {"name": "zero-pixel-spacing", "uid": stored.zero_spacing.study_uid, "image": True}]
     skipped: dict[str, str] = {}
     for uid, name in sorted(stored.pydicom_studies.items(), key=lambda kv: kv[1]):
         if _shows_images(_metadata(base, uid)):
