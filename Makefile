@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-APT_PACKAGES := dcmtk chromium nodejs
+# Every tool a test uses: dcmtk (interop), chromium and nodejs (viewer), Orthanc with its DICOMweb plugin
+# (a remote node in the interop tests, the peer of the benchmarks); jq and curl for the README's examples.
+APT_PACKAGES := dcmtk chromium nodejs orthanc orthanc-dicomweb jq curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up test lint types unit integration interop bench bench-dicomweb bench-dimse bench-catalog setup apt viewer synth clean
@@ -13,15 +15,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: apt $(STAMP) viewer
 
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null && \
-	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $$missing >/dev/null; \
-	fi
+	@if ! dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -c '^install ok installed$$' \
+	    | grep -qx $(words $(APT_PACKAGES)); then $(SUDO) bash tools/install_debs.sh $(APT_PACKAGES); fi
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)

@@ -1,8 +1,11 @@
-"""The gateway's Application Entity: contexts for every storage SOP class and transfer syntax."""
+"""The gateway's Application Entity: contexts for every storage SOP class (retired ones included) and
+transfer syntax, and, when configured, for SOP classes the standard does not define."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
 import socket
 import struct
@@ -10,10 +13,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
+from pacs.dicom.uids import STORAGE_SOP_CLASSES, is_unknown_sop_class
 from pacs.dimse.reactor import EventAE, EventRequestHandler
 from pydicom.uid import (
+    UID,
     AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -35,11 +41,16 @@ from pynetdicom import (
     _config,
     dimse_messages,
 )
-from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway import commitment, find, get, move, mpps
+from gateway.lobby import Lobby
+from gateway.spool import TRACKER
+
+log = logging.getLogger("gateway")
 
 #: pynetdicom accepts, per presentation context, the first of these that the sender proposed. So
 #: lossless compressed syntaxes come first (a compressed image stays as the modality holds it), then
@@ -71,7 +82,7 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     ae.add_supported_context(Verification)
-    for uid in _STORAGE_CLASSES.values():
+    for uid in sorted(STORAGE_SOP_CLASSES):  # the standard's, retired ones included
         # both roles accepted when a requestor proposes SCP/SCU role selection: C-GET sends back on it
         ae.add_supported_context(uid, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     find.add_contexts(ae)
@@ -82,18 +93,53 @@ def make_ae(ae_title: str, *, max_pdu: int = 1 << 20, spool: bool = False) -> AE
     return ae
 
 
+@lru_cache(maxsize=1024)
+def storage_context(uid: str) -> PresentationContext:
+    """A supported storage context for `uid`, as `make_ae` adds for the standard's classes."""
+    cx = build_context(uid, list[str | UID](TRANSFER_SYNTAXES))
+    cx.scu_role = cx.scp_role = True
+    return cx
+
+
+def accept_unknown_sop_classes(event: Event) -> None:
+    """EVT_REQUESTED (the A-ASSOCIATE-RQ is in, negotiation not begun): each proposed abstract syntax
+    the standard does not define (`is_unknown_sop_class`: a private SOP class, one newer than this
+    release) becomes a storage context this association supports, so it is accepted, and its
+    C-STOREs stored, like the standard's (setting `accept_unknown_sop_classes`)."""
+    assoc = event.assoc
+    request = assoc.requestor.primitive
+    if request is None:
+        return
+    supported = assoc.acceptor.supported_contexts  # this association's own list (`SharedContexts`)
+    added: set[str] = set()
+    for proposed in request.presentation_context_definition_list:
+        uid = str(proposed.abstract_syntax)
+        if uid not in added and is_unknown_sop_class(uid):
+            supported.append(storage_context(uid))
+            added.add(uid)
+
+
 # --- the spooled data set's file: named and headed without tempfile's and pydicom's machinery ---------
 
 
 class SpoolFile:
     """What pynetdicom spools a received data set into (it wants `NamedTemporaryFile(delete=False)`:
-    `name`, `file`, `write`, `close`; it removes the file itself after the C-STORE handler). Named
-    `{pid}-{n}.dcm` in the temporary directory (the gateway's spool directory), created exclusively."""
+    `name`, `file` (it calls `file.flush()`), `write`, `close`; it removes the file itself after the
+    C-STORE handler). Named `{pid}-{n}.dcm` in the temporary directory (the gateway's spool
+    directory), created exclusively.
+
+    A spool that cannot be created or written (disk full, no descriptors) never raises: the first
+    error is kept in `error`, later writes are dropped, and the C-STORE is answered 0xA700 with it
+    (`gateway.handlers`, `gateway.store_fast`). An exception would reach pynetdicom's DUL thread,
+    which aborts the association and loses every request queued behind this one."""
 
     _numbers = itertools.count()
 
     def __init__(self, *_args: Any, suffix: str = ".dcm", **_kwargs: Any) -> None:
         directory = tempfile.gettempdir()
+        self.error: OSError | None = None
+        self._file: BinaryIO | None = None
+        self.file = self  # pynetdicom flushes `file` after each write
         while True:
             self.name = os.path.join(directory, f"{os.getpid()}-{next(self._numbers)}{suffix}")
             try:
@@ -101,15 +147,58 @@ class SpoolFile:
                 break
             except FileExistsError:  # left over by an earlier process with the same pid
                 continue
-        self.file: BinaryIO = open(fd, "wb")  # noqa: SIM115  # pynetdicom closes it
-        self.write = self.file.write
+            except OSError as exc:
+                self.error = exc
+                return
+        TRACKER.opened(self.name)  # removed when its association ends, if still there
+        try:
+            self._file = open(fd, "wb")  # noqa: SIM115  # closed by `close`
+        except OSError as exc:
+            os.close(fd)
+            self._fail(exc)
+
+    def write(self, data: Any) -> int:
+        if self._file is not None:
+            try:
+                return self._file.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
 
     def close(self) -> None:
-        self.file.close()
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            log.error("cannot spool a received data set to %s: %s", self.name, exc)
+            self.error = exc
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    @property
+    def failure(self) -> str | None:
+        """The reason the data set could not be spooled (an Error Comment), or None."""
+        if self.error is None:
+            return None
+        return f"cannot spool the data set: {self.error.strerror or self.error}"
 
 
 def _uid_value(uid: str) -> bytes:
-    raw = uid.encode("ascii")
+    raw = uid.encode("ascii", "replace")  # a non-ASCII UID is refused by ingest, not by an exception
     return raw + b"\0" * (len(raw) & 1)
 
 
@@ -144,17 +233,33 @@ def _write_file_meta_info(fp: Any, file_meta: Any, *args: Any, **kwargs: Any) ->
 
 
 _PYDICOM_WRITE_FILE_META_INFO = dimse_messages.write_file_meta_info
+_PYNETDICOM_DECODE = dimse_messages.decode
+
+
+def _decode_command_set(data: Any, is_implicit: bool, is_little: bool) -> Any:
+    """pynetdicom's command set decoding, with the Affected SOP Class and Instance UIDs of a C-STORE-RQ
+    made empty when absent: pynetdicom reads them to head the spooled file and would fail the whole
+    association without them; empty, the request is answered with a failure
+    (`pacs.dimse.refusals`)."""
+    command = _PYNETDICOM_DECODE(data, is_implicit, is_little)
+    if command.get("CommandField") == 0x0001:
+        for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID"):
+            if keyword not in command:
+                setattr(command, keyword, "")
+    return command
 
 
 def fast_spool() -> None:
     """pynetdicom's C-STORE spooling (`STORE_RECV_CHUNKED_DATASET`) without `NamedTemporaryFile`
     (random names, a wrapper per file) and without building and writing the file meta through pydicom
-    datasets (a fifth of a C-STORE's CPU in the gateway, measured): the same file, byte for byte.
+    datasets (a fifth of a C-STORE's CPU in the gateway, measured): the same file, byte for byte; a
+    C-STORE-RQ without its SOP Class or Instance UID is answered, not fatal (`_decode_command_set`).
     Process-wide, like pynetdicom's `_config` (its names in `pynetdicom.dimse_messages`, used there
     only to spool a received C-STORE data set)."""
     dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[attr-defined,assignment]
     dimse_messages.create_file_meta = _create_file_meta  # type: ignore[attr-defined,assignment]
     dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[attr-defined]
+    dimse_messages.decode = _decode_command_set  # type: ignore[assignment]  # command sets only
 
 
 class SharedContexts(list[PresentationContext]):
@@ -178,6 +283,11 @@ class GatewayServer(ThreadedAssociationServer):
     its presentation contexts between associations."""
 
     inherited_socket: socket.socket | None = None
+    #: This server serves an inherited socket (shared with other processes).
+    inherits = False
+    #: The listen backlog (socketserver's default is 5): a burst of connections (a port scan, many
+    #: modalities at once) waits in it rather than having its SYNs dropped (a retry 1 s later).
+    request_queue_size = 1024
     #: The workers' shared counts (gateway.policy.AssociationCounter); None: a single server.
     counter: Any = None
     #: What each accepted connection goes through (gateway.policy.ConnectionGuard: PDU limits,
@@ -186,6 +296,9 @@ class GatewayServer(ThreadedAssociationServer):
     #: Each new association's `EventDUL.pdata_hook` comes from this (None: pynetdicom's path alone);
     #: `gateway.server` sets the C-STORE and C-FIND fast paths here.
     pdata_hook_for: Callable[[Any], Callable[[bytes], bool] | None] | None = None
+    #: Accepted connections wait here for their first byte (`gateway.lobby.Lobby`; `start_server`
+    #: makes one when a guard is given); None: each connection gets its thread at once.
+    lobby: Lobby | None = None
     #: Stopping does not wait for connection threads (a TLS handshake may last the network timeout);
     #: the worker waits for, then aborts, the associations themselves.
     block_on_close = False
@@ -196,6 +309,7 @@ class GatewayServer(ThreadedAssociationServer):
         self.contexts = SharedContexts(self.contexts)
 
     def server_bind(self) -> None:
+        self.inherits = self.inherited_socket is not None
         if self.inherited_socket is None:
             super().server_bind()
             return
@@ -215,13 +329,39 @@ class GatewayServer(ThreadedAssociationServer):
             # so parallel associations spread over the workers' GILs instead of piling onto one.
             time.sleep(BALANCE_DELAY)
         client, address = super().get_request()
-        if self.counter is not None:
-            self.counter.connected(+1)
         client.setblocking(True)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.guard is not None:
-            client = self.guard.wrap(client)
         return client, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Through the lobby (`gateway.lobby`: no thread until the peer sends its first byte), when
+        there is one."""
+        if self.lobby is not None:
+            self.lobby.enter(request, client_address)
+        else:
+            self.admit(request, client_address)
+
+    def admit(self, request: Any, client_address: Any) -> None:
+        """Serve a connection: `guard.wrap` it, then its association in a thread of its own."""
+        if self.counter is not None:
+            self.counter.connected(+1)
+        try:
+            if self.guard is not None:
+                request = self.guard.wrap(request)
+            super().process_request(request, client_address)
+        except BaseException:
+            if self.counter is not None:
+                self.counter.connected(-1)
+            raise
+
+    def server_close(self) -> None:
+        if self.lobby is not None:
+            self.lobby.stop()
+        if self.inherits:  # closed here only: a shutdown() would stop the other workers' listening too
+            assert self.socket is not None
+            self.socket.close()
+        else:
+            super().server_close()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -245,6 +385,8 @@ def start_server(
     server = cast(GatewayServer, server)
     server.guard = guard
     server.counter = counter
+    if guard is not None:
+        server.lobby = Lobby(server.admit, timeout=guard.silent_timeout, per_source=guard.per_source)
     ae._servers.append(server)  # as ae.start_server does: server.shutdown() removes it
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="gateway-acceptor", daemon=True

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 import ssl
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from pacs.dicom.part10 import check_complete
 from pacs.dimse.direct import command_set, implicit, pdus, uid_value
+from pacs.errors import InvalidDataset
 from pacs.services.dimse_query import FindFailure, FindService, Model, parse_identifier
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event
@@ -53,6 +56,21 @@ def add_contexts(ae: AE) -> None:
     _config.LOG_RESPONSE_IDENTIFIERS = False
     for uid in MODELS:
         ae.add_supported_context(uid, QUERY_SYNTAXES)
+
+
+def check_identifier(encoded: Any, transfer_syntax: str) -> None:
+    """FindFailure (0xC000, with the reason) when the identifier's encoding does not add up: an element
+    whose length runs past the end (pydicom would read it cut short, and the query be answered as if it
+    were whole), or sequences nested too deep to decode (`pacs.dicom.part10.check_complete`)."""
+    if transfer_syntax == DeflatedExplicitVRLittleEndian or encoded is None:
+        return  # inflated and read by pydicom, which fails on a cut stream
+    data = encoded.getvalue() if hasattr(encoded, "getvalue") else bytes(encoded)
+    try:
+        check_complete(memoryview(data), 0, transfer_syntax)
+    except InvalidDataset as exc:
+        raise FindFailure(UNABLE_TO_PROCESS, f"identifier: {exc.reason}") from None
+    except struct.error:
+        raise FindFailure(UNABLE_TO_PROCESS, "identifier: truncated") from None
 
 
 def _failure(code: int, comment: str, offending: int | None = None) -> Dataset:
@@ -193,6 +211,7 @@ def handle_find(event: Event, ctx: GatewayContext) -> Iterator[tuple[int | Datas
         yield _failure(0x0122, "SOP class not supported"), None
         return
     try:
+        check_identifier(getattr(event.request, "Identifier", None), str(event.context.transfer_syntax))
         req = parse_identifier(event.identifier, model)
     except FindFailure as exc:
         log.info("C-FIND from %s refused (0x%04X): %s", caller, exc.status, exc.comment)

@@ -22,6 +22,7 @@ import logging
 import select
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +41,8 @@ from pacs.dimse.pdu import (
     us,
 )
 from pacs.dimse.reactor import P_DATA_TF, recv_exactly
-from pacs.services.dimse_query import FindFailure, FindService, parse_encoded
+from pacs.monitoring.metrics import dimse_operation
+from pacs.services.dimse_query import FindService, parse_encoded
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from gateway.context import GatewayContext
@@ -83,6 +85,7 @@ class FindFastPath:
         self.held: list[bytes] = []  # the request's PDUs so far (handed back if it is not ours)
         self.data: list[bytes] = []  # its identifier's fragments
         self.request: tuple[int, int, str, bool] | None = None  # context ID, message ID, SOP class, implicit
+        self.started = 0.0
         self._poller = select.poll()
         self._poller.register(assoc.dul.socket.socket.fileno(), select.POLLIN)
 
@@ -146,6 +149,7 @@ class FindFastPath:
             return False
         self.request = (context_id, msg_id, sop_class, _SYNTAXES[cx.transfer_syntax[0]])
         self.data = []
+        self.started = time.perf_counter()  # for the metrics
         return True
 
     def _give_back(self, pdu: bytes | None = None) -> bool:
@@ -166,8 +170,8 @@ class FindFastPath:
             return self._give_back()
         try:
             req = parse_encoded(b"".join(self.data), MODELS[sop_class], implicit=is_implicit)
-        except FindFailure:
-            req = None  # reported by gateway.find, through pynetdicom
+        except Exception:  # FindFailure, or anything unforeseen: reported by gateway.find, through pynetdicom
+            req = None
         if req is None or not FindService.can_encode(req):
             return self._give_back()
         self.held, self.data, self.request = [], [], None
@@ -175,12 +179,14 @@ class FindFastPath:
         service = self.service(backend.catalog, settings.partition, settings.ae_title)
         status = PENDING_WARNING if req.unsupported else PENDING
         writer = _Writer(assoc, context_id, sop_class, msg_id, status, self._poller)
+        final, sent = SUCCESS, 0  # for the metrics
         try:
             for n, identifier in enumerate(service.find_encoded(req, implicit=is_implicit), 1):
                 writer.add(identifier)
+                sent += len(identifier)
                 if n % BATCH == 0:  # a look for a C-CANCEL, then the batch out
                     if writer.cancelled():
-                        writer.finish(CANCEL)
+                        writer.finish(final := CANCEL)
                         break
                     writer.flush()
             else:
@@ -189,7 +195,8 @@ class FindFastPath:
             log.info("C-FIND from %s: the answer could not be sent: %s", assoc.requestor.ae_title, exc)
         except Exception as exc:
             log.exception("C-FIND from %s failed", assoc.requestor.ae_title)
-            writer.finish(QUERY_FAILED, f"query failed: {type(exc).__name__}")
+            writer.finish(final := QUERY_FAILED, f"query failed: {type(exc).__name__}")
+        dimse_operation("C-FIND", final, time.perf_counter() - self.started, sent, "sent")
         for raw in writer.later:  # what the peer sent meanwhile, in order
             assoc.dul.feed(raw)
         return True

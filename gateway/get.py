@@ -17,6 +17,7 @@ from typing import Any
 from pacs.dimse.direct import fast_responses
 from pacs.dimse.retrieve import status, stream_stored_files, sub_operations
 from pacs.dimse.selection import Model, RetrieveFailure, select_instances
+from pacs.services.dimse_query import FindFailure
 from pynetdicom import AE
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -26,6 +27,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from gateway.context import GatewayContext
+from gateway.find import check_identifier
 from gateway.status import QUERY_SYNTAXES, UNABLE_TO_PROCESS
 
 log = logging.getLogger("gateway")
@@ -58,9 +60,10 @@ def handle_get(event: Event, ctx: GatewayContext) -> Iterator[Any]:
         yield status(NOT_AUTHORIZED, f"{caller} is not allowed C-GET"), None
         return
     try:
+        check_identifier(getattr(event.request, "Identifier", None), str(event.context.transfer_syntax))
         rows = select_instances(backend.catalog, ctx.settings.partition, event.identifier,
                                 MODELS[str(event.request.AffectedSOPClassUID)])
-    except RetrieveFailure as exc:
+    except (RetrieveFailure, FindFailure) as exc:  # FindFailure: an identifier that does not add up
         yield 1
         yield status(exc.status, exc.comment), None
         return

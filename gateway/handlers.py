@@ -13,6 +13,7 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 
 from gateway import commitment, find, get, move, mpps, status
+from gateway.ae import accept_unknown_sop_classes
 from gateway.context import GatewayContext
 
 log = logging.getLogger("gateway")
@@ -46,6 +47,10 @@ def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
     except Exception as exc:
         log.warning("C-STORE: cannot read the received data set: %s", exc)
         return _status(status.CANNOT_UNDERSTAND, f"cannot read data set: {exc}")
+    spool = getattr(event.request, "_dataset_file", None)
+    failure = getattr(spool, "failure", None)  # a `gateway.ae.SpoolFile` that could not be written
+    if failure is not None:
+        return _status(status.OUT_OF_RESOURCES, failure)
     if spooled is not None:
         code, comment = store_spooled(ingest, spooled, event.assoc.requestor.ae_title)
         return code if comment is None else _status(code, comment)
@@ -76,8 +81,12 @@ def store_spooled(ingest: IngestService, path: str | Path, caller: str) -> tuple
 
 
 def handlers(ctx: GatewayContext) -> list[tuple]:
-    """Every DIMSE service's handlers, bound to this worker's context."""
+    """Every DIMSE service's handlers, bound to this worker's context (and, when configured, the
+    negotiation that accepts SOP classes the standard does not define)."""
+    negotiation = [(evt.EVT_REQUESTED, accept_unknown_sop_classes)] \
+        if ctx.settings.accept_unknown_sop_classes else []
     return [
+        *negotiation,
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [ctx.ingest]),
         (evt.EVT_C_FIND, find.handle_find, [ctx]),

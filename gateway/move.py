@@ -22,6 +22,7 @@ from pacs.dimse.retrieve import Response, move_sub_operations, status, stream_st
 from pacs.dimse.selection import Model, RetrieveFailure, select_instances
 from pacs.dimse.sender import prepare_requestor, proposed_contexts
 from pacs.dimse.tls import client_context
+from pacs.services.dimse_query import FindFailure
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
@@ -33,6 +34,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from gateway.context import GatewayContext
+from gateway.find import check_identifier
 from gateway.status import QUERY_SYNTAXES, UNABLE_TO_PROCESS
 
 log = logging.getLogger("gateway")
@@ -62,9 +64,12 @@ def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:
     failure: Response | None = None
     rows = []
     try:
+        check_identifier(getattr(event.request, "Identifier", None), str(event.context.transfer_syntax))
         rows = select_instances(backend.catalog, ctx.settings.partition, event.identifier,
                                 MODELS[str(event.request.AffectedSOPClassUID)])
     except RetrieveFailure as exc:
+        failure = status(exc.status, exc.comment), None
+    except FindFailure as exc:  # an identifier whose encoding does not add up
         failure = status(exc.status, exc.comment), None
     except Exception as exc:
         log.exception("C-MOVE: the identifier could not be processed")

@@ -38,6 +38,7 @@ from typing import Any
 from pacs.catalog.nodes import NodeRegistry, RemoteNode
 from pacs.config import Settings
 from pacs.dimse.scu import cap_announced
+from pacs.monitoring.metrics import instance_refused
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -47,6 +48,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from gateway.counters import COUNTERS
+
 log = logging.getLogger("gateway")
 
 #: Refused: Not Authorized (PS3.7 Annex C, general status).
@@ -54,6 +57,8 @@ NOT_AUTHORIZED = 0x0124
 #: The largest PDU other than P-DATA-TF (an A-ASSOCIATE-RQ with every context is ~100 kB).
 OTHER_PDU_LIMIT = 1 << 20
 P_DATA_TF = 0x04
+#: Seconds after which the supervisor deems the counters' lock held by a dead worker.
+LOCK_TIMEOUT = 5.0
 #: A-ABORT, source service-provider (2), reason invalid-PDU-parameter-value (6).
 _ABORT_INVALID_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
 _MOVE_CLASSES = {str(PatientRootQueryRetrieveInformationModelMove),
@@ -137,10 +142,17 @@ class PduGuard:
                     self._refuse(f"a PDU (type 0x{kind:02X}) of {length} bytes, over the limit of {limit}")
                 self._left = length
         if self._pdu_seconds and (self._left or self._header) and time.monotonic() > self._deadline:
+            self.refused = True
+            COUNTERS.reject("pdu-timeout", _peer_of(self),
+                            f"dropping {{peer}}: a PDU took over {self._pdu_seconds:.0f} s to arrive")
             raise TimeoutError(f"a PDU took over {self._pdu_seconds:.0f} s to arrive")
 
+    #: True once this socket was refused (counted here, not again when it closes).
+    refused: bool = False
+
     def _refuse(self, what: str) -> None:
-        log.warning("aborting an association: %s", what)
+        self.refused = True
+        COUNTERS.reject("pdu-limit", _peer_of(self), f"aborting an association with {{peer}}: {what}")
         with contextlib.suppress(OSError):
             super().sendall(_ABORT_INVALID_PDU)  # type: ignore[misc]
         raise ConnectionAbortedError(what)
@@ -159,6 +171,9 @@ class ConnectionGuard:
         self.max_pdu = settings.max_pdu
         self.timeout = float(settings.network_timeout) or None
         self.tls = tls
+        #: How long, and how many per source address, connections may wait silent in the lobby.
+        self.silent_timeout = float(settings.acse_timeout) or None
+        self.per_source = max(0, settings.max_silent_per_source)
 
     def wrap(self, sock: socket.socket) -> socket.socket:
         guarded: socket.socket = GuardedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
@@ -184,14 +199,27 @@ class AssociationCounter:
     each worker publishes its own count; the limit applies to the sum."""
 
     def __init__(self, workers: int = 1) -> None:
-        self._counts: Any = multiprocessing.Array("i", max(1, workers))
+        # Raw arrays and plain locks (not an RLock per array): `release` may free a lock that a
+        # killed worker held, which an RLock forbids.
+        self._counts: Any = multiprocessing.Array("i", max(1, workers), lock=False)
         #: Open connections of each worker (from accept to close): what `busier` balances on.
-        self._connections: Any = multiprocessing.Array("i", max(1, workers))
+        self._connections: Any = multiprocessing.Array("i", max(1, workers), lock=False)
+        self._counts_lock: Any = multiprocessing.Lock()
+        self._connections_lock: Any = multiprocessing.Lock()
         self.index = 0
+
+    def release(self, index: int) -> None:
+        """Worker `index` died: its associations and connections no longer count. Called by the
+        supervisor; a lock the dead worker held (it is taken for microseconds) is freed."""
+        for counts, lock in ((self._counts, self._counts_lock), (self._connections, self._connections_lock)):
+            if not lock.acquire(timeout=LOCK_TIMEOUT):
+                log.warning("gateway worker %d died holding the association counter's lock: freed", index)
+            counts[index] = 0
+            lock.release()
 
     @property
     def lock(self) -> Any:
-        return self._counts.get_lock()
+        return self._counts_lock
 
     def others(self) -> int:
         return sum(c for i, c in enumerate(self._counts) if i != self.index)
@@ -204,7 +232,7 @@ class AssociationCounter:
 
     def connected(self, delta: int) -> None:
         """This worker opened (+1) or closed (-1) a connection."""
-        with self._connections.get_lock():
+        with self._connections_lock:
             self._connections[self.index] += delta
 
     def busier(self) -> bool:
@@ -228,9 +256,11 @@ class AssociationPolicy:
         self._admitted: weakref.WeakKeyDictionary[Association, RemoteNode | None] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
+        self._rejected_here: weakref.WeakSet[Association] = weakref.WeakSet()
 
     def handlers(self) -> list[tuple[Any, ...]]:
-        return [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_CONN_CLOSE, self.on_closed)]
+        return [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_CONN_CLOSE, self.on_closed),
+                (evt.EVT_REJECTED, self.on_rejected)]
 
     # association set-up
     def on_requested(self, event: Event) -> None:
@@ -243,11 +273,13 @@ class AssociationPolicy:
         except Exception:
             log.exception("node registry lookup of %r failed", calling)
             if self.require_known:
-                self._reject(assoc, 0x02, 0x01, 0x01, f"{calling}: the node registry is unavailable")
+                self._reject(assoc, (0x02, 0x01, 0x01), "registry-unavailable",
+                             f"{calling}: the node registry is unavailable")
                 return
             node = None
         if node is None and self.require_known:
-            self._reject(assoc, 0x01, 0x01, 0x03, f"calling AE title {calling!r} is not a registered node")
+            self._reject(assoc, (0x01, 0x01, 0x03), "unknown-caller",
+                         f"calling AE title {calling!r} is not a registered node")
             return
         with self.counter.lock:  # never held while waiting on the peer (EVT_CONN_CLOSE takes it)
             own = self._live()
@@ -257,7 +289,7 @@ class AssociationPolicy:
                     self._admitted[assoc] = node
                 self.counter.publish(own + 1)
         if full:
-            self._reject(assoc, 0x02, 0x03, 0x02,
+            self._reject(assoc, (0x02, 0x03, 0x02), "association-limit",
                          f"{calling}: {self.settings.max_associations} associations already open")
             return
         self._cap_send_pdu(assoc)
@@ -267,7 +299,24 @@ class AssociationPolicy:
             ]
 
     def on_closed(self, event: Event) -> None:
+        assoc = event.assoc
+        sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+        if assoc.requestor.primitive is None and not getattr(sock, "refused", False):
+            COUNTERS.reject("incomplete-request", _address(assoc),
+                            "connection from {peer} closed before its A-ASSOCIATE-RQ was complete")
         self.refresh()
+
+    def on_rejected(self, event: Event) -> None:
+        """Count and log pynetdicom's own rejections (a wrong called AE title, ...)."""
+        assoc = event.assoc
+        if assoc in self._rejected_here:
+            return
+        rj = assoc.acceptor.primitive
+        rsd = "?" if rj is None else f"{rj.result}/{rj.result_source}/{rj.diagnostic}"
+        request = assoc.requestor.primitive
+        called = str(request.called_ae_title).strip() if request is not None else "?"
+        COUNTERS.reject("rejected", _address(assoc),
+                        f"association from {{peer}} rejected ({rsd}), called AE {called!r}")
 
     def refresh(self) -> None:
         """Publish this worker's live count (associations that ended leave it)."""
@@ -279,9 +328,11 @@ class AssociationPolicy:
             return sum(1 for a in list(self._admitted)
                        if a.is_alive() and not (a.is_released or a.is_aborted or a.is_rejected))
 
-    def _reject(self, assoc: Association, result: int, source: int, reason: int, why: str) -> None:
-        log.warning("association rejected (%d/%d/%d): %s", result, source, reason, why)
-        assoc.acse.send_reject(result, source, reason)
+    def _reject(self, assoc: Association, rsd: tuple[int, int, int], label: str, why: str) -> None:
+        self._rejected_here.add(assoc)
+        COUNTERS.reject(label, _address(assoc),
+                        f"association from {{peer}} rejected ({'/'.join(map(str, rsd))}): {why}")
+        assoc.acse.send_reject(*rsd)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()  # as pynetdicom does: returns once the A-ASSOCIATE-RJ is out and the peer gone
 
@@ -321,6 +372,7 @@ class AssociationPolicy:
                 reason = policy.refusal(event.assoc, operation)
                 if reason is not None:
                     log.warning("C-STORE refused: %s", reason)
+                    instance_refused("not-authorized")
                     return refused(reason)
                 return handler(event, *args)
             return store
@@ -335,6 +387,18 @@ class AssociationPolicy:
                 yield 1  # pynetdicom's C-GET SCP wants a sub-operation count before any status
             yield refused(reason), None
         return query
+
+
+def _address(assoc: Association) -> Any:
+    info = assoc.requestor.address_info
+    return (info.address, info.port) if info is not None else "a peer"
+
+
+def _peer_of(sock: Any) -> Any:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return "a peer"
 
 
 def refused(reason: str) -> Dataset:

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,10 +41,12 @@ from pacs.dimse.pdu import (
     uid,
     us,
 )
+from pacs.monitoring.metrics import dimse_operation
 
 from gateway.ae import SpoolFile, file_meta_bytes
 from gateway.context import GatewayContext
 from gateway.handlers import store_spooled
+from gateway.status import OUT_OF_RESOURCES
 
 log = logging.getLogger("gateway")
 
@@ -55,11 +58,12 @@ class ProtocolError(Exception):
 
 
 def store_rsp(sop_class: str, sop_uid: str, msg_id: int, status: int, comment: str | None) -> bytes:
-    """The command set of a C-STORE-RSP, as pynetdicom encodes it (Error Comment with a failure)."""
+    """The command set of a C-STORE-RSP, as pynetdicom encodes it (Error Comment with a failure; a
+    UID a peer could not decode is not echoed)."""
     if not status and comment is None:
         return c_store_success_rsp(sop_class, sop_uid, msg_id)
     elements = [
-        implicit(0x00000002, "", uid_value(sop_class)),
+        *([implicit(0x00000002, "", uid_value(sop_class))] if _echoable(sop_class) else []),
         implicit(0x00000100, "<H", 0x8001),  # C-STORE-RSP
         implicit(0x00000120, "<H", msg_id),
         implicit(0x00000800, "<H", NO_DATA_SET),
@@ -68,8 +72,15 @@ def store_rsp(sop_class: str, sop_uid: str, msg_id: int, status: int, comment: s
     if comment is not None:
         text = comment[:64].encode("ascii", "replace")
         elements.append(implicit(0x00000902, "", text + b" " * (len(text) & 1)))  # Error Comment (LO)
-    elements.append(implicit(0x00001000, "", uid_value(sop_uid)))
+    if _echoable(sop_uid):
+        elements.append(implicit(0x00001000, "", uid_value(sop_uid)))
     return command_set(elements)
+
+
+def _echoable(value: str) -> bool:
+    """Whether a request's UID may be echoed in its response (optional there): not one a peer could
+    not decode (over 64 characters, not printable ASCII)."""
+    return 0 < len(value) <= 64 and value.isascii() and value.isprintable()
 
 
 class StoreFastPath:
@@ -83,6 +94,7 @@ class StoreFastPath:
         #: The request being received: context ID, message ID, SOP class, SOP instance; None between.
         self.request: tuple[int, int, str, str] | None = None
         self.file: SpoolFile | None = None
+        self.started, self.received = 0.0, 0  # the request's arrival and data set bytes (metrics)
 
     def __call__(self, pdu: bytes) -> bool:
         items = pdv_items(pdu)
@@ -103,7 +115,8 @@ class StoreFastPath:
             if control & 0x01 or cx != context_id or (control & 0x02 and n != len(items) - 1):
                 self._drop()
                 raise ProtocolError("another message's PDV in the middle of a C-STORE data set")
-            self.file.write(view[start:end])
+            self.file.write(view[start:end])  # never raises: a spool error is kept (`SpoolFile`)
+            self.received += end - start
             if control & 0x02:
                 self._answer()
         return True
@@ -117,18 +130,15 @@ class StoreFastPath:
         sop_class, sop_uid = uid(fields, SOP_CLASS), uid(fields, SOP_INSTANCE)
         assoc = self.assoc
         cx = next((c for c in assoc.accepted_contexts if c.context_id == context_id), None)
-        if msg_id is None or not sop_uid or cx is None or cx.abstract_syntax != sop_class \
+        if msg_id is None or not sop_uid or not (sop_class + sop_uid).isascii() or cx is None \
+                or cx.abstract_syntax != sop_class \
                 or not idle(assoc) \
                 or (self.refusal is not None and self.refusal(assoc, "store") is not None):
             return False
-        self.file = SpoolFile()
-        try:
-            meta = file_meta_bytes(sop_class, sop_uid, cx.transfer_syntax[0])
-            self.file.write(b"\0" * 128 + b"DICM" + meta)
-        except BaseException:
-            self._drop()
-            raise
         self.request = (context_id, msg_id, sop_class, sop_uid)
+        self.started, self.received = time.perf_counter(), 0
+        self.file = SpoolFile()
+        self.file.write(b"\0" * 128 + b"DICM" + file_meta_bytes(sop_class, sop_uid, cx.transfer_syntax[0]))
         return True
 
     def _answer(self) -> None:
@@ -136,12 +146,18 @@ class StoreFastPath:
         file = self.file
         assert file is not None
         self.request, self.file = None, None
+        comment: str | None
         try:
             file.close()
-            status, comment = store_spooled(self.ctx.ingest, file.name, self.assoc.requestor.ae_title)
+            failure = file.failure
+            if failure is not None:  # disk full…: this request fails, the association goes on
+                status, comment = OUT_OF_RESOURCES, failure
+            else:
+                status, comment = store_spooled(self.ctx.ingest, file.name, self.assoc.requestor.ae_title)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(file.name)  # the stored object is a link to it, or nothing was stored
+        dimse_operation("C-STORE", status, time.perf_counter() - self.started, self.received)
         response = pdv_pdu(context_id, 0x03, store_rsp(sop_class, sop_uid, msg_id, status, comment))
         try:
             self.assoc.dul.socket.socket.sendall(response)

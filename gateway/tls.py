@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import Any
 
 from pacs.config import Settings
 from pacs.dimse.tls import server_context
+from pacs.monitoring.metrics import tls_handshake_failed
 
+from gateway.counters import COUNTERS
 from gateway.policy import PduGuard
 
 log = logging.getLogger("gateway")
@@ -37,15 +40,14 @@ def handshake(sock: ssl.SSLSocket) -> bool:
     try:
         sock.do_handshake()
     except (OSError, ValueError) as exc:
-        peer = _peer(sock)
-        log.warning("TLS handshake with %s refused: %s", peer, exc)
+        COUNTERS.reject("tls-handshake", _peer(sock), f"TLS handshake with {{peer}} refused: {exc}")
+        tls_handshake_failed(exc)
         return False
     return True
 
 
-def _peer(sock: ssl.SSLSocket) -> str:
+def _peer(sock: ssl.SSLSocket) -> Any:
     try:
-        host, port = sock.getpeername()[:2]
-        return f"{host}:{port}"
+        return sock.getpeername()
     except OSError:
         return "a peer"

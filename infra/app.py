@@ -3,7 +3,8 @@
 Synthesizes offline: no AWS credentials (the stack is environment-agnostic unless `account` and
 `region` are given in context), no Docker (the layer is built with pip, the gateway image only by
 `cdk deploy`), no context lookups. Run directly (`python infra/app.py`, as `make synth` does), it
-prints each stack's resource count and fails when cdk-nag reports an unsuppressed finding.
+prints each stack's resource count and fails when cdk-nag reports an unsuppressed finding; otherwise it
+says that cdk-nag passed, with each pack's counts and the path of its CSV report.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aws_cdk import App, Environment  # noqa: E402
 from aws_cdk.cx_api import CloudAssembly  # noqa: E402
 
 from infra.config import PacsConfig  # noqa: E402
-from infra.nag import PACKS, apply_packs  # noqa: E402
+from infra.nag import PACKS, apply_packs, read_reports  # noqa: E402
 from infra.stack import PacsStack  # noqa: E402
 
 
@@ -78,12 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         app = App(context=cdk_json_context(_argv_context(sys.argv[1:] if argv is None else argv)),
                   outdir=str(ROOT / "cdk.out"))
-    build(app)
-    findings = report(app.synth())
+    stack = build(app)
+    assembly = app.synth()
+    findings = report(assembly)
     if findings:
         print(f"{findings} unsuppressed cdk-nag finding(s)", file=sys.stderr)
         return 1
+    if not stack.config.nag:
+        print("cdk-nag: not run (context nag=false)")
+        return 0
+    print(nag_summary(Path(assembly.directory)))
     return 0
+
+
+def nag_summary(outdir: Path) -> str:
+    """`cdk-nag passed` with each pack's counts, and where its report is."""
+    lines = ["cdk-nag passed: no unsuppressed finding (each suppression carries its reason in infra/)"]
+    for r in read_reports(outdir):
+        counts = ", ".join(f"{n} {c.lower()}" for c, n in sorted(r.counts.items()))
+        where = r.path.relative_to(Path.cwd()) if r.path.is_relative_to(Path.cwd()) else r.path
+        lines.append(f"  {r.pack}: {counts} -> {where}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

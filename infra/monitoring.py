@@ -1,5 +1,10 @@
 """Monitoring: alarms to an encrypted SNS topic (DLQ depth > 0, Lambda errors and throttles, API 5xx,
-unhealthy gateway targets) and one CloudWatch dashboard of the same metrics."""
+unhealthy gateway targets, object store errors, indexer lag) and one CloudWatch dashboard of the same
+metrics, with the PACS's own figures the Lambda handlers emit as EMF (`pacs.monitoring.emf`: namespace
+PACS, dimension `service`): instances stored and refused (STOW-RS), indexed, indexing failures, indexer
+lag, bytes indexed (the catalog's growth: DynamoDB totals would take a Scan), object store errors; and
+the gateway's (`pacs.monitoring.emf_reporter`, service `gateway`): associations, DIMSE operations and
+failures, C-STORE instances stored and refused, TLS handshake failures, object store errors."""
 
 from __future__ import annotations
 
@@ -19,6 +24,35 @@ from constructs import Construct
 from infra.config import PacsConfig
 
 PERIOD = Duration.minutes(5)
+#: The CloudWatch namespace of the handlers' EMF metrics (`functions.METRICS_NAMESPACE`).
+NAMESPACE = "PACS"
+#: The EMF metric names (`pacs.monitoring.metrics.EMF_NAMES`; infra imports no `pacs`: a test compares).
+PACS_METRICS = {
+    "instances_stored": "InstancesStored",
+    "instances_refused": "InstancesRefused",
+    "indexed": "InstancesIndexed",
+    "indexed_bytes": "IndexedBytes",
+    "indexing_failures": "IndexingFailures",
+    "indexer_lag": "IndexerLag",
+    "object_store_errors": "ObjectStoreErrors",
+}
+#: The gateway's EMF figures (`pacs.monitoring.emf_reporter`: counts per report, AssociationsOpen a gauge).
+GATEWAY_METRICS = ("AssociationsAccepted", "AssociationsRejected", "DimseOperations", "DimseFailures",
+                   "InstancesStored", "InstancesRefused", "TlsHandshakeFailures", "ObjectStoreErrors",
+                   "AssociationsOpen")
+#: Indexer lag (ms, the maximum of a period) that raises the alarm: an object unsearchable for 5 minutes.
+LAG_ALARM_MS = 300_000
+
+
+def pacs_metric(key: str, service: str, statistic: str = "Sum", label: str | None = None) -> cw.Metric:
+    return cw.Metric(namespace=NAMESPACE, metric_name=PACS_METRICS[key], dimensions_map={"service": service},
+                     statistic=statistic, period=PERIOD, label=label)
+
+
+def gateway_metric(name: str, statistic: str = "Sum", label: str | None = None) -> cw.Metric:
+    assert name in GATEWAY_METRICS
+    return cw.Metric(namespace=NAMESPACE, metric_name=name, dimensions_map={"service": "gateway"},
+                     statistic=statistic, period=PERIOD, label=label)
 
 
 class Monitoring(Construct):
@@ -59,7 +93,46 @@ class Monitoring(Construct):
         alarm("Api5xx", api_5xx, "DICOMweb API 5xx responses")
         unhealthy = target_group.metrics.un_healthy_host_count(period=PERIOD, statistic="Maximum")
         alarm("GatewayUnhealthy", unhealthy, "DICOM gateway targets unhealthy")
+        store_errors = [pacs_metric("object_store_errors", svc, label=f"{svc} object store errors")
+                        for svc in ("indexer", "dicomweb")]
+        store_errors.append(gateway_metric("ObjectStoreErrors", label="gateway object store errors"))
+        alarm("GatewayObjectStoreErrors", gateway_metric("ObjectStoreErrors"),
+              "gateway: object store writes failed")
+        for svc in ("indexer", "dicomweb"):  # alarms on unlabelled metrics (a label makes a query)
+            alarm(f"{svc.capitalize()}ObjectStoreErrors", pacs_metric("object_store_errors", svc),
+                  f"{svc}: object store operations failed")
+        alarm("IndexerLag", pacs_metric("indexer_lag", "indexer", "Maximum"),
+              "objects not searchable 5 minutes after their write", LAG_ALARM_MS)
+        lag_max = pacs_metric("indexer_lag", "indexer", "Maximum", "max")
+        indexed = pacs_metric("indexed", "indexer", label="instances indexed")
+        indexed_bytes = pacs_metric("indexed_bytes", "indexer", label="bytes indexed")
         dashboard.add_widgets(
+            cw.GraphWidget(title="DIMSE associations: open (max) / accepted / rejected",
+                           left=[gateway_metric("AssociationsOpen", "Maximum", "open")],
+                           right=[gateway_metric("AssociationsAccepted", label="accepted"),
+                                  gateway_metric("AssociationsRejected", label="rejected"),
+                                  gateway_metric("TlsHandshakeFailures", label="TLS handshakes refused")],
+                           width=12),
+            cw.GraphWidget(title="DIMSE operations / failures, C-STORE instances stored / refused",
+                           left=[gateway_metric("DimseOperations", label="operations"),
+                                 gateway_metric("InstancesStored", label="stored")],
+                           right=[gateway_metric("DimseFailures", label="failures"),
+                                  gateway_metric("InstancesRefused", label="refused")], width=12),
+            cw.GraphWidget(title="STOW-RS instances stored / refused",
+                           left=[pacs_metric("instances_stored", "dicomweb", label="stored")],
+                           right=[pacs_metric("instances_refused", "dicomweb", label="refused")], width=12),
+            cw.GraphWidget(title="Instances indexed / indexing failures", left=[indexed],
+                           right=[pacs_metric("indexing_failures", "indexer", label="failures")], width=12),
+            cw.GraphWidget(title="Indexer lag: object write to catalog commit (ms)",
+                           left=[pacs_metric("indexer_lag", "indexer", "p50", "p50"),
+                                 pacs_metric("indexer_lag", "indexer", "p99", "p99"), lag_max], width=12),
+            cw.GraphWidget(title="Catalog growth (instances, bytes indexed: running sums)",
+                           left=[cw.MathExpression(expression="RUNNING_SUM(i)", using_metrics={"i": indexed},
+                                                   period=PERIOD, label="instances")],
+                           right=[cw.MathExpression(expression="RUNNING_SUM(b)",
+                                                    using_metrics={"b": indexed_bytes},
+                                                    period=PERIOD, label="bytes")], width=12),
+            cw.GraphWidget(title="Object store errors", left=store_errors, width=12),
             cw.GraphWidget(title="Dead-letter queues", left=dlq_metrics, width=12),
             cw.GraphWidget(title="API requests and 5xx", left=[api.metric_count(period=PERIOD)],
                            right=[api_5xx], width=12),

@@ -6,8 +6,11 @@ Every suppression names the rule, says why it does not apply, and where the rule
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aws_cdk import Aspects, CfnElement, IAspect, Stack
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NagPackSuppression, NagSuppressions
@@ -81,3 +84,23 @@ GRANT_WILDCARDS = (
     "DELETE and replaced versions), kms:GenerateDataKey*/ReEncrypt* on the data key alone; `bucket/*` is the "
     "objects of that bucket, `table/index/*` the table's own GSIs (patient, accession, name, date)."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NagReport:
+    """One pack's CSV report of one stack (`<Pack>-<stack>-NagReport.csv`, written at synth)."""
+
+    path: Path
+    pack: str
+    counts: dict[str, int]  # Compliance column ("Compliant", "Suppressed", "Non-Compliant"…) -> rows
+
+
+def read_reports(outdir: Path) -> list[NagReport]:
+    """The cdk-nag reports of a synthesized assembly, each with its rows counted by compliance."""
+    reports = []
+    for path in sorted(outdir.glob("*-NagReport.csv")):
+        with path.open(newline="") as f:
+            counts = Counter(row["Compliance"] for row in csv.DictReader(f))
+        pack = next((p.rstrip("-") for p in PACKS if path.name.startswith(p)), path.name.split("-")[0])
+        reports.append(NagReport(path, pack, dict(counts)))
+    return reports

@@ -1,5 +1,9 @@
 """The DICOMweb application: QIDO-RS and WADO-RS under /dicomweb, /health and /metrics.
 
+/metrics: every process's metrics in Prometheus text format (under `pacs up`, the gateway workers'
+and the indexer's too: `pacs.monitoring.multiprocess`) and the backend's figures read at the scrape.
+/health (= /health/ready): each component's status, 503 when one is down; /health/live: 200.
+
 `create_app()` opens the backend named by the environment (`PACS_*`); `pacs up` runs it under
 uvicorn, the Lambda handler under Mangum: the same routes and services either way.
 """
@@ -14,6 +18,10 @@ from fastapi.responses import JSONResponse
 from pacs.backends import Backend, open_backend
 from pacs.config import Settings
 from pacs.errors import PacsError
+from pacs.monitoring import health as health_check
+from pacs.monitoring import metrics as pacs_metrics
+from pacs.monitoring import multiprocess
+from pacs.monitoring.state import BackendCollector
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,11 +71,11 @@ def create_app(backend: Backend | None = None) -> FastAPI:
     backend = backend or open_backend(Settings.from_env())
     app = FastAPI(title="pacs DICOMweb", docs_url=None, redoc_url=None)
     app.state.services = Services.of(backend)
-    registry = CollectorRegistry()
-    requests = Counter("pacs_http_requests", "HTTP requests", ["method", "route", "status"],
-                       registry=registry)
-    latency = Histogram("pacs_http_request_seconds", "HTTP request latency", ["route"],
-                        registry=registry)
+    measured = pacs_metrics.get()
+    requests, latency = measured.http_requests, measured.http_seconds
+    gateway_beside = multiprocess.enabled()  # under `pacs up`: its gateway workers are checked too
+    figures = CollectorRegistry(auto_describe=False)
+    figures.register(BackendCollector(backend, gateway=gateway_beside))
 
     # Added last = outermost: Measure, then BrowserHeaders (CORS/CORP/cache, 500s), then JsonGzip.
     app.add_middleware(JsonGzip)
@@ -79,17 +87,20 @@ def create_app(backend: Backend | None = None) -> FastAPI:
         return JSONResponse({"error": exc.reason}, status_code=exc.http_status)
 
     @app.get("/health")
+    @app.get("/health/ready")
     def health() -> Response:
-        try:
-            backend.catalog.query_studies(backend.settings.partition, (), limit=1)
-        except Exception as exc:
-            return Response(orjson.dumps({"status": "unavailable", "reason": str(exc)}), 503,
-                            media_type="application/json")
+        report = health_check.check(backend, gateway=gateway_beside)
+        return Response(orjson.dumps(report.to_json()), 200 if report.ready else 503,
+                        media_type="application/json")
+
+    @app.get("/health/live")
+    def live() -> Response:
         return Response(orjson.dumps({"status": "ok"}), media_type="application/json")
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(multiprocess.registry()) + generate_latest(figures)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(qido.router, prefix=DICOMWEB)
     app.include_router(wado.router, prefix=DICOMWEB)

@@ -11,6 +11,8 @@ from pacs.errors import PacsError
 from pacs.services.query import QueryService
 from pacs.services.retrieve import RetrieveService
 
+from functions.dicomweb.urls import base_url
+
 DICOM_JSON = "application/dicom+json"
 
 
@@ -36,3 +38,10 @@ class Services:
 
 def services(request: Request) -> Services:
     return cast(Services, request.app.state.services)
+
+
+def dicomweb_url(request: Request) -> str:
+    """The absolute URL of the DICOMweb root (`…/dicomweb`) for this request (`functions.dicomweb.urls`)."""
+    settings = services(request).backend.settings
+    base = base_url(request, public_url=settings.public_url, trusted_proxies=settings.trusted_proxies)
+    return base + "/dicomweb"

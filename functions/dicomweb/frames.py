@@ -2,8 +2,9 @@
 
 Native frames are application/octet-stream (little endian); compressed frames go as stored with
 their media type (image/jls, image/jp2, …) unless only octet-stream is accepted, when they are
-decoded. Every part names its `transfer-syntax`. The body is built whole (frames are small), with a
-Content-Length and never compressed. One `FrameService` per app keeps the parsed pixel layouts, so
+decoded. Every part names its `transfer-syntax`. The body is streamed frame by frame (one frame in
+memory at a time) and never compressed; a frame list names each frame once (else 400). One
+`FrameService` per app keeps the parsed pixel layouts, so
 that the next frame of an object skips the header parse.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 import threading
 import weakref
 
-from fastapi import APIRouter, Request, Response
-from pacs.dicom.multipart import new_boundary
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pacs.dicom.multipart import multipart_stream, new_boundary
 from pacs.dicom.uids import check_uid
 from pacs.services.frames import OCTET_STREAM, FrameService, Wanted, parse_frame_list
 from pacs.services.retrieve import RetrieveService
@@ -69,7 +71,9 @@ def frame_service(retrieve: RetrieveService) -> FrameService:
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}")
-def retrieve_frames(request: Request, study: str, series: str, instance: str, frame_list: str) -> Response:
+def retrieve_frames(
+    request: Request, study: str, series: str, instance: str, frame_list: str
+) -> StreamingResponse:
     check_uid(study, "StudyInstanceUID")
     check_uid(series, "SeriesInstanceUID")
     check_uid(instance, "SOPInstanceUID")
@@ -77,13 +81,7 @@ def retrieve_frames(request: Request, study: str, series: str, instance: str, fr
     wanted = wanted_forms(request.headers.get("accept"))
     result = frame_service(services(request).retrieve).frames(study, series, instance, numbers, wanted)
     boundary = new_boundary()
-    head = f"--{boundary}\r\nContent-Type: {result.content_type}\r\n\r\n".encode()
-    pieces: list[bytes] = []
-    for frame in result.frames:
-        pieces += (head, frame, b"\r\n")
-    pieces.append(f"--{boundary}--\r\n".encode())
-    body = b"".join(pieces)
-    return Response(
-        body,
+    return StreamingResponse(
+        multipart_stream(([frame] for frame in result.frames), boundary, result.content_type),
         media_type=f'multipart/related; type="{result.media_type}"; boundary={boundary}',
     )

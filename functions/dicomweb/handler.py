@@ -14,6 +14,7 @@ from mangum import Mangum
 from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 from pacs.backends import open_backend
 from pacs.config import Settings
+from pacs.monitoring import emf
 
 from functions.dicomweb.app import create_app
 
@@ -31,8 +32,9 @@ def lambda_settings(environ: dict[str, str] | None = None) -> Settings:
 
 
 #: DICOM JSON is text: returned as is, not base64 (a third smaller against Lambda's 6 MB limit).
-handler = Mangum(
+#: STOW's stored and refused instances, object store errors: EMF lines at the end of each invocation.
+handler = emf.flushed("dicomweb")(Mangum(
     create_app(open_backend(lambda_settings())),
     lifespan="off",
     text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, "application/dicom+json"],
-)
+))

@@ -26,7 +26,7 @@ from pacs.services.metadata import (
     strong_etag,
 )
 
-from functions.dicomweb.context import DICOM_JSON, services
+from functions.dicomweb.context import DICOM_JSON, dicomweb_url, services
 from functions.dicomweb.wado import NotAcceptable, media_ranges
 
 router = APIRouter()
@@ -60,7 +60,7 @@ def _accepts_gzip(request: Request) -> bool:
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url) + "dicomweb/"
+    return dicomweb_url(request) + "/"
 
 
 def _not_modified(request: Request, etag: str) -> bool:

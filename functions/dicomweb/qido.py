@@ -11,7 +11,7 @@ from pacs.dicom.uids import check_uid
 from pacs.services.query import Level, QueryRequest
 from pydicom.datadict import tag_for_keyword
 
-from functions.dicomweb.context import DICOM_JSON, BadRequest, services
+from functions.dicomweb.context import DICOM_JSON, BadRequest, dicomweb_url, services
 from functions.dicomweb.wado import NotAcceptable, media_ranges
 
 router = APIRouter()
@@ -90,7 +90,7 @@ def _answer(request: Request, query: QueryRequest) -> Response:
     if "accept" not in request.query_params:  # the parameter, when given, overrides the header
         check_accept(request.headers.get("accept"))
     svc = services(request)
-    base = str(request.base_url).rstrip("/") + "/dicomweb/studies"
+    base = dicomweb_url(request) + "/studies"
 
     def retrieve_url(*uids: str) -> str:
         parts = [base, uids[0]]

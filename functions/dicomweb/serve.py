@@ -4,6 +4,9 @@
 connections and every keep-alive response waits for the client's delayed ACK (about 40 ms here;
 Kludex/uvicorn#3149). Rebuilding it with `socket.socket(fileno=…)` keeps its real family, and uvicorn
 then serves it as TCP.
+
+uvicorn's own proxy-header handling is off (it would believe `X-Forwarded-*` from 127.0.0.1 and
+rewrite the peer's address): `functions.dicomweb.urls` honours them from PACS_TRUSTED_PROXIES only.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)  # the family and type are read from the socket itself
     config = uvicorn.Config(
         "functions.dicomweb.app:create_app", factory=True, access_log=False, log_level="warning",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=10, proxy_headers=False,
     )
     server = uvicorn.Server(config)
     config.load()  # imports and builds the app now, so its long-lived objects exist before the freeze

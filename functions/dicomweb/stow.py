@@ -2,18 +2,21 @@
 (`type="application/dicom"`) or of DICOM JSON metadata with bulk data (`type="application/dicom+json"`).
 
 The body is streamed: each part goes through the push parser into its own spool file (beside the
-objects when embedded). Part 10 parts go through the same ingest path as the C-STORE gateway, one by
-one, and a part is stored only once its closing delimiter has arrived, so a truncated body never
-half-stores its last part. With JSON metadata the JSON parts are kept in memory (at most
-`MAX_METADATA_BYTES`, else 413) and the bulk data parts spooled by Content-Location; once the whole
-body has arrived, every instance is rebuilt as a Part 10 file (`pacs.services.stow_json`) and goes
-through the same ingest path; a malformed body stores nothing. The answer is the store response data
+objects when embedded). Part 10 parts go through the same ingest path as the C-STORE gateway (a few
+at once while the next parts arrive), and a part is stored only once its closing delimiter has
+arrived, so a truncated body never half-stores its last part. Every stored instance is indexed
+before the answer lists it (read-your-writes: its RetrieveURL, QIDO-RS and DELETE work at once).
+With JSON metadata the JSON parts are kept in memory (at most `MAX_METADATA_BYTES`, else 413) and
+the bulk data parts spooled by Content-Location; once the whole body has arrived, every instance is
+rebuilt as a Part 10 file (`pacs.services.stow_json`) and goes through the same ingest path; a
+malformed body stores nothing. The answer is the store response data
 set of PS3.18 Table 10.5.3-1: 200 all stored, 202 some failed, 409 none stored, 400 malformed body,
 413 metadata too large, 415 unsupported media type (application/dicom+xml among them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -21,10 +24,11 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeAlias
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from pacs.backends import ingest_service
 from pacs.dicom.multipart import (
     MultipartError,
     MultipartParser,
@@ -36,7 +40,7 @@ from pacs.dicom.multipart import (
 from pacs.dicom.part10 import Part10Header
 from pacs.dicom.uids import check_uid
 from pacs.errors import PacsError, StorageFailure
-from pacs.services.ingest import DuplicatePolicy, IngestService
+from pacs.services.ingest import IngestService
 from pacs.services.stow_json import (
     JSON_TYPES,
     MAX_METADATA_BYTES,
@@ -49,7 +53,7 @@ from pacs.services.stow_json import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from functions.dicomweb.context import DICOM_JSON, BadRequest, services
+from functions.dicomweb.context import DICOM_JSON, BadRequest, dicomweb_url, services
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -130,15 +134,33 @@ def _request_type(content_type: str) -> tuple[str, str]:
     return boundary, part_type
 
 
-Ingest = Callable[[Path], Part10Header | _Failure]
+Outcome: TypeAlias = Part10Header | _Failure
+Ingest = Callable[[Path], Outcome]
+
+
+#: Complete parts stored (and indexed, one at a time) while the body is still being received: the
+#: in-request indexing (read-your-writes) overlaps the reading, spooling and storing of other parts.
+IN_FLIGHT = 2
+
 
 
 async def _receive(request: Request, boundary: str, ingest: Ingest, spool_dir: Path | None) -> _Report:
-    """Stream the body part by part into spool files and ingest each complete part."""
+    """Stream the body part by part into spool files; ingest each complete part (up to IN_FLIGHT at
+    once, in worker threads) while the next ones arrive. The report keeps the order of the parts."""
     parser = MultipartParser(boundary)
-    report = _Report()
+    outcomes: list[_Failure | asyncio.Task[Outcome]] = []
+    slots = asyncio.Semaphore(IN_FLIGHT)
     spool: _Spool | None = None
     refused: str | None = None  # why the current part is not spooled (not application/dicom)
+    malformed: str | None = None
+
+    async def store(part: _Spool) -> Outcome:
+        try:
+            return await run_in_threadpool(ingest, part.path)
+        finally:
+            part.discard()
+            slots.release()
+
     try:
         try:
             async for chunk in request.stream():
@@ -154,26 +176,31 @@ async def _receive(request: Request, boundary: str, ingest: Ingest, spool_dir: P
                             refused = f"a part of type {media} is not {DICOM}"
                     elif isinstance(event, PartEnd):
                         if spool is None:
-                            report.failed.append(_Failure(CANNOT_UNDERSTAND, refused or "no data"))
+                            outcomes.append(_Failure(CANNOT_UNDERSTAND, refused or "no data"))
                             continue
                         spool.file.close()
-                        try:
-                            outcome = await run_in_threadpool(ingest, spool.path)
-                        finally:
-                            spool.discard()
-                            spool = None
-                        if isinstance(outcome, _Failure):
-                            report.failed.append(outcome)
-                        else:
-                            report.stored.append(outcome)
+                        await slots.acquire()
+                        outcomes.append(asyncio.ensure_future(store(spool)))
+                        spool = None
             parser.close()
         except MultipartError as exc:  # complete parts before it stand; the rest is not stored
-            if not report:
+            if not outcomes:
                 raise BadRequest(f"malformed multipart body: {exc}") from None
-            report.failed.append(_Failure(CANNOT_UNDERSTAND, f"malformed multipart body: {exc}"))
+            malformed = f"malformed multipart body: {exc}"
     finally:
         if spool is not None:
             spool.discard()
+        # every complete part is stored (or refused) before the answer, whatever ended the body
+        await asyncio.gather(*(o for o in outcomes if isinstance(o, asyncio.Task)), return_exceptions=True)
+    report = _Report()
+    for item in outcomes:
+        outcome = item.result() if isinstance(item, asyncio.Task) else item
+        if isinstance(outcome, _Failure):
+            report.failed.append(outcome)
+        else:
+            report.stored.append(outcome)
+    if malformed is not None:
+        report.failed.append(_Failure(CANNOT_UNDERSTAND, malformed))
     if not report:
         raise BadRequest("the multipart body has no parts")
     return report
@@ -258,7 +285,7 @@ def _store_instances(
 
 
 def _response(request: Request, report: _Report, study: str | None) -> Response:
-    base = str(request.base_url).rstrip("/") + "/dicomweb/studies"
+    base = dicomweb_url(request) + "/studies"
 
     def ui(value: str) -> dict[str, object]:
         return {"vr": "UI", "Value": [value]}
@@ -298,10 +325,8 @@ def _response(request: Request, report: _Report, study: str | None) -> Response:
 
 async def _store(request: Request, study: str | None) -> Response:
     backend = services(request).backend
-    ingest = IngestService(
-        backend.store, partition=backend.settings.partition,
-        duplicate_policy=DuplicatePolicy(backend.settings.duplicate_policy),
-    )
+    # read-your-writes: indexed before it is listed; the parts stored in parallel, indexed in turn
+    ingest = ingest_service(backend, index=True, serial_index=True)
     boundary, root = _request_type(request.headers.get("content-type", ""))
     one = functools.partial(_ingest, ingest, study)
     if root == DICOM:

@@ -3,7 +3,7 @@
 `tools/install_viewer.py` installs the prebuilt, relocated OHIF build (default `.build/viewer`,
 or `PACS_VIEWER_DIR`). `mount_viewer` adds the routes only when it is installed:
 
-* `/viewer` redirects to `/viewer/`;
+* `/` and `/viewer` redirect to `/viewer/`;
 * `/viewer/<file>` is the file, with its MIME type (`.wasm` → application/wasm, `.js` → text/javascript);
 * any other `/viewer/...` path is `index.html` (the SPA's client-side routes: `/viewer/viewer?...`),
   except a missing file with a static-asset suffix (`.js`, `.wasm`, ...), which is a 404: HTML in
@@ -107,6 +107,10 @@ def mount_viewer(app: FastAPI, dist: Path | None = None) -> bool:
     def viewer_root(request: Request) -> Response:
         query = request.url.query
         return RedirectResponse(PREFIX + "/" + (f"?{query}" if query else ""), status_code=308)
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    def site_root() -> Response:
+        return RedirectResponse(PREFIX + "/", status_code=307)  # the server's address opens the viewer
 
     @app.api_route(PREFIX + "/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
     def viewer_file(path: str) -> Response:

@@ -19,6 +19,7 @@ from pacs.backends import open_backend
 from pacs.config import Settings
 from pacs.events.model import ObjectEvent
 from pacs.events.sqs import parse_body
+from pacs.monitoring import emf, metrics
 from pacs.services.indexer import IndexerService
 
 logger = Logger(service="indexer")
@@ -43,11 +44,17 @@ def events_of(body: str) -> list[ObjectEvent]:
 
 def record_handler(record: SQSRecord) -> None:
     for event in events_of(record.body):
-        outcome = indexer().handle(event)
+        try:
+            outcome = indexer().handle(event)
+        except Exception:
+            metrics.indexed("failed")
+            raise
+        metrics.indexed_event(event.event_time, outcome, event.size)  # committed (DynamoDB transaction)
         logger.info("indexed", extra={"key": event.key, "kind": event.kind, "outcome": str(outcome)})
 
 
 @logger.inject_lambda_context
+@emf.flushed("indexer")  # the figures of `pacs.monitoring.metrics` as EMF lines
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     with indexer().batch():  # series metadata rebuilt once per changed series, after the batch
         return process_partial_response(

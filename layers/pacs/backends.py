@@ -18,6 +18,8 @@ from pacs.events.model import ObjectEvent
 from pacs.events.publisher import EventPublisher
 from pacs.events.queue import IndexQueue
 from pacs.services.commitment import CommitmentRecords
+from pacs.services.indexer import IndexerService
+from pacs.services.ingest import DuplicatePolicy, IngestService
 from pacs.services.mpps import MppsStore
 from pacs.storage.keys import parse_instance_key
 from pacs.storage.port import BlobStore
@@ -47,6 +49,18 @@ class Backend:
             close = getattr(other, "close", None)
             if close is not None:
                 close()
+
+
+def ingest_service(backend: Backend, *, index: bool, serial_index: bool = False) -> IngestService:
+    """The ingest service of a backend, by its settings; with `index`, each stored instance is
+    indexed before the store is acknowledged (STOW-RS always; C-STORE with PACS_INDEX_ON_STORE);
+    with `serial_index`, one at a time (the parts of one STOW-RS request)."""
+    return IngestService(
+        backend.store, partition=backend.settings.partition,
+        duplicate_policy=DuplicatePolicy(backend.settings.duplicate_policy),
+        indexer=IndexerService(backend.store, backend.catalog, backend.events) if index else None,
+        serial_index=serial_index,
+    )
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -34,6 +34,9 @@ class Settings:
     max_send_pdu: int = 1 << 20
     #: Concurrent associations over all gateway workers; one more is rejected (local limit exceeded).
     max_associations: int = 64
+    #: Connections from one address that have not sent a byte yet (per gateway worker): over this,
+    #: the oldest is closed. They hold no thread; one still silent after ACSE_TIMEOUT is closed.
+    max_silent_per_source: int = 16
     #: Seconds: a silent or trickling peer is dropped after NETWORK_TIMEOUT (idle, or one PDU taking
     #: longer); ACSE_TIMEOUT bounds association set-up and release (ARTIM); DIMSE_TIMEOUT a DIMSE reply.
     network_timeout: int = 60
@@ -53,6 +56,18 @@ class Settings:
     #: instance size; on the filesystem backend the file is then linked into place, no copy).
     #: 0: data sets are assembled in memory.
     spool_received: int = 1
+    #: 1 (default, like Orthanc's `UnknownSopClassAccepted`): an abstract syntax the standard does not
+    #: define (a private SOP class, or one newer than this release) proposed to the gateway is accepted
+    #: as a storage SOP class, with both roles, and its instances stored, indexed and served like the
+    #: rest; 0: refused at negotiation. Every storage SOP class of the standard, retired ones included,
+    #: is accepted either way; known non-storage classes the gateway does not serve are refused.
+    accept_unknown_sop_classes: int = 1
+    #: Which instance UIDs (Study, Series, SOP Instance) ingest accepts: `key-safe` (default) also takes
+    #: non-conformant identifiers real devices emit (hashes, GUIDs: letters, digits, dots and dashes,
+    #: at most 64 characters), stored under keys that cannot leave their prefix and served by their
+    #: value; `strict` takes conformant UIDs only (digits and dots). Path characters, NUL, other
+    #: characters and over-long values are refused under both (DIMSE 0xA900, HTTP 400).
+    uid_policy: str = "key-safe"
     #: DICOMweb CORS: `*` (any origin) or a comma-separated list of allowed origins.
     cors_origins: str = "*"
     #: The largest WADO-RS multipart body (bytes, estimated from the catalog) answered inline; above
@@ -61,6 +76,9 @@ class Settings:
     max_inline_response: int = 0
     #: Lifetime (seconds) of the presigned URLs of pre-packed responses.
     presign_expires: int = 900
+    #: Seconds between the gateway's CloudWatch EMF reports on stdout (`pacs.monitoring.emf_reporter`);
+    #: 0: none. The gateway image sets 60.
+    emf_interval: int = 0
     #: AWS backend.
     bucket: str = ""
     #: Derived data (`{partition}/derived/…`) in its own bucket; empty: the same bucket as originals.
@@ -73,6 +91,15 @@ class Settings:
     dlq_url: str = ""
     endpoint_url: str = ""
     region: str = "us-east-1"
+    #: 1: a C-STORE is indexed before it is answered (queryable by the next C-FIND, as STOW-RS
+    #: always is); 0: it is answered once durable and indexed asynchronously, shortly after.
+    index_on_store: int = 0
+    #: The public base URL of the server (`https://pacs.example.org`, an API Gateway stage URL):
+    #: RetrieveURLs and BulkDataURIs start with it. Empty: from the request (see TRUSTED_PROXIES).
+    public_url: str = ""
+    #: Comma-separated addresses or networks (`10.0.0.0/8`) of reverse proxies whose `Forwarded` /
+    #: `X-Forwarded-*` headers are believed; empty: none (the headers are ignored).
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

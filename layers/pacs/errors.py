@@ -18,7 +18,8 @@ class PacsError(Exception):
 
 
 class InvalidUID(PacsError):
-    """A UID that is not `^[0-9]+(\\.[0-9]+)*$` with at most 64 characters."""
+    """A UID that is not key-safe (letters, digits, dots, dashes, at most 64 characters), or not a
+    conformant UID where one is required (the strict UID policy, a transfer syntax)."""
 
     dimse_status = 0xA900  # Error: data set does not match SOP class
     http_status = 400

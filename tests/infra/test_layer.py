@@ -117,4 +117,4 @@ def test_handlers_run_on_python312_from_the_staged_layer_and_code(real: Synth) -
     assert done.returncode == 0, done.stderr[-3000:]
     response = json.loads(done.stdout.strip().splitlines()[-1])
     assert response["statusCode"] == 503
-    assert json.loads(response["body"])["status"] == "unavailable"
+    assert json.loads(response["body"])["status"] == "down"

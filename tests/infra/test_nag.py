@@ -11,8 +11,8 @@ from aws_cdk import App, CfnResource, Stack
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Annotations, Match
 
-from infra.app import report
-from infra.nag import apply_packs
+from infra.app import nag_summary, report
+from infra.nag import apply_packs, read_reports
 from tests.infra.conftest import Synth
 
 #: Rules whose findings are granular (`Rule[finding]`): their suppressions must name the findings.
@@ -76,3 +76,15 @@ def test_make_synth_fails_on_an_unsuppressed_finding(tmp_path: Path, capsys: pyt
 def test_the_full_deployment_reports_no_finding(full: Synth, capsys: pytest.CaptureFixture[str]) -> None:
     assert report(full.app.synth()) == 0
     assert "Pacs-test: " in capsys.readouterr().out
+
+
+def test_make_synth_says_that_cdk_nag_passed_and_where_its_reports_are(full: Synth) -> None:
+    reports = {r.pack: r for r in read_reports(full.outdir)}
+    assert set(reports) == {"AwsSolutions", "HIPAA.Security"}
+    for r in reports.values():
+        assert r.counts["Compliant"] > 0 and r.counts["Suppressed"] > 0 and set(r.counts) == {"Compliant", "Suppressed"}
+    text = nag_summary(full.outdir)
+    assert text.startswith("cdk-nag passed: no unsuppressed finding")
+    for r in reports.values():
+        assert f"  {r.pack}: {r.counts['Compliant']} compliant, {r.counts['Suppressed']} suppressed -> " in text
+        assert str(r.path.name) in text

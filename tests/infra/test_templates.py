@@ -386,5 +386,36 @@ def test_alarms_cover_dlqs_function_errors_throttles_api_5xx_and_unhealthy_gatew
     assert metrics.count("ApproximateNumberOfMessagesVisible") == 4
     assert metrics.count("Errors") == 3 and metrics.count("Throttles") == 3
     assert "5xx" in metrics and "UnHealthyHostCount" in metrics
-    assert all(a["AlarmActions"] and a["Threshold"] == 0 for a in alarms)
+    assert metrics.count("ObjectStoreErrors") == 3 and "IndexerLag" in metrics
+    assert all(a["AlarmActions"] and (a["Threshold"] == 0 or a["MetricName"] == "IndexerLag") for a in alarms)
     full.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+
+
+def test_dashboard_shows_the_figures_the_handlers_emit_as_emf(full: Synth) -> None:
+    """Each EMF metric the handlers print (`pacs.monitoring.metrics.EMF_NAMES`) and the gateway prints
+    (`emf_reporter`) is on the dashboard, in namespace PACS with the `service` dimension of what prints
+    it; store errors and the indexer's lag raise alarms."""
+    from pacs.monitoring.metrics import EMF_NAMES
+
+    from infra.monitoring import LAG_ALARM_MS, NAMESPACE, PACS_METRICS
+
+    assert PACS_METRICS == EMF_NAMES
+    (dashboard,) = full.resources("AWS::CloudWatch::Dashboard").values()
+    body = props(dashboard)["DashboardBody"]
+    text = "".join(p for p in body["Fn::Join"][1] if isinstance(p, str)) if isinstance(body, dict) else body
+    emitted_by = {"InstancesStored": "dicomweb", "InstancesRefused": "dicomweb", "InstancesIndexed": "indexer",
+                  "IndexedBytes": "indexer", "IndexingFailures": "indexer", "IndexerLag": "indexer",
+                  "ObjectStoreErrors": "dicomweb"}
+    assert set(emitted_by) == set(EMF_NAMES.values())
+    for name, service in emitted_by.items():
+        assert f'["{NAMESPACE}","{name}","service","{service}"' in text, name
+    from pacs.monitoring.emf_reporter import GATEWAY_EMF, GATEWAY_EMF_GAUGES
+
+    from infra.monitoring import GATEWAY_METRICS
+
+    assert set(GATEWAY_METRICS) == set(GATEWAY_EMF) | set(GATEWAY_EMF_GAUGES)
+    for name in GATEWAY_METRICS:
+        assert f'["{NAMESPACE}","{name}","service","gateway"' in text, name
+    alarms = {a["MetricName"]: a for a in map(props, full.resources("AWS::CloudWatch::Alarm").values())}
+    assert alarms["IndexerLag"]["Threshold"] == LAG_ALARM_MS and alarms["IndexerLag"]["Statistic"] == "Maximum"
+    assert alarms["ObjectStoreErrors"]["Namespace"] == NAMESPACE

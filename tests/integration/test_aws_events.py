@@ -151,23 +151,33 @@ def assert_study_events_match_catalog(world: MotoPacs, updates: dict[str, dict[s
 def test_stow_index_events_query_retrieve(aws: MotoPacs, bus: Bus, dicomweb: Any) -> None:
     f = files()
     stored = [f.ct, f.ct2, f.mr]
+
+    def count_put_events(publisher: Any) -> list[int]:
+        assert isinstance(publisher, EventBridgePublisher) and publisher.bus == BUS
+        counts: list[int] = []
+        publisher.client.meta.events.register(
+            "provide-client-params.events.PutEvents", lambda params, **_: counts.append(len(params["Entries"])))
+        return counts
+
+    # STOW-RS indexes in the request (read-your-writes): the DICOMweb function announces the changes.
+    put_events = count_put_events(dicomweb.app.state.services.backend.events)
     resp = dicomweb(stow_event(stored), lambda_context())
     assert resp["statusCode"] == 200, resp
     assert header(resp, "content-type").startswith("application/dicom+json")
     assert len(json.loads(lambda_body(resp))["00081199"]["Value"]) == 3  # ReferencedSOPSequence
-
-    messages = aws.receive()
-    assert len(messages) == 3
-    publisher = indexer_handler.indexer().events
-    assert isinstance(publisher, EventBridgePublisher) and publisher.bus == BUS
-    put_events: list[int] = []
-    publisher.client.meta.events.register(
-        "provide-client-params.events.PutEvents", lambda params, **_: put_events.append(len(params["Entries"])))
-    assert aws.deliver(messages) == []
     assert put_events == [2, 2, 2]  # one PutEvents per change: the instance event and StudyUpdated
     aws.assert_catalog_matches_store()
+    announced = bus.events()
 
-    events = by_type(bus.events())
+    # The S3 notifications then reach the indexer Lambda: already indexed, nothing more is announced.
+    messages = aws.receive()
+    assert len(messages) == 3
+    indexer_put_events = count_put_events(indexer_handler.indexer().events)
+    assert aws.deliver(messages) == []
+    assert indexer_put_events == [] and bus.events() == []
+    aws.assert_catalog_matches_store()
+
+    events = by_type(announced)
     assert sorted(events) == ["InstanceStored", "StudyUpdated"]
     assert sorted(d["key"] for d in events["InstanceStored"]) == sorted(key_of(d) for d in stored)
     for d in events["InstanceStored"]:

@@ -45,10 +45,9 @@ def moto_env(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator
         server.stop()
 
 
-@pytest.mark.skipif(STORESCU is None, reason="dcmtk storescu is not installed")
 def test_pacs_up_on_moto_stores_indexes_and_serves(moto_env: dict[str, str], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    assert STORESCU is not None
+    assert STORESCU is not None, "dcmtk storescu is not installed: run `make setup` (Debian dcmtk)"
     endpoint = moto_env["PACS_ENDPOINT_URL"]
     f = files()
     sent = {"ct.dcm": f.ct, "ct2.dcm": f.ct2, "mr.dcm": f.mr}

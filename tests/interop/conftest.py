@@ -98,14 +98,15 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> DataSet:
 
 @pytest.fixture(scope="session")
 def dcmtk() -> Callable[[str], str]:
-    """`dcmtk("storescu")` is the path of the dcmtk tool; the suite is skipped without dcmtk."""
+    """`dcmtk("storescu")` is the path of the dcmtk tool; a test fails without it (`make setup`
+    installs Debian dcmtk)."""
     found: dict[str, str] = {}
 
     def tool(name: str) -> str:
         if name not in found:
             path = dcmtk_tool(name)
             if path is None:
-                pytest.skip(f"dcmtk {name} is not installed")
+                pytest.fail(f"dcmtk {name} is not installed: run `make setup` (Debian dcmtk)")
             found[name] = path
         return found[name]
 

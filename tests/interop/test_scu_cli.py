@@ -256,7 +256,7 @@ ORTHANC = Path("/usr/sbin/Orthanc")
 def orthanc(tmp_path_factory: pytest.TempPathFactory, storescp: StoreScp) -> Iterator[Orthanc]:
     """Orthanc on free ports, empty, knowing STORESCP (C-MOVE destination) and answering any caller."""
     if not ORTHANC.exists():
-        pytest.skip("Orthanc is not installed")
+        pytest.fail(f"Orthanc is not installed at {ORTHANC}: run `make setup` (Debian orthanc)")
     d = tmp_path_factory.mktemp("orthanc")
     dicom_port, http_port = free_port(), free_port()
     config = {

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pacs.catalog.matching import Condition, condition
 from pacs.catalog.port import Catalog
-from pacs.catalog.records import IndexedInstance, InstanceRow, StudyRow
+from pacs.catalog.records import CatalogTotals, IndexedInstance, InstanceRow, StudyRow
 from pacs.storage.keys import instance_key
 
 from tests.unit.aws import fake_aws_credentials
@@ -589,3 +589,21 @@ def test_the_name_index_follows_the_latest_study_attributes(catalog: Catalog) ->
     assert [s.study_uid for s in catalog.query_studies(P, conds(PatientName="roe*")).rows] == [study_uid(1)]
     catalog.upsert_instance(make(number=4, name="Roe^Jane"))
     assert [s.study_uid for s in catalog.query_studies(P, conds(PatientName="roe*")).rows] == [study_uid(1)]
+
+
+# -- monitoring --------------------------------------------------------------------------------------
+
+
+def test_check_and_totals(catalog: Catalog) -> None:
+    """`check` passes while the storage answers; `totals` is exact on SQLite (study aggregates) and
+    None on DynamoDB (no Scan: CloudWatch sums the indexer's figures instead)."""
+    catalog.check()
+    for study, series, n, size in ((1, 1, 1, 100), (1, 1, 2, 200), (1, 2, 1, 300), (2, 1, 1, 400)):
+        catalog.upsert_instance(make(study, series, n, size=size))
+    catalog.upsert_instance(make(2, 1, 1, size=400))  # a duplicate counts once
+    totals = catalog.totals(P)
+    if type(catalog).__name__ == "DynamoCatalog":
+        assert totals is None
+    else:
+        assert totals == CatalogTotals(studies=2, series=3, instances=4, size=1000)
+        assert catalog.totals("another-partition") == CatalogTotals(0, 0, 0, 0)

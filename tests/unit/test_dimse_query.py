@@ -186,7 +186,7 @@ def test_image_level(service: FindService) -> None:
         ({}, UNABLE_TO_PROCESS, "QueryRetrieveLevel"),
         ({"StudyDate": "2024-01-01"}, UNABLE_TO_PROCESS, "00080020"),
         ({"StudyDate": "20240230"}, UNABLE_TO_PROCESS, "invalid date"),
-        ({"StudyInstanceUID": "1.2.x"}, UNABLE_TO_PROCESS, "invalid UID"),
+        ({"StudyInstanceUID": "1.2/x"}, UNABLE_TO_PROCESS, "invalid UID"),
         ({"QueryRetrieveLevel": "PATIENT"}, IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "PATIENT"),
     ],
 )

@@ -77,7 +77,7 @@ def test_reject_policy(store: FilesystemBlobStore, make_part10: MakePart10) -> N
     ("attrs", "error"),
     [
         ({"StudyInstanceUID": "1.2.3.../../x"}, InvalidUID),
-        ({"SeriesInstanceUID": "1.2.x"}, InvalidUID),
+        ({"SeriesInstanceUID": "1.2.x/y"}, InvalidUID),
         ({"SOPInstanceUID": "1." + "3" * 70}, InvalidUID),
     ],
 )
@@ -87,6 +87,32 @@ def test_bad_input_stores_nothing(
     with pytest.raises(error):
         IngestService(store).ingest(make_part10(**attrs))
     assert files(store.root) == []
+
+
+GUID = "6f1c2a9e-3b4d-4c5e-8f70-1a2b3c4d5e6f"
+
+
+@pytest.mark.parametrize("attr", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+def test_key_safe_non_uids_follow_the_uid_policy(
+    store: FilesystemBlobStore, make_part10: MakePart10, attr: str
+) -> None:
+    """A GUID instead of a UID: stored under the key-safe policy (the default), under its prefix;
+    refused with a reason under the strict one, nothing stored."""
+    data = make_part10(**{attr: GUID})
+    with pytest.raises(InvalidUID) as err:
+        IngestService(store, uid_policy="strict").ingest(data)
+    assert attr in err.value.reason and "strict" in err.value.reason
+    assert files(store.root) == []
+    stored = IngestService(store).ingest(data)
+    assert GUID in stored.key and stored.key.startswith("default/studies/")
+    assert files(store.root) == [stored.key]
+
+
+def test_the_uid_policy_comes_from_the_setting(store: FilesystemBlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACS_UID_POLICY", "strict")
+    assert IngestService(store).uid_policy == "strict"
+    monkeypatch.delenv("PACS_UID_POLICY")
+    assert IngestService(store).uid_policy == "key-safe"
 
 
 def test_truncated_and_garbage_store_nothing(store: FilesystemBlobStore, make_part10: MakePart10) -> None:
@@ -159,7 +185,7 @@ def test_bad_files_store_nothing(store: FilesystemBlobStore, tmp_path: Path, pay
 
 def test_bad_uid_in_a_file(store: FilesystemBlobStore, tmp_path: Path, make_part10: MakePart10) -> None:
     with pytest.raises(InvalidUID):
-        IngestService(store).ingest_file(spooled(tmp_path, make_part10(StudyInstanceUID="1.2.x")))
+        IngestService(store).ingest_file(spooled(tmp_path, make_part10(StudyInstanceUID="1.2.x/..")))
     with pytest.raises(InvalidDataset):
         IngestService(store).ingest_file(spooled(tmp_path, make_part10()[:-5]))
     assert files(store.root) == []

@@ -13,7 +13,8 @@ from pacs.events.model import ObjectEvent
 
 
 def ev(n: int) -> ObjectEvent:
-    return ObjectEvent("created", f"default/studies/1/series/2/instances/{n}.dcm", size=n, etag=str(n))
+    return ObjectEvent("created", f"default/studies/1/series/2/instances/{n}.dcm", size=n, etag=str(n),
+                       event_time="2026-01-02T03:04:05.678Z")
 
 
 def test_published_events_survive_reopening(tmp_path: Path) -> None:

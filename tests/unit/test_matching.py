@@ -215,10 +215,16 @@ def test_single_uid() -> None:
     assert not m("StudyInstanceUID", "1.2.840.1", attr("UI", "1.2.840.10"))
 
 
-@pytest.mark.parametrize("value", ["1.2.*", "1.2.?", "abc", "1.2-3", "1." + "2" * 70])
+@pytest.mark.parametrize("value", ["1.2.*", "1.2.?", "1.2/3", "1.2_3", "1." + "2" * 70])
 def test_invalid_uids_raise(value: str) -> None:
     with pytest.raises(ValueError, match="StudyInstanceUID"):
         condition("StudyInstanceUID", value)
+
+
+@pytest.mark.parametrize("value", ["abc", "1.2-3", "6f1c2a9e-3b4d-4c5e-8f70-1a2b3c4d5e6f"])
+def test_key_safe_non_uids_are_matched(value: str) -> None:
+    """Instances stored under a key-safe non-UID (a GUID) are found by it."""
+    assert matches({"0020000D": {"vr": "UI", "Value": [value]}}, condition("StudyInstanceUID", value))
 
 
 # --- single value: person names -----------------------------------------------------------------

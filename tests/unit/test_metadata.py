@@ -186,7 +186,7 @@ def test_accept_and_404s(env: Env) -> None:
     assert env.client.get(f"{bulk}/00091010").status_code == 404
     assert env.client.get(f"{bulk}/nonsense").status_code == 404
     assert env.client.get(f"/dicomweb/studies/{ST}/series/{SE1}/instances/1.2.3/bulkdata/7FE00010").status_code == 404
-    assert env.client.get(f"/dicomweb/studies/{ST}/series/x/metadata").status_code == 400
+    assert env.client.get(f"/dicomweb/studies/{ST}/series/-x/metadata").status_code == 400
 
 
 @pytest.mark.parametrize("which", ["native", "encapsulated"])

@@ -7,6 +7,7 @@ import random
 
 import pytest
 from pacs.dicom.multipart import (
+    MAX_HEADER_BYTES,
     MultipartError,
     MultipartParser,
     PartData,
@@ -147,3 +148,18 @@ def test_buffer_stays_small() -> None:
 )
 def test_parse_content_type(value: str, expected: tuple[str, dict[str, str]]) -> None:
     assert parse_content_type(value) == expected
+
+
+def _with_header(value_length: int) -> bytes:
+    """A one-part body whose header block (`X: yyy…`, without its blank line) is 3 + value_length bytes."""
+    return f"--{B}\r\nX: ".encode() + b"y" * value_length + f"\r\n\r\nbody\r\n--{B}--\r\n".encode()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, MAX_HEADER_BYTES - 1, MAX_HEADER_BYTES + 50, 1 << 20])
+def test_the_part_header_limit_holds_whatever_the_read_boundaries(chunk: int) -> None:
+    """One byte over the limit is refused and the limit itself accepted, whether the header block
+    arrives whole in one read (the end of the headers in the same chunk) or in pieces."""
+    over, at = _with_header(MAX_HEADER_BYTES - 2), _with_header(MAX_HEADER_BYTES - 3)
+    with pytest.raises(MultipartError, match="exceed"):
+        parse(over, cuts=list(range(chunk, len(over), chunk)))
+    assert parse(at, cuts=list(range(chunk, len(at), chunk))) == [({"x": "y" * (MAX_HEADER_BYTES - 3)}, b"body")]

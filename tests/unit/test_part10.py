@@ -49,13 +49,23 @@ def test_non_dicom_is_refused(payload: bytes) -> None:
 
 
 @pytest.mark.parametrize("attr", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
-@pytest.mark.parametrize("bad", ["1.2.3.../../x", "1.2.abc", "1." + "2" * 70])
+@pytest.mark.parametrize("bad", ["1.2.3.../../x", "1.2\x003", "1.2.3/x", "1." + "2" * 70])
 def test_bad_uid_is_refused(attr: str, bad: str) -> None:
     ds = build_dataset()
     setattr(ds, attr, bad)
     with pytest.raises(InvalidUID) as err:
         parse_part10(to_part10(ds))
     assert attr in err.value.reason
+
+
+@pytest.mark.parametrize("attr", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+def test_key_safe_non_uids_are_parsed(attr: str) -> None:
+    """A GUID or hash that is not a UID but is safe as a key: parsed (ingest's UID policy decides)."""
+    ds = build_dataset()
+    setattr(ds, attr, "6f1c2a9e-3b4d-4c5e-8f70-1a2b3c4d5e6f")
+    header = parse_part10(to_part10(ds))
+    assert "6f1c2a9e-3b4d-4c5e-8f70-1a2b3c4d5e6f" in (header.study_uid, header.series_uid,
+                                                     header.sop_instance_uid)
 
 
 def test_missing_required_uid() -> None:

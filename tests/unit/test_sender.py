@@ -30,7 +30,7 @@ ALL = [JPEGLSLossless, RLELossless, ExplicitVRLittleEndian, ImplicitVRLittleEndi
 def _testfile(name: str) -> Path:
     path = get_testdata_file(name, download=False)
     if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
+        pytest.fail(f"pydicom test file {name} is not installed (it ships with pydicom)")
     return Path(str(path))
 
 

@@ -116,6 +116,16 @@ def test_native_instances_round_trip(client: TestClient, embedded: Backend) -> N
     assert frames == [sets[1].PixelData]
 
 
+def test_json_stow_is_read_your_writes(client: TestClient, embedded: Backend) -> None:
+    """No index worker runs: the instance is retrievable and searchable by the next request."""
+    ds = dataset(1)
+    r = post(client, json_part([metadata(ds)]), bulk_part(f"{BULK}/{ds.SOPInstanceUID}", ds.PixelData))
+    assert r.status_code == 200, r.text
+    assert retrieve(client, 1).PixelData == ds.PixelData
+    found = client.get(f"/dicomweb/studies/{S}/instances")
+    assert found.status_code == 200 and [i["00080018"]["Value"] for i in found.json()] == [[f"{S}.1.1"]]
+
+
 def test_relative_locations_inline_binary_and_implicit_vr(client: TestClient, embedded: Backend) -> None:
     one, two = dataset(1), dataset(2)
     first = metadata(one, location="/bulk/one")  # matched with an absolute Content-Location
@@ -199,7 +209,7 @@ def test_bad_instances_fail_alone(client: TestClient, embedded: Backend) -> None
     missing = metadata(no_uid)
     del missing["00080018"]
     wrong = metadata(bad_uid)
-    wrong["0020000E"] = {"vr": "UI", "Value": ["1.2.abc"]}
+    wrong["0020000E"] = {"vr": "UI", "Value": ["1.2.abc_d"]}
     r = post(client, json_part([metadata(good), metadata(no_bulk), missing, wrong, "not an object"]),
              bulk_part(f"{BULK}/{S}.1.1", good.PixelData), bulk_part(f"{BULK}/{S}.1.3", no_uid.PixelData),
              bulk_part(f"{BULK}/{S}.1.4", bad_uid.PixelData))

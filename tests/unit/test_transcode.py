@@ -23,7 +23,7 @@ from pydicom.uid import (
 def _testfile(name: str) -> str:
     path = get_testdata_file(name, download=False)
     if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
+        pytest.fail(f"pydicom test file {name} is not installed (it ships with pydicom)")
     return str(path)
 
 

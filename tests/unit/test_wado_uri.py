@@ -59,7 +59,7 @@ def test_returns_the_stored_object(client: TestClient, stored: bytes, extra: str
         (URL.replace("requestType=WADO", "requestType=RSS") + "&contentType=application/dicom", 400, "requestType"),
         (f"/wado?requestType=WADO&studyUID={STUDY}&contentType=application/dicom", 400, "seriesUID"),
         (URL.replace(SOP, "1.2.3.4") + "&contentType=application/dicom", 404, "instance"),
-        (URL.replace(SOP, "1.2.x") + "&contentType=application/dicom", 400, "objectUID"),
+        (URL.replace(SOP, "1.2.x_y") + "&contentType=application/dicom", 400, "objectUID"),
     ],
 )
 def test_errors_have_reasons(client: TestClient, url: str, status: int, words: str) -> None:

@@ -1,8 +1,9 @@
-"""Fixtures of the viewer end-to-end test: the tools it needs, the installed OHIF, a synthetic CT series.
+"""Fixtures of the viewer tests: the tools they need, the installed OHIF, synthetic studies (a CT
+series, an image with only the required attributes).
 
-The test is skipped (with the reason) only when Chromium or Node.js/npm is missing; `make test`
-installs them. OHIF itself and playwright-core are installed here when missing (idempotent, a few
-seconds): a failure to install them fails the test.
+The tests fail (with the reason) when Chromium or Node.js/npm is missing; `make test` installs them.
+OHIF itself and playwright-core are installed here when missing (idempotent, a few seconds): a failure
+to install them fails the test.
 """
 
 from __future__ import annotations
@@ -64,12 +65,12 @@ def _installer() -> ModuleType:
 
 @pytest.fixture(scope="session")
 def browser_tools() -> Tools:
-    """node, npm and Chromium (skip without them); playwright-core installed in tests/viewer."""
+    """node, npm and Chromium (fail without them); playwright-core installed in tests/viewer."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("Node.js/npm is not installed (Debian: apt-get install nodejs npm)")
+        pytest.fail("Node.js/npm is not installed: run `make setup` (Debian nodejs, npm)")
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (Debian: apt-get install chromium)")
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `make setup` (Debian chromium)")
     if not (HERE / "node_modules" / "playwright-core" / "package.json").is_file():
         out = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True,
                              text=True, timeout=300)

@@ -712,5 +712,14 @@ class DynamoCatalog:
                 out.setdefault(sop_uid, []).append((item.pk[len(prefix):], series_uid))
         return out
 
+    def check(self) -> None:
+        """Raise unless the table answers (a GetItem of a key that is never written)."""
+        self.get_study("-", "health-check")
+
+    def totals(self, partition: str) -> None:
+        """None: totals would take a Scan, or a counter item every ingest contends on. CloudWatch sums
+        the indexer's InstancesIndexed and IndexedBytes instead."""
+        return None
+
     def close(self) -> None:
         """Nothing to release: botocore clients are pooled by pynamodb."""

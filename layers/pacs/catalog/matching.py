@@ -61,7 +61,7 @@ _DT_RE = re.compile(
     r"(?:[+-](?:0\d|1[0-4])[0-5]\d)?",
     re.ASCII,
 )
-_UID_RE = re.compile(r"[0-9.]{1,64}")
+_UID_RE = re.compile(r"[0-9A-Za-z.-]{1,64}")  # key-safe: stored non-UIDs (GUIDs) are matched too
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 # Diacritical marks dropped by accent folding. Kana voicing marks (U+3099/309A) are kept: they

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from pacs.catalog.matching import Condition
 from pacs.catalog.records import (
+    CatalogTotals,
     IndexedInstance,
     InstanceRow,
     QueryPage,
@@ -96,6 +97,15 @@ class Catalog(Protocol):
 
     def missing_keys(self, partition: str, keys: Iterable[str]) -> set[str]:
         """Of the given instance object keys, those not catalogued (reconciliation)."""
+        ...
+
+    def check(self) -> None:
+        """Raise unless the catalog's storage answers now (health checks)."""
+        ...
+
+    def totals(self, partition: str) -> CatalogTotals | None:
+        """Studies, series, instances and bytes of a partition, when the catalog keeps them at a small
+        cost (monitoring); None otherwise (DynamoDB: no Scan, the figures are left to CloudWatch)."""
         ...
 
     def close(self) -> None: ...

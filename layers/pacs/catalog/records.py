@@ -109,6 +109,16 @@ UpsertOutcome = Literal["inserted", "replaced", "unchanged", "stale"]
 RowT = TypeVar("RowT")
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogTotals:
+    """What a partition's catalog holds: counts and the bytes of its original objects."""
+
+    studies: int
+    series: int
+    instances: int
+    size: int
+
+
 @dataclass(slots=True)
 class QueryPage(Generic[RowT]):
     rows: list[RowT]

@@ -17,6 +17,7 @@ import orjson
 
 from pacs.catalog.matching import Condition, filter_page, name_keys, normalize_name
 from pacs.catalog.records import (
+    CatalogTotals,
     IndexedInstance,
     InstanceRow,
     QueryPage,
@@ -228,6 +229,22 @@ class SqliteCatalog(SqliteStore):
         return True
 
     # -- reads ----------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise unless the database file can be opened and read now: a new read-only connection, not
+        this process's open ones, which keep working on cached pages of a file destroyed under them."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            db.execute("SELECT 1 FROM studies LIMIT 1").fetchall()
+        finally:
+            db.close()
+
+    def totals(self, partition: str) -> CatalogTotals:
+        """One pass over the partition's study rows (their aggregates), none over series or instances."""
+        n, series, instances, size = self._db().execute(
+            "SELECT count(*), total(n_series), total(n_instances), total(size) FROM studies"
+            " WHERE partition=?", (partition,)).fetchone()
+        return CatalogTotals(int(n), int(series), int(instances), int(size))
 
     def get_study(self, partition: str, study_uid: str) -> StudyRow | None:
         r = self._db().execute(

@@ -28,9 +28,9 @@ def as_json(e: StoredEvent) -> bytes:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from pacs.backends import open_backend
+    from pacs.cli.storage import open_storage
 
-    backend = open_backend(Settings.from_env(data_dir=args.data_dir, backend=args.backend))
+    backend = open_storage(args, Settings.from_env(data_dir=args.data_dir, backend=args.backend))
     try:
         log = backend.events
         if not isinstance(log, EmbeddedEventLog):

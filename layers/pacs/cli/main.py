@@ -6,8 +6,11 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
+from pacs import __version__
+from pacs.cli.storage import check_data_dir, open_storage
 from pacs.config import Settings
 
 #: The DICOM TLS options of `pacs up`.
@@ -32,15 +35,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pacs: {exc}", file=sys.stderr)
         return 2
+    if settings.backend == "embedded":
+        check_data_dir(settings.data_dir)
     return up.run(settings, nodes=nodes)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from pacs.backends import open_backend
     from pacs.services.reconcile import reconcile
 
     settings = _settings(args)
-    backend = open_backend(settings)
+    backend = open_storage(args, settings)
     try:
         report = reconcile(backend.store, backend.catalog, settings.partition, backend.events)
     finally:
@@ -52,9 +56,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from pacs.backends import open_backend
-
-    backend = open_backend(_settings(args))
+    backend = open_storage(args, _settings(args))
     try:
         if backend.queue is None:
             print("pacs: the aws backend needs PACS_QUEUE_URL and PACS_DLQ_URL (the index queue and its "
@@ -66,8 +68,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if args.action == "redrive":
             print(f"redriven {backend.queue.redrive()}")
         else:
-            for d in backend.queue.dead_letters():
+            letters = backend.queue.dead_letters()
+            for d in letters:
                 print(f"{d.id}\t{d.event.kind}\t{d.event.key}\tattempts={d.attempts}\t{d.error}")
+            print(f"{len(letters)} failed event{'' if len(letters) == 1 else 's'}", file=sys.stderr)
     finally:
         backend.close()
     return 0
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from pacs.cli.up import add_arguments, add_tls_arguments
 
     parser = argparse.ArgumentParser(prog="pacs", description="A serverless, cloud-native PACS.")
+    parser.add_argument("--version", action="version", version=f"pacs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("up", help="run the whole PACS on this machine")
     add_arguments(p)
@@ -99,7 +104,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return int(args.fn(args))
+    # pydicom reports a bad value of a peer's data set both as a log record and as a UserWarning, again at
+    # every read; pacs logs what it drops because of one (pacs.dicom.json_model). Both off unless debugging.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+    try:
+        code = int(args.fn(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (`pacs events | head -1`): stop quietly, as Unix tools do. stdout
+    is pointed at /dev/null so that the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the closed pipe
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ PPS_ID, STATION_AE = "00400253", "00400241"
 
 
 def _backend(args: argparse.Namespace) -> Any:
-    from pacs.backends import open_backend
+    from pacs.cli.storage import open_storage
 
-    backend = open_backend(Settings.from_env(data_dir=args.data_dir, backend=args.backend))
+    backend = open_storage(args, Settings.from_env(data_dir=args.data_dir, backend=args.backend))
     if backend.mpps is None or backend.commitments is None:
         backend.close()
         raise SystemExit("pacs: this backend keeps no MPPS or commitment records")

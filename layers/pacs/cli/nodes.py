@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pacs.catalog.nodes import OPERATIONS, RemoteNode, check_node
+from pacs.cli.storage import describe
 from pacs.config import Settings
 
 
@@ -110,10 +111,11 @@ def apply_config(
 # -- the commands ------------------------------------------------------------------------------------
 
 
-def _registry(args: argparse.Namespace) -> Any:
-    from pacs.backends import open_backend
+def _registry(args: argparse.Namespace, *, create: bool = False) -> Any:
+    from pacs.cli.storage import open_storage
 
-    backend = open_backend(Settings.from_env(data_dir=args.data_dir, backend=args.backend))
+    settings = Settings.from_env(data_dir=args.data_dir, backend=args.backend)
+    backend = open_storage(args, settings, create=create)
     if backend.nodes is None:
         backend.close()
         raise SystemExit("pacs: this backend keeps no node registry")
@@ -127,12 +129,13 @@ def cmd_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pacs: {exc}", file=sys.stderr)
         return 2
-    backend = _registry(args)
+    backend = _registry(args, create=True)
     try:
         backend.nodes.put_node(node)
     finally:
         backend.close()
-    print(f"added {node.ae_title} {node.host}:{node.port}")
+    print(f"added {node.ae_title} {node.host}:{node.port} to the node registry in "
+          f"{describe(backend.settings)}")
     return 0
 
 
@@ -145,6 +148,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for n in nodes:
         print(f"{n.ae_title}\t{n.host}:{n.port}\t{'tls' if n.tls else 'tcp'}\t"
               f"{','.join(sorted(n.operations)) or '-'}\t{n.description}")
+    print(f"{len(nodes)} node{'' if len(nodes) == 1 else 's'} in {describe(backend.settings)}",
+          file=sys.stderr)
     return 0
 
 
@@ -155,9 +160,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     if not removed:
-        print(f"pacs: no node {args.ae!r}", file=sys.stderr)
+        print(f"pacs: no node {args.ae!r} in {describe(backend.settings)}", file=sys.stderr)
         return 1
-    print(f"removed {args.ae}")
+    print(f"removed {args.ae} from the node registry in {describe(backend.settings)}")
     return 0
 
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False, soft_wrap=True)  # status lines are never wrapped
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -107,9 +109,9 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     registry = None
     backend = None
     if "@" not in args.node and ":" not in args.node:
-        from pacs.backends import open_backend
+        from pacs.cli.storage import open_storage
 
-        backend = open_backend(settings)
+        backend = open_storage(args, settings)
         registry = backend.nodes
     try:
         node = resolve_node(args.node, registry, called_ae=args.called_ae)
@@ -125,10 +127,36 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     return node, options
 
 
-def _status_text(code: int) -> str:
+def _status_text(code: int, rsp: Any = None) -> str:
+    """`0xA900 Failure`, and the reason the peer gave when its response carries one."""
     from pynetdicom.status import code_to_category
 
-    return f"0x{code:04X} {code_to_category(code)}"
+    text = f"0x{code:04X} {code_to_category(code)}"
+    reason = _reason(rsp)
+    return f"{text}: {reason}" if reason else text
+
+
+def _reason(rsp: Any) -> str:
+    """The Error Comment (and Offending Element) of a DIMSE response, '' when it has none."""
+    if rsp is None:
+        return ""
+    parts = []
+    comment = rsp.get("ErrorComment")
+    if comment:
+        parts.append(str(comment).strip())
+    offending = rsp.get("OffendingElement")
+    if offending:
+        tags = [offending] if isinstance(offending, int) else list(offending)
+        parts.append("offending element " + ", ".join(f"({int(t) >> 16:04X},{int(t) & 0xFFFF:04X})"
+                                                      for t in tags))
+    return "; ".join(parts)
+
+
+def _uids(value: Any) -> list[str]:
+    """A UID list element's values (one UID, or several)."""
+    if not value:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
 
 
 def _run(fn: Any, args: argparse.Namespace) -> int:
@@ -140,6 +168,8 @@ def _run(fn: Any, args: argparse.Namespace) -> int:
     except (ScuError, SendError) as exc:
         err.print(f"pacs {args.command}: {exc}")
         return 2
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: `pacs` ends quietly
     except OSError as exc:  # a certificate or key that does not load, an unreadable path
         err.print(f"pacs {args.command}: {exc}")
         return 2
@@ -156,7 +186,7 @@ def _echo(args: argparse.Namespace) -> int:
 
     node, options = _setup(args)
     status = echo(node, options)
-    console.print(f"C-ECHO {node.ae_title}@{node.host}:{node.port}: {_status_text(status)}")
+    console.print(f"C-ECHO {node.ae_title}@{node.host}:{node.port}: {_status_text(status)}", markup=False)
     return 0 if status == SUCCESS else 1
 
 
@@ -184,37 +214,48 @@ def _store(args: argparse.Namespace) -> int:
 
     node, options = _setup(args)
     files = list(files_of(args.paths, scan=args.scan, recursive=args.recursive))
-    readable: list[tuple[Path, tuple[str, str]]] = []
+    readable: list[tuple[Path, str, tuple[str, str]]] = []  # (file, SOP Instance UID, (class, syntax))
     results: list[tuple[Path, str, int | None]] = []  # (file, what happened, status)
+    refused: list[tuple[str, str]] = []  # (SOP Instance UID, status and reason) of those not stored
     for f in files:
         try:
-            sop_class, _, syntax = read_header(f)
-            readable.append((f, (sop_class, syntax)))
+            sop_class, sop_uid, syntax = read_header(f)
+            readable.append((f, sop_uid, (sop_class, syntax)))
         except SendError as exc:
             results.append((f, str(exc), None))
-            console.print(f"[red]skipped[/red] {f}: not DICOM Part 10")
+            console.print(Text.assemble(("skipped", "red"), f" {f}: not DICOM Part 10"))
     if readable:
         columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn())
-        with StoreSender(node, options.calling_ae, [pair for _, pair in readable], max_pdu=options.max_pdu,
+        with StoreSender(node, options.calling_ae, [pair for _, _, pair in readable], max_pdu=options.max_pdu,
                          timeout=options.timeout, tls=options.tls) as sender, \
                 Progress(*columns, console=console, transient=True) as progress:
             _cap(sender, options.max_send_pdu)
             task = progress.add_task(f"C-STORE to {node.ae_title}", total=len(readable))
-            for f, _ in readable:
+            for f, sop_uid, _ in readable:
                 try:
                     status = sender.send(f)
-                    results.append((f, _status_text(status), status))
+                    text = _status_text(status, sender.response)
+                    results.append((f, text, status))
                     colour = "green" if status == SUCCESS else "yellow" if status >> 12 == 0xB else "red"
-                    progress.console.print(f"[{colour}]{_status_text(status)}[/{colour}] {f}")
+                    if status != SUCCESS:
+                        refused.append((sop_uid, text))
+                    why = _reason(sender.response)
+                    detail = "" if status == SUCCESS else f" {sop_uid}" + (f": {why}" if why else "")
+                    progress.console.print(Text.assemble((_status_text(status), colour), f" {f}{detail}"))
                 except SendError as exc:
                     results.append((f, str(exc), None))
-                    progress.console.print(f"[red]not sent[/red] {f}: {exc}")
+                    refused.append((sop_uid, f"not sent: {exc}"))
+                    progress.console.print(Text.assemble(("not sent", "red"), f" {f} {sop_uid}: {exc}"))
                 progress.advance(task)
     sent = sum(1 for _, _, s in results if s == SUCCESS)
     warned = sum(1 for _, _, s in results if s is not None and s >> 12 == 0xB)
     failed = len(results) - sent - warned
     console.print(f"{len(results)} file(s): {sent} stored, {warned} with a warning, {failed} failed")
+    if refused:
+        console.print("SOP Instance UIDs not stored (or stored with a warning):")
+        for uid, why in refused:
+            console.print(f"  {uid}  {why}", markup=False)
     return 0 if failed == 0 and warned == 0 else 1
 
 
@@ -246,27 +287,43 @@ def _find(args: argparse.Namespace) -> int:
     node, options = _setup(args)
     rows: list[dict[str, str]] = []
     matches: list[dict[str, Any]] = []
-    final = None
-    for status, ds in find(node, options, query, args.model or "study"):
+    final, final_rsp = None, None
+    for status, ds, rsp in find(node, options, query, args.model or "study"):
         if status in PENDING and ds is not None:
             rows.append(describe(ds))
             matches.append(ds.to_json_dict())
         else:
-            final = status
+            final, final_rsp = status, rsp
     if args.json:
         print(json.dumps(matches))
+        if final != SUCCESS and final is not None:
+            err.print(f"pacs find: final status {_status_text(final, final_rsp)}", markup=False)
         return 0 if final == SUCCESS else 1
+    print_matches(f"C-FIND {node.ae_title}: {len(rows)} match(es)", rows)
+    summary = f"final status {_status_text(final, final_rsp)}" if final is not None else "no final status"
+    console.print(summary, markup=False)
+    return 0 if final == SUCCESS else 1
+
+
+def print_matches(title: str, rows: list[dict[str, str]]) -> None:
+    """The matches as a table when it fits the terminal, else one `Keyword: value` line per attribute:
+    a value (a 64-character UID) is never cut or folded."""
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    table = Table(title=f"C-FIND {node.ae_title}: {len(rows)} match(es)")
+    table = Table(title=title, title_justify="left")
     for c in columns:
-        table.add_column(c)
+        table.add_column(c, no_wrap=True, overflow="ignore")
     for row in rows:
-        table.add_row(*(row.get(c, "") for c in columns))
-    console.print(table)
-    console.print(f"final status {_status_text(final)}" if final is not None else "no final status")
-    return 0 if final == SUCCESS else 1
+        table.add_row(*(Text(row.get(c, "")) for c in columns))
+    if Measurement.get(console, console.options.update_width(1 << 20), table).maximum <= console.width:
+        console.print(table)
+        return
+    console.print(title, markup=False)
+    for n, row in enumerate(rows, 1):
+        console.print(f"match {n}", markup=False)
+        for c, v in row.items():
+            console.print(f"  {c}: {v}", markup=False)
 
 
 def _counts(rsp: Any) -> str:
@@ -276,17 +333,21 @@ def _counts(rsp: Any) -> str:
     return ", ".join(parts)
 
 
-def _retrieve_result(command: str, responses: Iterable[tuple[int, Any]]) -> int:
+def _retrieve_result(command: str, responses: Iterable[tuple[int, Any, Any]]) -> int:
+    """Print each response's counts, the final status with the peer's reason, and the Failed SOP
+    Instance UID List (in the final response's identifier)."""
     final = None
-    for status, rsp in responses:
+    for status, rsp, identifier in responses:
         if status in PENDING:
             console.print(f"{command} pending: {_counts(rsp)}")
         else:
             final = status
-            console.print(f"{command} final status {_status_text(status)}: {_counts(rsp)}")
-            failed = rsp.get("FailedSOPInstanceUIDList")
+            console.print(f"{command} final status {_status_text(status, rsp)}: {_counts(rsp)}", markup=False)
+            failed = _uids((identifier if identifier is not None else rsp).get("FailedSOPInstanceUIDList"))
             if failed:
-                console.print(f"failed instances: {failed}")
+                console.print(f"failed SOP Instance UIDs ({len(failed)}):")
+                for uid in failed:
+                    console.print(f"  {uid}", markup=False)
     return 0 if final == SUCCESS else 1
 
 
@@ -315,7 +376,7 @@ def _get(args: argparse.Namespace) -> int:
 
     def received(r: Received) -> None:
         where = r.path if r.path is not None else "not written"
-        console.print(f"{_status_text(r.status)} {r.sop_uid} -> {where}")
+        console.print(f"{_status_text(r.status)} {r.sop_uid} -> {where}", markup=False)
 
     responses = get(node, options, query, args.out_dir, args.model or "study", on_instance=received)
     return _retrieve_result("C-GET", responses)

@@ -4,8 +4,10 @@ The supervisor reconciles the object store against the catalog, runs the indexer
 embedded queue, and starts two children: the DIMSE gateway (`python -m gateway`, pre-forked
 workers) and the DICOMweb app under uvicorn. They share storage through the backend, configured by
 `PACS_*` variables. Ctrl-C stops the gateway (open associations finish), then the web server, then
-drains the queue: everything acknowledged is indexed before exit. With `--backend aws` the same tree
-runs on S3/DynamoDB and the worker consumes the SQS queue PACS_QUEUE_URL (`--endpoint-url`: moto).
+drains the queue: everything acknowledged is indexed before exit. A child that exits unexpectedly
+is restarted (with back-off) on the same listening sockets while the other keeps serving. With
+`--backend aws` the same tree runs on S3/DynamoDB and the worker consumes the SQS queue
+PACS_QUEUE_URL (`--endpoint-url`: moto).
 """
 
 from __future__ import annotations
@@ -27,11 +29,22 @@ from pacs.backends import open_backend
 from pacs.catalog.nodes import RemoteNode
 from pacs.cli.children import die_with_parent
 from pacs.config import Settings
+from pacs.monitoring import multiprocess
 from pacs.services import index_worker
 from pacs.services.indexer import IndexerService
 from pacs.services.reconcile import reconcile
 
 READY_TIMEOUT = 60.0
+#: A child (gateway, web server) that exits unasked is restarted after FIRST_BACKOFF seconds,
+#: doubled for each exit in a row of one that ran less than STABLE_SECONDS, up to MAX_BACKOFF.
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+STABLE_SECONDS = 30.0
+
+
+#: Connections the kernel holds until a worker accepts them: a burst (a port scan, health checks,
+#: many modalities at once) waits here instead of having its SYNs dropped (retried 1 s later).
+LISTEN_BACKLOG = 1024
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -44,7 +57,7 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise SystemExit(f"pacs: cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -91,6 +104,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     """Serve until signalled; `nodes` (from `--config`) are put into the node registry first."""
+    multiprocess.prepare(multiprocess.directory_for(settings.data_dir))  # every child's metrics, merged
     tls_sock = _tls_listen(settings)
     dimse_sock = _listen(settings.host, settings.dimse_port)
     http_sock = _listen(settings.host, settings.http_port)
@@ -117,19 +131,12 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
 
     env = {**os.environ, **settings.to_env()}
     tls_args = ["--tls-fd", str(tls_sock.fileno())] if tls_sock is not None else []
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--fd", str(dimse_sock.fileno()), *tls_args],
-        env=env, pass_fds=(dimse_sock.fileno(), *([tls_sock.fileno()] if tls_sock else [])),
-        preexec_fn=die_with_parent,
-    )
-    web = subprocess.Popen(
-        [sys.executable, "-m", "functions.dicomweb.serve", "--fd", str(http_sock.fileno())],
-        env=env, pass_fds=(http_sock.fileno(),), preexec_fn=die_with_parent,
-    )
-    dimse_sock.close()  # the children hold them now
-    http_sock.close()
-    if tls_sock is not None:
-        tls_sock.close()
+    gateway = Child("gateway", [sys.executable, "-m", "gateway", "--fd", str(dimse_sock.fileno()), *tls_args],
+                    env, (dimse_sock.fileno(), *([tls_sock.fileno()] if tls_sock else [])))
+    web = Child("web", [sys.executable, "-m", "functions.dicomweb.serve", "--fd", str(http_sock.fileno())],
+                env, (http_sock.fileno(),))
+    # The listening sockets stay open here too: a child that dies is restarted on them, and
+    # connections arriving meanwhile wait in their backlog.
     stopping: list[int] = []  # a plain flag: a signal handler must not take locks (Event.set does)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -138,33 +145,39 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
+        gateway.start()
+        web.start()
         deadline = time.monotonic() + READY_TIMEOUT
         url = f"http://{settings.host}:{settings.http_port}"
         while not (_healthy(f"{url}/health")
                    and _dimse_answers(settings.host, settings.dimse_port, settings.ae_title)):
-            if stopping or gateway.poll() is not None or web.poll() is not None \
-                    or time.monotonic() > deadline:
+            if stopping or not gateway.running or not web.running or time.monotonic() > deadline:
                 if not stopping:
                     print("pacs: a service failed to start", file=sys.stderr, flush=True)
                     code = 1
+                    stopping.append(0)
                 break
             time.sleep(0.1)
         else:
             print(f"pacs: DIMSE  {settings.ae_title}@{settings.host}:{settings.dimse_port}\n"
                   + (f"pacs: DICOM TLS {settings.host}:{settings.tls_port}\n" if tls_sock else "")
                   + f"pacs: DICOMweb {url}/dicomweb\n"
-                  f"pacs: health {url}/health  metrics {url}/metrics\n"
+                  + (f"pacs: viewer {url}/viewer/\n" if _healthy(f"{url}/viewer/")
+                     else "pacs: viewer not installed (make viewer)\n")
+                  + f"pacs: health {url}/health  metrics {url}/metrics\n"
                   "pacs: ready (Ctrl-C to stop)", flush=True)
         while not stopping:
             time.sleep(0.2)
-            if not stopping and (gateway.poll() is not None or web.poll() is not None):
-                print("pacs: a service exited unexpectedly; stopping", file=sys.stderr, flush=True)
-                code = 1
-                break
+            for child in (gateway, web):
+                if not stopping:
+                    child.supervise()  # the other one keeps serving meanwhile
     finally:
         print("pacs: stopping", flush=True)
-        _stop(gateway, 40)
-        _stop(web, 20)
+        gateway.stop(40)
+        web.stop(20)
+        for sock in (dimse_sock, http_sock, tls_sock):
+            if sock is not None:
+                sock.close()
         stop_indexing.set()
         if worker is not None:
             worker.join()
@@ -173,6 +186,49 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
             signal.signal(s, h)
         print("pacs: stopped", flush=True)
     return code
+
+
+class Child:
+    """A child process of `pacs up` (the gateway, the web server), restarted when it exits unasked:
+    after FIRST_BACKOFF seconds, doubled for each exit in a row of one that ran less than
+    STABLE_SECONDS, up to MAX_BACKOFF."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], fds: Sequence[int]) -> None:
+        self.name, self.argv, self.env, self.fds = name, argv, env, tuple(fds)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.streak = 0
+        self.due: float | None = None  # when to restart it
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env, pass_fds=self.fds, preexec_fn=die_with_parent)
+        self.started = time.monotonic()
+        self.due = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def supervise(self) -> None:
+        """Restart it if it exited and its back-off has passed."""
+        if self.proc is None or self.running:
+            return
+        now = time.monotonic()
+        if self.due is None:
+            lived = now - self.started
+            self.streak = 0 if lived >= STABLE_SECONDS else self.streak + 1
+            delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** self.streak)
+            print(f"pacs: the {self.name} exited unexpectedly (status {self.proc.returncode}) after "
+                  f"{lived:.0f} s; restarting it in {delay:.1f} s", file=sys.stderr, flush=True)
+            self.due = now + delay
+        elif now >= self.due:
+            self.start()
+            self.restarts += 1
+
+    def stop(self, timeout: float) -> None:
+        if self.proc is not None:
+            _stop(self.proc, timeout)
 
 
 def _tls_listen(settings: Settings) -> socket.socket | None:

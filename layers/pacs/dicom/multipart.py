@@ -159,11 +159,12 @@ class MultipartParser:
                 del buf[:2]
                 head = b""
             else:
-                end = buf.find(b"\r\n\r\n")
+                # looked for in the first MAX_HEADER_BYTES only, whatever the chunk boundaries
+                end = buf.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 4)
                 if end < 0:
-                    if len(buf) > MAX_HEADER_BYTES:
-                        raise MultipartError(f"the headers of a part exceed {MAX_HEADER_BYTES} bytes")
-                    return False
+                    if len(buf) < MAX_HEADER_BYTES + 4:
+                        return False  # the end of the headers may be in the next chunk
+                    raise MultipartError(f"the headers of a part exceed {MAX_HEADER_BYTES} bytes")
                 head = bytes(buf[:end])
                 del buf[: end + 4]
             events.append(PartHeaders(_parse_headers(head)))

@@ -251,7 +251,7 @@ def parse_part10(data: bytes | bytearray | memoryview) -> Part10Header:
     ts = meta.get(_TRANSFER_SYNTAX, "")
     if not ts:
         raise InvalidDataset("the file meta has no Transfer Syntax UID (0002,0010)")
-    check_uid(ts, "TransferSyntaxUID")
+    check_uid(ts, "TransferSyntaxUID", strict=True)
     found: dict[int, str] = {}
     if ts == DeflatedExplicitVRLittleEndian:
         found = _uids_by_pydicom(buf)
@@ -331,9 +331,14 @@ def _truncated(pos: int) -> InvalidDataset:
     return InvalidDataset(f"data set is truncated: an element at byte {pos} runs past the end")
 
 
+#: Sequences of undefined length nested deeper than this are refused (InvalidDataset, 0xC000): the walk,
+#: and pydicom's readers after it, recurse per level; real objects stay far below it.
+MAX_SEQUENCE_DEPTH = 128
+
+
 def _walk(
     buf: memoryview, pos: int, end: int, little: bool, implicit: bool, until: int | None,
-    capture: dict[int, str] | None = None,
+    capture: dict[int, str] | None = None, depth: int = 0,
 ) -> int:
     """Skip elements from `pos` to `end` (or to the delimiter tag `until`); return the position after."""
     order = "<" if little else ">"
@@ -367,7 +372,7 @@ def _walk(
             if tag == 0x7FE00010:
                 pos = _walk_items(buf, pos, little, implicit, encapsulated=True)
             else:  # SQ, or UN of undefined length (implicit VR little endian inside)
-                pos = _walk_items(buf, pos, little or vr == b"UN", implicit or vr == b"UN", False)
+                pos = _walk_items(buf, pos, little or vr == b"UN", implicit or vr == b"UN", False, depth + 1)
         else:
             if pos + length > n:
                 raise _truncated(pos)
@@ -377,7 +382,11 @@ def _walk(
     return pos
 
 
-def _walk_items(buf: memoryview, pos: int, little: bool, implicit: bool, encapsulated: bool) -> int:
+def _walk_items(
+    buf: memoryview, pos: int, little: bool, implicit: bool, encapsulated: bool, depth: int = 1
+) -> int:
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise InvalidDataset(f"sequences nested more than {MAX_SEQUENCE_DEPTH} levels deep")
     order = "<" if little else ">"
     n = len(buf)
     while True:
@@ -392,7 +401,7 @@ def _walk_items(buf: memoryview, pos: int, little: bool, implicit: bool, encapsu
         if tag != _ITEM:
             raise InvalidDataset(f"expected an item tag at byte {pos - 8}")
         if length == _UNDEFINED and not encapsulated:
-            pos = _walk(buf, pos, n, little, implicit, until=_ITEM_END)
+            pos = _walk(buf, pos, n, little, implicit, until=_ITEM_END, depth=depth)
         else:
             if pos + length > n:
                 raise _truncated(pos)

@@ -663,6 +663,8 @@ def fast_responses(assoc: Any) -> None:
     message goes through pynetdicom as before."""
     from pynetdicom.pdu_primitives import P_DATA
 
+    from pacs.monitoring.dimse import response_sent
+
     dimse = assoc.dimse
     if getattr(dimse, "_fast_responses", False):
         return
@@ -677,6 +679,7 @@ def fast_responses(assoc: Any) -> None:
         pdata = P_DATA()
         pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
         assoc.dul.send_pdu(pdata)
+        response_sent(assoc, int(primitive.MessageIDBeingRespondedTo), int(primitive.Status))
 
     dimse.send_msg = send_msg
     dimse._fast_responses = True

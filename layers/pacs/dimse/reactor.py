@@ -9,6 +9,8 @@ Here both loops wait on what they are waiting for instead: the DUL thread in `po
 socket and a wake-up pipe that is written when a primitive is queued for it (or it is told to
 stop); the association thread on an event set when a DIMSE message, an ACSE primitive or the DUL's
 exit arrives. Timers (ARTIM, network idle) are still checked at least every `IDLE_WAIT` seconds.
+An acceptor whose connection goes before its A-ASSOCIATE-RQ arrives ends at once (pynetdicom waits
+out the ACSE timeout, holding a thread and an association slot).
 The loop bodies are pynetdicom's (3.0.4, pinned), with only the waits changed. Acceptors come from
 `EventRequestHandler` (the gateway's server uses it), requestors from `EventAE.associate`.
 
@@ -19,11 +21,17 @@ Two ways around pynetdicom's per-PDU machinery, for the hot paths that need them
 - `EventDUL.borrowed()`: the DUL stops reading its socket so that one thread may exchange
   messages on it directly (a C-MOVE's C-STORE sub-operations).
 PDUs are read in pieces as large as the socket gives (pynetdicom reads 4 KiB at a time).
+
+One bad message ends one message (`pacs.dimse.refusals`): a request pynetdicom would abort the
+association for, or drop unanswered, is answered with a failure status instead. A PDU of an unknown
+type is answered with an A-ABORT and the connection closed at once: its length cannot be trusted, so
+nothing after it can be read as a PDU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import queue
@@ -40,9 +48,15 @@ from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_CANCEL, N_EVENT_REPORT
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, P_DATA
 from pynetdicom.transport import AddressInformation, AssociationSocket, RequestHandler
+
+from pacs.dimse import refusals
 
 log = logging.getLogger("gateway")
 
@@ -102,6 +116,8 @@ class EventDUL(DULServiceProvider):
     #: Called in the DUL thread with each P-DATA-TF PDU (bytes, header included) received while the
     #: association is established; True when it took the PDU, which pynetdicom then never sees.
     pdata_hook: Callable[[bytes], bool] | None = None
+    #: Set once the transport connection is gone (the state machine back in Sta1 after Evt17/18).
+    disconnected: bool = False
 
     def __init__(self, assoc: EventAssociation) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -113,6 +129,9 @@ class EventDUL(DULServiceProvider):
         self._poller = select.poll()
         self._poll_fd = -2  # the socket descriptor `_poller` watches (-1: none; -2: not set up)
         self._readable = False
+        #: A PDU of an unknown type was received: the stream cannot be read further (see `_reactor`);
+        #: "closing" once the close is queued.
+        self._unframed: bool | str = False
         super().__init__(assoc)
         self.to_provider_queue = WakingQueue(self.poke)
         self.to_user_queue = WakingQueue(assoc.activity.set)
@@ -161,6 +180,8 @@ class EventDUL(DULServiceProvider):
 
     def _is_transport_event(self) -> bool:
         """pynetdicom's, without its select() when the last poll() saw the socket readable."""
+        if self._unframed:
+            return False  # the A-ABORT goes out, then the connection is closed (`_reactor`)
         if self._readable:
             self._readable = False
             if not self._parked and self.state_machine.current_state != "Sta13":
@@ -179,7 +200,8 @@ class EventDUL(DULServiceProvider):
                 return
             pdu_type, _, length = struct.unpack(">BBL", head)
             if pdu_type not in PDU_TYPES:
-                log.error("Unknown PDU type received '0x%02X'", pdu_type)
+                log.error("Unknown PDU type received '0x%02X': aborting the association", pdu_type)
+                self._unframed = True
                 self.event_queue.put("Evt19")  # unrecognised PDU
                 return
             body = recv_exactly(sock, length)
@@ -283,6 +305,50 @@ class EventDUL(DULServiceProvider):
                 continue
             self.state_machine.do_action(event)
             idle = False
+            if self._unframed is True and self.state_machine.current_state == "Sta13":
+                # The A-ABORT is sent (AA-1, AA-8); what follows the unknown PDU's header cannot be
+                # framed, so the connection is closed now (AA-2, as when ARTIM expires) instead of
+                # reading its leftover bytes as the next PDU until the network timeout.
+                self._unframed = "closing"  # still nothing read from the socket
+                self.event_queue.put("Evt18")
+            if self.state_machine.current_state == "Sta1" and event in ("Evt17", "Evt18"):
+                self.disconnected = True  # the connection is gone (closed by the peer, or ARTIM)
+                cast(EventAssociation, self.assoc).activity.set()
+
+
+class EventDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider, except that a received request whose command values pynetdicom
+    cannot set on its primitive (a UID over 64 characters…) is queued to be answered with a failure
+    (`refusals.lenient_primitive`) instead of aborting the association."""
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        """pynetdicom's (3.0.4), but for the failure of `message_to_primitive`."""
+        if self.message is None:
+            self.message = DIMSEMessage()
+        if not self.message.decode_msg(primitive, self.assoc):
+            return
+        evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": self.message})
+        context_id = cast(int, self.message.context_id)
+        try:
+            d_primitive: Any = self.message.message_to_primitive()
+        except Exception as exc:
+            d_primitive = refusals.lenient_primitive(self.message, exc)
+            if d_primitive is None:
+                log.exception("Received an invalid DIMSE message")
+                self.dul.event_queue.put("Evt19")
+                return
+        if isinstance(d_primitive, C_CANCEL) and len(self.cancel_req) < 10:
+            self.cancel_req[cast(int, d_primitive.MessageIDBeingRespondedTo)] = d_primitive
+        elif isinstance(d_primitive, N_EVENT_REPORT) and d_primitive.is_valid_request:
+            threading.Thread(target=self.assoc._serve_request, args=(d_primitive, context_id),
+                             daemon=True).start()
+        else:
+            self.msg_queue.put((context_id, d_primitive))
+        message, self.message = self.message, None
+        message.encoded_command_set = io.BytesIO()
+        message.data_set = io.BytesIO()
+        message._data_set_file = None
+        message._data_set_path = None
 
 
 class EventAssociation(Association):
@@ -313,8 +379,89 @@ class EventAssociation(Association):
         self.dul = EventDUL(self)  # replaces the default provider, never started
         self.acse_timeout = self.acse_timeout  # re-applied: these setters configure the DUL's timers
         self.network_timeout = self.network_timeout
+        self.dimse.__class__ = EventDIMSE
         self.dimse.msg_queue = WakingQueue(self.activity.set)
         self._reactor_checkpoint = Checkpoint(self.activity)
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        """pynetdicom's, answering with a failure (`refusals`) where it would abort the association or
+        not answer: a request it could not decode, one lacking a required value, one whose SOP class
+        no service serves on its context, one whose service raised."""
+        cx = self._accepted_cx.get(context_id)
+        is_request = getattr(msg, "MessageIDBeingRespondedTo", None) is None \
+            and getattr(msg, "MessageID", None) is not None
+        if self._sent_release or cx is None or not is_request:
+            super()._serve_request(msg, context_id)  # ignored, or aborted: a context never accepted
+            return
+        refusal: tuple[int, str] | None = getattr(msg, "_pacs_refusal", None)
+        service: Any = None
+        if refusal is None:
+            lacking = refusals.missing(msg)
+            if lacking:
+                refusal = refusals.malformed_status(msg), f"no {', '.join(lacking)}"
+        if refusal is None:
+            service, reason = refusals.service_for(msg, str(cx.abstract_syntax))
+            if service is None:
+                refusal = refusals.SOP_CLASS_NOT_SUPPORTED, reason
+        if refusal is not None:
+            refusals.refuse(self, msg, context_id, *refusal)
+            return
+        try:
+            self.dimse.cancel_req = {}
+            self._is_paused = True  # as pynetdicom: the SCP may call one of the send_* methods
+            service(self).SCP(msg, cx)
+            self._is_paused = False
+            self.dimse.cancel_req = {}
+        except Exception as exc:
+            self._is_paused = False
+            log.exception("%s from %s failed", type(msg).__name__, self.requestor.ae_title)
+            if not self.is_established:
+                return
+            try:
+                refusals.refuse(self, msg, context_id, refusals.PROCESSING_FAILURE,
+                                f"internal error: {type(exc).__name__}")
+            except Exception:
+                log.exception("the failure could not be answered: aborting the association")
+                self.abort()
+
+    def run_reactor(self) -> None:
+        """pynetdicom's, except that an acceptor stops waiting for the A-ASSOCIATE-RQ as soon as the
+        connection is gone (the peer closed it, or ARTIM expired): pynetdicom waits out the whole
+        ACSE timeout, holding its thread and one of the AE's association slots."""
+        if not self.is_acceptor:
+            super().run_reactor()
+            return
+        if not self._started_dul:
+            self.dul.start()
+            self._started_dul = True
+            self._dul_ready.wait()
+        primitive = self._await_request()
+        if primitive is not None:
+            self.requestor.primitive = primitive
+            evt.trigger(self, evt.EVT_REQUESTED, {})
+            if not self.is_aborted and not self.is_rejected:  # EVT_REQUESTED may reject or abort
+                self.acse.negotiate_association()
+            if self.is_established:
+                self._run_reactor()
+        else:
+            self.kill()
+        sock = cast(AssociationSocket, self.dul.socket)
+        if self._server and sock.socket:
+            self._server.shutdown_request(sock.socket)
+
+    def _await_request(self) -> A_ASSOCIATE | None:
+        """The A-ASSOCIATE-RQ, or None when the connection closed or the ACSE timeout passed first."""
+        dul = cast(EventDUL, self.dul)
+        deadline = None if self.acse_timeout is None else time.monotonic() + self.acse_timeout
+        while True:
+            primitive = dul.receive_pdu(wait=False)
+            if primitive is not None:
+                return primitive if isinstance(primitive, A_ASSOCIATE) else None
+            if dul.disconnected or not dul.is_alive() \
+                    or (deadline is not None and time.monotonic() > deadline):
+                return None
+            self.activity.wait(IDLE_WAIT)
+            self.activity.clear()
 
     def _run_reactor(self) -> None:
         """pynetdicom's reactor loop (association.py), waiting on `activity`."""

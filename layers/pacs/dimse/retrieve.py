@@ -39,6 +39,7 @@ from pacs.catalog.records import InstanceRow
 from pacs.dimse.direct import NOT_SENT, PendingResponder, StoreExchange, StoreStatus, send_stored_file
 from pacs.dimse.sender import SendError, load_for, sending_syntax
 from pacs.errors import PacsError
+from pacs.monitoring.metrics import dimse_bytes
 from pacs.storage.port import BlobStore
 
 log = logging.getLogger("pacs.dimse")
@@ -227,7 +228,10 @@ def move_sub_operations(
             outcome = sender.write(item)
             pending()  # the previous one's, while the destination takes this one
             later = sender.prepare(rows[n + 1], n + 1) if n + 1 < len(rows) else None
-            tally.count(sender.outcome(item, outcome), row.sop_uid)
+            result = sender.outcome(item, outcome)
+            tally.count(result, row.sop_uid)
+            if result == SUCCESS:
+                dimse_bytes("C-MOVE", "sent", row.size)  # metrics: what went to the destination
             owed = True
             item = later
         else:

@@ -35,6 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pacs.catalog.nodes import NodeRegistry, RemoteNode
+from pacs.dicom.uids import is_key_safe
 from pacs.dimse.reactor import EventAE
 
 #: (model, service) -> SOP class; models "patient" (Patient Root) and "study" (Study Root).
@@ -232,27 +233,29 @@ def echo(node: RemoteNode, options: ScuOptions) -> int:
 
 
 def find(node: RemoteNode, options: ScuOptions, query: Dataset, model: str = "study"
-         ) -> Iterator[tuple[int, Dataset | None]]:
-    """C-FIND: (status, identifier) for every response, the final one last (identifier None)."""
+         ) -> Iterator[tuple[int, Dataset | None, Dataset]]:
+    """C-FIND: (status, identifier, response) for every response, the final one last (identifier
+    None; its response may carry an Error Comment)."""
     sop_class = MODELS[(model, "find")]
     assoc = associate(node, options, _contexts(sop_class))
     try:
         for status, ds in assoc.send_c_find(query, sop_class):
-            yield _status(status, "C-FIND"), ds
+            yield _status(status, "C-FIND"), ds, status
     finally:
         _finish(assoc)
 
 
 def move(node: RemoteNode, options: ScuOptions, query: Dataset, destination: str, model: str = "study"
-         ) -> Iterator[tuple[int, Dataset]]:
-    """C-MOVE to `destination` (an AE title the peer knows): (status, response) for every
-    response (its sub-operation counts), then the final one."""
+         ) -> Iterator[tuple[int, Dataset, Dataset | None]]:
+    """C-MOVE to `destination` (an AE title the peer knows): (status, response, identifier) for
+    every response (its sub-operation counts, Error Comment), then the final one, whose identifier
+    holds the Failed SOP Instance UID List when some failed."""
     sop_class = MODELS[(model, "move")]
     assoc = associate(node, options, _contexts(sop_class))
     try:
-        for status, _ in assoc.send_c_move(query, destination, sop_class):
+        for status, identifier in assoc.send_c_move(query, destination, sop_class):
             _status(status, "C-MOVE")
-            yield int(status.Status), status
+            yield int(status.Status), status, identifier
     finally:
         _finish(assoc)
 
@@ -265,9 +268,11 @@ class Received:
 
 
 def get(node: RemoteNode, options: ScuOptions, query: Dataset, out_dir: Path, model: str = "study",
-        on_instance: Callable[[Received], None] | None = None) -> Iterator[tuple[int, Dataset]]:
+        on_instance: Callable[[Received], None] | None = None
+        ) -> Iterator[tuple[int, Dataset, Dataset | None]]:
     """C-GET: the instances arrive on this association (C-STORE sub-operations, SCP role) and are
-    written to `out_dir` as Part 10 files named by SOP Instance UID; yields (status, response)."""
+    written to `out_dir` as Part 10 files named by SOP Instance UID; yields (status, response,
+    identifier) as `move` does."""
     sop_class = MODELS[(model, "get")]
     # 128 contexts at most: the Get model's and 127 storage classes, as pynetdicom's getscu
     storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts[:127]]
@@ -278,7 +283,7 @@ def get(node: RemoteNode, options: ScuOptions, query: Dataset, out_dir: Path, mo
 
     def store(event: Event) -> int:
         sop_uid = str(getattr(event.request, "AffectedSOPInstanceUID", ""))
-        if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", sop_uid) or len(sop_uid) > 64:
+        if not is_key_safe(sop_uid):  # it names the file written: never a path
             result = Received(sop_uid, None, 0xC000)
         else:
             path = out_dir / f"{sop_uid}.dcm"
@@ -295,8 +300,8 @@ def get(node: RemoteNode, options: ScuOptions, query: Dataset, out_dir: Path, mo
 
     assoc = associate(node, options, contexts, roles=roles, handlers=[(evt.EVT_C_STORE, store)])
     try:
-        for status, _ in assoc.send_c_get(query, sop_class):
+        for status, identifier in assoc.send_c_get(query, sop_class):
             _status(status, "C-GET")
-            yield int(status.Status), status
+            yield int(status.Status), status, identifier
     finally:
         _finish(assoc)

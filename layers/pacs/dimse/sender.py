@@ -168,6 +168,8 @@ class StoreSender:
         self.max_pdu = max_pdu
         self.tls = tls if tls is not None or not node.tls else client_context()  # the system's CAs
         self.assoc: Association | None = None
+        #: The last C-STORE response (its Error Comment, Offending Element…), None before the first.
+        self.response: Dataset | None = None
 
     def __enter__(self) -> StoreSender:
         _config.LOG_HANDLER_LEVEL = "none"
@@ -233,6 +235,7 @@ class StoreSender:
             rsp = self.assoc.send_c_store(what)
         except (ValueError, AttributeError, RuntimeError) as exc:
             raise SendError(str(exc)) from exc
+        self.response = rsp if isinstance(rsp, Dataset) else None
         status = rsp.get("Status") if isinstance(rsp, Dataset) else None
         if status is None:
             raise SendError(f"no C-STORE response from {self.node.ae_title} (timeout or association lost)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pacs.catalog.sqlite_connections import ThreadConnections
-from pacs.events.model import ObjectEvent
+from pacs.events.model import ObjectEvent, event_timestamp
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -131,6 +131,17 @@ class LocalQueue:
 
     def depth(self) -> int:
         return int(self._conn().execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    def dead_letter_depth(self) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    def oldest_age(self) -> float | None:
+        """Seconds since the oldest waiting message was published (its first visibility); None: empty."""
+        row = self._conn().execute("SELECT body FROM messages ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        written = event_timestamp(ObjectEvent.from_json(row[0]).event_time)
+        return None if written is None else max(0.0, time.time() - written)
 
     def dead_letters(self) -> list[DeadLetter]:
         rows = self._conn().execute(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
@@ -21,6 +22,20 @@ ObjectEventKind = Literal["created", "removed"]
 def sequencer_now() -> str:
     """A sortable sequencer for events produced locally (hex nanoseconds, fixed width)."""
     return f"{time.time_ns():020X}"
+
+
+def event_time_now() -> str:
+    """Now as S3 writes an event's time: ISO 8601 UTC with milliseconds."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def event_timestamp(value: str) -> float | None:
+    """Unix time of an event's time (`2026-01-02T03:04:05.678Z`, or without the fraction), or None."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+    except ValueError:
+        return None
 
 
 def sequencer_order(sequencer: str | None) -> int:
@@ -39,7 +54,8 @@ class ObjectEvent:
     version_id: str | None = None
     sequencer: str | None = None
     bucket: str | None = None
-    event_time: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    #: When the object was written (the indexer's lag is measured from it).
+    event_time: str = field(default_factory=event_time_now)
 
     @property
     def id(self) -> str:

@@ -159,6 +159,18 @@ class SqsQueue:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
+    def dead_letter_depth(self) -> int:
+        """Messages in the dead-letter queue (0 without one)."""
+        if not self.dlq_url:
+            return 0
+        attrs = self.client.get_queue_attributes(
+            QueueUrl=self.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"])
+
+    def oldest_age(self) -> float | None:
+        """Not known from the queue's attributes (CloudWatch has ApproximateAgeOfOldestMessage)."""
+        return None
+
     def _dlq(self) -> str:
         if not self.dlq_url:
             raise ValueError("no dead-letter queue: set PACS_DLQ_URL")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from pacs.catalog.port import Catalog
-from pacs.dicom.uids import is_valid_uid
+from pacs.dicom.uids import is_key_safe, is_valid_uid
 from pacs.services.mpps import now_iso
 from pacs.storage.port import BlobStore
 
@@ -187,7 +187,7 @@ class CommitmentService:
         return result
 
     def _check(self, refs: Sequence[SopRef]) -> dict[SopRef, int]:
-        valid = [r for r in refs if is_valid_uid(r.sop_instance_uid)]
+        valid = [r for r in refs if is_key_safe(r.sop_instance_uid)]  # stored ones may be non-UIDs
         places = self.catalog.locate_instances(self.partition, {r.sop_instance_uid for r in valid})
         out: dict[SopRef, int] = {}
         for ref in refs:

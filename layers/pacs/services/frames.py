@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -67,7 +68,8 @@ class Frames:
 
     media_type: str
     transfer_syntax: str
-    frames: list[bytes]
+    #: The frames, read one by one as they are iterated (once).
+    frames: Iterator[bytes]
 
     @property
     def content_type(self) -> str:
@@ -75,13 +77,20 @@ class Frames:
 
 
 def parse_frame_list(text: str) -> list[int]:
-    """'1,3,5' → [1, 3, 5]; BadFrameList names the first entry that is not a frame number ≥ 1."""
-    numbers = []
+    """'1,3,5' → [1, 3, 5]; BadFrameList names the first entry that is not a frame number ≥ 1 or
+    that repeats an earlier one: a frame is sent once per request, so an answer is never larger than
+    the instance's frames (`1,1,1,…` would otherwise multiply one frame into any size)."""
+    numbers: list[int] = []
+    seen: set[int] = set()
     for item in text.split(","):
         item = item.strip()
         if not item.isdigit() or int(item) < 1:
-            raise BadFrameList(f"frame {item!r} is not a frame number (1, 2, …)")
-        numbers.append(int(item))
+            raise BadFrameList(f"frame {item[:20]!r} is not a frame number (1, 2, …)")
+        n = int(item)
+        if n in seen:
+            raise BadFrameList(f"frame {n} is listed more than once: ask for each frame once")
+        seen.add(n)
+        numbers.append(n)
     return numbers
 
 
@@ -132,33 +141,54 @@ class FrameService:
     def frames(
         self, study: str, series: str, sop: str, numbers: list[int], wanted: list[Wanted] | None = None
     ) -> Frames:
-        """Frames `numbers` (1-based) of an instance in the first form of `wanted` that can be made
-        (None: as stored). Raises NotFound, BadFrameList, FramesNotAcceptable, FramesUnavailable."""
+        """Frames `numbers` (1-based, each at most once) of an instance in the first form of `wanted`
+        that can be made (None: as stored). Raises NotFound, BadFrameList, FramesNotAcceptable,
+        FramesUnavailable before anything is read; the first frame is read at once (its errors too),
+        the others one by one as `Frames.frames` is iterated, which holds the object open till then."""
         (row,) = self.retrieve.instances(study, series, sop)
-        with self.retrieve.store.open(row.key) as fp:
-            located = self._locate(row, fp)
-            layout = located.layout
-            for n in numbers:
-                if n > layout.number_of_frames:
-                    raise BadFrameList(
-                        f"frame {n} is out of range: the instance has {layout.number_of_frames} frame(s)"
-                    )
-            stored = layout.transfer_syntax_uid
-            form = _choose(layout, wanted or [Wanted()])
-            if form == "native":
-                data = native_frames(fp, layout, numbers)
-                ts = stored if stored in _LITTLE_ENDIAN else ExplicitVRLittleEndian
-                return Frames(OCTET_STREAM, ts, data)
-            if stored not in MEDIA_TYPES or MEDIA_TYPES[stored].startswith("video/"):
-                raise FramesUnavailable(
-                    f"frames of an instance stored as {stored} are not addressable; retrieve the instance"
+        fp = self.retrieve.store.open(row.key)
+        try:
+            media_type, ts, read = self._reader(row, fp, numbers, wanted)
+            first = read(numbers[0])
+        except BaseException:
+            fp.close()
+            raise
+        return Frames(media_type, ts, _stream(fp, first, numbers[1:], read))
+
+    def _reader(
+        self, row: InstanceRow, fp: BinaryIO, numbers: list[int], wanted: list[Wanted] | None
+    ) -> tuple[str, str, Callable[[int], bytes]]:
+        """(part media type, transfer syntax, a reader of one frame) for the frames asked."""
+        located = self._locate(row, fp)
+        layout = located.layout
+        for n in numbers:
+            if n > layout.number_of_frames:
+                raise BadFrameList(
+                    f"frame {n} is out of range: the instance has {layout.number_of_frames} frame(s)"
                 )
-            if located.frame_map is None:
-                located.frame_map = frame_fragments(fp, layout)
-            data = read_fragments(fp, located.frame_map, numbers)
-            if form == "decode":
-                return Frames(OCTET_STREAM, ExplicitVRLittleEndian, [_decode(layout, f) for f in data])
-            return Frames(MEDIA_TYPES[stored], stored, data)
+        stored = layout.transfer_syntax_uid
+        form = _choose(layout, wanted or [Wanted()])
+        if form == "native":
+            need = -(-max(numbers) * layout.frame_bits // 8)  # bytes up to the end of the last frame
+            if layout.value_length is not None and need > layout.value_length:  # known before streaming
+                raise FramesUnavailable(f"the Pixel Data ({layout.value_length} bytes) is shorter than "
+                                        f"its frames need ({need} bytes)")
+            ts = stored if stored in _LITTLE_ENDIAN else ExplicitVRLittleEndian
+            return OCTET_STREAM, ts, lambda n: native_frames(fp, layout, [n])[0]
+        if stored not in MEDIA_TYPES or MEDIA_TYPES[stored].startswith("video/"):
+            raise FramesUnavailable(
+                f"frames of an instance stored as {stored} are not addressable; retrieve the instance"
+            )
+        if located.frame_map is None:
+            located.frame_map = frame_fragments(fp, layout)
+        frame_map = located.frame_map
+        if max(numbers) > len(frame_map):
+            raise FramesUnavailable(
+                f"frame {max(numbers)} is not in the Pixel Data, which holds {len(frame_map)}")
+        if form == "decode":
+            return OCTET_STREAM, ExplicitVRLittleEndian, \
+                lambda n: _decode(layout, read_fragments(fp, frame_map, [n])[0])
+        return MEDIA_TYPES[stored], stored, lambda n: read_fragments(fp, frame_map, [n])[0]
 
     def _locate(self, row: InstanceRow, fp: BinaryIO) -> _Located:
         """The layout of the object open in `fp`: cached for this version when the stored object is
@@ -173,6 +203,14 @@ class FrameService:
             located = _Located(read_layout(fp))
             self.layouts.put(key, located)
         return located
+
+
+def _stream(fp: BinaryIO, first: bytes, rest: list[int], read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """The first frame, then each of `rest` as it is read; the object is closed at the end."""
+    with fp:
+        yield first
+        for n in rest:
+            yield read(n)
 
 
 def _choose(layout: PixelLayout, wanted: list[Wanted]) -> str:

@@ -13,7 +13,8 @@ import threading
 import time
 
 from pacs.events.queue import IndexQueue, QueueMessage
-from pacs.services.indexer import IndexerService
+from pacs.monitoring import metrics
+from pacs.services.indexer import IndexerService, IndexOutcome
 
 log = logging.getLogger("pacs.indexer")
 
@@ -24,6 +25,7 @@ def drain_once(queue: IndexQueue, indexer: IndexerService, *, batch: int = 32, w
     if not messages:
         return 0
     done: list[QueueMessage] = []
+    outcomes: list[IndexOutcome] = []  # of the messages done, for the metrics
     # series metadata rebuilt once per changed series, at the end; the catalog written in one
     # transaction (one commit per batch, each message's writes atomic on their own), acknowledged after
     with indexer.batch():
@@ -31,18 +33,23 @@ def drain_once(queue: IndexQueue, indexer: IndexerService, *, batch: int = 32, w
             with indexer.transaction():
                 for msg in messages:
                     try:
-                        indexer.handle(msg.event)
+                        outcome = indexer.handle(msg.event)
                     except Exception as exc:
                         log.warning("indexing %s failed (attempt %d): %s", msg.event.key, msg.attempts, exc)
                         queue.fail(msg, f"{type(exc).__name__}: {exc}")
+                        metrics.indexed("failed")
                     else:
                         done.append(msg)
+                        outcomes.append(outcome)
         except Exception as exc:  # the commit, or the events' hand-over after it: delivered again
             log.warning("indexing a batch of %d failed: %s", len(done), exc)
             for msg in done:
                 queue.fail(msg, f"{type(exc).__name__}: {exc}")
-            done = []
+                metrics.indexed("failed")
+            done, outcomes = [], []
     queue.ack(*(msg.id for msg in done))
+    for msg, outcome in zip(done, outcomes, strict=True):  # committed: the lag is known
+        metrics.indexed_event(msg.event.event_time, outcome, msg.event.size)
     return len(messages)
 
 

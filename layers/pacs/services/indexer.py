@@ -4,7 +4,8 @@ The indexer is level-triggered: an event only says "this key changed"; the index
 object store's current state for the key and makes the catalog agree with it. A created event
 whose ETag no longer matches the stored object is superseded (the newer write has its own event);
 a key that no longer exists is removed from the catalog. Versions are ordered by the event's
-sequencer, so a late, older delivery never overwrites newer state.
+sequencer, so a late, older delivery never overwrites newer state. An object the catalog already
+holds with the same ETag (indexed on store, as STOW-RS does) is not read again.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, cast
 
 from pydicom.dataset import Dataset
 
@@ -154,14 +155,21 @@ class IndexerService:
             return IndexOutcome.SUPERSEDED  # re-created since: the created event indexes it
         if event.etag and head.etag != event.etag:
             return IndexOutcome.SUPERSEDED
+        row = self.catalog.get_instance(ref.partition, ref.study_uid, ref.series_uid, ref.sop_uid)
+        if row is not None and row.etag == head.etag:  # indexed on store (STOW-RS): nothing to do
+            return IndexOutcome.UNCHANGED
         return self.index(head, sequencer=event.sequencer or head.sequencer or "")
 
-    def index(self, head: BlobInfo, *, sequencer: str) -> IndexOutcome:
-        """Read the header of a stored object and upsert it into the catalog."""
+    def index(
+        self, head: BlobInfo, *, sequencer: str, local: Callable[[], BinaryIO] | None = None
+    ) -> IndexOutcome:
+        """Read the header of a stored object and upsert it into the catalog. `local` opens a local
+        copy of the very bytes stored (the ingest's spool file): read instead of the store."""
         ref = parse_instance_key(head.key)
         if ref is None:
             return IndexOutcome.IGNORED
-        ds, pixel = read_instance(self.store, head.key)
+        source = self.store if local is None else cast(BlobStore, _LocalCopy(self.store, head.key, local))
+        ds, pixel = read_instance(source, head.key)
         doc = instance_document(ref, ds, pixel)  # the one conversion: metadata and catalog levels
         found = (_text(doc, "0020000D", ds, "StudyInstanceUID"),
                  _text(doc, "0020000E", ds, "SeriesInstanceUID"),
@@ -214,6 +222,19 @@ class IndexerService:
             dataclasses.replace(i, sequencer=bumped), item.study_attrs, item.series_attrs, item.modality
         )
         return IndexOutcome(self.catalog.upsert_instance(newer))
+
+
+class _LocalCopy:
+    """A store whose object `key` is read from a local copy (every other call goes to the store)."""
+
+    def __init__(self, store: BlobStore, key: str, local: Callable[[], BinaryIO]) -> None:
+        self._store, self._key, self._local = store, key, local
+
+    def open(self, key: str) -> BinaryIO:
+        return self._local() if key == self._key else self._store.open(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def _text(doc: DicomJson, key: str, ds: Dataset, keyword: str, *, or_empty: bool = False) -> str:

@@ -1,4 +1,8 @@
-"""Retrieve: the stored objects of a study, series or instance, streamed from the object store."""
+"""Retrieve: the stored objects of a study, series or instance, streamed from the object store.
+
+The 128-byte preamble is always sent as zeros: ingest zeroes it (`pacs.services.ingest`), and an
+object stored before it did is not served with an executable header in it either.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Iterator
 from pacs.catalog.port import Catalog
 from pacs.catalog.records import InstanceRow
 from pacs.errors import NotFound
+from pacs.services.ingest import PREAMBLE
 from pacs.storage.port import BlobStore
 
 
@@ -31,4 +36,16 @@ class RetrieveService:
         return rows
 
     def chunks(self, row: InstanceRow, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        return self.store.iter_chunks(row.key, chunk_size)
+        """The stored object's bytes, piece by piece, its preamble as zeros."""
+        return _zeroed_preamble(self.store.iter_chunks(row.key, chunk_size))
+
+
+def _zeroed_preamble(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    sent = 0
+    for chunk in chunks:
+        if sent < PREAMBLE:
+            n = min(PREAMBLE - sent, len(chunk))
+            if chunk[:n] != bytes(n):
+                chunk = bytes(n) + chunk[n:]
+        sent += len(chunk)
+        yield chunk

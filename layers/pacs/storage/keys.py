@@ -4,7 +4,8 @@
     {partition}/derived/{StudyUID}/...
     {partition}/export/{job}/...
 
-Every UID is validated before it becomes part of a key; `parse_instance_key` is the inverse and
+Every UID is checked before it becomes part of a key (`pacs.dicom.uids.check_uid`: key-safe, so a
+key never leaves its prefix); `parse_instance_key` is the inverse and
 rejects anything that is not an original instance (only those trigger indexing).
 """
 
@@ -40,9 +41,10 @@ class InstanceKey:
 
     def __post_init__(self) -> None:
         check_partition(self.partition)
-        check_uid(self.study_uid, "StudyInstanceUID")
-        check_uid(self.series_uid, "SeriesInstanceUID")
-        check_uid(self.sop_uid, "SOPInstanceUID")
+        for value, name in ((self.study_uid, "StudyInstanceUID"), (self.series_uid, "SeriesInstanceUID"),
+                            (self.sop_uid, "SOPInstanceUID")):
+            if check_uid(value, name) != value:  # DICOM padding (NUL, space) never reaches a key
+                raise InvalidUID(f"{name} {value!r} is padded")
 
     @property
     def key(self) -> str:

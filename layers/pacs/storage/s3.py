@@ -13,6 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pacs.errors import NotFound, StorageFailure
+from pacs.monitoring.metrics import object_store_error
 from pacs.storage.port import AlreadyExists, BlobInfo
 
 
@@ -99,6 +100,7 @@ class S3BlobStore:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
+            object_store_error("head")
             raise
         return BlobInfo(
             key=key,
@@ -114,6 +116,7 @@ class S3BlobStore:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise NotFound(f"no object {key}") from None
+            object_store_error("get")
             raise
 
     def open(self, key: str) -> BinaryIO:
