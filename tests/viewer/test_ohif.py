@@ -4,9 +4,9 @@ One `pacs up` (serving `/viewer/` and `/dicomweb` on one origin, as `make up` do
 a synthetic CT series (dcmtk storescu), a study with missing optional attributes (no Modality, so
 QIDO answers ModalitiesInStudy `{"vr":"CS"}` with no Value; no patient, date or numbers), an image
 whose Pixel Spacing is 0\\0 (OHIF drew it black before its patch; pydicom-data's RG1 CRs), and every
-file of pydicom's test files (but two OHIF cannot decode: `OHIF_CANNOT_DECODE`), each sent with
-dcmsend as it is (many share SOP Instance UIDs across transfer syntaxes and SOP classes: the newest
-version replaces the older one).
+file of pydicom's test files (but three replacements nobody draws: `UNDRAWABLE`), sent with
+one dcmsend over the tree as a new user would (`--scan-directories --recurse`, as stored: many share
+SOP Instance UIDs across transfer syntaxes and SOP classes, and the newest version replaces the older).
 
 Then headless Chromium (playwright-core, `ohif_probe.mjs`) opens the study list, which must count
 every study and show no error, and opens every study that holds images: its viewport must be drawn
@@ -17,6 +17,8 @@ loaded) and without a warning icon. Screenshots go to `tests/viewer/artifacts/`.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,7 +29,6 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
-from pydicom.errors import InvalidDicomError
 
 from tests.interop.support import PacsProcess, dcmtk_tool, wait_until
 
@@ -43,10 +44,11 @@ WAIT = 90.0
 PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009")
 #: Segmentations are drawn over the series they reference, not on their own.
 NOT_ON_THEIR_OWN = {"1.2.840.10008.5.1.4.1.1.66.4"}
-#: OHIF 3.13.2 cannot decode these (cornerstone's RLE decoder: "unsupported pixel format for RLE",
-#: 32-bit RGB); they share their SOP Instance UID with 8- and 16-bit versions, so sent last (the
-#: newest is kept) they would replace a version OHIF draws. Not sent.
-OHIF_CANNOT_DECODE = {"SC_rgb_rle_32bit.dcm", "SC_rgb_rle_32bit_2frame.dcm"}
+#: Not sent. Each shares its SOP Instance UID with a drawable version, so, sent after it (the newest
+#: is kept), it would replace it with an image nobody draws: OHIF 3.13.2 cannot decode 32-bit RGB RLE
+#: (cornerstone: "unsupported pixel format for RLE"), and the JPEG 2000 codestream of the
+#: embedded-delimiter file does not decode at all (pydicom and our rendered route refuse it too).
+UNDRAWABLE = {"SC_rgb_rle_32bit.dcm", "SC_rgb_rle_32bit_2frame.dcm", "JPEG2000-embedded-sequence-delimiter.dcm"}
 
 
 @dataclass
@@ -89,22 +91,23 @@ def _storescu(pacs: PacsProcess, directory: Path) -> None:
     assert out.returncode == 0, f"storescu failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
 
 
-def _send_test_files(pacs: PacsProcess) -> dict[str, str]:
-    """dcmsend every file of pydicom's test files, one association each (a broken file fails alone);
-    the studies of the files it stored, each named by its first file."""
-    dcmsend = _tool("dcmsend")
+def _send_test_files(pacs: PacsProcess, tmp: Path) -> dict[str, str]:
+    """Send pydicom's test files as a new user would: one dcmsend over the whole tree (a broken file
+    fails alone); the studies of the files it stored (by its report), each named by its first file."""
+    tree = tmp / "test_files"
+    shutil.copytree(TEST_FILES, tree, ignore=shutil.ignore_patterns(*UNDRAWABLE))
+    assert sum(1 for p in tree.rglob("*") if p.is_file()) > 100, f"pydicom's test files not found in {TEST_FILES}"
+    report = tmp / "dcmsend-report.txt"
+    out = subprocess.run([_tool("dcmsend"), "-aec", "PACS", "-nh", "--scan-directories", "--recurse",
+                          "--create-report-file", str(report), "127.0.0.1", str(pacs.dimse_port), str(tree)],
+                         capture_output=True, text=True, timeout=WAIT * 3)
+    assert report.is_file(), f"dcmsend wrote no report (exit {out.returncode}):\n{out.stderr[-3000:]}"
+    stored = [Path(m.group(1)) for m in re.finditer(
+        r"^Filename\s*: (.+)$(?:\n(?!\n).*)*?\nDIMSE Status\s*: 0x0000 ", report.read_text(), re.M)]
+    assert "DUL Finite State Machine Error" not in out.stderr, f"an association was lost:\n{out.stderr[-3000:]}"
     studies: dict[str, str] = {}
-    files = sorted(p for p in TEST_FILES.rglob("*") if p.is_file() and p.name not in OHIF_CANNOT_DECODE)
-    assert len(files) > 100, f"pydicom's test files not found under {TEST_FILES}"
-    for path in files:
-        out = subprocess.run([dcmsend, "-aec", "PACS", "127.0.0.1", str(pacs.dimse_port), str(path)],
-                             capture_output=True, text=True, timeout=WAIT)
-        if out.returncode != 0:
-            continue  # not DICOM, no file meta, truncated...: refused by dcmsend or by the PACS
-        try:
-            study = str(pydicom.dcmread(path, stop_before_pixels=True).get("StudyInstanceUID", ""))
-        except (InvalidDicomError, OSError, ValueError):
-            continue
+    for path in sorted(stored, key=lambda p: p.name):
+        study = str(pydicom.dcmread(path, stop_before_pixels=True).get("StudyInstanceUID", ""))
         if study:
             studies.setdefault(study, path.stem)
     return studies
@@ -122,7 +125,7 @@ def stored(pacs: PacsProcess, tmp_path_factory: pytest.TempPathFactory) -> Store
     zero = write_bare_study(tmp / "zero", Modality="CR", PatientName="Zero^Spacing", PixelSpacing=[0, 0])
     for series in (ct, bare, zero):
         _storescu(pacs, series.directory)
-    pydicom_studies = _send_test_files(pacs)
+    pydicom_studies = _send_test_files(pacs, tmp)
     assert len(pydicom_studies) > 15, pydicom_studies
     expected = {ct.study_uid, bare.study_uid, zero.study_uid, *pydicom_studies}
     wait_until(lambda: _listed(pacs.http_url), lambda got: expected <= got, timeout=WAIT, interval=0.5,
