@@ -4,7 +4,7 @@ Idempotent: does nothing when `.build/viewer/index.html` and the version marker 
 version are present. Otherwise `npm pack`s the pinned package (a plain `npm install` fails: its
 runtime dependencies are not all published), extracts `package/dist/` only, relocates the build
 from `/` to `/viewer/`, writes `app-config.js` (same-origin DICOMweb at `/dicomweb`) and checks the
-relocation. See /work/shared/notes/ohif-recipe.md.
+relocation, and patches what OHIF gets wrong (`PATCHES`). See /work/shared/notes/ohif-recipe.md.
 
     python tools/install_viewer.py [--dest DIR] [--force]
 """
@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = "@ohif/app"
@@ -29,6 +30,8 @@ PREFIX = "/viewer/"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEST = REPO / ".build" / "viewer"
 MARKER = ".ohif-version"
+#: Written to MARKER: the OHIF version and the revision of `PATCHES` (a new revision reinstalls).
+INSTALL_ID = f"{VERSION}+pacs.2"
 NPM_TIMEOUT = 600
 #: Netlify/serve/service-worker files of the build that this server does not use.
 UNUSED = ("sw.js", "_headers", "_redirects", "serve.json")
@@ -81,13 +84,45 @@ APP_CONFIG = """\
 """
 
 
+@dataclass(frozen=True)
+class Patch:
+    """A fix of OHIF's own code in its build: `old` must occur exactly once in the bundles."""
+
+    why: str
+    old: str
+    new: str
+
+
+#: OHIF 3.13.2 bugs worked around in what we serve (each `old` is checked to occur exactly once).
+PATCHES = (
+    # @ohif/core DICOMWeb/getModalities: a study whose ModalitiesInStudy (0008,0061) is present but
+    # empty, `{"vr":"CS"}` (correct DICOM JSON for a study without a Modality), makes it read
+    # `undefined.length`: the study list fails with "Data Source Connection Error ... Cannot read
+    # properties of undefined (reading 'length')" and hides every other study.
+    Patch(
+        why="getModalities: ModalitiesInStudy without a Value",
+        old="for (let i = 0; i < ModalitiesInStudy.Value.length; i++) {",
+        new="for (let i = 0; i < (ModalitiesInStudy.Value || []).length; i++) {",
+    ),
+    # @ohif/core MetadataProvider imagePlaneModule: a Pixel Spacing of 0\0 (pydicom-data's RG1_*.dcm
+    # CRs have one) is taken as is, and cornerstone draws a zero-sized image: a black viewport. A
+    # spacing that is not two positive numbers is treated as absent (1 mm, as OHIF does then).
+    Patch(
+        why="imagePlaneModule: a Pixel Spacing that is not positive",
+        old="    if (PixelSpacing) {\n      [rowPixelSpacing, columnPixelSpacing] = PixelSpacing;",
+        new=("    if (PixelSpacing && PixelSpacing.length >= 2 && PixelSpacing.every(v => Number(v) > 0)) {\n"
+             "      [rowPixelSpacing, columnPixelSpacing] = PixelSpacing;"),
+    ),
+)
+
+
 class InstallError(Exception):
     pass
 
 
 def installed(dest: Path) -> bool:
     marker = dest / MARKER
-    return (dest / "index.html").is_file() and marker.is_file() and marker.read_text().strip() == VERSION
+    return (dest / "index.html").is_file() and marker.is_file() and marker.read_text().strip() == INSTALL_ID
 
 
 def npm_pack(workdir: Path) -> Path:
@@ -171,6 +206,19 @@ def relocate(dist: Path) -> None:
     (dist / "app-config.js").write_text(APP_CONFIG, encoding="utf-8")
 
 
+def patch(dist: Path, patches: tuple[Patch, ...] = PATCHES) -> None:
+    """Apply `patches` to the build's JavaScript; InstallError when one does not match exactly once."""
+    bundles = {p: p.read_text(encoding="utf-8") for p in sorted(dist.rglob("*.js")) if p.is_file()}
+    for fix in patches:
+        hits = [(p, text.count(fix.old)) for p, text in bundles.items() if fix.old in text]
+        if len(hits) != 1 or hits[0][1] != 1:
+            where = ", ".join(f"{p.name} ×{n}" for p, n in hits) or "nowhere"
+            raise InstallError(f"OHIF patch '{fix.why}' must match once, found {where}")
+        path = hits[0][0]
+        bundles[path] = bundles[path].replace(fix.old, fix.new)
+        path.write_text(bundles[path], encoding="utf-8")
+
+
 def verify(dist: Path) -> None:
     """Fail if anything still points at the root instead of `/viewer/`."""
     html = (dist / "index.html").read_text(encoding="utf-8")
@@ -200,8 +248,9 @@ def install(dest: Path, force: bool = False) -> bool:
         staged.mkdir()
         files = extract_dist(tarball, staged)
         relocate(staged)
+        patch(staged)
         verify(staged)
-        (staged / MARKER).write_text(VERSION + "\n")
+        (staged / MARKER).write_text(INSTALL_ID + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         staged.rename(dest)  # same file system (the temp dir is beside dest): atomic

@@ -15,6 +15,8 @@ from pacs.services.frames import FrameService, LayoutCache
 from pacs.services.indexer import IndexerService
 from pacs.services.ingest import IngestService
 from pacs.services.retrieve import RetrieveService
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.pixels import get_decoder
@@ -284,3 +286,15 @@ def test_layout_cache_is_a_bounded_lru() -> None:
     cache.put(c, layouts[2])  # type: ignore[arg-type]
     assert cache.get(b) is None and cache.get(a) is layouts[0] and cache.get(c) is layouts[2]
     assert len(cache) == 2
+
+
+def test_native_ybr_full_422_frames_are_subsampled(client: TestClient, store: Store) -> None:
+    """Native YBR_FULL_422 stores two samples a pixel (Y Y Cb Cr for each pair), not three: pydicom's
+    SC_ybr_full_422_uncompressed.dcm (100×100, 20000 bytes) is served whole, not refused as short."""
+    ds = dcmread(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
+    assert (ds.Rows, ds.Columns, ds.SamplesPerPixel, len(ds.PixelData)) == (100, 100, 3, 20000)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, SERIES
+    url = store(ds, ExplicitVRLittleEndian)
+    r = client.get(f"{url}/1", headers={"Accept": OHIF})
+    assert r.status_code == 200, r.text
+    assert parts(r) == [("application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1", ds.PixelData)]

@@ -1,7 +1,9 @@
-"""Fixtures of the viewer end-to-end test: the tools it needs, the installed OHIF, a synthetic CT series.
+"""Fixtures of the viewer tests: the tools they need, the installed OHIF, synthetic studies (a CT
+series, an image with only the required attributes).
 
-The test fails (with the reason) when Chromium or Node.js/npm is missing; `make test` installs them. OHIF itself and playwright-core are installed here when missing (idempotent, a few
-seconds): a failure to install them fails the test.
+The tests fail (with the reason) when Chromium or Node.js/npm is missing; `make test` installs them.
+OHIF itself and playwright-core are installed here when missing (idempotent, a few seconds): a failure
+to install them fails the test.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +19,13 @@ from types import ModuleType
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -43,9 +52,13 @@ class Tools:
 
 
 def _installer() -> ModuleType:
+    """`tools/install_viewer.py` as a module (registered first: its dataclasses need it)."""
+    if "install_viewer" in sys.modules:
+        return sys.modules["install_viewer"]
     spec = importlib.util.spec_from_file_location("install_viewer", REPO / "tools" / "install_viewer.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["install_viewer"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -141,6 +154,28 @@ def write_ct_series(directory: Path, slices: int = SLICES) -> Series:
     return Series(directory, study_uid, series_uid, slices)
 
 
-@pytest.fixture
-def ct_series(tmp_path: Path) -> Series:
-    return write_ct_series(tmp_path / "ct")
+def write_bare_study(directory: Path, **extra: object) -> Series:
+    """One Secondary Capture image with the UIDs and the Image Pixel module only: no Modality (so
+    QIDO answers ModalitiesInStudy `{"vr":"CS"}` with no Value), no patient, date, description,
+    accession, series or instance number; plus the attributes `extra` names."""
+    directory.mkdir(parents=True, exist_ok=True)
+    study_uid, series_uid, sop_uid = generate_uid(), generate_uid(), generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = SIZE
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    ds.PixelData = ((x * 2 + y) % 256).astype(np.uint8).tobytes()  # a diagonal ramp
+    for keyword, value in extra.items():
+        setattr(ds, keyword, value)
+    ds.save_as(directory / "bare.dcm", enforce_file_format=True)
+    return Series(directory, study_uid, series_uid, 1)

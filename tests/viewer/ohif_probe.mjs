@@ -1,14 +1,22 @@
 // Drive OHIF in Debian's headless Chromium with playwright-core (no browser download).
 //
-//   node ohif_probe.mjs --base http://127.0.0.1:PORT --study UID --patient "Viewer, Test"
-//                       --screenshot out.png [--timeout 90]
+//   node ohif_probe.mjs --base http://127.0.0.1:PORT --studies studies.json --out DIR
+//                       [--timeout 90] [--chromium /usr/bin/chromium]
 //
-// Opens the study list (/viewer/), waits for the patient, opens /viewer/viewer?StudyInstanceUIDs=UID,
-// waits for `canvas.cornerstone-canvas` to show a non-blank image, saves a screenshot, and prints
-// one JSON line `RESULT {...}` (steps, pixel statistics, failed DICOMweb requests, console errors).
-// Every wait is bounded; a watchdog ends the process whatever happens.
+// studies.json: {"listed": N, "patients": ["Viewer, Test", ...],
+//                "studies": [{"name": "ct", "uid": "1.2...", "image": true}, ...]}
+//
+// 1. Opens the study list (/viewer/) and waits until it shows `listed` studies ("1-N of N") and
+//    every name of `patients`, or an error ("Data Source Connection Error" and the like).
+// 2. Opens /viewer/viewer?StudyInstanceUIDs=UID for every study, one page load each, and polls the
+//    first viewport until it is drawn: for an `image` study, the viewport canvas has enough
+//    non-black pixels with enough variance, its overlay does not say "n/0" (a stack that never
+//    loaded) and it shows no warning/error icon. A screenshot of each goes to DIR/<name>.png.
+// Prints one JSON line `RESULT {...}`: the list's state, per study the pixel statistics, the
+// overlay text, the icons seen, DICOMweb requests that failed, page errors. Every wait is bounded;
+// a watchdog ends the process whatever happens.
 import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -21,18 +29,65 @@ function args(argv) {
 const opt = args(process.argv.slice(2));
 const timeoutMs = Number(opt.timeout || 90) * 1000;
 const chromiumPath = opt.chromium || '/usr/bin/chromium';
-const result = {
-  ok: false, steps: {}, failed: [], aborted: [], dicomwebRequests: 0, consoleErrors: [], pixels: null,
-};
+const plan = JSON.parse(readFileSync(opt.studies, 'utf-8'));
+const result = { ok: false, steps: {}, list: null, studies: [], failed: [], aborted: [], consoleErrors: [] };
 const t0 = Date.now();
 const mark = (name) => { result.steps[name] = (Date.now() - t0) / 1000; };
 const emit = () => process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+// What OHIF shows when the data source fails (the study list, or a viewer that cannot load a study).
+const ERROR_TEXT = /Data Source Connection Error|Cannot read properties|Something went wrong|Error loading/i;
+// Thresholds of "drawn": share of non-black pixels and the luminance's standard deviation (0-255).
+const MIN_NON_BLACK = 0.02;
+const MIN_STDDEV = 4;
+const STATE_ARGS = { minNonBlack: MIN_NON_BLACK, minStddev: MIN_STDDEV, errorText: ERROR_TEXT.source };
 
+const budget = timeoutMs * (2 + plan.studies.length);
 const watchdog = setTimeout(() => {
-  result.error = `watchdog: probe exceeded ${(timeoutMs * 2.5) / 1000}s`;
+  result.error = `watchdog: probe exceeded ${budget / 1000}s`;
   emit();
   process.exit(3);
-}, timeoutMs * 2.5);
+}, budget);
+
+// Runs in the page: the state of the first viewport (canvas statistics, overlay text, icons).
+function viewportState({ minNonBlack, minStddev, errorText }) {
+  const ERROR = new RegExp(errorText, 'i');
+  const pane = document.querySelector('[data-cy="viewport-pane"]');
+  const canvas = (pane || document).querySelector('canvas.cornerstone-canvas');
+  const state = { hasViewport: !!pane, hasCanvas: !!canvas, pixels: null, overlay: '', icons: [] };
+  if (pane) {
+    state.overlay = (pane.innerText || '').replace(/\s+/g, ' ').trim().slice(0, 400);
+    // Warning/error markers anywhere in the viewport pane: OHIF's status icons are SVGs whose
+    // group has the id "status-warning" / "status-error" / "status-alert", or named by data-cy,
+    // aria-label or title. (The study browser's thumbnails are outside the pane: their warning is
+    // OHIF's list of display-set messages, e.g. "not reconstructable" for any single image.)
+    for (const el of pane.querySelectorAll('svg, [id], [data-cy], [aria-label], [title]')) {
+      const names = [el.getAttribute('id'), el.getAttribute('data-cy'), el.getAttribute('aria-label'),
+        el.getAttribute('title'), el.getAttribute('name')].filter(Boolean).join(' ');
+      if (/warn|alert|error/i.test(names)) state.icons.push(names.slice(0, 120));
+    }
+  }
+  if (canvas && canvas.width && canvas.height) {
+    const tmp = document.createElement('canvas');
+    tmp.width = canvas.width; tmp.height = canvas.height;
+    const ctx = tmp.getContext('2d');
+    ctx.drawImage(canvas, 0, 0);
+    const data = ctx.getImageData(0, 0, tmp.width, tmp.height).data;
+    let nonBlack = 0; let sum = 0; let sum2 = 0;
+    const n = data.length / 4;
+    for (let i = 0; i < data.length; i += 4) {
+      const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+      if (y > 10) nonBlack += 1;
+      sum += y; sum2 += y * y;
+    }
+    const mean = sum / n;
+    state.pixels = { width: canvas.width, height: canvas.height, nonBlackFraction: nonBlack / n,
+      stddev: Math.sqrt(Math.max(0, sum2 / n - mean * mean)) };
+  }
+  state.drawn = !!state.pixels && state.pixels.nonBlackFraction > minNonBlack && state.pixels.stddev > minStddev;
+  state.emptyStack = /(^|\s|\()\d+\/0(\)|\s|$)/.test(state.overlay);
+  state.errorText = ((document.body.innerText || '').match(ERROR) || [''])[0];
+  return state;
+}
 
 const profile = mkdtempSync(join(tmpdir(), 'ohif-probe-'));
 let context;
@@ -51,84 +106,86 @@ try {
   mark('launched');
   const page = context.pages()[0] || (await context.newPage());
   page.setDefaultTimeout(timeoutMs);
+  let current = 'list';
   const isDicomweb = (url) => new URL(url).pathname.startsWith('/dicomweb');
-  page.on('request', (req) => { if (isDicomweb(req.url())) result.dicomwebRequests += 1; });
   page.on('response', (resp) => {
     if (resp.status() >= 400 && isDicomweb(resp.url())) {
-      result.failed.push({ url: resp.url(), status: resp.status(), method: resp.request().method() });
+      result.failed.push({ at: current, url: resp.url(), status: resp.status() });
     }
   });
   page.on('requestfailed', (req) => {
     if (!isDicomweb(req.url())) return;
     const error = req.failure()?.errorText || 'failed';
     // Cancelled by the page itself (navigation, cornerstone's request pool): not a server failure.
-    (error === 'net::ERR_ABORTED' ? result.aborted : result.failed).push({ url: req.url(), error });
+    (error === 'net::ERR_ABORTED' ? result.aborted : result.failed).push({ at: current, url: req.url(), error });
   });
   page.on('console', (msg) => {
-    if (msg.type() === 'error' && result.consoleErrors.length < 30) result.consoleErrors.push(msg.text().slice(0, 400));
+    if (msg.type() === 'error' && result.consoleErrors.length < 40) {
+      result.consoleErrors.push(`${current}: ${msg.text().slice(0, 300)}`);
+    }
   });
   page.on('pageerror', (err) => {
-    if (result.consoleErrors.length < 30) result.consoleErrors.push(`pageerror: ${String(err).slice(0, 400)}`);
+    if (result.consoleErrors.length < 40) result.consoleErrors.push(`${current}: pageerror: ${String(err).slice(0, 300)}`);
   });
 
-  // 1. Study list.
+  // 1. The study list: every study counted, every patient shown, no error.
   await page.goto(`${opt.base}/viewer/`, { waitUntil: 'domcontentloaded', timeout: timeoutMs });
-  await page.getByText(opt.patient, { exact: false }).first().waitFor({ state: 'visible', timeout: timeoutMs });
-  mark('studyList');
-  result.studyListShowsPatient = true;
-  await page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
-
-  // 2. Viewer.
-  await page.goto(`${opt.base}/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(opt.study)}`,
-    { waitUntil: 'domcontentloaded', timeout: timeoutMs });
-  const canvas = page.locator('canvas.cornerstone-canvas').first();
-  await canvas.waitFor({ state: 'attached', timeout: timeoutMs });
-  mark('canvas');
-
-  // 3. Non-blank: poll the canvas pixels until enough of them are not black.
-  const stats = async () => page.evaluate(() => {
-    const c = document.querySelector('canvas.cornerstone-canvas');
-    if (!c || !c.width || !c.height) return null;
-    const tmp = document.createElement('canvas');
-    tmp.width = c.width; tmp.height = c.height;
-    const ctx = tmp.getContext('2d');
-    ctx.drawImage(c, 0, 0);
-    const data = ctx.getImageData(0, 0, tmp.width, tmp.height).data;
-    let nonBlack = 0; const colours = new Set();
-    for (let i = 0; i < data.length; i += 4) {
-      const r = data[i], g = data[i + 1], b = data[i + 2];
-      if (r + g + b > 30) nonBlack += 1;
-      colours.add((r >> 3) << 10 | (g >> 3) << 5 | (b >> 3));
-    }
-    const n = data.length / 4;
-    return { width: c.width, height: c.height, nonBlackFraction: nonBlack / n, distinctColours: colours.size };
-  });
-  const deadline = Date.now() + timeoutMs;
+  const list = { ok: false, pager: '', missing: [], error: '' };
+  const listDeadline = Date.now() + timeoutMs;
   for (;;) {
-    result.pixels = await stats().catch((e) => ({ error: String(e) }));
-    if (result.pixels && result.pixels.nonBlackFraction > 0.05 && result.pixels.distinctColours > 8) break;
-    if (Date.now() > deadline) throw new Error(`canvas still blank after ${timeoutMs / 1000}s`);
+    const text = await page.evaluate(() => document.body.innerText || '');
+    const pager = text.match(/\d+-\d+ of (\d+)/);
+    list.pager = pager ? pager[0] : '';
+    list.missing = (plan.patients || []).filter((p) => !text.includes(p));
+    const error = text.match(ERROR_TEXT);
+    list.error = error ? text.slice(Math.max(0, error.index - 40), error.index + 200) : '';
+    list.ok = !list.error && !!pager && Number(pager[1]) === plan.listed && list.missing.length === 0;
+    if (list.ok || list.error || Date.now() > listDeadline) break;
     await page.waitForTimeout(250);
   }
-  mark('rendered');
-  await page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
-  await page.waitForTimeout(500);
-  result.pixels = await stats();
-  if (opt.screenshot) {
-    await page.screenshot({ path: opt.screenshot, timeout: timeoutMs });
-    result.screenshot = opt.screenshot;
+  result.list = list;
+  mark('studyList');
+  if (opt.out) await page.screenshot({ path: join(opt.out, 'study-list.png'), timeout: timeoutMs });
+
+  // 2. Each study in the viewer.
+  for (const study of plan.studies) {
+    current = study.name;
+    const entry = { name: study.name, uid: study.uid, ok: false };
+    result.studies.push(entry);
+    const started = Date.now();
+    try {
+      await page.goto(`${opt.base}/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(study.uid)}`,
+        { waitUntil: 'domcontentloaded', timeout: timeoutMs });
+      const deadline = Date.now() + timeoutMs;
+      let state;
+      for (;;) {
+        state = await page.evaluate(viewportState, STATE_ARGS)
+          .catch((e) => ({ error: String(e) }));
+        const good = state.hasViewport && !state.errorText && !state.emptyStack && state.icons?.length === 0
+          && (!study.image || state.drawn);
+        if (good || Date.now() > deadline) break;
+        await page.waitForTimeout(250);
+      }
+      // Let late loads settle, then look again: the final state is the one judged.
+      await page.waitForLoadState('networkidle', { timeout: 10000 }).catch(() => {});
+      await page.waitForTimeout(300);
+      state = await page.evaluate(viewportState, STATE_ARGS);
+      Object.assign(entry, state);
+      entry.ok = state.hasViewport && !state.errorText && !state.emptyStack && state.icons.length === 0
+        && (!study.image || state.drawn);
+    } catch (err) {
+      entry.error = String(err && err.stack ? err.stack : err).slice(0, 1500);
+    }
+    entry.seconds = (Date.now() - started) / 1000;
+    if (opt.out) {
+      entry.screenshot = join(opt.out, `${study.name}.png`);
+      await page.screenshot({ path: entry.screenshot, timeout: timeoutMs }).catch(() => {});
+    }
+    mark(study.name);
   }
-  mark('done');
-  result.ok = true;
+  result.ok = result.list.ok && result.studies.every((s) => s.ok);
 } catch (err) {
   result.error = String(err && err.stack ? err.stack : err).slice(0, 3000);
-  try {
-    const page = context && context.pages()[0];
-    if (page && opt.screenshot) {
-      await page.screenshot({ path: opt.screenshot, timeout: 10000 });
-      result.screenshot = opt.screenshot;
-    }
-  } catch { /* best effort */ }
 } finally {
   if (context) await context.close().catch(() => {});
   rmSync(profile, { recursive: true, force: true });

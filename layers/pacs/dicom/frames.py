@@ -85,7 +85,16 @@ class PixelLayout:
 
     @property
     def frame_bits(self) -> int:
-        return self.rows * self.columns * self.samples_per_pixel * self.bits_allocated
+        return self.rows * self.columns * self.samples_per_frame_pixel * self.bits_allocated
+
+    @property
+    def samples_per_frame_pixel(self) -> int:
+        """Stored samples a pixel: native YBR_FULL_422 keeps one Cb and one Cr for each two pixels
+        (PS3.3 C.7.6.3.1.2), so two, though SamplesPerPixel says 3."""
+        if (self.samples_per_pixel == 3 and not self.encapsulated
+                and self.header.get("PhotometricInterpretation") == "YBR_FULL_422"):
+            return 2
+        return self.samples_per_pixel
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
