@@ -18,7 +18,11 @@ ALLOW_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 ALLOW_HEADERS = "Accept, Accept-Encoding, Content-Type, Authorization, If-None-Match, Range"
 EXPOSE_HEADERS = "ETag, Content-Length, Content-Range, Warning, Location"
 MAX_AGE = "600"
+#: One instance's frames, bulk data, renditions: they change only if the instance is sent again.
 IMMUTABLE = "private, max-age=3600"
+#: Metadata (any level) and study- or series-level retrieves change as instances arrive (or are
+#: replaced or deleted): the browser keeps them but asks again each time (their ETag gives a 304).
+REVALIDATE = "private, no-cache"
 SEARCH = "no-cache"
 STUDIES = "/dicomweb/studies"
 #: The last path segment of a QIDO-RS search (a retrieve ends in a UID, frame list, `metadata`…).
@@ -39,9 +43,13 @@ def cache_control(method: str, path: str, status: int) -> str | None:
     """The Cache-Control for a response to `method path`, or None to add none."""
     if method not in ("GET", "HEAD") or not (path == STUDIES or path.startswith(STUDIES + "/")):
         return None
-    if path.rstrip("/").rsplit("/", 1)[-1] in SEARCH_SEGMENTS:
+    segments = path.rstrip("/").split("/")
+    if segments[-1] in SEARCH_SEGMENTS:
         return SEARCH
-    return IMMUTABLE if 200 <= status < 300 else None
+    if not 200 <= status < 300:
+        return None
+    one_instance = "instances" in segments[:-1]  # …/instances/{uid}[/frames/…, /rendered, …]
+    return IMMUTABLE if one_instance and segments[-1] != "metadata" else REVALIDATE
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

@@ -162,9 +162,13 @@ def test_cache_control(client: TestClient) -> None:
     for url in ("/dicomweb/studies", f"/dicomweb/studies/{S1}/series", f"/dicomweb/studies/{S1}/instances",
                 f"/dicomweb/studies/{S1}/series/{S1}.1/instances", "/dicomweb/studies?PatientID=nobody"):
         assert client.get(url).headers["cache-control"] == "no-cache", url
+    # a study's or series' content and any metadata change as instances arrive: kept, but revalidated
     for url in (f"/dicomweb/studies/{S1}", f"/dicomweb/studies/{S1}/series/{S1}.1",
-                f"/dicomweb/studies/{S1}/series/{S1}.1/instances/{S1}.1.2"):
-        assert client.get(url).headers["cache-control"] == "private, max-age=3600", url
+                f"/dicomweb/studies/{S1}/metadata", f"/dicomweb/studies/{S1}/series/{S1}.1/metadata",
+                f"/dicomweb/studies/{S1}/series/{S1}.1/instances/{S1}.1.2/metadata"):
+        assert client.get(url).headers["cache-control"] == "private, no-cache", url
+    url = f"/dicomweb/studies/{S1}/series/{S1}.1/instances/{S1}.1.2"  # changes only when sent again
+    assert client.get(url).headers["cache-control"] == "private, max-age=3600", url
     assert "cache-control" not in client.get("/dicomweb/studies/1.2.3").headers  # errors: not cached
     assert "cache-control" not in client.get("/health").headers
 
@@ -174,9 +178,12 @@ def test_cache_control(client: TestClient) -> None:
     [
         ("GET", "/dicomweb/studies/1/series/2/instances/3/frames/1,2", 200, "private, max-age=3600"),
         ("GET", "/dicomweb/studies/1/series/2/instances/3/bulkdata/7FE00010", 200, "private, max-age=3600"),
-        ("GET", "/dicomweb/studies/1/metadata", 200, "private, max-age=3600"),
-        ("GET", "/dicomweb/studies/1/rendered", 206, "private, max-age=3600"),
-        ("HEAD", "/dicomweb/studies/1", 200, "private, max-age=3600"),
+        ("GET", "/dicomweb/studies/1/metadata", 200, "private, no-cache"),
+        ("GET", "/dicomweb/studies/1/series/2/metadata", 200, "private, no-cache"),
+        ("GET", "/dicomweb/studies/1/series/2/instances/3/metadata", 200, "private, no-cache"),
+        ("GET", "/dicomweb/studies/1/series/2/instances/3/rendered", 200, "private, max-age=3600"),
+        ("GET", "/dicomweb/studies/1/rendered", 206, "private, no-cache"),
+        ("HEAD", "/dicomweb/studies/1", 200, "private, no-cache"),
         ("GET", "/dicomweb/studies/1/series/", 200, "no-cache"),
         ("GET", "/dicomweb/studies/1", 404, None),
         ("POST", "/dicomweb/studies", 200, None),
