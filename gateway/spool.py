@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pacs.processes import running
+
 log = logging.getLogger("gateway")
 
 #: `gateway.ae.SpoolFile` names: the spooling process id, a number.
@@ -52,7 +54,7 @@ class SpoolTracker:
     def sweep(self) -> int:
         """Remove the files left by associations that have ended; how many there were."""
         with self._lock:
-            ended = [(o, files) for o, files in self._files.items() if not o.is_alive()]
+            ended = [(o, files) for o, files in self._files.items() if not o.isrunning()]
             for owner, _ in ended:
                 del self._files[owner]
         removed = 0
@@ -74,16 +76,6 @@ class SpoolTracker:
 TRACKER = SpoolTracker()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_orphans(directory: Path | str) -> int:
     """Remove the spool files in `directory` whose process is gone (see the module docstring)."""
     removed = 0
@@ -93,7 +85,7 @@ def remove_orphans(directory: Path | str) -> int:
             if match is None or not entry.is_file(follow_symlinks=False):
                 continue
             pid = int(match.group(1))
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not running(pid):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1

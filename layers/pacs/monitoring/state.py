@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from pacs.backends import Backend
 from pacs.monitoring import multiprocess
+from pacs.processes import running
 
 log = logging.getLogger("pacs.monitoring")
 
@@ -42,21 +43,11 @@ def worker_heartbeats() -> dict[int, float]:
     return beats
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def live_workers(now: float | None = None) -> list[int]:
     """The gateway workers alive: a recent heartbeat from a process that still exists."""
     now = time.time() if now is None else now
     return sorted(pid for pid, beat in worker_heartbeats().items()
-                  if now - beat < HEARTBEAT_STALE and _running(pid))
+                  if now - beat < HEARTBEAT_STALE and running(pid))
 
 
 class BackendCollector(Collector):
