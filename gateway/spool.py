@@ -54,7 +54,7 @@ class SpoolTracker:
     def sweep(self) -> int:
         """Remove the files left by associations that have ended; how many there were."""
         with self._lock:
-            ended = [(o, files) for o, files in self._files.items() if not o.isrunning()]
+            ended = [(o, files) for o, files in self._files.items() if not o.is_alive()]
             for owner, _ in ended:
                 del self._files[owner]
         removed = 0
