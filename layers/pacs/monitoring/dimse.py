@@ -110,15 +110,18 @@ def on_dimse_recv(event: Any) -> None:
     message = event.message
     name = type(message).__name__
     if name.endswith("_RQ"):
-        cs = message.command_set
-        request_received(event.assoc, service_of(message), int(cs.MessageID), _size(message))
+        msg_id = message.command_set.get("MessageID")  # absent in a malformed request (refused)
+        if msg_id is not None:
+            request_received(event.assoc, service_of(message), int(msg_id), _size(message))
 
 
 def on_dimse_sent(event: Any) -> None:
     message = event.message
     if type(message).__name__.endswith("_RSP"):
         cs = message.command_set
-        response_sent(event.assoc, int(cs.MessageIDBeingRespondedTo), int(cs.Status), _size(message))
+        responded, status = cs.get("MessageIDBeingRespondedTo"), cs.get("Status")
+        if responded is not None and status is not None:
+            response_sent(event.assoc, int(responded), int(status), _size(message))
 
 
 def handlers() -> list[tuple[Any, Any]]:
