@@ -4,9 +4,11 @@ new thread, and a catalog read from each must not keep a connection (and its des
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from pacs.catalog.sqlite import SqliteCatalog
 from pacs.catalog.sqlite_connections import ThreadConnections
@@ -90,3 +92,27 @@ def test_writes_in_a_batch_share_one_transaction_and_fail_alone(tmp_path: Path) 
     assert reader.execute("SELECT count(*) FROM t").fetchone() == (3,)
     reader.close()
     store.close()
+
+
+def _open_at_once(path: str, barrier: Any) -> None:
+    barrier.wait()
+    conns = ThreadConnections(path)
+    conns.get().execute("SELECT 1")
+    conns.close()
+
+
+def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -> None:
+    """Gateway workers start together on a fresh data directory: switching the new file to WAL answered
+    "database is locked" at once (no busy handler) to all but one of them, and a worker that fails before
+    serving stops the gateway. The pragmas are retried while the database is locked."""
+    ctx = multiprocessing.get_context("fork")
+    failures = 0
+    for n in range(60):
+        barrier = ctx.Barrier(3)
+        procs = [ctx.Process(target=_open_at_once, args=(str(tmp_path / f"{n}.db"), barrier)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        failures += sum(p.exitcode != 0 for p in procs)
+    assert failures == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000")
+#: How long a new connection retries its pragmas while another process holds the database: switching a
+#: new file to WAL answers "database is locked" at once, without the busy handler, when two processes
+#: (the gateway's workers starting on a fresh data directory) do it together.
+PRAGMA_RETRY_SECONDS = 30.0
 
 
 class _Holder:
@@ -44,8 +49,7 @@ class ThreadConnections:
         holder: _Holder | None = getattr(self._local, "holder", None)
         if holder is None:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            for pragma in PRAGMAS:
-                db.execute(pragma)
+            _apply_pragmas(db)
             holder = self._local.holder = _Holder(db)
             with self._lock:
                 self._open.add(holder)
@@ -63,6 +67,20 @@ class ThreadConnections:
         for holder in holders:
             holder.db.close()
         self._local = threading.local()
+
+
+def _apply_pragmas(db: sqlite3.Connection) -> None:
+    deadline = time.monotonic() + PRAGMA_RETRY_SECONDS
+    for pragma in PRAGMAS:
+        while True:
+            try:
+                db.execute(pragma)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    db.close()
+                    raise
+                time.sleep(0.01)
 
 
 def transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
