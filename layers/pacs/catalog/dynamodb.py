@@ -717,7 +717,7 @@ class DynamoCatalog:
         self.get_study("-", "health-check")
 
     def totals(self, partition: str) -> None:
-        """None: totals would take a Scan, or a counter item every ingest contends on. CloudWatch sums
+        """None: totals would take a table scan, or a counter item every ingest contends on. CloudWatch sums
         the indexer's InstancesIndexed and IndexedBytes instead."""
         return None
 

@@ -105,7 +105,7 @@ class Catalog(Protocol):
 
     def totals(self, partition: str) -> CatalogTotals | None:
         """Studies, series, instances and bytes of a partition, when the catalog keeps them at a small
-        cost (monitoring); None otherwise (DynamoDB: no Scan, the figures are left to CloudWatch)."""
+        cost (monitoring); None otherwise (DynamoDB: no table scan, the figures are left to CloudWatch)."""
         ...
 
     def close(self) -> None: ...

@@ -1,6 +1,6 @@
 """Figures read when /metrics is scraped: catalog counts, queue and dead-letter depths, the gateway
 workers alive. Each comes from the component itself (cheap: SQLite aggregates over study rows, SQS
-queue attributes), never from a Scan; one that fails is left out of the scrape, and /health says why.
+queue attributes), never from a table scan; one that fails is left out of the scrape, and /health says why.
 """
 
 from __future__ import annotations
