@@ -149,6 +149,10 @@ class Functions(Construct):
                 "account pool and cap viewers below the throttle."),
         )
 
+    def grants_why(self, fn: lambda_.Function, *, read: list[s3.IBucket], write: list[s3.IBucket]) -> None:
+        """Suppress the IAM5 findings of CDK's bucket and table grants to `fn`, named exactly."""
+        self._grants_why(fn, read=read, write=write)
+
     def _grants_why(self, fn: lambda_.Function, *, read: list[s3.IBucket], write: list[s3.IBucket]) -> None:
         buckets = [_cfn(b) for b in (*read, *write)]
         suppress(fn, Why("AwsSolutions-IAM5", GRANT_WILDCARDS, applies_to=grant_findings(
@@ -159,13 +163,15 @@ class Functions(Construct):
         return [self.indexer, self.reconcile, self.dicomweb]
 
     def function(self, cid: str, name: str, env: dict[str, str], *, timeout: Duration, memory: int,
-                 reserved: int | None, dlq: sqs.IQueue | None = None) -> lambda_.Function:
+                 reserved: int | None, dlq: sqs.IQueue | None = None,
+                 layers: list[lambda_.ILayerVersion] | None = None) -> lambda_.Function:
         log_group = logs.LogGroup(self, f"{cid}Logs", encryption_key=self.r.logs_key,
                                   retention=retention(self.config.retention_days))
         fn = lambda_.Function(
             self, cid,
             runtime=RUNTIME, architecture=lambda_.Architecture.X86_64,
-            handler=f"functions.{name}.handler.handler", code=self.code, layers=[self.layer],
+            handler=f"functions.{name}.handler.handler", code=self.code,
+            layers=[self.layer] if layers is None else layers,
             environment={
                 **env,
                 "POWERTOOLS_SERVICE_NAME": name,
