@@ -47,6 +47,13 @@ def transcoder_layer(out: Path = BUILD / "transcoder-layer") -> tuple[Path, str]
     return root, root.name
 
 
+def dicomweb_layer(out: Path = BUILD / "dicomweb-layer") -> tuple[Path, str]:
+    """The DICOMweb function's layer: the shared one plus imagecodecs (HTJ2K and JPEG baseline encoding
+    on the fly), without pynetdicom and rich, which it never imports (≈ 231 MB unzipped)."""
+    root: Path = layer_builder().build(out, "dicomweb")
+    return root, root.name
+
+
 def functions_code(out: Path = BUILD / "functions") -> Path:
     """`<root>/functions/…`: a clean copy of the handlers' package, with Python 3.12 bytecode when a
     3.12 interpreter is here (the code directory is read-only on Lambda too); returns the asset root.

@@ -3,7 +3,7 @@ the VPC's isolated subnets, with X-Ray, encrypted log groups with retention, and
 
     indexer    SQS (S3 notifications) → catalog + domain events; reserved concurrency protects the table
     reconcile  daily (EventBridge schedule, async): object store ↔ catalog diff and repair; a DLQ
-    dicomweb   API Gateway → FastAPI through Mangum (sync)
+    dicomweb   API Gateway → FastAPI through Mangum (sync); its own layer (the shared one + imagecodecs)
 """
 
 from __future__ import annotations
@@ -89,6 +89,20 @@ class Functions(Construct):
             description="pacs library + pydicom, codecs (no GPL), pynamodb, FastAPI, Mangum, Powertools",
             license="Apache-2.0",
         )
+        if config.layer_dir:
+            web_code = layer_code
+        else:
+            web_root, web_digest = assets.dicomweb_layer()
+            web_code = lambda_.Code.from_asset(str(web_root), asset_hash=web_digest,
+                                               asset_hash_type=AssetHashType.CUSTOM)
+        #: The DICOMweb function's: the shared layer's packages plus imagecodecs (transcoding on the fly
+        #: to HTJ2K or JPEG baseline), without the DIMSE stack; 250 MB leaves no room for both in one.
+        self.web_layer = lambda_.LayerVersion(
+            self, "DicomWebLayer", code=web_code, compatible_runtimes=[RUNTIME],
+            compatible_architectures=[lambda_.Architecture.X86_64],
+            description="pacs library + pydicom, codecs, imagecodecs (no GPL), FastAPI, Mangum, Powertools",
+            license="Apache-2.0",
+        )
         self.code = lambda_.Code.from_asset(str(assets.functions_code()))
         self.security_group = ec2.SecurityGroup(
             self, "FunctionsSg", vpc=vpc, allow_all_outbound=False,
@@ -134,7 +148,7 @@ class Functions(Construct):
         # dicomweb: behind API Gateway.
         self.dicomweb = self.function(
             "DicomWeb", "dicomweb", {**env, "PACS_MAX_INLINE_RESPONSE": str(MAX_INLINE_RESPONSE)},
-            timeout=Duration.seconds(29), memory=2048, reserved=None)
+            timeout=Duration.seconds(29), memory=2048, reserved=None, layers=[self.web_layer])
         r.originals.grant_read_write(self.dicomweb)  # STOW-RS stores, DELETE removes
         r.derived.grant_read_write(self.dicomweb)  # metadata, pre-packed bodies; presigned GETs
         r.table.grant_read_write_data(self.dicomweb)

@@ -48,8 +48,12 @@ LOCAL_ONLY = ("uvicorn",)
 TRANSCODER_ONLY = ("imagecodecs",)
 #: Left out of the transcoder's layer: it never imports them (its function loads that layer alone).
 NOT_IN_TRANSCODER = ("fastapi", "starlette", "mangum", "pynetdicom", "rich")
-PROFILES = ("shared", "transcoder")
-DEFAULT_OUTS = {"shared": DEFAULT_OUT, "transcoder": ROOT / ".build" / "transcoder-layer"}
+#: Left out of the DICOMweb function's layer (the shared one plus imagecodecs, for encoding on the fly).
+NOT_IN_DICOMWEB = ("pynetdicom", "rich")
+PROFILES = ("shared", "transcoder", "dicomweb")
+DEFAULT_OUTS = {"shared": DEFAULT_OUT, "transcoder": ROOT / ".build" / "transcoder-layer",
+                "dicomweb": ROOT / ".build" / "dicomweb-layer"}
+_LEFT_OUT = {"shared": TRANSCODER_ONLY, "transcoder": NOT_IN_TRANSCODER, "dicomweb": NOT_IN_DICOMWEB}
 #: Licences we do not ship.
 FORBIDDEN = ("pylibjpeg-libjpeg",)
 #: Removed from the layer: not needed at run time, and they count against the 250 MB limit.
@@ -73,7 +77,7 @@ def requirements(pyproject: Path = ROOT / "pyproject.toml", profile: str = "shar
     bad = [r for r in reqs if _name(r) in FORBIDDEN]
     if bad:
         raise SystemExit(f"refusing to ship {bad}: GPL-licensed")
-    left_out = LOCAL_ONLY + (NOT_IN_TRANSCODER if profile == "transcoder" else TRANSCODER_ONLY)
+    left_out = LOCAL_ONLY + _LEFT_OUT[profile]
     return [r for r in reqs if _name(r) not in left_out]
 
 

@@ -166,3 +166,25 @@ def test_handler_imports_from_the_transcoder_layer_on_python312(layer: Path) -> 
                           env=env, capture_output=True, text=True, timeout=240, cwd=code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rules": 1, "htj2k": True, "roundtrip": True}
+
+
+def test_dicomweb_function_has_imagecodecs_for_encoding_on_the_fly(tc: Synth) -> None:
+    [fn] = [props(r) for r in tc.resources("AWS::Lambda::Function").values()
+            if props(r).get("Handler") == "functions.dicomweb.handler.handler"]
+    assert fn["Layers"] == [{"Ref": logical_id(tc, "Functions/DicomWebLayer")}]
+    root, _ = assets.dicomweb_layer()
+    site = root / "python"
+    for name in ("pacs", "imagecodecs", "fastapi", "mangum", "PIL", "openjpeg"):
+        assert (site / name).is_dir(), name
+    assert not (site / "pynetdicom").exists()
+    assert assets.tree_size(root) + assets.tree_size(assets.functions_code()) < LAMBDA_UNZIPPED_LIMIT
+    python = assets.layer_builder().python312()
+    if python is None:
+        return
+    probe = "import functions.dicomweb.app, imagecodecs; print(imagecodecs.HTJ2K.available)"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PACS_BACKEND": "aws", "PACS_BUCKET": "b",
+           "PACS_TABLE": "t", "PACS_REGION": "eu-west-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    paths = [str(assets.functions_code()), str(site)]
+    done = subprocess.run([python, "-I", "-c", f"import sys; sys.path[:0] = {paths!r}\n{probe}"],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0 and done.stdout.strip().endswith("True"), done.stderr[-3000:]
