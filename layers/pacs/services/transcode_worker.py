@@ -41,6 +41,8 @@ from pacs.services.transcoder import DETAIL_TYPES, PermanentFailure, TranscoderS
 log = logging.getLogger("pacs.transcoder")
 
 RETRY_DELAY = 1.0
+#: How often a running worker looks for redriven dead letters (`pacs transcoder dlq redrive`).
+REDRIVE_CHECK_SECONDS = 1.0
 MAX_ATTEMPTS = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, after INTEGER NOT NULL) WITHOUT ROWID;
@@ -120,6 +122,10 @@ def _init(env: dict[str, str], extra: Callable[[], None] | None) -> None:
     _SERVICE = TranscoderService(backend.store, backend.catalog, load_policy(settings.transcode_policy))
 
 
+def _ready() -> int:
+    return os.getpid()
+
+
 def _work(detail_type: str, detail: dict[str, Any]) -> tuple[str, str]:
     """("done", outcome) or ("permanent", reason); other exceptions are worth a retry."""
     assert _SERVICE is not None
@@ -159,6 +165,7 @@ class TranscodeWorker:
         self._waiting: list[_Job] = []  # retries, due later
         self._pool: ProcessPoolExecutor | None = None
         self.done = self.failed = 0
+        self._next_redrive_check = 0.0
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -166,6 +173,13 @@ class TranscodeWorker:
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
                 initargs=(self.settings.to_env(), self._extra_init))
         return self._pool
+
+    def warm(self) -> None:
+        """Start every pool process now (each imports the codecs and opens its backend: about a second)."""
+        pool = self._executor()
+        pids: set[int] = set()
+        while len(pids) < self.workers:  # one task per idle process at a time, until all answered
+            pids |= {f.result() for f in [pool.submit(_ready) for _ in range(self.workers)]}
 
     def _submit(self, job: _Job) -> None:
         job.attempts += 1
@@ -180,8 +194,10 @@ class TranscodeWorker:
         """Take new events (up to twice the pool's size in flight), wait up to `timeout` for work to
         finish, record what finished, and move the cursor past everything done."""
         if read:
-            for event in self.state.take_redriven():
-                self._submit(_Job(event, tracked=False))
+            if time.monotonic() >= self._next_redrive_check:  # a write transaction: not at every step
+                self._next_redrive_check = time.monotonic() + REDRIVE_CHECK_SECONDS
+                for event in self.state.take_redriven():
+                    self._submit(_Job(event, tracked=False))
             room = 2 * self.workers - len(self._running) - len(self._waiting)
             if room > 0:
                 for event in self.events.read(self._read_upto, room, DETAIL_TYPES):
