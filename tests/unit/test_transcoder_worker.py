@@ -133,3 +133,21 @@ def test_cli_check_and_dlq(embedded: Backend, tmp_path: object, capsys: pytest.C
     assert "9\tInstanceStored\tk\tattempts=1\tcorrupt" in capsys.readouterr().out
     assert main(["transcoder", "dlq", "redrive", "--data-dir", data_dir]) == 0
     assert "redriven 1" in capsys.readouterr().out
+
+
+def test_a_dead_pool_process_is_replaced_and_nothing_is_lost(embedded: Backend) -> None:
+    import os
+    import signal
+
+    settings = dataclasses.replace(embedded.settings, transcode_policy=POLICY)
+    worker = TranscodeWorker(settings, workers=2, retry_delay=0.1)
+    try:
+        worker.warm()
+        assert worker._pool is not None
+        for pid in list(worker._pool._processes):  # every pool process killed, as an OOM kill would
+            os.kill(pid, signal.SIGKILL)
+        ingest(embedded, 8, 9)
+        until(lambda: copies(embedded) == 2 and not worker.busy, worker)
+        assert worker.failed == 0 and worker.state.dead_letters() == []
+    finally:
+        worker.close()

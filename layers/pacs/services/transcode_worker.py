@@ -183,7 +183,11 @@ class TranscodeWorker:
 
     def _submit(self, job: _Job) -> None:
         job.attempts += 1
-        future = self._executor().submit(_work, job.event.detail_type, job.event.detail)
+        try:
+            future = self._executor().submit(_work, job.event.detail_type, job.event.detail)
+        except BrokenProcessPool:  # a process died while idle: a new pool for this and what is in flight
+            self._rebuild()
+            future = self._executor().submit(_work, job.event.detail_type, job.event.detail)
         self._running[future] = job
 
     @property
