@@ -16,6 +16,7 @@ The AWS twin is `functions/transcoder` (EventBridge → SQS → the same Transco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -280,5 +281,18 @@ class TranscodeWorker:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            _stop_resource_tracker()
         self.events.close()
         self.state.close()
+
+
+def _stop_resource_tracker() -> None:
+    """Stop multiprocessing's resource tracker (started for the spawn pool's semaphores) and wait for it:
+    left alone it exits only after this process does, a moment later, outside a clean shutdown. It is
+    started again if anything needs it."""
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # CPython 3.11+
+    if stop is not None:
+        with contextlib.suppress(OSError):  # ChildProcessError is an OSError
+            stop()
