@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,5 +276,5 @@ def options_from(d: Mapping[str, Any] | None) -> EncodeOptions:
     return EncodeOptions(quality=d.get("quality"), near_lossless=d.get("near_lossless"), ratio=d.get("ratio"))
 
 
-__all__: Sequence[str] = ("InstanceFacts", "Policy", "PolicyError", "Rule", "Target", "load_policy",
-                          "parse_policy", "resolve_syntax")
+__all__ = ["InstanceFacts", "Policy", "PolicyError", "Rule", "Target", "load_policy", "parse_policy",
+           "resolve_syntax"]
