@@ -1,26 +1,42 @@
-"""A data set re-encoded in another transfer syntax, in place: decode through the registry's
-decoders, encode through its encoders, with the attributes the new syntax requires."""
+"""A data set re-encoded in another transfer syntax, in place.
+
+Frame by frame: each frame is decoded by the registry's chosen decoder, converted only where the target
+requires it (photometric.py), encoded by the chosen encoder, then encapsulated with a Basic Offset Table (an
+Extended Offset Table past 4 GiB of fragments, or when asked). Lossy steps are recorded (lossy.py) and a lossy
+encoding makes a new SOP Instance UID unless the caller says otherwise (`new_uid`, see the README's
+"Transfer syntaxes" section for what each path does).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, encapsulate_extended, get_frame
+from pydicom.pixels import get_decoder, get_encoder
+from pydicom.uid import HTJ2K as HTJ2K_LOSSY
+from pydicom.uid import JPEG2000 as J2K_LOSSY
 from pydicom.uid import (
-    JPEG2000,
     UID,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLSNearLossless,
 )
 
-from pacs.codecs.registry import NATIVE, can_decode, can_encode
+from pacs.codecs import lossy, photometric
+from pacs.codecs.plugins import PLUGIN
+from pacs.codecs.registry import NATIVE, can_decode, can_encode, decoder_plugin, encoder_plugin
 from pacs.codecs.syntaxes import SYNTAXES
 
-_ALWAYS_LOSSY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_EOT_TAGS = (0x7FE00001, 0x7FE00002)
+#: PS3.5 A.4: a Basic Offset Table holds 32-bit offsets.
+_BOT_LIMIT = 2**32 - 1
 
 
 class TranscodeError(Exception):
@@ -29,25 +45,36 @@ class TranscodeError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class EncodeOptions:
-    """How lossy an encoding may be; the default is lossless wherever the syntax allows it."""
+    """How lossy an encoding may be. The default is lossless wherever the syntax allows it: JPEG 2000 (.91),
+    HTJ2K (.203) and JPEG-LS near-lossless (.81) are then written reversibly (NEAR=0); only JPEG Baseline and
+    Extended are always lossy (quality 90 unless asked)."""
 
-    #: JPEG Baseline quality (1-100).
+    #: JPEG Baseline / Extended quality (1-100).
     quality: int | None = None
     #: JPEG-LS near-lossless NEAR (maximum absolute error per sample).
     near_lossless: int | None = None
-    #: JPEG 2000 / HTJ2K lossy: the compression ratio asked.
+    #: JPEG 2000 / HTJ2K lossy: the compression ratio asked (HTJ2K: the quantization step found for it on the
+    #: first frame, so the ratio reached is close, not exact).
     ratio: float | None = None
+    #: HTJ2K lossy: the quantization step itself (instead of a ratio).
+    qstep: float | None = None
+    #: Force an Extended Offset Table (it is always used past 4 GiB of fragments).
+    extended_offsets: bool = False
 
     @property
     def lossy(self) -> bool:
-        return any(v is not None for v in (self.quality, self.near_lossless, self.ratio))
+        return any(v is not None for v in (self.quality, self.near_lossless, self.ratio, self.qstep))
 
 
-def transcode(ds: Dataset, target: str, options: EncodeOptions | None = None) -> Dataset:
+def transcode(
+    ds: Dataset, target: str, options: EncodeOptions | None = None, *, new_uid: bool | None = None
+) -> Dataset:
     """`ds` (read from a Part 10 file, with its file meta) re-encoded for `target`, in place.
 
-    Raises TranscodeError when it cannot be done (no decoder for the source, no encoder for the target,
-    corrupt pixel data). A lossy encoding of lossless pixels makes a new SOP Instance UID (PS3.5 8.2).
+    `new_uid`: None (default) makes a new SOP Instance UID exactly when this call applies lossy compression
+    (PS3.3 C.7.6.1.1.5: a lossy compressed copy of an image is a new, DERIVED image); True always, False never
+    (WADO-RS answering in a lossy syntax, PS3.18 8.7.3). Raises TranscodeError when it cannot be done (no
+    decoder for the source, no encoder for the target, corrupt pixel data, pixels the target cannot carry).
     """
     target = UID(target)
     options = options or EncodeOptions()
@@ -64,54 +91,178 @@ def transcode(ds: Dataset, target: str, options: EncodeOptions | None = None) ->
     if not can_encode(target):
         raise TranscodeError(f"no encoder for {target.name} is installed")
     has_pixels = any(t in ds for t in _PIXEL_TAGS)
-    if source.is_compressed:
-        if not has_pixels:
-            raise TranscodeError(f"{source.name} but no pixel data")
-        try:
-            ds.decompress(as_rgb=True, generate_instance_uid=False)
-        except Exception as exc:  # the codecs raise many kinds: all mean "cannot decode this one"
-            raise TranscodeError(f"cannot decode the {source.name} pixel data: {exc}") from exc
-        if source in _ALWAYS_LOSSY:
-            _mark_lossy(ds, "ISO_10918_1")
-    else:
-        _native_values(ds, big_endian=not source.is_little_endian)
-    if target in NATIVE:
-        ds.file_meta.TransferSyntaxUID = target
-        ds.set_original_encoding(target.is_implicit_VR, target.is_little_endian, ds.original_character_set)
-        if target in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
-            pass  # pydicom writes both from the data set's values
+    if source.is_compressed and "PixelData" not in ds:
+        raise TranscodeError(f"{source.name} but no pixel data")
+    if not has_pixels or "PixelData" not in ds:
+        if target.is_compressed:
+            raise TranscodeError(f"{target.name} needs pixel data and the instance has none")
+        _resolve_elements(ds)
+        _set_syntax(ds, target)
         return ds
-    if not has_pixels:
-        raise TranscodeError(f"{target.name} needs pixel data and the instance has none")
-    kwargs: dict[str, object] = {}
-    if target == JPEGLSNearLossless:
-        kwargs["jls_error"] = options.near_lossless if options.near_lossless is not None else 0
-    if target == JPEG2000 and options.ratio is not None:
-        kwargs["j2k_cr"] = [options.ratio]
+    if not source.is_compressed and target in NATIVE:
+        _native_to_native(ds, source, target)
+        return ds
     try:
-        ds.compress(target, generate_instance_uid=False, **kwargs)  # type: ignore[arg-type]
-    except Exception as exc:
-        raise TranscodeError(f"cannot encode {target.name}: {exc}") from exc
+        step = _reencode(ds, source, target, options)
+    except TranscodeError:
+        raise
+    except Exception as exc:  # the codecs raise many kinds: all mean "cannot do this one"
+        verb = "decode the " + source.name if isinstance(exc, _DecodeFailed) else "encode " + target.name
+        raise TranscodeError(f"cannot {verb} pixel data: {exc.__cause__ or exc}") from exc
+    if step is not None:
+        method, ratio = step
+        lossy.mark(ds, method, ratio)
+    if new_uid if new_uid is not None else step is not None:
+        lossy.new_instance(ds, method=step[0] if step else None)
     return ds
 
 
-def _native_values(ds: Dataset, *, big_endian: bool) -> None:
-    """Decode every element (values and VRs, from the dictionary when read implicit) so that they are
-    written in the new encoding, and byte-swap big-endian pixel data (its value is kept as read)."""
+class _DecodeFailed(Exception):
+    pass
+
+
+def _frames(ds: Dataset, source: UID, as_rgb: bool) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """The frames of `ds` as arrays (rows, columns[, samples]) with their pixel properties."""
+    decoder = get_decoder(source)
+    plugin = decoder_plugin(source) if source.is_compressed else ""
+    it = decoder.iter_array(ds, as_rgb=as_rgb, decoding_plugin=plugin or "")
+    while True:
+        try:
+            arr, props = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _DecodeFailed(str(exc)) from exc
+        yield arr, props
+
+
+def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> tuple[str, float] | None:
+    """Decode and encode every frame; returns (method, ratio) when this applied lossy compression."""
+    if source.is_compressed:
+        try:
+            first = get_frame(ds.PixelData, 0, number_of_frames=int(ds.get("NumberOfFrames") or 1),
+                              extended_offsets=_eot(ds))
+        except Exception as exc:
+            raise _DecodeFailed(str(exc)) from exc
+        if lossy.is_lossy_stream(source, first):
+            lossy.mark(ds, lossy.METHODS[source], None)
+    bits_stored = int(ds.get("BitsStored") or ds.BitsAllocated)
+    as_rgb = photometric.decode_as_rgb(source, target, bits_stored)
+    plan: photometric.Plan | None = None
+    encoded: list[bytes] = []
+    raw_size = 0
+    lossy_applied = lossy.applies(target, options)
+    enc_kwargs: dict[str, Any] = {}
+    for arr, props in _frames(ds, source, as_rgb):
+        if plan is None:
+            plan = photometric.plan(target, props, ds, options)
+            enc_kwargs = _encoder_kwargs(target, plan, options, arr)
+        arr = photometric.convert(arr, plan)
+        raw_size += arr.nbytes
+        if target.is_compressed:
+            encoder = get_encoder(plan.encoder_syntax)
+            encoded.append(encoder.encode(arr, encoding_plugin=encoder_plugin(plan.encoder_syntax),
+                                          validate=not encoded, **enc_kwargs))
+        else:
+            encoded.append(arr.astype(plan.native_dtype, copy=False).tobytes())
+    if plan is None:
+        raise TranscodeError("the pixel data holds no frame")
+    photometric.apply(ds, plan, len(encoded))
+    for tag in _EOT_TAGS:
+        if tag in ds:
+            del ds[tag]
+    if target.is_compressed:
+        total = sum(len(f) for f in encoded) + 8 * len(encoded)
+        if options.extended_offsets or total > _BOT_LIMIT:
+            data, offsets, lengths = encapsulate_extended(encoded)
+            ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = data, offsets, lengths
+        else:
+            ds.PixelData = encapsulate(encoded, has_bot=True)
+        elem = ds["PixelData"]
+        elem.VR, elem.is_undefined_length = "OB", True
+        size = total
+    else:
+        data = b"".join(encoded)
+        if target == ExplicitVRBigEndian and plan.native_dtype.itemsize > 1:
+            data = np.frombuffer(data, plan.native_dtype).byteswap().tobytes()
+        ds.PixelData = data + b"\0" * (len(data) % 2)
+        elem = ds["PixelData"]
+        elem.VR, elem.is_undefined_length = ("OB" if plan.native_dtype.itemsize == 1 else "OW"), False
+        size = len(data)
+    ds._pixel_array = None
+    ds._pixel_id = {}
+    _resolve_elements(ds)
+    _set_syntax(ds, target)
+    if not lossy_applied:
+        return None
+    return lossy.METHODS[target], raw_size / max(size, 1)
+
+
+def _encoder_kwargs(
+    target: UID, plan: photometric.Plan, options: EncodeOptions, arr: np.ndarray
+) -> dict[str, Any]:
+    """The image pixel description and the plugin options of one encoded frame."""
+    kwargs: dict[str, Any] = dict(plan.pixel_options)
+    if target in (JPEGBaseline8Bit, JPEGExtended12Bit):
+        kwargs["jpeg_quality"] = options.quality if options.quality is not None else 90
+    elif target == JPEGLSNearLossless:
+        kwargs["jls_error"] = int(options.near_lossless or 0)
+    elif plan.encoder_syntax == J2K_LOSSY:
+        kwargs["j2k_cr"] = [float(options.ratio)] if options.ratio is not None else None
+        kwargs["use_mct"] = plan.mct
+    elif plan.encoder_syntax == JPEG2000Lossless:
+        kwargs["use_mct"] = plan.mct
+    elif target == HTJ2K_LOSSY and (options.qstep is not None or options.ratio is not None):
+        qstep = options.qstep if options.qstep is not None else _qstep_for(arr, plan, options.ratio)
+        kwargs["htj2k_qstep"] = qstep
+    return kwargs
+
+
+def _qstep_for(arr: np.ndarray, plan: photometric.Plan, ratio: float | None) -> float:
+    """The HTJ2K quantization step that gives about `ratio` on this frame (bisection on a log scale)."""
+    encoder = get_encoder(HTJ2K_LOSSY)
+    kwargs = dict(plan.pixel_options)
+    lo, hi = 1e-6, 0.5
+    for _ in range(12):
+        mid = (lo * hi) ** 0.5
+        size = len(encoder.encode(arr, encoding_plugin=PLUGIN, validate=False, htj2k_qstep=mid, **kwargs))
+        if arr.nbytes / size < float(ratio or 10):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _eot(ds: Dataset) -> tuple[list[int], list[int]] | None:
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        off = np.frombuffer(ds.ExtendedOffsetTable, "<u8").tolist()
+        lengths = np.frombuffer(ds.ExtendedOffsetTableLengths, "<u8").tolist()
+        return off, lengths
+    return None
+
+
+def _native_to_native(ds: Dataset, source: UID, target: UID) -> None:
+    """Re-encode the data set only; big-endian pixel data swapped to or from little endian."""
+    swap = source.is_little_endian != target.is_little_endian and int(ds.get("BitsAllocated", 8)) > 8
+    _resolve_elements(ds)
+    if swap and "PixelData" in ds:
+        itemsize = int(ds.BitsAllocated) // 8
+        data = ds.PixelData
+        words = np.frombuffer(data[:len(data) - len(data) % itemsize], f"u{itemsize}")
+        ds.PixelData = words.byteswap().tobytes()
+        ds["PixelData"].VR = "OW"
+        ds._pixel_array = None
+        ds._pixel_id = {}
+    _set_syntax(ds, target)
+
+
+def _resolve_elements(ds: Dataset) -> None:
+    """Parse every element (values and VRs, from the dictionary when read implicit) so that pydicom writes
+    them in the new encoding."""
     for _ in ds.iterall():
         pass
-    if big_endian and "PixelData" in ds and int(ds.get("BitsAllocated", 8)) > 8:
-        try:
-            arr = ds.pixel_array
-        except Exception as exc:
-            raise TranscodeError(f"cannot read the big-endian pixel data: {exc}") from exc
-        ds.PixelData = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        ds["PixelData"].VR = "OW"
 
 
-def _mark_lossy(ds: Dataset, method: str) -> None:
-    """Record that the pixels went through lossy compression (PS3.3 C.7.6.1.1.5)."""
-    if ds.get("LossyImageCompression") != "01":
-        ds.LossyImageCompression = "01"
-    if "LossyImageCompressionMethod" not in ds:
-        ds.LossyImageCompressionMethod = method
+def _set_syntax(ds: Dataset, target: UID) -> None:
+    ds.file_meta.TransferSyntaxUID = target
+    ds.set_original_encoding(target.is_implicit_VR, target.is_little_endian, ds.original_character_set)

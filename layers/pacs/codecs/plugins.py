@@ -1,0 +1,167 @@
+"""imagecodecs (BSD-3) as pydicom decoding and encoding plugins, for what pydicom lacks or does slower.
+
+Decoders (pydicom's public `get_decoder(uid).add_plugin`): JPEG Baseline and Extended (libjpeg-turbo 3,
+which also reads 12-bit samples: pillow cannot), JPEG Lossless Process 14 and SV1 (pydicom's only decoder
+for them is the GPL pylibjpeg-libjpeg, not installed), HTJ2K (OpenJPH, about 2x faster than
+pylibjpeg-openjpeg here).
+
+Encoders: JPEG Baseline 8-bit and Extended 12-bit (`jpeg8_encode`), JPEG Lossless SV1
+(`jpeg8_encode(lossless=True, predictor=1)`: SOF3, Ss=1 in the SOS; the same stream is valid Process 14,
+.57), HTJ2K lossless, RPCL (`tlm=True`; OpenJPH always writes RPCL) and lossy (`htj2k_encode`). pydicom
+3.0.2 has no Encoder object for these syntaxes, so `register()` adds them to its private
+`_PIXEL_DATA_ENCODERS` table (pydicom is pinned to 3.0.2 and tests/unit/test_codecs.py checks it).
+
+A plugin function takes one frame (`src`, little-endian samples in the smallest container for Bits Stored,
+colour-by-pixel or colour-by-plane as the runner's planar configuration says) and the runner with its options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import imagecodecs
+import numpy as np
+from pydicom import uid as u
+from pydicom.pixels import get_decoder
+from pydicom.pixels.common import PhotometricInterpretation as PI
+
+#: The label of every plugin this module adds.
+PLUGIN = "imagecodecs"
+
+_JPEG = (u.JPEGBaseline8Bit, u.JPEGExtended12Bit, u.JPEGLossless, u.JPEGLosslessSV1)
+_HTJ2K = (u.HTJ2KLossless, u.HTJ2KLosslessRPCL, u.HTJ2K)
+_ENCODABLE = (u.JPEGBaseline8Bit, u.JPEGExtended12Bit, u.JPEGLossless, u.JPEGLosslessSV1, *_HTJ2K)
+
+DECODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_JPEG, *_HTJ2K)}
+ENCODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in _ENCODABLE}
+
+#: JPEG quality used when none is asked (previews).
+DEFAULT_QUALITY = 90
+
+
+def is_available(tsyntax: str) -> bool:
+    if tsyntax in _HTJ2K:
+        return bool(imagecodecs.HTJ2K.available)
+    return bool(imagecodecs.JPEG8.available)
+
+
+# -- decoding ------------------------------------------------------------------------------------------------
+
+
+def _decode_frame(src: bytes, runner: Any) -> bytes:
+    """One JPEG or HTJ2K frame decoded, as pydicom's DecodeRunner expects it."""
+    tsyntax = runner.transfer_syntax
+    if tsyntax in _HTJ2K:
+        arr = imagecodecs.htj2k_decode(src, planar=False)
+        # OpenJPH undoes the multi-component transform: the samples are RGB (PS3.5 8.2.4).
+        if runner.photometric_interpretation in (PI.YBR_ICT, PI.YBR_RCT):
+            runner.set_option("photometric_interpretation", PI.RGB)
+    elif runner.samples_per_pixel == 3 and "YBR" in runner.photometric_interpretation:
+        # The YCbCr samples as coded: pydicom converts them to RGB when asked (as it does for pillow's).
+        arr = imagecodecs.jpeg8_decode(src, colorspace="YCBCR", outcolorspace="YCBCR")
+    else:
+        arr = imagecodecs.jpeg8_decode(src)
+    if runner.samples_per_pixel > 1:
+        runner.set_option("planar_configuration", 0)  # both libraries give colour-by-pixel
+    runner.set_option("bits_allocated", arr.dtype.itemsize * 8)
+    return arr.tobytes()
+
+
+# -- encoding ------------------------------------------------------------------------------------------------
+
+
+def _frame_array(src: bytes, runner: Any) -> np.ndarray:
+    """The frame as an array (rows, columns[, samples]), unsigned for JPEG (which has no sign)."""
+    itemsize = 1 if runner.bits_stored <= 8 else 2
+    signed = bool(runner.pixel_representation)
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{itemsize}")
+    arr = np.frombuffer(src, dtype=dtype)
+    spp = runner.samples_per_pixel
+    if spp == 1:
+        return arr.reshape(runner.rows, runner.columns)
+    if runner.planar_configuration == 1:
+        return arr.reshape(spp, runner.rows, runner.columns).transpose(1, 2, 0)
+    return arr.reshape(runner.rows, runner.columns, spp)
+
+
+def _encode_frame(src: bytes, runner: Any) -> bytes:
+    """One frame encoded for the runner's transfer syntax."""
+    tsyntax = runner.transfer_syntax
+    arr = _frame_array(src, runner)
+    if tsyntax in _HTJ2K:
+        return _encode_htj2k(arr, runner)
+    bits = runner.bits_stored
+    if arr.dtype.kind == "i":  # JPEG samples are unsigned: keep the two's complement bits (PS3.5 8.2.1)
+        arr = arr.view(arr.dtype.str.replace("i", "u")) & np.uint16((1 << bits) - 1)
+    colour = runner.samples_per_pixel == 3
+    if tsyntax in (u.JPEGLossless, u.JPEGLosslessSV1):  # predictor 1 is valid in Process 14 too
+        # YBR_FULL samples kept as they are: no colour transform, no JFIF or Adobe marker (component ids 0-2)
+        cs = "UNKNOWN" if runner.photometric_interpretation == PI.YBR_FULL else None
+        return bytes(imagecodecs.jpeg8_encode(
+            arr, lossless=True, predictor=1, bitspersample=bits, colorspace=cs, outcolorspace=cs))
+    quality = int(runner.get_option("jpeg_quality", DEFAULT_QUALITY))
+    if tsyntax == u.JPEGExtended12Bit and bits > 8:
+        return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(arr), level=quality, bitspersample=12))
+    if arr.dtype.itemsize != 1:
+        raise ValueError(f"{tsyntax.name} needs 8-bit samples, not {bits}-bit")
+    if colour and runner.photometric_interpretation == PI.YBR_FULL_422:
+        return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(arr), level=quality, colorspace="RGB",
+                                              outcolorspace="YCBCR", subsampling="422"))
+    if colour:  # RGB kept RGB (Adobe marker, no colour transform)
+        return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(arr), level=quality, colorspace="RGB",
+                                              outcolorspace="RGB"))
+    return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(arr), level=quality))
+
+
+def _encode_htj2k(arr: np.ndarray, runner: Any) -> bytes:
+    """HTJ2K: reversible 5-3 unless a quantization step is asked (lossy, .203 only); the multi-component
+    transform when the target Photometric Interpretation says YBR_RCT / YBR_ICT."""
+    tsyntax = runner.transfer_syntax
+    qstep = runner.get_option("htj2k_qstep", None)
+    if qstep is not None and tsyntax != u.HTJ2K:
+        raise ValueError(f"a lossy quantization step cannot be used with {tsyntax.name}")
+    mct = runner.photometric_interpretation in (PI.YBR_RCT, PI.YBR_ICT)
+    kwargs: dict[str, Any] = {"tlm": tsyntax == u.HTJ2KLosslessRPCL}
+    if runner.samples_per_pixel == 3:
+        kwargs["rgb"] = mct
+    arr = np.ascontiguousarray(arr)
+    if qstep is None:
+        return bytes(imagecodecs.htj2k_encode(arr, level=0, reversible=True, **kwargs))
+    return bytes(imagecodecs.htj2k_encode(arr, level=float(qstep), reversible=False, **kwargs))
+
+
+# -- registration --------------------------------------------------------------------------------------------
+
+_registered = False
+
+
+def register() -> None:
+    """Add the plugins to pydicom's decoders and encoders, first in line (idempotent; not thread-safe, so the
+    registry calls it once at import)."""
+    global _registered
+    if _registered:
+        return
+    from pydicom.pixels.encoders.base import _PIXEL_DATA_ENCODERS, Encoder
+
+    for tsyntax in (*_JPEG, *_HTJ2K):
+        decoder = get_decoder(tsyntax)
+        if PLUGIN not in decoder.available_plugins:
+            decoder.add_plugin(PLUGIN, (__name__, "_decode_frame"))
+        _first(decoder._available, PLUGIN)
+    for tsyntax in _ENCODABLE:
+        if tsyntax not in _PIXEL_DATA_ENCODERS:
+            _PIXEL_DATA_ENCODERS[tsyntax] = (Encoder(tsyntax), "pacs")
+        encoder = _PIXEL_DATA_ENCODERS[tsyntax][0]
+        if PLUGIN not in encoder.available_plugins:
+            encoder.add_plugin(PLUGIN, (__name__, "_encode_frame"))
+    _registered = True
+
+
+def _first(plugins: dict[str, Any], name: str) -> None:
+    """Move `name` to the front of a plugin table (tried first when no plugin is named)."""
+    if name in plugins:
+        value = plugins.pop(name)
+        rest = dict(plugins)
+        plugins.clear()
+        plugins[name] = value
+        plugins.update(rest)
