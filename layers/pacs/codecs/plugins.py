@@ -31,9 +31,12 @@ PLUGIN = "imagecodecs"
 _JPEG = (u.JPEGBaseline8Bit, u.JPEGExtended12Bit, u.JPEGLossless, u.JPEGLosslessSV1)
 _HTJ2K = (u.HTJ2KLossless, u.HTJ2KLosslessRPCL, u.HTJ2K)
 _ENCODABLE = (u.JPEGBaseline8Bit, u.JPEGExtended12Bit, u.JPEGLossless, u.JPEGLosslessSV1, *_HTJ2K)
+#: Encoders added beside pydicom's for small images only: openjpeg's fixed 6 resolutions need 32 pixels a
+#: side, and pyjpegls fails on a few pixels ("destination buffer is too small").
+_SMALL_IMAGES = (u.JPEG2000Lossless, u.JPEGLSLossless, u.JPEGLSNearLossless)
 
 DECODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_JPEG, *_HTJ2K)}
-ENCODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in _ENCODABLE}
+ENCODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_ENCODABLE, *_SMALL_IMAGES)}
 
 #: JPEG quality used when none is asked (previews).
 DEFAULT_QUALITY = 90
@@ -90,6 +93,8 @@ def _encode_frame(src: bytes, runner: Any) -> bytes:
     arr = _frame_array(src, runner)
     if tsyntax in _HTJ2K:
         return _encode_htj2k(arr, runner)
+    if tsyntax in _SMALL_IMAGES:
+        return _encode_small(np.ascontiguousarray(arr), runner)
     bits = runner.bits_stored
     if arr.dtype.kind == "i":  # JPEG samples are unsigned: keep the two's complement bits (PS3.5 8.2.1)
         arr = arr.view(arr.dtype.str.replace("i", "u")) & np.uint16((1 << bits) - 1)
@@ -130,6 +135,18 @@ def _encode_htj2k(arr: np.ndarray, runner: Any) -> bytes:
     return bytes(imagecodecs.htj2k_encode(arr, level=float(qstep), reversible=False, **kwargs))
 
 
+def _encode_small(arr: np.ndarray, runner: Any) -> bytes:
+    """JPEG 2000 lossless (fewer resolutions) or JPEG-LS of an image too small for pydicom's plugins."""
+    if runner.transfer_syntax == u.JPEG2000Lossless:
+        levels = min(6, int(np.log2(max(1, min(runner.rows, runner.columns)))) + 1)
+        return bytes(imagecodecs.jpeg2k_encode(
+            arr, level=0, codecformat="J2K", reversible=True, resolutions=levels,
+            bitspersample=runner.bits_stored, mct=bool(runner.get_option("use_mct", False)), numthreads=1))
+    if arr.dtype.kind == "i":
+        raise ValueError("signed samples in JPEG-LS need pyjpegls")
+    return bytes(imagecodecs.jpegls_encode(arr, level=int(runner.get_option("jls_error", 0) or 0)))
+
+
 # -- registration --------------------------------------------------------------------------------------------
 
 _registered = False
@@ -141,14 +158,19 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from pydicom.pixels.encoders.base import _PIXEL_DATA_ENCODERS, Encoder
+    from pydicom.pixels.encoders.base import _PIXEL_DATA_ENCODERS, ENCODING_PROFILES, Encoder
+
+    # PS3.5 8.2.4 / 8.2.14: HTJ2K carries what JPEG 2000 carries (lossless-only ones as .90, .203 as .91).
+    ENCODING_PROFILES.setdefault(u.HTJ2KLossless, ENCODING_PROFILES[u.JPEG2000Lossless])
+    ENCODING_PROFILES.setdefault(u.HTJ2KLosslessRPCL, ENCODING_PROFILES[u.JPEG2000Lossless])
+    ENCODING_PROFILES.setdefault(u.HTJ2K, ENCODING_PROFILES[u.JPEG2000])
 
     for tsyntax in (*_JPEG, *_HTJ2K):
         decoder = get_decoder(tsyntax)
         if PLUGIN not in decoder.available_plugins:
             decoder.add_plugin(PLUGIN, (__name__, "_decode_frame"))
         _first(decoder._available, PLUGIN)
-    for tsyntax in _ENCODABLE:
+    for tsyntax in (*_ENCODABLE, *_SMALL_IMAGES):
         if tsyntax not in _PIXEL_DATA_ENCODERS:
             _PIXEL_DATA_ENCODERS[tsyntax] = (Encoder(tsyntax), "pacs")
         encoder = _PIXEL_DATA_ENCODERS[tsyntax][0]

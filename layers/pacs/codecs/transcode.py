@@ -102,6 +102,9 @@ def transcode(
     if not source.is_compressed and target in NATIVE:
         _native_to_native(ds, source, target)
         return ds
+    if target.is_compressed and int(ds.get("BitsAllocated") or 0) not in (8, 16):
+        raise TranscodeError(f"cannot encode {target.name}: Bits Allocated {ds.get('BitsAllocated')} "
+                             "(the encoders here take 8 or 16)")
     try:
         step = _reencode(ds, source, target, options)
     except TranscodeError:
@@ -161,8 +164,8 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
         raw_size += arr.nbytes
         if target.is_compressed:
             encoder = get_encoder(plan.encoder_syntax)
-            encoded.append(encoder.encode(arr, encoding_plugin=encoder_plugin(plan.encoder_syntax),
-                                          validate=not encoded, **enc_kwargs))
+            frame = encoder.encode(arr, encoding_plugin=_plugin(plan), validate=not encoded, **enc_kwargs)
+            encoded.append(frame)
         else:
             encoded.append(arr.astype(plan.native_dtype, copy=False).tobytes())
     if plan is None:
@@ -196,6 +199,19 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
     if not lossy_applied:
         return None
     return lossy.METHODS[target], raw_size / max(size, 1)
+
+
+#: Below this many pixels a side, JPEG 2000 and JPEG-LS go through imagecodecs (plugins.py: `_SMALL_IMAGES`).
+_SMALL = {"1.2.840.10008.1.2.4.90": 32, "1.2.840.10008.1.2.4.80": 16, "1.2.840.10008.1.2.4.81": 16}
+
+
+def _plugin(plan: photometric.Plan) -> str:
+    """The encoding plugin for this plan: the registry's, or imagecodecs for a small image."""
+    side = min(plan.pixel_options["rows"], plan.pixel_options["columns"])
+    if side < _SMALL.get(plan.encoder_syntax, 0) and not (
+            plan.pixel_options["pixel_representation"] and plan.encoder_syntax != "1.2.840.10008.1.2.4.90"):
+        return PLUGIN
+    return encoder_plugin(plan.encoder_syntax)
 
 
 def _encoder_kwargs(
