@@ -10,6 +10,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+#: Multi-frame samples: a multi-frame SOP class (gdcm refuses several frames in plain Secondary Capture).
+MULTIFRAME_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
+
 
 @dataclass(frozen=True, slots=True)
 class Kind:
@@ -57,14 +60,15 @@ def pixels(kind: Kind, frames: int = 2, rows: int = 64, columns: int = 64, seed:
 
 
 def dataset(name: str, frames: int = 2, rows: int = 64, columns: int = 64) -> Dataset:
-    """A Secondary Capture data set (file meta included) holding `pixels()` of the kind `name`."""
+    """A data set (file meta included) holding `pixels()` of the kind `name`: Secondary Capture for one
+    frame, Ultrasound Multi-frame for several."""
     kind = KINDS[name]
     arr = pixels(kind, frames, rows, columns)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = MULTIFRAME_SOP_CLASS if frames > 1 else SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.PatientID, ds.PatientName, ds.Modality = "CODECS", "Codec^Sample", "OT"

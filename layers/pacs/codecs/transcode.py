@@ -156,7 +156,10 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
     raw_size = 0
     lossy_applied = lossy.applies(target, options)
     enc_kwargs: dict[str, Any] = {}
+    clip = _overshoot_range(ds, source)
     for arr, props in _frames(ds, source, as_rgb):
+        if clip is not None:
+            arr = np.clip(arr, *clip)
         if plan is None:
             plan = photometric.plan(target, props, ds, options)
             enc_kwargs = _encoder_kwargs(target, plan, options, arr)
@@ -247,6 +250,20 @@ def _qstep_for(arr: np.ndarray, plan: photometric.Plan, ratio: float | None) -> 
         else:
             hi = mid
     return hi
+
+
+def _overshoot_range(ds: Dataset, source: UID) -> tuple[int, int] | None:
+    """The range of Bits Stored, when lossy JPEG 2000 / HTJ2K may reconstruct samples beyond it (a codestream
+    whose precision is larger than Bits Stored, as gdcm writes): clipped, rather than wrapped by pydicom's
+    masking of the unused bits (a white pixel turned black)."""
+    if source not in (J2K_LOSSY, HTJ2K_LOSSY) or "LossyImageCompression" not in ds:
+        return None
+    bits = int(ds.get("BitsStored") or ds.BitsAllocated)
+    if bits >= int(ds.BitsAllocated):
+        return None
+    if int(ds.get("PixelRepresentation", 0)):
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
 
 
 def _eot(ds: Dataset) -> tuple[list[int], list[int]] | None:
