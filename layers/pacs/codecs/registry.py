@@ -43,7 +43,7 @@ DECODE_PLUGIN: dict[str, str] = {
     u.HTJ2KLossless: "imagecodecs", u.HTJ2KLosslessRPCL: "imagecodecs", u.HTJ2K: "imagecodecs",
 }
 ENCODE_PLUGIN: dict[str, str] = {
-    u.RLELossless: "pylibjpeg",
+    u.RLELossless: "imagecodecs",
     u.JPEGBaseline8Bit: "imagecodecs", u.JPEGExtended12Bit: "imagecodecs",
     u.JPEGLossless: "imagecodecs", u.JPEGLosslessSV1: "imagecodecs",
     u.JPEGLSLossless: "pyjpegls", u.JPEGLSNearLossless: "pyjpegls",
