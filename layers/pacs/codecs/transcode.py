@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import imagecodecs
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate, encapsulate_extended, get_frame
+from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames, get_frame
 from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import HTJ2K as HTJ2K_LOSSY
 from pydicom.uid import JPEG2000 as J2K_LOSSY
@@ -31,6 +32,7 @@ from pydicom.uid import (
 from pacs.codecs import lossy, photometric
 from pacs.codecs.plugins import PLUGIN
 from pacs.codecs.registry import NATIVE, can_decode, can_encode, decoder_plugin, encoder_plugin
+from pacs.codecs.streams import jpeg_header
 from pacs.codecs.syntaxes import SYNTAXES
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
@@ -126,6 +128,9 @@ class _DecodeFailed(Exception):
 
 def _frames(ds: Dataset, source: UID, as_rgb: bool) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """The frames of `ds` as arrays (rows, columns[, samples]) with their pixel properties."""
+    if as_rgb and _ycbcr_jpeg(ds, source):
+        yield from _jpeg_rgb_frames(ds)
+        return
     decoder = get_decoder(source)
     plugin = decoder_plugin(source) if source.is_compressed else ""
     it = decoder.iter_array(ds, as_rgb=as_rgb, decoding_plugin=plugin or "")
@@ -136,6 +141,43 @@ def _frames(ds: Dataset, source: UID, as_rgb: bool) -> Iterator[tuple[np.ndarray
             return
         except Exception as exc:
             raise _DecodeFailed(str(exc)) from exc
+        yield arr, props
+
+
+def _ycbcr_jpeg(ds: Dataset, source: UID) -> bool:
+    """8-bit YCbCr DCT JPEG colour, whose frames libjpeg-turbo turns into RGB itself (SIMD), rather than
+    pydicom converting the YCbCr samples afterwards in numpy (about 10% of the decode time)."""
+    if source not in (JPEGBaseline8Bit, JPEGExtended12Bit) or int(ds.get("SamplesPerPixel", 1)) != 3:
+        return False
+    if str(ds.get("PhotometricInterpretation", "")) not in ("YBR_FULL", "YBR_FULL_422"):
+        return False
+    if int(ds.get("BitsAllocated", 0)) != 8 or decoder_plugin(source) != PLUGIN:
+        return False
+    try:
+        first = get_frame(ds.PixelData, 0, number_of_frames=int(ds.get("NumberOfFrames") or 1),
+                          extended_offsets=_eot(ds))
+        ids = jpeg_header(first).component_ids
+    except Exception:
+        return False
+    return ids not in ((82, 71, 66), (114, 103, 98))  # 'RGB' / 'rgb': coded without the YCbCr transform
+
+
+def _jpeg_rgb_frames(ds: Dataset) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    props: dict[str, Any] = {
+        "rows": int(ds.Rows), "columns": int(ds.Columns), "samples_per_pixel": 3,
+        "photometric_interpretation": "RGB", "bits_allocated": 8, "bits_stored": int(ds.get("BitsStored", 8)),
+        "pixel_representation": 0, "planar_configuration": 0, "number_of_frames": 1,
+    }
+    frames = int(ds.get("NumberOfFrames") or 1)
+    for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+        if index >= frames:
+            return
+        try:
+            arr = imagecodecs.jpeg8_decode(frame, colorspace="YCBCR", outcolorspace="RGB")
+        except Exception as exc:
+            raise _DecodeFailed(str(exc)) from exc
+        if arr.shape != (props["rows"], props["columns"], 3):
+            raise _DecodeFailed(f"a frame of shape {arr.shape} in a {props['rows']}x{props['columns']} image")
         yield arr, props
 
 
