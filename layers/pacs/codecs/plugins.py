@@ -17,6 +17,7 @@ colour-by-pixel or colour-by-plane as the runner's planar configuration says) an
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import imagecodecs
@@ -30,16 +31,22 @@ PLUGIN = "imagecodecs"
 
 _JPEG = (u.JPEGBaseline8Bit, u.JPEGExtended12Bit, u.JPEGLossless, u.JPEGLosslessSV1)
 _HTJ2K = (u.HTJ2KLossless, u.HTJ2KLosslessRPCL, u.HTJ2K)
+#: JPEG 2000 through imagecodecs' OpenJPEG with its own threads (pylibjpeg-openjpeg runs one): decoding
+#: and reversible encoding. Lossy JPEG 2000 stays with pylibjpeg-openjpeg (its compression-ratio option).
+_J2K = (u.JPEG2000Lossless, u.JPEG2000)
 _ENCODABLE = (u.JPEGBaseline8Bit, u.JPEGExtended12Bit, u.JPEGLossless, u.JPEGLosslessSV1, *_HTJ2K)
-#: Encoders added beside pydicom's for small images only: openjpeg's fixed 6 resolutions need 32 pixels a
-#: side, and pyjpegls fails on a few pixels ("destination buffer is too small").
-_SMALL_IMAGES = (u.JPEG2000Lossless, u.JPEGLSLossless, u.JPEGLSNearLossless)
+#: Encoders added beside pyjpegls for small images only: it fails on a few pixels ("destination buffer is
+#: too small").
+_SMALL_IMAGES = (u.JPEGLSLossless, u.JPEGLSNearLossless)
 #: RLE Lossless through imagecodecs' PackBits (the same byte code as DICOM RLE, PS3.5 G.3.1): about ten
 #: times faster than pylibjpeg-rle, which itself is ten times pydicom's native encoder.
 _RLE = (u.RLELossless,)
 
-DECODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_JPEG, *_HTJ2K)}
-ENCODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_ENCODABLE, *_SMALL_IMAGES, *_RLE)}
+DECODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_JPEG, *_HTJ2K, *_J2K)}
+ENCODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_ENCODABLE, *_SMALL_IMAGES, *_RLE, *_J2K)}
+
+#: Threads one JPEG 2000 frame is decoded or encoded with: the cores this process may use (at most 8).
+THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 
 #: JPEG quality used when none is asked (previews).
 DEFAULT_QUALITY = 90
@@ -48,6 +55,8 @@ DEFAULT_QUALITY = 90
 def is_available(tsyntax: str) -> bool:
     if tsyntax in _HTJ2K:
         return bool(imagecodecs.HTJ2K.available)
+    if tsyntax in _J2K:
+        return bool(imagecodecs.JPEG2K.available)
     return bool(imagecodecs.JPEG8.available)
 
 
@@ -57,9 +66,12 @@ def is_available(tsyntax: str) -> bool:
 def _decode_frame(src: bytes, runner: Any) -> bytes:
     """One JPEG or HTJ2K frame decoded, as pydicom's DecodeRunner expects it."""
     tsyntax = runner.transfer_syntax
-    if tsyntax in _HTJ2K:
-        arr = imagecodecs.htj2k_decode(src, planar=False)
-        # OpenJPH undoes the multi-component transform: the samples are RGB (PS3.5 8.2.4).
+    if tsyntax in _HTJ2K or tsyntax in _J2K:
+        if tsyntax in _HTJ2K:
+            arr = imagecodecs.htj2k_decode(src, planar=False)
+        else:
+            arr = imagecodecs.jpeg2k_decode(src, numthreads=THREADS)
+        # OpenJPH / OpenJPEG undo the multi-component transform: the samples are RGB (PS3.5 8.2.4).
         if runner.photometric_interpretation in (PI.YBR_ICT, PI.YBR_RCT):
             runner.set_option("photometric_interpretation", PI.RGB)
     elif runner.samples_per_pixel == 3 and "YBR" in runner.photometric_interpretation:
@@ -96,6 +108,8 @@ def _encode_frame(src: bytes, runner: Any) -> bytes:
     arr = _frame_array(src, runner)
     if tsyntax in _HTJ2K:
         return _encode_htj2k(arr, runner)
+    if tsyntax in _J2K:
+        return _encode_j2k(np.ascontiguousarray(arr), runner)
     if tsyntax in _SMALL_IMAGES:
         return _encode_small(np.ascontiguousarray(arr), runner)
     if tsyntax in _RLE:
@@ -165,13 +179,20 @@ def _encode_rle(arr: np.ndarray, runner: Any) -> bytes:
     return header.tobytes() + b"".join(segments)
 
 
+def _encode_j2k(arr: np.ndarray, runner: Any) -> bytes:
+    """Reversible JPEG 2000 (5-3 wavelet; 6 resolutions, fewer for an image under 32 pixels a side), the
+    reversible colour transform only when the target is YBR_RCT."""
+    if runner.get_option("j2k_cr") or runner.get_option("j2k_psnr"):
+        raise ValueError("lossy JPEG 2000 is encoded by pylibjpeg-openjpeg")
+    levels = min(6, int(np.log2(max(1, min(runner.rows, runner.columns)))) + 1)
+    mct = runner.samples_per_pixel == 3 and runner.photometric_interpretation == PI.YBR_RCT
+    return bytes(imagecodecs.jpeg2k_encode(
+        arr, level=0, codecformat="J2K", reversible=True, resolutions=levels,
+        bitspersample=runner.bits_stored, mct=mct, numthreads=THREADS))
+
+
 def _encode_small(arr: np.ndarray, runner: Any) -> bytes:
-    """JPEG 2000 lossless (fewer resolutions) or JPEG-LS of an image too small for pydicom's plugins."""
-    if runner.transfer_syntax == u.JPEG2000Lossless:
-        levels = min(6, int(np.log2(max(1, min(runner.rows, runner.columns)))) + 1)
-        return bytes(imagecodecs.jpeg2k_encode(
-            arr, level=0, codecformat="J2K", reversible=True, resolutions=levels,
-            bitspersample=runner.bits_stored, mct=bool(runner.get_option("use_mct", False)), numthreads=1))
+    """JPEG-LS of an image too small for pyjpegls."""
     if arr.dtype.kind == "i":
         raise ValueError("signed samples in JPEG-LS need pyjpegls")
     return bytes(imagecodecs.jpegls_encode(arr, level=int(runner.get_option("jls_error", 0) or 0)))
@@ -195,12 +216,12 @@ def register() -> None:
     ENCODING_PROFILES.setdefault(u.HTJ2KLosslessRPCL, ENCODING_PROFILES[u.JPEG2000Lossless])
     ENCODING_PROFILES.setdefault(u.HTJ2K, ENCODING_PROFILES[u.JPEG2000])
 
-    for tsyntax in (*_JPEG, *_HTJ2K):
+    for tsyntax in (*_JPEG, *_HTJ2K, *_J2K):
         decoder = get_decoder(tsyntax)
         if PLUGIN not in decoder.available_plugins:
             decoder.add_plugin(PLUGIN, (__name__, "_decode_frame"))
         _first(decoder._available, PLUGIN)
-    for tsyntax in (*_ENCODABLE, *_SMALL_IMAGES, *_RLE):
+    for tsyntax in (*_ENCODABLE, *_SMALL_IMAGES, *_RLE, *_J2K):
         if tsyntax not in _PIXEL_DATA_ENCODERS:
             _PIXEL_DATA_ENCODERS[tsyntax] = (Encoder(tsyntax), "pacs")
         encoder = _PIXEL_DATA_ENCODERS[tsyntax][0]

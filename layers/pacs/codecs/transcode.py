@@ -26,6 +26,7 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
+    JPEGLSLossless,
     JPEGLSNearLossless,
 )
 
@@ -246,15 +247,14 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
     return lossy.METHODS[target], raw_size / max(size, 1)
 
 
-#: Below this many pixels a side, JPEG 2000 and JPEG-LS go through imagecodecs (plugins.py: `_SMALL_IMAGES`).
-_SMALL = {"1.2.840.10008.1.2.4.90": 32, "1.2.840.10008.1.2.4.80": 16, "1.2.840.10008.1.2.4.81": 16}
+#: Below this many pixels a side, JPEG-LS goes through imagecodecs (plugins.py: `_SMALL_IMAGES`).
+_SMALL: dict[str, int] = {JPEGLSLossless: 16, JPEGLSNearLossless: 16}
 
 
 def _plugin(plan: photometric.Plan) -> str:
-    """The encoding plugin for this plan: the registry's, or imagecodecs for a small image."""
+    """The encoding plugin for this plan: the registry's, or imagecodecs for a small unsigned image."""
     side = min(plan.pixel_options["rows"], plan.pixel_options["columns"])
-    if side < _SMALL.get(plan.encoder_syntax, 0) and not (
-            plan.pixel_options["pixel_representation"] and plan.encoder_syntax != "1.2.840.10008.1.2.4.90"):
+    if side < _SMALL.get(plan.encoder_syntax, 0) and not plan.pixel_options["pixel_representation"]:
         return PLUGIN
     return encoder_plugin(plan.encoder_syntax)
 
