@@ -265,6 +265,7 @@ FILES = [
     ("MR_small_bigendian.dcm", u.ExplicitVRBigEndian),
     ("image_dfl.dcm", u.DeflatedExplicitVRLittleEndian),
     ("examples_palette.dcm", EXPLICIT),
+    ("SC_rgb_small_odd.dcm", EXPLICIT),  # 3x3: too small for openjpeg's 6 resolutions and for pyjpegls
     ("SC_ybr_full_422_uncompressed.dcm", EXPLICIT),
 ]
 LOSSLESS_TARGETS = [u.RLELossless, u.JPEGLosslessSV1, u.JPEGLSLossless, u.JPEG2000Lossless, u.HTJ2KLosslessRPCL]
