@@ -150,11 +150,23 @@ def test_offset_tables() -> None:
     assert "ExtendedOffsetTable" not in back and not back["PixelData"].is_undefined_length
 
 
+def test_one_bit_pixels_go_native_only() -> None:
+    ds = _testfile("liver_1frame.dcm")  # Bits Allocated 1
+    reference = ds.pixel_array.copy()
+    for target in (u.ImplicitVRLittleEndian, u.ExplicitVRBigEndian, u.DeflatedExplicitVRLittleEndian, EXPLICIT):
+        ds = part10(transcode(ds, target))
+        np.testing.assert_array_equal(ds.pixel_array, reference)
+
+
 def test_big_endian_out_and_back() -> None:
     ds = _testfile("MR_small.dcm")
     reference = ds.pixel_array.copy()
     be = part10(transcode(ds, u.ExplicitVRBigEndian))
     np.testing.assert_array_equal(be.pixel_array, reference)
+    # decoded frames written big-endian straight from a compressed source
+    be16 = part10(transcode(_encoded("mono16s", u.JPEGLSLossless),
+                            u.ExplicitVRBigEndian))
+    np.testing.assert_array_equal(be16.pixel_array, samples.pixels(samples.KINDS["mono16s"]))
     np.testing.assert_array_equal(part10(transcode(be, u.JPEGLSLossless)).pixel_array, reference)
 
 

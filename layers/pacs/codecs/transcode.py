@@ -199,6 +199,7 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
     raw_size = 0
     lossy_applied = lossy.applies(target, options)
     enc_kwargs: dict[str, Any] = {}
+    native: _NativeFrames | None = None
     clip = _overshoot_range(ds, source)
     for arr, props in _frames(ds, source, as_rgb):
         if clip is not None:
@@ -213,7 +214,10 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
             frame = encoder.encode(arr, encoding_plugin=_plugin(plan), validate=not encoded, **enc_kwargs)
             encoded.append(frame)
         else:
-            encoded.append(arr.astype(plan.native_dtype, copy=False).tobytes())
+            if native is None:
+                native = _NativeFrames(ds, arr, plan, big_endian=target == ExplicitVRBigEndian)
+            native.add(arr)
+            encoded.append(b"")
     if plan is None:
         raise TranscodeError("the pixel data holds no frame")
     photometric.apply(ds, plan, len(encoded))
@@ -231,13 +235,10 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
         elem.VR, elem.is_undefined_length = "OB", True
         size = total
     else:
-        data = b"".join(encoded)
-        if target == ExplicitVRBigEndian and plan.native_dtype.itemsize > 1:
-            data = np.frombuffer(data, plan.native_dtype).byteswap().tobytes()
-        ds.PixelData = data + b"\0" * (len(data) % 2)
+        assert native is not None
+        ds.PixelData, size = native.value()
         elem = ds["PixelData"]
         elem.VR, elem.is_undefined_length = ("OB" if plan.native_dtype.itemsize == 1 else "OW"), False
-        size = len(data)
     ds._pixel_array = None
     ds._pixel_id = {}
     _resolve_elements(ds)
@@ -245,6 +246,37 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
     if not lossy_applied:
         return None
     return lossy.METHODS[target], raw_size / max(size, 1)
+
+
+class _NativeFrames:
+    """Decoded frames written once into the new Pixel Data value (sized from Number of Frames, grown only
+    when a stream holds more), in the target's byte order, padded to even length."""
+
+    def __init__(self, ds: Dataset, first: np.ndarray, plan: photometric.Plan, *, big_endian: bool) -> None:
+        self.dtype = plan.native_dtype.newbyteorder(">") if big_endian else plan.native_dtype
+        self.shape = first.shape
+        self.frame_bytes = first.size * self.dtype.itemsize
+        self.expected = max(1, int(ds.get("NumberOfFrames") or 1))
+        self.buffer = bytearray(self.frame_bytes * self.expected + (self.frame_bytes * self.expected) % 2)
+        self.count = 0
+
+    def add(self, arr: np.ndarray) -> None:
+        if arr.shape != self.shape:
+            raise TranscodeError(f"a decoded frame of shape {arr.shape}, not {self.shape}")
+        if self.count == self.expected:  # more frames than Number of Frames said
+            self.expected += 1
+            self.buffer[self.count * self.frame_bytes:] = bytes(self.frame_bytes + 1)
+        start = self.count * self.frame_bytes
+        view = np.frombuffer(self.buffer, self.dtype, count=arr.size, offset=start).reshape(self.shape)
+        view[...] = arr  # converts the byte order and the container in the same pass
+        self.count += 1
+
+    def value(self) -> tuple[bytes, int]:
+        size = self.count * self.frame_bytes
+        del self.buffer[size + size % 2:]
+        if size % 2:
+            self.buffer[size] = 0
+        return bytes(self.buffer), size
 
 
 #: Below this many pixels a side, JPEG-LS goes through imagecodecs (plugins.py: `_SMALL_IMAGES`).
