@@ -194,6 +194,14 @@ def test_lossy_steps_are_appended_and_make_derived_instances() -> None:
     second = part10(transcode(first, u.JPEGBaseline8Bit, EncodeOptions(quality=80)))
     assert list(second.LossyImageCompressionMethod) == ["ISO_15444_1", "ISO_10918_1"]
     assert len(second.LossyImageCompressionRatio) == 2
+    # a lossy stream that recorded nothing: its own step first, with its ratio, then ours
+    jpeg = _testfile("JPEG-lossy.dcm")
+    for keyword in ("LossyImageCompression", "LossyImageCompressionMethod", "LossyImageCompressionRatio"):
+        if keyword in jpeg:
+            delattr(jpeg, keyword)
+    again = transcode(jpeg, u.JPEG2000, EncodeOptions(ratio=10))
+    assert list(again.LossyImageCompressionMethod) == ["ISO_10918_1", "ISO_15444_1"]
+    assert len(again.LossyImageCompressionRatio) == 2
     assert [i.ReferencedSOPInstanceUID for i in second.SourceImageSequence] == [original, first_uid]
     # decoding keeps everything (the same pixels)
     native = part10(transcode(second, EXPLICIT))
@@ -237,6 +245,7 @@ def test_decoding_a_lossy_stream_marks_it() -> None:
             delattr(ds, keyword)
     out = transcode(ds, EXPLICIT)
     assert (out.LossyImageCompression, out.LossyImageCompressionMethod) == ("01", "ISO_10918_1")
+    assert float(out.LossyImageCompressionRatio) > 1  # the decoded samples over the stream's fragments
     assert out.SOPInstanceUID == _testfile("JPEG-lossy.dcm").SOPInstanceUID
 
 

@@ -53,20 +53,28 @@ def _values(ds: Dataset, keyword: str) -> list[Any]:
     return list(value)
 
 
-def mark(ds: Dataset, method: str, ratio: float | None) -> None:
-    """Record a lossy step: `ratio` None for pixels found lossy while decoding (the method added only when
-    none is recorded), a ratio for a lossy encoding done now (method and ratio appended)."""
+def mark(ds: Dataset, method: str, ratio: float | None, *, decoded: bool = False) -> None:
+    """Record a lossy step. `decoded`: pixels found lossy while decoding them — the method (and the ratio of
+    the stream decoded) recorded only when no method is; else a lossy encoding done now — method and ratio
+    appended to those recorded."""
     ds.LossyImageCompression = "01"
     methods = _values(ds, "LossyImageCompressionMethod")
-    if ratio is None:
+    ratios = _values(ds, "LossyImageCompressionRatio")
+    if decoded:
         if not methods:
             ds.LossyImageCompressionMethod = method
+            if not ratios and ratio:
+                ds.LossyImageCompressionRatio = _ds(ratio)
         return
-    ratios = _values(ds, "LossyImageCompressionRatio")
     methods.append(method)
-    ratios.append(f"{ratio:.4g}"[:16])
+    ratios.append(_ds(ratio or 1.0))
     ds.LossyImageCompressionMethod = methods if len(methods) > 1 else methods[0]
     ds.LossyImageCompressionRatio = ratios if len(ratios) > 1 else ratios[0]
+
+
+def _ds(value: float) -> str:
+    """A DS value (at most 16 characters)."""
+    return f"{value:.4g}"[:16]
 
 
 def new_instance(ds: Dataset, method: str | None = None) -> str:

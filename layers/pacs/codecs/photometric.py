@@ -7,7 +7,8 @@
   and HTJ2K colour RGB is written with the multi-component transform, YBR_RCT when reversible and YBR_ICT when
   irreversible (8.2.4, and pydicom's table of 8.2.4-1, which allows no YBR_RCT in .91: a reversible .91 is
   written RGB without MCT); every other syntax keeps RGB or YBR_FULL as decoded.
-- Planar Configuration: 1 for RLE colour (PS3.5 G.2, each colour plane is its own segment), else 0.
+- Planar Configuration: 1 for RLE colour (PS3.5 G.2, each colour plane is its own segment), else 0; native
+  output of RLE colour stays colour-by-plane (1), as decoded, rather than paying for a transposing copy.
 """
 
 from __future__ import annotations

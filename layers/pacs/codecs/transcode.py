@@ -184,14 +184,15 @@ def _jpeg_rgb_frames(ds: Dataset) -> Iterator[tuple[np.ndarray, dict[str, Any]]]
 
 def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> tuple[str, float] | None:
     """Decode and encode every frame; returns (method, ratio) when this applied lossy compression."""
+    lossy_source, source_size = False, 0
     if source.is_compressed:
         try:
             first = get_frame(ds.PixelData, 0, number_of_frames=int(ds.get("NumberOfFrames") or 1),
                               extended_offsets=_eot(ds))
         except Exception as exc:
             raise _DecodeFailed(str(exc)) from exc
-        if lossy.is_lossy_stream(source, first):
-            lossy.mark(ds, lossy.METHODS[source], None)
+        lossy_source = lossy.is_lossy_stream(source, first)
+        source_size = len(ds.PixelData)
     bits_stored = int(ds.get("BitsStored") or ds.BitsAllocated)
     as_rgb = photometric.decode_as_rgb(source, target, bits_stored)
     plan: photometric.Plan | None = None
@@ -200,13 +201,15 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
     lossy_applied = lossy.applies(target, options)
     enc_kwargs: dict[str, Any] = {}
     native: _NativeFrames | None = None
-    clip = _overshoot_range(ds, source)
+    clip = _overshoot_range(ds, source, lossy_source)
     for arr, props in _frames(ds, source, as_rgb):
         if clip is not None:
             arr = np.clip(arr, *clip)
         if plan is None:
             plan = photometric.plan(target, props, ds, options)
             enc_kwargs = _encoder_kwargs(target, plan, options, arr)
+            if not target.is_compressed and _planar_view(arr):
+                plan.planar = 1  # colour-by-plane as decoded (RLE): written without a transposing copy
         arr = photometric.convert(arr, plan)
         raw_size += arr.nbytes
         if target.is_compressed:
@@ -220,6 +223,8 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
             encoded.append(b"")
     if plan is None:
         raise TranscodeError("the pixel data holds no frame")
+    if lossy_source:  # the ratio of the stream decoded: its samples over its fragments
+        lossy.mark(ds, lossy.METHODS[source], raw_size / max(source_size, 1), decoded=True)
     photometric.apply(ds, plan, len(encoded))
     for tag in _EOT_TAGS:
         if tag in ds:
@@ -248,12 +253,19 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
     return lossy.METHODS[target], raw_size / max(size, 1)
 
 
+def _planar_view(arr: np.ndarray) -> bool:
+    """A colour frame whose samples lie plane after plane in memory (pydicom's view of RLE output)."""
+    return arr.ndim == 3 and arr.shape[2] > 1 and not arr.flags.c_contiguous and arr.transpose(
+        2, 0, 1).flags.c_contiguous
+
+
 class _NativeFrames:
     """Decoded frames written once into the new Pixel Data value (sized from Number of Frames, grown only
     when a stream holds more), in the target's byte order, padded to even length."""
 
     def __init__(self, ds: Dataset, first: np.ndarray, plan: photometric.Plan, *, big_endian: bool) -> None:
         self.dtype = plan.native_dtype.newbyteorder(">") if big_endian else plan.native_dtype
+        self.planar = plan.planar == 1 and first.ndim == 3
         self.shape = first.shape
         self.frame_bytes = first.size * self.dtype.itemsize
         self.expected = max(1, int(ds.get("NumberOfFrames") or 1))
@@ -267,8 +279,11 @@ class _NativeFrames:
             self.expected += 1
             self.buffer[self.count * self.frame_bytes:] = bytes(self.frame_bytes + 1)
         start = self.count * self.frame_bytes
-        view = np.frombuffer(self.buffer, self.dtype, count=arr.size, offset=start).reshape(self.shape)
-        view[...] = arr  # converts the byte order and the container in the same pass
+        view = np.frombuffer(self.buffer, self.dtype, count=arr.size, offset=start)
+        if self.planar:
+            view.reshape(self.shape[2], self.shape[0], self.shape[1])[...] = arr.transpose(2, 0, 1)
+        else:
+            view.reshape(self.shape)[...] = arr  # byte order and container converted in the same pass
         self.count += 1
 
     def value(self) -> tuple[bytes, int]:
@@ -326,11 +341,12 @@ def _qstep_for(arr: np.ndarray, plan: photometric.Plan, ratio: float | None) -> 
     return hi
 
 
-def _overshoot_range(ds: Dataset, source: UID) -> tuple[int, int] | None:
+def _overshoot_range(ds: Dataset, source: UID, lossy_stream: bool) -> tuple[int, int] | None:
     """The range of Bits Stored, when lossy JPEG 2000 / HTJ2K may reconstruct samples beyond it (a codestream
     whose precision is larger than Bits Stored, as gdcm writes): clipped, rather than wrapped by pydicom's
     masking of the unused bits (a white pixel turned black)."""
-    if source not in (J2K_LOSSY, HTJ2K_LOSSY) or "LossyImageCompression" not in ds:
+    lossy_pixels = lossy_stream or ds.get("LossyImageCompression") == "01"
+    if source not in (J2K_LOSSY, HTJ2K_LOSSY) or not lossy_pixels:
         return None
     bits = int(ds.get("BitsStored") or ds.BitsAllocated)
     if bits >= int(ds.BitsAllocated):
