@@ -3,6 +3,8 @@ Interpretation, Planar Configuration, lossy attributes, offset tables, UIDs), an
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -67,6 +69,31 @@ def test_describe_names_the_fastest_plugins() -> None:
     assert rows[u.ExplicitVRLittleEndian].decoder == "native"
     assert all(c.decoder and c.encoder for c in rows.values())
     assert rows[u.JPEGBaseline8Bit].lossy and not rows[u.JPEGBaseline8Bit].lossless
+
+
+NO_IMAGECODECS = """
+import sys
+sys.modules["imagecodecs"] = None  # as in a function packaged without it
+import numpy as np
+from pydicom import uid as u
+from pacs.codecs import can_decode, can_encode, describe, samples, transcode
+from pacs.codecs.proof import part10, pixels
+assert not can_decode(u.JPEGLosslessSV1) and not can_encode(u.HTJ2KLossless) and not can_encode(u.JPEGBaseline8Bit)
+assert can_decode(u.HTJ2KLossless) and can_decode(u.JPEGBaseline8Bit)  # pylibjpeg-openjpeg, pillow
+rows = {c.uid: c for c in describe()}
+assert rows[u.JPEGBaseline8Bit].decoder == "pillow" and rows[u.JPEGLosslessSV1].decoder is None
+for ts in (u.RLELossless, u.JPEG2000Lossless, u.JPEGLSLossless):
+    ds = samples.dataset("rgb8")
+    reference = pixels(ds, raw=True)
+    back = part10(transcode(part10(transcode(ds, ts)), u.ExplicitVRLittleEndian))
+    assert np.array_equal(pixels(back, raw=True), reference), ts
+print("ok")
+"""
+
+
+def test_without_imagecodecs_pydicoms_own_plugins_remain() -> None:
+    result = subprocess.run([sys.executable, "-c", NO_IMAGECODECS], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_every_known_syntax_is_produced_and_negotiation_prefers_lossless() -> None:

@@ -20,11 +20,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import imagecodecs
 import numpy as np
 from pydicom import uid as u
 from pydicom.pixels import get_decoder
 from pydicom.pixels.common import PhotometricInterpretation as PI
+
+try:
+    import imagecodecs
+
+    HAVE_IMAGECODECS = True
+except ImportError:  # a function packaged without it (82 MB, FIELD-NOTES 1d): pydicom's own plugins only
+    HAVE_IMAGECODECS = False
 
 #: The label of every plugin this module adds.
 PLUGIN = "imagecodecs"
@@ -48,11 +54,18 @@ ENCODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_ENCODABLE, *_SMA
 #: Threads one JPEG 2000 frame is decoded or encoded with: the cores this process may use (at most 8).
 THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 
+
+def available() -> bool:
+    """Whether imagecodecs is installed (the plugins of this module registered as available)."""
+    return HAVE_IMAGECODECS
+
 #: JPEG quality used when none is asked (previews).
 DEFAULT_QUALITY = 90
 
 
 def is_available(tsyntax: str) -> bool:
+    if not HAVE_IMAGECODECS:
+        return False
     if tsyntax in _HTJ2K:
         return bool(imagecodecs.HTJ2K.available)
     if tsyntax in _J2K:
@@ -83,6 +96,11 @@ def _decode_frame(src: bytes, runner: Any) -> bytes:
         runner.set_option("planar_configuration", 0)  # both libraries give colour-by-pixel
     runner.set_option("bits_allocated", arr.dtype.itemsize * 8)
     return arr.tobytes()
+
+
+def jpeg_to_rgb(frame: bytes) -> np.ndarray:
+    """A YCbCr DCT JPEG frame decoded to RGB by libjpeg-turbo (rows, columns, 3)."""
+    return imagecodecs.jpeg8_decode(frame, colorspace="YCBCR", outcolorspace="RGB")
 
 
 # -- encoding ------------------------------------------------------------------------------------------------

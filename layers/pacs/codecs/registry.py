@@ -6,9 +6,10 @@ else calls pydicom's codec registry directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from pydicom import uid as u
 from pydicom.pixels import get_decoder, get_encoder
@@ -92,11 +93,20 @@ def describe() -> list[CodecInfo]:
     """Per known syntax: the decoding and encoding plugins used here, lossless, lossy."""
     out = []
     for uid, info in SYNTAXES.items():
-        native = uid in NATIVE
-        dec = "native" if native else (decoder_plugin(uid) or None) if can_decode(uid) else None
-        enc = "native" if native else (encoder_plugin(uid) or None) if can_encode(uid) else None
+        dec: str | None
+        enc: str | None
+        if uid in NATIVE:
+            dec = enc = "native"
+        else:
+            dec = _used(decoder_plugin(uid), get_decoder, uid) if can_decode(uid) else None
+            enc = _used(encoder_plugin(uid), get_encoder, uid) if can_encode(uid) else None
         out.append(CodecInfo(uid, info.name, dec, enc, info.lossless, info.lossy))
     return out
+
+
+def _used(preferred: str, get: Callable[[str], Any], uid: str) -> str | None:
+    """The plugin pydicom uses: the preferred one, else the first available."""
+    return preferred or next(iter(get(uid).available_plugins), None)
 
 
 @cache

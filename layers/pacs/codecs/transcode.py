@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import imagecodecs
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames, get_frame
@@ -30,7 +29,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
-from pacs.codecs import lossy, photometric
+from pacs.codecs import lossy, photometric, plugins
 from pacs.codecs.plugins import PLUGIN
 from pacs.codecs.registry import NATIVE, can_decode, can_encode, decoder_plugin, encoder_plugin
 from pacs.codecs.streams import jpeg_header
@@ -174,7 +173,7 @@ def _jpeg_rgb_frames(ds: Dataset) -> Iterator[tuple[np.ndarray, dict[str, Any]]]
         if index >= frames:
             return
         try:
-            arr = imagecodecs.jpeg8_decode(frame, colorspace="YCBCR", outcolorspace="RGB")
+            arr = plugins.jpeg_to_rgb(frame)
         except Exception as exc:
             raise _DecodeFailed(str(exc)) from exc
         if arr.shape != (props["rows"], props["columns"], 3):
@@ -301,7 +300,8 @@ _SMALL: dict[str, int] = {JPEGLSLossless: 16, JPEGLSNearLossless: 16}
 def _plugin(plan: photometric.Plan) -> str:
     """The encoding plugin for this plan: the registry's, or imagecodecs for a small unsigned image."""
     side = min(plan.pixel_options["rows"], plan.pixel_options["columns"])
-    if side < _SMALL.get(plan.encoder_syntax, 0) and not plan.pixel_options["pixel_representation"]:
+    small = side < _SMALL.get(plan.encoder_syntax, 0) and not plan.pixel_options["pixel_representation"]
+    if small and plugins.available():
         return PLUGIN
     return encoder_plugin(plan.encoder_syntax)
 
