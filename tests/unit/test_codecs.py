@@ -243,6 +243,10 @@ def test_new_uid_is_the_callers_choice() -> None:
     assert kept.SOPInstanceUID == uid and kept.LossyImageCompression == "01"
     forced = transcode(samples.dataset("mono12"), u.RLELossless, new_uid=True)
     assert forced.SOPInstanceUID != uid
+    for target in (u.ImplicitVRLittleEndian, EXPLICIT):  # native to native, and the same syntax
+        ds = samples.dataset("mono8")
+        old = ds.SOPInstanceUID
+        assert transcode(ds, target, new_uid=True).SOPInstanceUID != old
 
 
 @pytest.mark.parametrize("syntax, options, method", [

@@ -87,7 +87,7 @@ def transcode(
     except AttributeError:
         raise TranscodeError("the data set has no Transfer Syntax UID in its file meta") from None
     if source == target:
-        return ds
+        return _finish(ds, None, new_uid)
     if not can_decode(source):
         raise TranscodeError(f"no decoder for {source.name} is installed")
     if not can_encode(target):
@@ -100,10 +100,10 @@ def transcode(
             raise TranscodeError(f"{target.name} needs pixel data and the instance has none")
         _resolve_elements(ds)
         _set_syntax(ds, target)
-        return ds
+        return _finish(ds, None, new_uid)
     if not source.is_compressed and target in NATIVE:
         _native_to_native(ds, source, target)
-        return ds
+        return _finish(ds, None, new_uid)
     if target.is_compressed and int(ds.get("BitsAllocated") or 0) not in (8, 16):
         raise TranscodeError(f"cannot encode {target.name}: Bits Allocated {ds.get('BitsAllocated')} "
                              "(the encoders here take 8 or 16)")
@@ -117,6 +117,11 @@ def transcode(
     if step is not None:
         method, ratio = step
         lossy.mark(ds, method, ratio)
+    return _finish(ds, step, new_uid)
+
+
+def _finish(ds: Dataset, step: tuple[str, float] | None, new_uid: bool | None) -> Dataset:
+    """A new instance when asked, or (by default) when this call applied lossy compression."""
     if new_uid if new_uid is not None else step is not None:
         lossy.new_instance(ds, method=step[0] if step else None)
     return ds
