@@ -288,6 +288,8 @@ def test_refusals_say_why() -> None:
         transcode(samples.dataset("mono8"), "1.2.3.4")
     with pytest.raises(TranscodeError, match="JPEG Baseline"):
         transcode(samples.dataset("palette8"), u.JPEGBaseline8Bit)
+    with pytest.raises(TranscodeError, match="cannot encode JPEG 2000"):  # openjpeg: 6 resolutions, 32 pixels
+        transcode(samples.dataset("mono8", rows=16, columns=16), u.JPEG2000, EncodeOptions(ratio=10))
     with pytest.raises(TranscodeError, match="Bits Allocated 1"):
         transcode(_testfile("liver_1frame.dcm"), u.HTJ2KLossless)
     no_pixels = samples.dataset("mono8")
