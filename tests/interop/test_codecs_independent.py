@@ -89,6 +89,7 @@ OURS = [
     (u.RLELossless, "palette8", None, ("dcmdrle", "gdcmconv")),
     (u.JPEGLosslessSV1, "mono12", None, ("dcmdjpeg", "gdcmconv")),
     (u.JPEGLosslessSV1, "mono16s", None, ("dcmdjpeg", "gdcmconv")),
+    (u.JPEGLosslessSV1, "mono8s", None, ("dcmdjpeg", "gdcmconv")),
     (u.JPEGLosslessSV1, "rgb8", None, ("dcmdjpeg", "gdcmconv")),
     (u.JPEGLosslessSV1, "ybr8", None, ("dcmdjpeg",)),
     (u.JPEGLossless, "mono16", None, ("dcmdjpeg", "gdcmconv")),

@@ -134,7 +134,8 @@ def _encode_frame(src: bytes, runner: Any) -> bytes:
         return _encode_rle(arr, runner)
     bits = runner.bits_stored
     if arr.dtype.kind == "i":  # JPEG samples are unsigned: keep the two's complement bits (PS3.5 8.2.1)
-        arr = arr.view(arr.dtype.str.replace("i", "u")) & np.uint16((1 << bits) - 1)
+        unsigned = arr.view(arr.dtype.str.replace("i", "u"))
+        arr = unsigned & np.array((1 << bits) - 1, dtype=unsigned.dtype)
     colour = runner.samples_per_pixel == 3
     if tsyntax in (u.JPEGLossless, u.JPEGLosslessSV1):  # predictor 1 is valid in Process 14 too
         # YBR_FULL samples kept as they are: no colour transform, no JFIF or Adobe marker (component ids 0-2)

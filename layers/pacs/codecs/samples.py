@@ -27,6 +27,7 @@ class Kind:
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("mono8", 1, 8, 8, False, "MONOCHROME2"),
+    Kind("mono8s", 1, 8, 8, True, "MONOCHROME2"),
     Kind("mono12", 1, 16, 12, False, "MONOCHROME2"),
     Kind("mono12s", 1, 16, 12, True, "MONOCHROME2"),
     Kind("mono16", 1, 16, 16, False, "MONOCHROME1"),
