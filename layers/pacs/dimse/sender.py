@@ -124,8 +124,9 @@ def load_for(
         try:
             return transcode(ds, target)
         except TranscodeError as exc:
-            failures.append(f"{UID(target).name}: {exc}")
-    raise SendError("cannot transcode " + "; ".join(failures))
+            detail = " ".join(str(exc).split())  # one line: it goes to logs, CLI lines, Error Comments
+            failures.append(f"{UID(target).keyword or target} ({detail})")
+    raise SendError("cannot transcode to " + ", ".join(failures))
 
 
 class StoreSender:
