@@ -130,6 +130,7 @@ def sub_operations(
     """(Pending, data set) for each instance; Cancel once a C-CANCEL arrived; a failure once the store
     association is gone (the instances not sent count as failed). `preferred`: the receiving node's
     preferred transfer syntax."""
+    as_stored: dict[tuple[str, str], bool] = {}  # (SOP class, stored syntax): sent as stored
     for row in rows:
         if is_cancelled():
             yield CANCEL, None
@@ -141,8 +142,10 @@ def sub_operations(
         try:
             source = stored(store, row.key)
             accepted, stored_as = assoc.accepted_contexts, row.transfer_syntax_uid
-            if isinstance(source, Path) and getattr(assoc, "_streams_stored_files", False) \
-                    and sending_syntax(accepted, row.sop_class_uid, stored_as, preferred) == stored_as:
+            key = (row.sop_class_uid, stored_as)
+            if key not in as_stored:
+                as_stored[key] = sending_syntax(accepted, *key, preferred) == stored_as
+            if isinstance(source, Path) and getattr(assoc, "_streams_stored_files", False) and as_stored[key]:
                 ds: Dataset = StoredFile(row, source)
             else:
                 ds = load_for(accepted, source, row.sop_class_uid, row.transfer_syntax_uid, preferred)
