@@ -31,6 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from .conftest import Launcher
 from .dicomgen import COLUMNS, ROWS, Instance, Study, new_study, write_extra_instance
 from .support import PacsProcess, Qido, free_port, run_tool, terminate, wait_indexed, wait_until
+from .test_tls_policy import Pki, make_pki
 
 pytestmark = pytest.mark.interop
 
@@ -73,6 +74,7 @@ class Stored:
     jls: Study  # three JPEG-LS Lossless CTs
     mixed: Study  # two Explicit VR LE CTs and one 32-bit CT (JPEG-LS carries at most 16 bits)
     wide: Instance
+    pki: Pki
 
     def nodes(self, *args: str) -> None:
         cmd = [sys.executable, "-m", "pacs.cli.main", "nodes", *args, "--data-dir", str(self.pacs.data_dir)]
@@ -101,7 +103,11 @@ def stored(launch_module: Launcher, dcmtk: Callable[[str], str], storescu_profil
     series.instances.append(wide)
     config = base / "storescp.cfg"
     config.write_text(STORESCP_CONFIG)
-    pacs = launch_module(workers=2, name="transcode")
+    pki = make_pki(tmp_path_factory.mktemp("transcode-pki"))
+    pacs = launch_module(workers=2, name="transcode", env={  # TLS destinations checked against this CA
+        "PACS_TLS_CERT": str(pki.server_cert), "PACS_TLS_KEY": str(pki.server_key), "PACS_TLS_CA": str(pki.ca),
+        "PACS_TLS_PORT": str(free_port()),
+    })
     files = [str(i.path) for s in (native, jls, mixed) for i in s.instances]
     run = run_tool([dcmtk("storescu"), "-aec", "PACS", "-xf", str(storescu_profile), "AsStored", "127.0.0.1",
                     str(pacs.dimse_port), *files], timeout=300)
@@ -111,7 +117,7 @@ def stored(launch_module: Launcher, dcmtk: Callable[[str], str], storescu_profil
         wait_indexed(qido, [native, jls, mixed], timeout=120)
     finally:
         qido.close()
-    return Stored(pacs, dcmtk, config, native, jls, mixed, wide)
+    return Stored(pacs, dcmtk, config, native, jls, mixed, wide, pki)
 
 
 @dataclass
@@ -144,22 +150,26 @@ def peer(stored: Stored, tmp_path: Path) -> Iterator[Callable[..., Peer]]:
     (None: `+xa`, every syntax), registered as a node (with the preferred syntax when given)."""
     started: list[tuple[Peer, Path]] = []
 
-    def start(ae_title: str, profile: str | None, *, preferred: str | None = None) -> Peer:
+    def start(ae_title: str, profile: str | None, *, preferred: str | None = None, tls: bool = False) -> Peer:
         out = tmp_path / ae_title
         out.mkdir()
         log = tmp_path / f"{ae_title}.log"
         port = free_port()
         accept = ["-xf", str(stored.config), profile] if profile else ["+xa"]
+        if tls:  # the server certificate of the test CA; no client certificate asked
+            accept += ["+tls", str(stored.pki.server_key), str(stored.pki.server_cert), "-ic"]
         with open(log, "wb") as f:
             proc = subprocess.Popen([stored.tools("storescp"), "-v", "-aet", ae_title, "-od", str(out), *accept,
                                      str(port)], stdout=f, stderr=subprocess.STDOUT)
         p = Peer(ae_title, port, out, proc)
         started.append((p, log))
         echo = [stored.tools("echoscu"), "-aec", ae_title, "127.0.0.1", str(port)]
+        if tls:
+            echo[1:1] = ["+tls", str(stored.pki.client_key), str(stored.pki.client_cert), "+cf", str(stored.pki.ca)]
         wait_until(lambda: proc.poll() is not None or run_tool(echo, timeout=30).returncode == 0,
                    bool, timeout=30, what="storescp to answer C-ECHO")
         assert proc.poll() is None, log.read_text(errors="replace")
-        stored.nodes("add", ae_title, "127.0.0.1", str(port),
+        stored.nodes("add", ae_title, "127.0.0.1", str(port), *(["--tls"] if tls else []),
                      *(["--preferred-syntax", preferred] if preferred else []))
         return p
 
@@ -264,6 +274,15 @@ def test_move_an_instance_no_codec_produces_fails_alone(stored: Stored, peer: Ca
         moved.log[-3000:]
     others = [i for i in stored.mixed.instances if i != stored.wide]
     assert_received(dest.received(), others, JPEGLSLossless)
+
+
+def test_move_over_tls_transcodes_through_pynetdicoms_loop(stored: Stored, peer: Callable[..., Peer]) -> None:
+    dest = peer("JLSTLS", "JPEGLSOnly", preferred="jpeg-ls-lossless", tls=True)
+    moved = movescu(stored, dest.ae_title, stored.mixed)
+    assert moved.status == WARNING, moved.log
+    assert (moved.count("Completed"), moved.count("Failed")) == (2, 1)
+    assert stored.wide.sop_uid in moved.log
+    assert_received(dest.received(), [i for i in stored.mixed.instances if i != stored.wide], JPEGLSLossless)
 
 
 # -- C-GET ----------------------------------------------------------------------------------------------------

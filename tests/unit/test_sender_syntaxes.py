@@ -68,6 +68,12 @@ def test_stored_compressed_syntaxes_come_before_the_alternatives() -> None:
     assert not proposed_contexts([(CTImageStorage, ExplicitVRLittleEndian)], transcode=False)[1:]
 
 
+def test_a_native_preference_gets_a_context_of_its_own() -> None:
+    contexts = proposed_contexts([(CTImageStorage, ExplicitVRLittleEndian)], preferred=ImplicitVRLittleEndian)
+    assert contexts[0].transfer_syntax == [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
+    assert contexts[1].transfer_syntax == [ImplicitVRLittleEndian]
+
+
 def test_an_undecodable_stored_syntax_gets_no_alternatives() -> None:
     contexts = proposed_contexts([(CTImageStorage, MPEG2)], preferred=JPEGLSLossless)
     assert [cx.transfer_syntax for cx in contexts] == [NATIVE, [MPEG2]]

@@ -69,9 +69,10 @@ def proposed_contexts(
     tiers: list[list[tuple[str, str]]] = [
         [(c, s) for c, stored in by_class.items() for s in stored if s not in NATIVE]]
     if transcode:
-        if preferred and preferred not in NATIVE and can_encode(preferred):
+        if preferred and can_encode(preferred):  # a native one too: alone, the peer cannot pick the other
             tiers.append([(c, preferred) for c, stored in by_class.items()
-                          if preferred not in stored and any(can_produce(s, preferred) for s in stored)])
+                          if (preferred in NATIVE or preferred not in stored)
+                          and any(can_produce(s, preferred) for s in stored)])
         extra = [s for s in alternatives() if s != preferred]
         tiers.append([(c, s) for s in extra for c, stored in by_class.items()
                       if s not in stored and any(can_produce(x, s) for x in stored)])
