@@ -1,38 +1,46 @@
 """WADO-RS retrieve (PS3.18 10.4): study, series, instance as multipart/related application/dicom.
 
-Objects are sent as stored, streamed from the object store in 1 MiB pieces (never a whole study in
-memory). An explicitly requested transfer syntax other than the stored one is 406 until the
-transcoder exists.
+The Accept header says which transfer syntaxes are acceptable (`transfer-syntax=` on each media
+range, with q-values): the highest q the server can produce wins; at equal q the stored syntax, then
+an existing derived copy, then lossless before lossy (`pacs.services.syntax`). `transfer-syntax=*`,
+`*/*` and no Accept header mean as stored; `application/dicom` without the parameter means Explicit VR
+Little Endian (PS3.18 8.7.3.4), except that lossy pixels, and pixels no codec here decodes, go as
+stored. An instance not stored in the chosen syntax is transcoded once and kept as a derived copy;
+each part names its `transfer-syntax`. Objects are streamed from the store in 1 MiB pieces, one at a
+time (never a whole study in memory). Instances of a series or study that cannot be produced are
+left out: 206 with a `Warning: 299` naming them and why; none at all is 406 with the reason.
 
 A body larger than `max_inline_response` (set on Lambda, whose buffered responses are limited to
-6 MB) is never truncated: when the store can presign (S3) it is pre-packed there once
-(`pacs.services.packed`) and answered with `303 See Other` to a presigned GET of it. Otherwise
-(filesystem, or no limit) it is streamed.
+6 MB) is never truncated: when the store can presign (S3) and every instance goes as stored, it is
+pre-packed there once (`pacs.services.packed`) and answered with `303 See Other` to a presigned GET of
+it. Otherwise (filesystem, no limit, or transcoded parts) it is streamed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pacs.catalog.records import InstanceRow
-from pacs.dicom.multipart import multipart_stream, new_boundary
+from pacs.codecs import TranscodeError
+from pacs.dicom.multipart import multipart_parts, new_boundary
 from pacs.dicom.uids import check_uid
 from pacs.errors import PacsError
 from pacs.services.packed import packed_url
+from pacs.services.syntax import ANY, Acceptable, Choice, Plan, SyntaxService, default_acceptable
 
 from functions.dicomweb.context import services
 
 router = APIRouter()
+DICOM = "application/dicom"
 
 
 class NotAcceptable(PacsError):
     http_status = 406
 
 
-def media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
-    """Each media range of an Accept header as (media type, parameters), best q first, q=0 dropped."""
+def weighted_ranges(accept: str) -> list[tuple[str, dict[str, str], float]]:
+    """Each media range of an Accept header as (media type, parameters, q), best q first (stable),
+    q=0 dropped."""
     ranges = []
     for item in filter(None, (p.strip() for p in accept.split(","))):
         media, *fields = (f.strip() for f in item.split(";"))
@@ -46,28 +54,34 @@ def media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
         except ValueError:
             q = 1.0
         if q > 0:
-            ranges.append((q, media.lower(), params))
-    ranges.sort(key=lambda r: -r[0])
-    return [(m, p) for _, m, p in ranges]
+            ranges.append((media.lower(), params, q))
+    ranges.sort(key=lambda r: -r[2])
+    return ranges
 
 
-def acceptable_syntaxes(accept: str | None) -> set[str] | None:
-    """Transfer syntaxes acceptable for application/dicom parts; None means any (sent as stored)."""
+def media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
+    """Each media range of an Accept header as (media type, parameters), best q first, q=0 dropped."""
+    return [(m, p) for m, p, _ in weighted_ranges(accept)]
+
+
+def acceptable_syntaxes(accept: str | None) -> list[Acceptable] | None:
+    """The transfer syntaxes acceptable for application/dicom parts, with their q-values; None (no
+    Accept) means as stored. `transfer-syntax=*` and wildcard ranges accept the stored syntax; no
+    parameter means Explicit VR Little Endian (PS3.18 8.7.3.4, `default_acceptable`)."""
     if not accept:
         return None
-    wanted: set[str] = set()
-    for media, params in media_ranges(accept):
+    wanted: list[Acceptable] = []
+    for media, params, q in weighted_ranges(accept):
         if media in ("*/*", "multipart/*"):
-            return None
+            wanted.append(Acceptable(ANY, q))
+            continue
         if media == "multipart/related":
             if params.get("type", "application/dicom").lower() not in ("application/dicom", "*/*"):
                 continue
         elif media != "application/dicom":
             continue
-        ts = params.get("transfer-syntax", "*")
-        if ts == "*":
-            return None
-        wanted.add(ts)
+        ts = params.get("transfer-syntax")
+        wanted.append(default_acceptable(q) if not ts else Acceptable(ANY if ts == "*" else ts, q))
     if not wanted:
         raise NotAcceptable(
             f'cannot answer {accept!r}: this resource is multipart/related; type="application/dicom"'
@@ -75,27 +89,46 @@ def acceptable_syntaxes(accept: str | None) -> set[str] | None:
     return wanted
 
 
+def _warning(plan: Plan) -> dict[str, str]:
+    """A Warning header (RFC 7234 299) naming the instances left out, and why."""
+    if not plan.skipped:
+        return {}
+    reasons = "; ".join(dict.fromkeys(reason for _, reason in plan.skipped))
+    text = f"{len(plan.skipped)} instance(s) not sent: {reasons}"
+    safe = text.encode("ascii", "replace").decode()[:900].replace('"', "'")
+    return {"Warning": f'299 pacs "{safe}"'}
+
+
 def _respond(request: Request, rows: list[InstanceRow]) -> Response:
-    wanted = acceptable_syntaxes(request.headers.get("accept"))
-    if wanted is not None:
-        odd = sorted({r.transfer_syntax_uid for r in rows} - wanted)
-        if odd:
-            raise NotAcceptable(
-                f"stored as {', '.join(odd)}; transcoding to {', '.join(sorted(wanted))} is not available"
-            )
     svc = services(request)
+    syntaxes = SyntaxService(svc.retrieve)
+    plan = syntaxes.plan(rows, acceptable_syntaxes(request.headers.get("accept")))
+    headers = _warning(plan)
+    status = 206 if plan.skipped else 200
     settings = svc.backend.settings
-    url = packed_url(
-        svc.retrieve.store, svc.retrieve.partition, rows[0].study_uid, rows, svc.retrieve.chunks,
-        max_inline=settings.max_inline_response, expires=settings.presign_expires,
-    )
-    if url is not None:  # the presigned URL expires: never cache the redirect
-        return Response(status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
+    if plan.as_stored:
+        url = packed_url(
+            svc.retrieve.store, svc.retrieve.partition, rows[0].study_uid, [r for r, _ in plan.parts],
+            svc.retrieve.chunks, max_inline=settings.max_inline_response, expires=settings.presign_expires,
+        )
+        if url is not None:  # the presigned URL expires: never cache the redirect
+            return Response(status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
+    # The first part that needs a transcode is made before the answer starts: a codec that fails on
+    # it is a 406 with the reason, not a body cut short.
+    first_row, first = plan.parts[0]
+    if first.source == "transcode":
+        try:
+            plan.parts[0] = (first_row, Choice(first.syntax, "derived", syntaxes.key(first_row, first)))
+        except TranscodeError as exc:
+            raise NotAcceptable(f"cannot send {first_row.sop_uid} in {first.syntax}: {exc}") from exc
     boundary = new_boundary()
-    parts: Iterator[Iterator[bytes]] = (svc.retrieve.chunks(r) for r in rows)
+    parts = (
+        (f"{DICOM}; transfer-syntax={choice.syntax}", syntaxes.chunks(row, choice))
+        for row, choice in plan.parts
+    )
     return StreamingResponse(
-        multipart_stream(parts, boundary, "application/dicom"),
-        media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
+        multipart_parts(parts, boundary), status_code=status, headers=headers,
+        media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
     )
 
 
