@@ -90,11 +90,21 @@ def retrieve_frames(
     check_uid(study, "StudyInstanceUID")
     check_uid(series, "SeriesInstanceUID")
     check_uid(instance, "SOPInstanceUID")
-    numbers = parse_frame_list(frame_list)
+    return _frames(request, study, series, instance, parse_frame_list(frame_list))
+
+
+def all_frames(request: Request, study: str, series: str, instance: str) -> StreamingResponse:
+    """Every frame of an instance (its Pixel Data bulk data asked in a syntax), one part each."""
+    return _frames(request, study, series, instance, None)
+
+
+def _frames(
+    request: Request, study: str, series: str, instance: str, numbers: list[int] | None
+) -> StreamingResponse:
     accept = request.headers.get("accept")
     wanted = wanted_forms(accept)
     result = frame_service(services(request).retrieve).frames(study, series, instance, numbers, wanted)
-    if len(numbers) == 1 and result.media_type in single_part(accept):
+    if numbers is not None and len(numbers) == 1 and result.media_type in single_part(accept):
         return StreamingResponse(result.frames, media_type=result.content_type)
     boundary = new_boundary()
     return StreamingResponse(

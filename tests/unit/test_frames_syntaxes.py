@@ -209,3 +209,12 @@ def test_no_codec_for_the_stored_syntax_is_406_with_the_reason(archive: Archive)
         assert r.status_code == 406, r.text
         assert "no codec here decodes" in r.json()["error"] and UNDECODABLE in r.json()["error"]
     assert get(archive.frames_url(ODD, "1"), "*/*").status_code == 200  # as stored: fine
+
+
+def test_pixel_data_bulk_data_in_a_syntax(archive: Archive) -> None:
+    url = f"{archive.url}/studies/{STUDY}/series/{SERIES}/instances/{NATIVE}/bulkdata/7FE00010"
+    got = parts(get(url, f'multipart/related; type="image/jls"; transfer-syntax={JPEGLSLossless}'))
+    assert_frames(got, JPEGLSLossless, archive.pixels[NATIVE])
+    # octet-stream without a syntax: the stored value as before (here native, all frames in one piece)
+    r = get(url, OCTET)
+    assert r.status_code == 200 and r.content == archive.pixels[NATIVE].tobytes()

@@ -145,18 +145,21 @@ class FrameService:
         self.derived = DerivedCopies(retrieve.store, partition=retrieve.partition)
 
     def frames(
-        self, study: str, series: str, sop: str, numbers: list[int], wanted: list[Wanted] | None = None
+        self, study: str, series: str, sop: str, numbers: list[int] | None, wanted: list[Wanted] | None = None
     ) -> Frames:
         """Frames `numbers` (1-based, each at most once) of an instance in the best form of `wanted`
         that can be made (None: as stored): see `_choose`. Raises NotFound, BadFrameList,
         FramesNotAcceptable, FramesUnavailable before anything is read; the first frame is read at
         once (its errors too), the others one by one as `Frames.frames` is iterated, which holds the
-        object open till then. A form in another syntax than the stored one is read from the derived
-        copy in that syntax, made (transcoded once, and kept) when missing."""
+        object open till then; `numbers` None means every frame (Pixel Data bulk data). A form in
+        another syntax than the stored one is read from the derived copy in that syntax, made
+        (transcoded once, and kept) when missing."""
         (row,) = self.retrieve.instances(study, series, sop)
         fp = self.retrieve.store.open(row.key)
         try:
             located = self._locate(row, fp)
+            if numbers is None:
+                numbers = list(range(1, located.layout.number_of_frames + 1))
             _check_numbers(located.layout, numbers)
             form = _choose(located.layout, wanted or [Wanted()], lambda ts: self._find(row, ts))
             if form.kind == "derived":
