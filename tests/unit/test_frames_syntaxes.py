@@ -218,3 +218,18 @@ def test_pixel_data_bulk_data_in_a_syntax(archive: Archive) -> None:
     # octet-stream without a syntax: the stored value as before (here native, all frames in one piece)
     r = get(url, OCTET)
     assert r.status_code == 200 and r.content == archive.pixels[NATIVE].tobytes()
+
+
+def test_rendered_decodes_through_the_registry_or_a_decodable_copy(archive: Archive) -> None:
+    url = f"{archive.url}/studies/{STUDY}/series/{SERIES}/instances/{ODD}/rendered"
+    r = get(url, "image/png")
+    assert r.status_code == 400 and "no codec here decodes" in r.json()["error"]
+    # a derived copy in a syntax the registry decodes (as the transcoder would make): rendered from it
+    ds, _ = image(ODD, 3)
+    ds.NumberOfFrames = 1
+    ds.PixelData = np.full((ROWS, ROWS), 1000, np.uint16).tobytes()
+    archive.backend.store.put(derived_module.derived_key(
+        archive.backend.settings.partition, STUDY, SERIES, ODD, ExplicitVRLittleEndian), to_part10(ds))
+    r = get(url, "image/png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert get(archive.frames_url(JLS, "1").replace("/frames/1", "/rendered"), "image/png").status_code == 200
