@@ -18,13 +18,15 @@ it. Otherwise (filesystem, no limit, or transcoded parts) it is streamed.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pacs.catalog.records import InstanceRow
 from pacs.codecs import TranscodeError
 from pacs.dicom.multipart import multipart_parts, new_boundary
 from pacs.dicom.uids import check_uid
-from pacs.errors import PacsError
+from pacs.errors import NotFound, PacsError
 from pacs.services.packed import packed_url
 from pacs.services.syntax import ANY, Acceptable, Choice, Plan, SyntaxService, default_acceptable
 
@@ -106,13 +108,18 @@ def _respond(request: Request, rows: list[InstanceRow]) -> Response:
     headers = _warning(plan)
     status = 206 if plan.skipped else 200
     settings = svc.backend.settings
-    if plan.as_stored:
+    store = svc.retrieve.store
+    if settings.max_inline_response > 0 and (plan.as_stored or store.presigned_get(rows[0].key, 60)):
+        # Where answers are size-limited (Lambda) and the store presigns: the copies are all made
+        # first (one instance in memory at a time), then packed like stored objects.
+        packed = [r for r, _ in plan.parts] if plan.as_stored else _copies(syntaxes, plan)
         url = packed_url(
-            svc.retrieve.store, svc.retrieve.partition, rows[0].study_uid, [r for r, _ in plan.parts],
-            svc.retrieve.chunks, max_inline=settings.max_inline_response, expires=settings.presign_expires,
+            store, svc.retrieve.partition, rows[0].study_uid, packed, svc.retrieve.chunks,
+            max_inline=settings.max_inline_response, expires=settings.presign_expires,
         )
         if url is not None:  # the presigned URL expires: never cache the redirect
-            return Response(status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
+            headers.update({"Location": url, "Cache-Control": "no-store"})
+            return Response(status_code=303, headers=headers)
     # The first part that needs a transcode is made before the answer starts: a codec that fails on
     # it is a 406 with the reason, not a body cut short.
     first_row, first = plan.parts[0]
@@ -130,6 +137,25 @@ def _respond(request: Request, rows: list[InstanceRow]) -> Response:
         multipart_parts(parts, boundary), status_code=status, headers=headers,
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
     )
+
+
+def _copies(syntaxes: SyntaxService, plan: Plan) -> list[InstanceRow]:
+    """The rows of the objects to send, derived copies made: each names its copy's key and size."""
+    out = []
+    for row, choice in plan.parts:
+        if choice.source == "stored":
+            out.append(row)
+            continue
+        try:
+            key = syntaxes.key(row, choice)
+        except TranscodeError as exc:
+            raise NotAcceptable(f"cannot send {row.sop_uid} in {choice.syntax}: {exc}") from exc
+        info = syntaxes.retrieve.store.head(key)
+        if info is None:
+            raise NotFound(f"the derived copy {key} vanished; ask again")
+        out.append(replace(row, key=key, etag=info.etag, size=info.size, version_id=info.version_id,
+                           transfer_syntax_uid=choice.syntax))
+    return out
 
 
 @router.get("/studies/{study}")

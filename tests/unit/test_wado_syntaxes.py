@@ -16,6 +16,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pacs.backends import Backend
 from pacs.codecs import SYNTAXES, encodable, transcode
+from pacs.dicom.multipart import MultipartParser, PartData, PartHeaders
 from pacs.services import derived as derived_module
 from pacs.services import index_worker
 from pacs.services.derived import DerivedCopies
@@ -237,3 +238,35 @@ def test_a_study_with_an_unproducible_instance_is_206_with_a_warning(archive: Ar
 def test_nothing_producible_is_406(archive: Archive) -> None:
     r = _get(archive, f"/series/{NATIVE_SERIES}", _ts(UNKNOWN))
     assert r.status_code == 406 and "not one this server knows" in r.json()["error"]
+
+
+def test_size_limited_answers_pack_the_transcoded_copies(
+    embedded: Backend, archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where answers are size-limited (Lambda) and the store presigns (S3), a transcoded series is
+    made first, then packed and redirected to like a stored one: never cut short."""
+    from dataclasses import replace as dc_replace
+
+    from fastapi.testclient import TestClient
+
+    store = embedded.store
+    monkeypatch.setattr(store, "presigned_get", lambda key, expires=900: f"https://signed.example/{key}")
+    limited = dc_replace(embedded, settings=dc_replace(embedded.settings, max_inline_response=1000))
+    with TestClient(create_app(limited)) as client:
+        r = client.get(f"/dicomweb/studies/{STUDY}/series/{JLS_SERIES}", headers={"Accept": _ts(RLELossless)},
+                       follow_redirects=False)
+    assert r.status_code == 303, r.text
+    key = r.headers["location"].removeprefix("https://signed.example/")
+    assert "/packed/" in key
+    body = store.get(key)
+    parser = MultipartParser(body.split(b"\r\n", 1)[0][2:].decode())
+    parts: list[bytes] = []
+    for event in parser.feed(body):
+        if isinstance(event, PartHeaders):
+            parts.append(b"")
+        elif isinstance(event, PartData):
+            parts[-1] += event.data
+    datasets = [pydicom.dcmread(BytesIO(p)) for p in parts]
+    assert [str(ds.file_meta.TransferSyntaxUID) for ds in datasets] == [RLELossless, RLELossless]
+    for ds in datasets:
+        np.testing.assert_array_equal(ds.pixel_array, archive.pixels[ds.SOPInstanceUID])

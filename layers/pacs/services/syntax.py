@@ -38,7 +38,8 @@ class Unproducible(PacsError):
 class Acceptable:
     """One acceptable transfer syntax (a UID or ANY) with its q-value. `default` marks the syntax a
     media type implies without a `transfer-syntax=` parameter (Explicit VR LE for application/dicom):
-    PS3.18 8.7.3.4 lets lossy pixels, and here pixels no installed codec decodes, go as stored."""
+    PS3.18 8.7.3.4 lets lossy pixels go as stored (here: a syntax that may be lossy, e.g. JPEG 2000
+    .91, JPEG-LS near-lossless, HTJ2K .203, JPEG baseline), and pixels no codec here decodes too."""
 
     syntax: str
     q: float = 1.0
@@ -58,6 +59,12 @@ class Choice:
 def _lossy_only(syntax: str) -> bool:
     info = SYNTAXES.get(syntax)
     return info is not None and not info.lossless
+
+
+def _maybe_lossy(syntax: str) -> bool:
+    """A syntax whose pixels may have been compressed lossy (the catalog does not say whether they were)."""
+    info = SYNTAXES.get(syntax)
+    return info is not None and info.lossy
 
 
 def why_not(stored: str, target: str, has_pixels: bool) -> str | None:
@@ -94,7 +101,7 @@ def choose(
     reasons: list[str] = []
     for order, a in enumerate(accepted):
         target = a.syntax
-        if target == ANY or (a.default and (_lossy_only(stored) or not can_decode(stored))):
+        if target == ANY or (a.default and (_maybe_lossy(stored) or not can_decode(stored))):
             target = stored
         reason = why_not(stored, target, has_pixels)
         if reason is not None:
