@@ -270,3 +270,18 @@ def test_size_limited_answers_pack_the_transcoded_copies(
     assert [str(ds.file_meta.TransferSyntaxUID) for ds in datasets] == [RLELossless, RLELossless]
     for ds in datasets:
         np.testing.assert_array_equal(ds.pixel_array, archive.pixels[ds.SOPInstanceUID])
+
+
+def test_wado_uri_transfer_syntax(archive: Archive) -> None:
+    sop = f"{JLS_SERIES}.2"
+    base = archive.url.removesuffix("/dicomweb")
+    url = (f"{base}/wado?requestType=WADO&studyUID={STUDY}&seriesUID={JLS_SERIES}&objectUID={sop}"
+           "&contentType=application/dicom")
+    r = requests.get(f"{url}&transferSyntax={RLELossless}", timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == DICOM
+    ds = pydicom.dcmread(BytesIO(r.content))
+    assert ds.file_meta.TransferSyntaxUID == RLELossless and int(r.headers["content-length"]) == len(r.content)
+    np.testing.assert_array_equal(ds.pixel_array, archive.pixels[sop])
+    assert derived_exists(archive, JLS_SERIES, sop, RLELossless)
+    r = requests.get(f"{url}&transferSyntax={UNKNOWN}", timeout=60)
+    assert r.status_code == 406 and "not one this server knows" in r.json()["error"]
