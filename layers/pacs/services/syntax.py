@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pacs.catalog.records import InstanceRow
-from pacs.codecs import SYNTAXES, TranscodeError, can_decode, can_encode
+from pacs.codecs import SYNTAXES, can_decode, can_encode
 from pacs.codecs.registry import NATIVE
 from pacs.errors import PacsError
 from pacs.services.derived import DerivedCopies
-from pacs.services.retrieve import RetrieveService, _zeroed_preamble
+from pacs.services.retrieve import RetrieveService
 
 #: Any transfer syntax (`transfer-syntax=*`): as stored.
 ANY = "*"
@@ -155,10 +156,8 @@ class SyntaxService:
             return plan
         for row in rows:
             try:
-                choice = choose(
-                    row.transfer_syntax_uid, accepted, has_pixels=ROWS in row.attrs,
-                    find=lambda syntax, row=row: self.find(row, syntax),  # type: ignore[misc]
-                )
+                choice = choose(row.transfer_syntax_uid, accepted, has_pixels=ROWS in row.attrs,
+                                find=partial(self.find, row))
             except Unproducible as exc:
                 plan.skipped.append((row, exc.reason))
                 continue
@@ -183,13 +182,10 @@ class SyntaxService:
         if choice.source == "stored":
             yield from self.retrieve.chunks(row, chunk_size)
             return
-        yield from _zeroed_preamble(self.retrieve.store.iter_chunks(self.key(row, choice), chunk_size))
+        yield from self.retrieve.key_chunks(self.key(row, choice), chunk_size)
 
 
 def default_acceptable(q: float = 1.0) -> Acceptable:
     """application/dicom without a transfer-syntax parameter (PS3.18 8.7.3.4)."""
     return Acceptable(ExplicitVRLittleEndian, q, default=True)
 
-
-__all__ = ["ANY", "Acceptable", "Choice", "Plan", "SyntaxService", "TranscodeError", "Unproducible",
-           "choose", "default_acceptable", "why_not"]
