@@ -285,3 +285,16 @@ def test_wado_uri_transfer_syntax(archive: Archive) -> None:
     assert derived_exists(archive, JLS_SERIES, sop, RLELossless)
     r = requests.get(f"{url}&transferSyntax={UNKNOWN}", timeout=60)
     assert r.status_code == 406 and "not one this server knows" in r.json()["error"]
+
+
+def test_concurrent_transcodes_are_serialised(archive: Archive) -> None:
+    """pylibjpeg-openjpeg's encoder crashes the process when two threads encode at once: concurrent
+    requests that each need a JPEG 2000 copy all get theirs (one transcode at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sops = [(NATIVE_SERIES, f"{NATIVE_SERIES}.{n}") for n in (1, 2)] + [(JLS_SERIES, f"{JLS_SERIES}.{n}") for n in (1, 2)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda s: retrieve(archive, s[0], s[1], JPEG2000Lossless), sops * 2))
+    assert [str(ds.file_meta.TransferSyntaxUID) for ds in got] == [JPEG2000Lossless] * 8
+    for ds in got:
+        np.testing.assert_array_equal(ds.pixel_array, archive.pixels[ds.SOPInstanceUID])

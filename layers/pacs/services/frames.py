@@ -40,7 +40,7 @@ from pacs.dicom.frames import (
 from pacs.errors import PacsError
 from pacs.services.derived import DerivedCopies
 from pacs.services.retrieve import RetrieveService
-from pacs.services.syntax import ANY, why_not
+from pacs.services.syntax import ANY, make_copy, why_not
 
 OCTET_STREAM = "application/octet-stream"
 _LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -185,7 +185,7 @@ class FrameService:
         key = form.key
         if key is None:
             try:
-                key = self.derived.make(row.study_uid, row.series_uid, row.sop_uid, form.syntax)
+                key = make_copy(self.derived, row.study_uid, row.series_uid, row.sop_uid, form.syntax)
             except TranscodeError as exc:
                 raise FramesNotAcceptable(f"cannot make the frames in {form.syntax}: {exc}") from exc
         info = self.retrieve.store.head(key)

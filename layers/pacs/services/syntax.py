@@ -10,6 +10,7 @@ reason) and streams each instance from the store, one at a time, never a whole s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +26,10 @@ from pacs.services.retrieve import RetrieveService
 
 #: Any transfer syntax (`transfer-syntax=*`): as stored.
 ANY = "*"
+#: One transcode at a time in a process: pylibjpeg-openjpeg's JPEG 2000 encoder crashes the process
+#: (SIGSEGV) when two threads encode at once, and the encoders here hold the GIL anyway (two threads
+#: encode JPEG-LS or JPEG 2000 no faster than one). Serving threads wait for each other's copies here.
+_TRANSCODING = threading.Lock()
 #: The catalog's Rows attribute: an instance with it has pixel data.
 ROWS = "00280010"
 
@@ -174,7 +179,7 @@ class SyntaxService:
             return row.key
         if choice.key is not None:
             return choice.key
-        return self.derived.make(row.study_uid, row.series_uid, row.sop_uid, choice.syntax)
+        return make_copy(self.derived, row.study_uid, row.series_uid, row.sop_uid, choice.syntax)
 
     def chunks(self, row: InstanceRow, choice: Choice, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """The bytes of `row` in its chosen syntax, piece by piece (a transcode happens, and is
@@ -183,6 +188,13 @@ class SyntaxService:
             yield from self.retrieve.chunks(row, chunk_size)
             return
         yield from self.retrieve.key_chunks(self.key(row, choice), chunk_size)
+
+
+def make_copy(copies: DerivedCopies, study: str, series: str, sop: str, syntax: str) -> str:
+    """The key of the derived copy in `syntax`, made when missing, one transcode at a time (a copy
+    another request made meanwhile is found, not made again). Raises TranscodeError, NotFound."""
+    with _TRANSCODING:
+        return copies.make(study, series, sop, syntax)
 
 
 def default_acceptable(q: float = 1.0) -> Acceptable:
