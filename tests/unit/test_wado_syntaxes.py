@@ -298,3 +298,11 @@ def test_concurrent_transcodes_are_serialised(archive: Archive) -> None:
     assert [str(ds.file_meta.TransferSyntaxUID) for ds in got] == [JPEG2000Lossless] * 8
     for ds in got:
         np.testing.assert_array_equal(ds.pixel_array, archive.pixels[ds.SOPInstanceUID])
+
+
+def test_a_series_uses_the_copies_it_has_instance_by_instance(archive: Archive) -> None:
+    copies = DerivedCopies(archive.backend.store, partition=archive.backend.settings.partition)
+    copies.make(STUDY, NATIVE_SERIES, f"{NATIVE_SERIES}.2", JPEG2000Lossless)
+    r = _get(archive, f"/series/{NATIVE_SERIES}", f"{_ts(RLELossless)}, {_ts(JPEG2000Lossless)}")
+    assert r.status_code == 200
+    assert _syntaxes(r) == [RLELossless, JPEG2000Lossless]  # .1 made in RLE; .2 had a JPEG 2000 copy

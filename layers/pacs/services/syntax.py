@@ -21,7 +21,7 @@ from pacs.catalog.records import InstanceRow
 from pacs.codecs import SYNTAXES, can_decode, can_encode
 from pacs.codecs.registry import NATIVE
 from pacs.errors import PacsError
-from pacs.services.derived import DerivedCopies
+from pacs.services.derived import DerivedCopies, derived_key
 from pacs.services.retrieve import RetrieveService
 
 #: Any transfer syntax (`transfer-syntax=*`): as stored.
@@ -154,15 +154,17 @@ class SyntaxService:
 
     def plan(self, rows: list[InstanceRow], accepted: Sequence[Acceptable] | None) -> Plan:
         """One choice per instance (None accepted: all as stored). Raises Unproducible when no
-        instance can be sent; the reasons of the others are in `Plan.skipped`."""
+        instance can be sent; the reasons of the others are in `Plan.skipped`. For several instances
+        the existing copies are listed once per series, not looked up one by one."""
         plan = Plan()
         if accepted is None:
             plan.parts = [(r, Choice(r.transfer_syntax_uid, "stored")) for r in rows]
             return plan
+        listed = self._listed(rows) if len(rows) > 1 else None
         for row in rows:
+            find = partial(self.find, row) if listed is None else partial(self._in, listed, row)
             try:
-                choice = choose(row.transfer_syntax_uid, accepted, has_pixels=ROWS in row.attrs,
-                                find=partial(self.find, row))
+                choice = choose(row.transfer_syntax_uid, accepted, has_pixels=ROWS in row.attrs, find=find)
             except Unproducible as exc:
                 plan.skipped.append((row, exc.reason))
                 continue
@@ -171,6 +173,19 @@ class SyntaxService:
             reasons = "; ".join(dict.fromkeys(reason for _, reason in plan.skipped))
             raise Unproducible(f"cannot send the instance(s) in an accepted transfer syntax: {reasons}")
         return plan
+
+    def _listed(self, rows: list[InstanceRow]) -> set[str]:
+        """The keys of every derived object of the series of `rows` (one listing per series)."""
+        series = dict.fromkeys((r.study_uid, r.series_uid) for r in rows)
+        keys: set[str] = set()
+        for study, uid in series:
+            prefix = derived_key(self.retrieve.partition, study, uid, "1", "1").split("/instances/")[0] + "/"
+            keys.update(info.key for info in self.retrieve.store.list(prefix))
+        return keys
+
+    def _in(self, listed: set[str], row: InstanceRow, syntax: str) -> str | None:
+        key = derived_key(self.retrieve.partition, row.study_uid, row.series_uid, row.sop_uid, syntax)
+        return key if key in listed else None
 
     def key(self, row: InstanceRow, choice: Choice) -> str:
         """The object key to send for `row`: the stored object, or the derived copy (made now when
