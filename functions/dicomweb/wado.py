@@ -105,8 +105,6 @@ def _respond(request: Request, rows: list[InstanceRow]) -> Response:
     svc = services(request)
     syntaxes = SyntaxService(svc.retrieve)
     plan = syntaxes.plan(rows, acceptable_syntaxes(request.headers.get("accept")))
-    headers = _warning(plan)
-    status = 206 if plan.skipped else 200
     settings = svc.backend.settings
     store = svc.retrieve.store
     if settings.max_inline_response > 0 and (plan.as_stored or store.presigned_get(rows[0].key, 60)):
@@ -118,43 +116,53 @@ def _respond(request: Request, rows: list[InstanceRow]) -> Response:
             max_inline=settings.max_inline_response, expires=settings.presign_expires,
         )
         if url is not None:  # the presigned URL expires: never cache the redirect
-            headers.update({"Location": url, "Cache-Control": "no-store"})
+            headers = {**_warning(plan), "Location": url, "Cache-Control": "no-store"}
             return Response(status_code=303, headers=headers)
-    # The first part that needs a transcode is made before the answer starts: a codec that fails on
-    # it is a 406 with the reason, not a body cut short.
-    first_row, first = plan.parts[0]
-    if first.source == "transcode":
+    # The first part to transcode is made before the answer starts: an instance a codec fails on
+    # there is left out (or, when it is the last one left, a 406 with the reason), not a body cut short.
+    while plan.parts and plan.parts[0][1].source == "transcode":
+        row, first = plan.parts[0]
         try:
-            plan.parts[0] = (first_row, Choice(first.syntax, "derived", syntaxes.key(first_row, first)))
+            plan.parts[0] = (row, Choice(first.syntax, "derived", syntaxes.key(row, first)))
         except TranscodeError as exc:
-            raise NotAcceptable(f"cannot send {first_row.sop_uid} in {first.syntax}: {exc}") from exc
+            plan.parts.pop(0)
+            plan.skipped.append((row, f"cannot make {row.sop_uid} in {first.syntax}: {exc}"))
+    if not plan.parts:
+        raise NotAcceptable("; ".join(dict.fromkeys(reason for _, reason in plan.skipped)))
     boundary = new_boundary()
     parts = (
         (f"{DICOM}; transfer-syntax={choice.syntax}", syntaxes.chunks(row, choice))
         for row, choice in plan.parts
     )
     return StreamingResponse(
-        multipart_parts(parts, boundary), status_code=status, headers=headers,
+        multipart_parts(parts, boundary), status_code=206 if plan.skipped else 200, headers=_warning(plan),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
     )
 
 
 def _copies(syntaxes: SyntaxService, plan: Plan) -> list[InstanceRow]:
-    """The rows of the objects to send, derived copies made: each names its copy's key and size."""
-    out = []
+    """The rows of the objects to send, derived copies made: each names its copy's key and size. An
+    instance a codec fails on is moved to `plan.skipped`; none left is a 406 with the reasons."""
+    out, kept = [], []
     for row, choice in plan.parts:
         if choice.source == "stored":
             out.append(row)
+            kept.append((row, choice))
             continue
         try:
             key = syntaxes.key(row, choice)
         except TranscodeError as exc:
-            raise NotAcceptable(f"cannot send {row.sop_uid} in {choice.syntax}: {exc}") from exc
+            plan.skipped.append((row, f"cannot make {row.sop_uid} in {choice.syntax}: {exc}"))
+            continue
         info = syntaxes.retrieve.store.head(key)
         if info is None:
             raise NotFound(f"the derived copy {key} vanished; ask again")
         out.append(replace(row, key=key, etag=info.etag, size=info.size, version_id=info.version_id,
                            transfer_syntax_uid=choice.syntax))
+        kept.append((row, Choice(choice.syntax, "derived", key)))
+    if not out:
+        raise NotAcceptable("; ".join(dict.fromkeys(reason for _, reason in plan.skipped)))
+    plan.parts = kept
     return out
 
 

@@ -306,3 +306,21 @@ def test_a_series_uses_the_copies_it_has_instance_by_instance(archive: Archive) 
     r = _get(archive, f"/series/{NATIVE_SERIES}", f"{_ts(RLELossless)}, {_ts(JPEG2000Lossless)}")
     assert r.status_code == 200
     assert _syntaxes(r) == [RLELossless, JPEG2000Lossless]  # .1 made in RLE; .2 had a JPEG 2000 copy
+
+
+def test_an_instance_the_codec_fails_on_is_left_out_or_406(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pacs.codecs import TranscodeError
+
+    real = derived_module.transcode
+
+    def failing(ds: Dataset, target: str, options: object = None) -> Dataset:
+        if ds.SOPInstanceUID == f"{NATIVE_SERIES}.1":
+            raise TranscodeError("cannot encode RLE Lossless: the codec says no")
+        return real(ds, target, options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(derived_module, "transcode", failing)
+    r = _get(archive, f"/series/{NATIVE_SERIES}", _ts(RLELossless))
+    assert r.status_code == 206 and "the codec says no" in r.headers["Warning"]
+    assert _syntaxes(r) == [RLELossless]
+    r = _get(archive, f"/series/{NATIVE_SERIES}/instances/{NATIVE_SERIES}.1", _ts(RLELossless))
+    assert r.status_code == 406 and "the codec says no" in r.json()["error"]
