@@ -233,3 +233,18 @@ def test_rendered_decodes_through_the_registry_or_a_decodable_copy(archive: Arch
     r = get(url, "image/png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert get(archive.frames_url(JLS, "1").replace("/frames/1", "/rendered"), "image/png").status_code == 200
+
+
+def test_frames_of_a_deflated_instance_come_from_a_native_copy(archive: Archive) -> None:
+    sop = f"{SERIES}.9"
+    ds, pixels = image(sop, 9)
+    IngestService(archive.backend.store).ingest(to_part10(ds, "1.2.840.10008.1.2.1.99"))
+    assert archive.backend.queue is not None
+    while index_worker.drain_once(archive.backend.queue,
+                                  IndexerService(archive.backend.store, archive.backend.catalog)):
+        pass
+    assert_frames(parts(get(archive.frames_url(sop), f"multipart/related; type={OCTET}")), ExplicitVRLittleEndian,
+                  pixels)
+    assert archive.derived(sop, ExplicitVRLittleEndian) is not None
+    assert_frames(parts(get(archive.frames_url(sop, "2"), 'multipart/related; type="image/dicom-rle"')),
+                  RLELossless, pixels[1:2])

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacs.catalog.records import InstanceRow
 from pacs.codecs import SYNTAXES, TranscodeError, can_decode, syntax_for_media_type
@@ -155,7 +155,11 @@ class FrameService:
         another syntax than the stored one is read from the derived copy in that syntax, made
         (transcoded once, and kept) when missing."""
         (row,) = self.retrieve.instances(study, series, sop)
-        fp = self.retrieve.store.open(row.key)
+        if row.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:  # no seeking in it: a native copy
+            copy = _Form("derived", ExplicitVRLittleEndian, self._find(row, ExplicitVRLittleEndian))
+            row, fp = self._derived(row, copy)
+        else:
+            fp = self.retrieve.store.open(row.key)
         try:
             located = self._locate(row, fp)
             if numbers is None:
