@@ -33,7 +33,9 @@ from tests.unit.live_server import serve
 
 STUDY = "1.2.826.0.1.3680043.8.498.88"
 SERIES = f"{STUDY}.1"
-NATIVE, JLS, ODD = f"{SERIES}.1", f"{SERIES}.2", f"{SERIES}.3"
+NATIVE, JLS, ODD, EIGHT = f"{SERIES}.1", f"{SERIES}.2", f"{SERIES}.3", f"{SERIES}.4"
+#: Syntaxes that carry 8-bit samples only (PS3.5 A.4.1): tested on an 8-bit image.
+EIGHT_BIT_ONLY = {"1.2.840.10008.1.2.4.50"}
 #: Stored in a syntax nothing here decodes (JPEG 2000 Part 2 multi-component).
 UNDECODABLE = "1.2.840.10008.1.2.4.92"
 OCTET = "application/octet-stream"
@@ -74,6 +76,11 @@ def archive(embedded: Backend) -> Iterator[Archive]:
     buf = BytesIO()
     parsed.save_as(buf, enforce_file_format=True)
     ingest.ingest(buf.getvalue())
+    ds, _ = image(EIGHT, 4)
+    ramp = np.add.outer(np.arange(ROWS), np.arange(ROWS)).astype(np.uint8) * 3
+    pixels[EIGHT] = np.stack([ramp, ramp[::-1], ramp.T])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelData = 8, 8, 7, pixels[EIGHT].tobytes()
+    ingest.ingest(to_part10(ds))
     odd, _ = image(ODD, 3)
     odd.NumberOfFrames = 1
     odd.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(28)])
@@ -100,25 +107,25 @@ def parts(response: requests.Response) -> list[tuple[str, bytes]]:
     return list(zip(types, bodies, strict=True))
 
 
-def decode(frame: bytes, syntax: str) -> np.ndarray:
+def decode(frame: bytes, syntax: str, bits: int = 16) -> np.ndarray:
     """One frame decoded with the registry's decoders (pydicom's plugins)."""
     if syntax == ExplicitVRLittleEndian:
-        return np.frombuffer(frame, np.uint16).reshape(ROWS, ROWS)
+        return np.frombuffer(frame, np.uint8 if bits == 8 else np.uint16).reshape(ROWS, ROWS)
     arr, _ = get_decoder(syntax).as_array(
-        encapsulate([frame]), index=0, rows=ROWS, columns=ROWS, samples_per_pixel=1, bits_allocated=16,
-        bits_stored=12, pixel_representation=0, photometric_interpretation="MONOCHROME2", number_of_frames=1,
-        pixel_keyword="PixelData")
+        encapsulate([frame]), index=0, rows=ROWS, columns=ROWS, samples_per_pixel=1, bits_allocated=bits,
+        bits_stored=12 if bits == 16 else 8, pixel_representation=0, photometric_interpretation="MONOCHROME2",
+        number_of_frames=1, pixel_keyword="PixelData")
     return arr
 
 
 def assert_frames(got: list[tuple[str, bytes]], syntax: str, original: np.ndarray) -> None:
     assert [t for t, _ in got] == [f"{frames_media_type(syntax)}; transfer-syntax={syntax}"] * len(original)
     for (_, frame), expected in zip(got, original, strict=True):
-        decoded = decode(frame, syntax)
+        decoded = decode(frame, syntax, 8 if original.dtype == np.uint8 else 16)
         if SYNTAXES[syntax].lossless:
             np.testing.assert_array_equal(decoded, expected)
         else:
-            assert np.abs(decoded.astype(int) - expected).mean() < 64
+            assert np.abs(decoded.astype(int) - expected).mean() < 8
 
 
 #: Encodable syntaxes whose frames are a compressed codestream (their own media type).
@@ -133,18 +140,20 @@ def _param(syntax: str) -> object:
 
 @pytest.mark.parametrize("syntax", [_param(s) for s in COMPRESSED])
 def test_frames_of_a_native_instance_in_each_syntax(archive: Archive, syntax: str) -> None:
+    sop = EIGHT if syntax in EIGHT_BIT_ONLY else NATIVE
     accept = f'multipart/related; type="{frames_media_type(syntax)}"; transfer-syntax={syntax}'
-    assert_frames(parts(get(archive.frames_url(NATIVE), accept)), syntax, archive.pixels[NATIVE])
-    assert archive.derived(NATIVE, syntax) is not None
+    assert_frames(parts(get(archive.frames_url(sop), accept)), syntax, archive.pixels[sop])
+    assert archive.derived(sop, syntax) is not None
 
 
 @pytest.mark.parametrize("media", sorted(m for m, s in DEFAULT_SYNTAX.items() if s in encodable()))
 def test_each_media_type_without_a_transfer_syntax_gets_its_default(archive: Archive, media: str) -> None:
     syntax = syntax_for_media_type(media)
     assert syntax is not None
-    got = parts(get(archive.frames_url(JLS), f'multipart/related; type="{media}"'))
-    expected = JPEGLSLossless if media == "image/jls" else syntax  # the stored one is a JPEG-LS lossless
-    assert_frames(got, expected, archive.pixels[JLS])
+    sop = EIGHT if syntax in EIGHT_BIT_ONLY else JLS
+    got = parts(get(archive.frames_url(sop), f'multipart/related; type="{media}"'))
+    expected = JPEGLSLossless if media == "image/jls" and sop == JLS else syntax  # JLS is stored JPEG-LS
+    assert_frames(got, expected, archive.pixels[sop])
 
 
 def test_ohif_accept_is_as_stored_and_star_is_as_stored(archive: Archive) -> None:
@@ -248,3 +257,9 @@ def test_frames_of_a_deflated_instance_come_from_a_native_copy(archive: Archive)
     assert archive.derived(sop, ExplicitVRLittleEndian) is not None
     assert_frames(parts(get(archive.frames_url(sop, "2"), 'multipart/related; type="image/dicom-rle"')),
                   RLELossless, pixels[1:2])
+
+
+def test_eight_bit_frames(archive: Archive) -> None:
+    for syntax in (RLELossless, JPEGLSLossless):
+        accept = f'multipart/related; type="{frames_media_type(syntax)}"'
+        assert_frames(parts(get(archive.frames_url(EIGHT), accept)), syntax, archive.pixels[EIGHT])
