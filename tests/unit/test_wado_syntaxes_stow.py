@@ -28,7 +28,10 @@ SERIES = f"{STUDY}.1"
 #: Pydicom knows it, nothing here decodes it (MPEG-2 video).
 UNDECODABLE = "1.2.840.10008.1.2.4.100"
 #: Syntaxes an instance can be made in here today (HTJ2K and the others join once their encoders do).
-MADE = [s for s in encodable() if SYNTAXES[s].encapsulated and s != "1.2.840.10008.1.2.4.91"]
+#: Lossless ones (the images are 12-bit, which JPEG baseline cannot carry); not .91, which
+#: pacs.codecs.transcode cannot make without lossy options today.
+MADE = [s for s in encodable()
+        if SYNTAXES[s].encapsulated and SYNTAXES[s].lossless and s != "1.2.840.10008.1.2.4.91"]
 
 
 def instance(n: int, syntax: str) -> Dataset:
