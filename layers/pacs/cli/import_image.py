@@ -191,7 +191,9 @@ def build(group: list[Picture], args: argparse.Namespace, study: str, series: st
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.AccessionNumber = args.accession
     ds.Modality = "XC" if cls == VL_PHOTO else "OT"
-    ds.ConversionType = "WSD"
+    if cls != VL_PHOTO:  # the SC Equipment module
+        ds.ConversionType = "WSD"
+        ds.SecondaryCaptureDeviceManufacturer = "pacs"
     ds.Manufacturer = ""
     ds.ReferringPhysicianName = ""
     if args.study_description:
@@ -200,10 +202,10 @@ def build(group: list[Picture], args: argparse.Namespace, study: str, series: st
         ds.SeriesDescription = args.series_description
     ds.PatientName, ds.PatientID = args.patient_name, args.patient_id
     ds.PatientBirthDate, ds.PatientSex = args.patient_birth_date, args.patient_sex
-    ds.SecondaryCaptureDeviceManufacturer = "pacs"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
     ds.StudyID = ""
     ds.SeriesNumber, ds.InstanceNumber = args.series_number, number
+    ds.Laterality = ""  # 2C: a paired body part's side, not known
     ds.PatientOrientation = ""
     ds.BurnedInAnnotation = "YES"  # not known: an imported picture may carry text
     if cls == VL_PHOTO:
