@@ -489,6 +489,23 @@ def test_import_sends_to_a_node(tmp_path: Path) -> None:
         scp.wait(timeout=30)
 
 
+@pytest.mark.parametrize("tool", [["dump"], ["dump", "--json"], ["info"], ["info", "--json"],
+                                  ["convert", "--ts", "rle", "-o"], ["convert", "--ts", "j2k", "-o"],
+                                  ["extract", "--frame", "all", "-o"]], ids=lambda t: "-".join(t))
+def test_pydicom_test_tree_gives_one_line_per_failure(tmp_path: Path, tool: list[str]) -> None:
+    """pydicom's 176 test files, broken ones and non-DICOM ones among them: no traceback, no codec log
+    record, one `pacs TOOL: PATH: reason` line per failure, the bar's final line, the rest processed."""
+    args = [*tool, tmp_path / "out"] if tool[-1] == "-o" else tool
+    out = run(*args, TEST_FILES)
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert "176/176" in lines[-1]
+    strays = [line for line in lines[:-1] if not line.startswith(f"pacs {tool[0]}: {TEST_FILES}/")
+              and "pacs.dicom.json_model" not in line]  # DICOM JSON notes a value it drops
+    assert not strays, strays
+    assert 0 < len(lines) - 1 < 176
+
+
 def test_every_file_tool_has_help() -> None:
     for tool in ("dump", "info", "convert", "extract", "import-image"):
         out = ok(run(tool, "--help"))

@@ -145,6 +145,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         except files.InputError as exc:
             files.error("convert", item.path, exc)
             failed += 1
+        except Exception as exc:  # a value pydicom cannot decode, a codec's own error
+            files.error("convert", item.path, f"cannot convert it: {exc}")
+            failed += 1
     return files.FAILED if failed else files.OK
 
 

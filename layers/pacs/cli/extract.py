@@ -78,6 +78,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
         except files.InputError as exc:
             files.error("extract", item.path, exc)
             failed += 1
+        except Exception as exc:  # a value pydicom cannot decode, a codec's own error
+            files.error("extract", item.path, f"cannot extract it: {exc}")
+            failed += 1
     return files.FAILED if failed else files.OK
 
 
@@ -101,7 +104,10 @@ def extract_one(item: files.Input, args: argparse.Namespace, fmt: str, window: A
     ds = files.read_dicom(item.path, force=args.force)
     if "PixelData" not in ds:
         raise files.InputError("no Pixel Data (7FE0,0010) to extract")
-    frames = int(ds.get("NumberOfFrames") or 1)
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        raise files.InputError(f"Number of Frames {ds['NumberOfFrames'].value!r} is not a number") from None
     numbers = list(range(1, frames + 1)) if args.frame == "all" else [int(args.frame)]
     if numbers[-1] > frames:
         raise files.InputError(f"frame {numbers[-1]} asked, it has {frames}")

@@ -61,9 +61,20 @@ def walk(paths: list[Path]) -> tuple[list[Input], bool]:
     return inputs, walked
 
 
+def quiet() -> None:
+    """The log records of pydicom and its codec plugins off (an ERROR with a traceback for each plugin that
+    fails): each input's failure is the tool's one line. Kept when PACS_LOG_LEVEL=DEBUG."""
+    import logging
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("pydicom", "openjpeg", "pylibjpeg", "libjpeg", "jpeg_ls", "imagecodecs", "PIL"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 def error(tool: str, path: Path | str, reason: object) -> None:
-    """`pacs TOOL: PATH: reason` on stderr, on one line."""
-    text = " ".join(str(reason).split()) or type(reason).__name__
+    """`pacs TOOL: PATH: reason` on stderr, on one line (a traceback some messages embed is left out)."""
+    text = str(reason).split("Traceback (most recent call last)")[0]
+    text = " ".join(text.split()) or type(reason).__name__
     print(f"pacs {tool}: {path}: {text}", file=sys.stderr, flush=True)
 
 
@@ -170,6 +181,7 @@ def progress_shown(args: argparse.Namespace, walked: bool, count: int, *, prints
 def each(args: argparse.Namespace, inputs: list[Input], walked: bool, label: str, *,
          prints: bool = False) -> Iterator[Input]:
     """The inputs, one by one, under the progress bar when it is shown."""
+    quiet()
     shown = progress_shown(args, walked, len(inputs), prints=prints)
     with Bar(label, len(inputs), shown=shown) as bar:
         for item in inputs:

@@ -119,6 +119,7 @@ def cmd_import_image(args: argparse.Namespace) -> int:
         return files.usage("import-image", f"--study {args.study_uid!r} is not a UID")
     if not args.each and args.kind and len(args.images) > 1:
         return files.usage("import-image", "-sc/-vlp are for single images (or --each)")
+    files.quiet()
     pictures: list[Picture] = []
     failed = 0
     for path in args.images:
