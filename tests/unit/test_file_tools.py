@@ -225,6 +225,25 @@ def test_convert_near_lossless_stays_within_its_bound(tmp_path: Path) -> None:
     assert diff.max() <= 3
 
 
+@pytest.mark.parametrize(("name", "option", "uid"), [
+    ("JPEG2000", ["--ratio", "10"], "1.2.840.10008.1.2.4.91"),
+    ("htj2k", ["--ratio", "10"], "1.2.840.10008.1.2.4.203"),
+    ("jpeg-baseline", ["--quality", "90"], "1.2.840.10008.1.2.4.50"),
+])
+def test_convert_lossy_keeps_the_image(tmp_path: Path, name: str, option: list[str], uid: str) -> None:
+    """Lossy targets of the registry (those with an encoder here): the syntax asked, PSNR over 30 dB."""
+    if not can_encode(uid):
+        pytest.skip(f"no encoder for {uid} here yet")
+    source = CT if uid != "1.2.840.10008.1.2.4.50" else RGB_RLE_2  # JPEG Baseline: 8-bit samples
+    out = tmp_path / "lossy.dcm"
+    ok(run("convert", source, "-o", out, "--ts", name, *option))
+    converted = pydicom.dcmread(out)
+    assert converted.file_meta.TransferSyntaxUID == uid
+    a, b = pydicom.dcmread(source).pixel_array.astype(float), converted.pixel_array.astype(float)
+    mse = float(((a - b) ** 2).mean())
+    assert mse == 0 or 10 * np.log10((a.max() - a.min()) ** 2 / mse) > 30
+
+
 def test_convert_usage_errors_exit_2(tmp_path: Path) -> None:
     unknown = run("convert", CT, "-o", tmp_path / "x.dcm", "--ts", "no-such-syntax")
     assert unknown.returncode == 2 and "unknown transfer syntax 'no-such-syntax'" in unknown.stderr
@@ -302,6 +321,31 @@ def test_extract_uses_the_file_window_and_inverts_monochrome1(tmp_path: Path) ->
     ok(run("extract", f, "-o", tmp_path / "m1.png"))
     got = np.asarray(Image.open(tmp_path / "m1.png"))
     assert np.array_equal(got, 255 - _window(pixels[0].astype(float), 750, 1001))
+
+
+def test_extract_applies_a_voi_lut_sequence(tmp_path: Path) -> None:
+    pixels = np.arange(16, dtype=np.uint16).reshape(1, 4, 4)
+    lut = [255 - 17 * i for i in range(16)]
+    item = Dataset()
+    item.add_new(0x00283002, "US", [16, 0, 8])  # LUT Descriptor: 16 entries from 0, 8 bits
+    item.add_new(0x00283006, "US", lut)  # LUT Data
+    f = synthetic(tmp_path / "voi.dcm", pixels)
+    ds = pydicom.dcmread(f)
+    ds.VOILUTSequence = [item]
+    ds.save_as(f, enforce_file_format=True)
+    ok(run("extract", f, "-o", tmp_path / "voi.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "voi.png")), np.array(lut, np.uint8).reshape(4, 4))
+
+
+def test_extract_palette_colour_through_its_luts(tmp_path: Path) -> None:
+    from pydicom.pixels import apply_color_lut
+
+    source = TEST_FILES / "examples_palette.dcm"
+    ok(run("extract", source, "-o", tmp_path / "palette.png"))
+    image = Image.open(tmp_path / "palette.png")
+    ds = pydicom.dcmread(source)
+    expected = np.rint(apply_color_lut(ds.pixel_array, ds) / 65535 * 255).astype(np.uint8)
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image), expected)
 
 
 def test_extract_raw_values_as_16_bit_png(tmp_path: Path) -> None:
@@ -440,6 +484,19 @@ def test_import_grey_jpeg_and_16_bit_png(tmp_path: Path) -> None:
     ds = pydicom.dcmread(tmp_path / "deep.dcm")
     assert ds.BitsAllocated == 16 and np.array_equal(ds.pixel_array, deep)
     _dcmdump_clean(tmp_path / "deep.dcm")
+
+
+def test_import_multi_page_tiff_as_multi_frame(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    pages = [Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)) for _ in range(3)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    ok(run("import-image", tmp_path / "pages.tif", "--patient-id", "P6", "-o", tmp_path / "pages.dcm"))
+    ds = pydicom.dcmread(tmp_path / "pages.dcm")
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7.2" and ds.NumberOfFrames == 3
+    assert np.array_equal(ds.pixel_array, np.stack([np.asarray(p) for p in pages]))
+    _dcmdump_clean(tmp_path / "pages.dcm")
+    ok(run("import-image", tmp_path / "pages.tif", "--patient-id", "P6", "--each", "-o", tmp_path / "each"))
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["pages-2.dcm", "pages-3.dcm", "pages.dcm"]
 
 
 def test_import_bad_input_and_usage(tmp_path: Path) -> None:

@@ -5,11 +5,12 @@ Which SOP class: one image → Secondary Capture Image Storage, or VL Photograph
 is a colour JPEG (a photograph; `-vlp` / `-sc` force one or the other); several images → one
 multi-frame object: Multi-frame True Color SC when any image is in colour, else Multi-frame Grayscale
 Byte SC (Word SC for 16-bit images); `--each` makes one single-frame object per image instead, all in
-one series. A baseline JPEG is kept as it is (JPEG Baseline transfer syntax, Lossy Image Compression
-01, never re-encoded) when its samples allow it; other images go native (Explicit VR Little Endian),
-alpha dropped, palettes expanded. A new study, or `--study UID` to add a series to an existing one
-(the patient attributes are those given). Written to OUT (a file; a directory with `--each`), or
-sent to a node (`--send AE@HOST:PORT` or a registered AE title) through `pacs store`'s machinery.
+one series. Each page of a multi-page TIFF is one image. A baseline JPEG is kept as it is (JPEG
+Baseline transfer syntax, Lossy Image Compression 01, never re-encoded) when its samples allow it;
+other images go native (Explicit VR Little Endian), alpha dropped, palettes expanded. A new study,
+or `--study UID` to add a series to an existing one (the patient attributes are those given).
+Written to OUT (a file; a directory with `--each`), or sent to a node (`--send AE@HOST:PORT` or a
+registered AE title) through `pacs store`'s machinery.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ class Picture:
     jpeg: bytes | None
     photometric_jpeg: str | None  # YBR_FULL_422, YBR_FULL or MONOCHROME2 for a kept JPEG
     from_jpeg: bool
+    page: int = 0
+
+    @property
+    def name(self) -> str:
+        """The output file name of this image alone (`--each`)."""
+        return f"{self.path.stem}.dcm" if not self.page else f"{self.path.stem}-{self.page + 1}.dcm"
 
     @property
     def colour(self) -> bool:
@@ -80,10 +87,20 @@ class Picture:
         return 16 if self.pixels.dtype.itemsize == 2 else 8
 
 
-def load(path: Path) -> Picture:
-    """An image file read with Pillow; InputError when it cannot be."""
+def _samples(im: Any) -> Any:
+    """A Pillow image's samples: 16-bit grey kept, other grey as 8 bits, anything else as RGB."""
     import numpy as np
-    from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+    if im.mode in ("L", "1", "LA", "La"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def load(path: Path) -> list[Picture]:
+    """An image file read with Pillow (each page of a multi-page TIFF); InputError when it cannot be."""
+    from PIL import Image, ImageSequence, JpegImagePlugin, UnidentifiedImageError
 
     if not path.is_file():
         raise files.InputError("no such file" if not path.exists() else "not a file")
@@ -92,12 +109,10 @@ def load(path: Path) -> Picture:
             im.load()
             fmt, mode, info = im.format, im.mode, dict(im.info)
             sampling = JpegImagePlugin.get_sampling(im) if fmt == "JPEG" else -1
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                pixels = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
-            elif mode in ("L", "1", "LA", "La"):
-                pixels = np.asarray(im.convert("L"))
-            else:
-                pixels = np.asarray(im.convert("RGB"))
+            if fmt == "TIFF" and getattr(im, "n_frames", 1) > 1:
+                pages = [_samples(page) for page in ImageSequence.Iterator(im)]
+                return [Picture(path, pixels, None, None, False, n) for n, pixels in enumerate(pages)]
+            pixels = _samples(im)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise files.InputError(f"not an image Pillow can read ({exc})") from None
     jpeg, photometric = None, None
@@ -107,7 +122,7 @@ def load(path: Path) -> Picture:
             jpeg, photometric = path.read_bytes(), "MONOCHROME2"
         elif mode == "RGB" and not adobe_rgb and sampling in (0, 1, 2):
             jpeg, photometric = path.read_bytes(), "YBR_FULL" if sampling == 0 else "YBR_FULL_422"
-    return Picture(path, pixels, jpeg, photometric, fmt == "JPEG")
+    return [Picture(path, pixels, jpeg, photometric, fmt == "JPEG")]
 
 
 def cmd_import_image(args: argparse.Namespace) -> int:
@@ -117,26 +132,26 @@ def cmd_import_image(args: argparse.Namespace) -> int:
 
     if args.study_uid is not None and not is_valid_uid(args.study_uid):
         return files.usage("import-image", f"--study {args.study_uid!r} is not a UID")
-    if not args.each and args.kind and len(args.images) > 1:
-        return files.usage("import-image", "-sc/-vlp are for single images (or --each)")
     files.quiet()
     pictures: list[Picture] = []
     failed = 0
     for path in args.images:
         try:
-            pictures.append(load(path))
+            pictures += load(path)
         except files.InputError as exc:
             files.error("import-image", path, exc)
             failed += 1
     if not pictures:
         return files.FAILED
+    if not args.each and args.kind and len(pictures) > 1:
+        return files.usage("import-image", "-sc/-vlp are for single images (or --each)")
     study = args.study_uid or generate_uid()
     series = generate_uid()
     groups = [[p] for p in pictures] if args.each or len(pictures) == 1 else [pictures]
-    objects: list[tuple[Path, Any]] = []
+    objects: list[tuple[str, Any]] = []
     for number, group in enumerate(groups, 1):
         try:
-            objects.append((group[0].path, build(group, args, study, series, number)))
+            objects.append((group[0].name, build(group, args, study, series, number)))
         except files.InputError as exc:
             files.error("import-image", group[0].path if len(group) == 1 else "images", exc)
             failed += 1
@@ -246,15 +261,15 @@ def build(group: list[Picture], args: argparse.Namespace, study: str, series: st
     return ds
 
 
-def write(objects: list[tuple[Path, Any]], args: argparse.Namespace) -> int:
+def write(objects: list[tuple[str, Any]], args: argparse.Namespace) -> int:
     """Each object to OUT (a file for one object, else a directory of IMG-name.dcm); the failures."""
     failed = 0
     many = len(objects) > 1 or args.each
     if many and args.out.exists() and not args.out.is_dir():
         files.error("import-image", args.out, "is a file: --each writes a directory")
         return len(objects)
-    for source, ds in objects:
-        out = args.out / f"{source.stem}.dcm" if many or args.out.is_dir() else args.out
+    for name, ds in objects:
+        out = args.out / name if many or args.out.is_dir() else args.out
         try:
             files.write_part10(ds, out)
         except OSError as exc:
@@ -266,7 +281,7 @@ def write(objects: list[tuple[Path, Any]], args: argparse.Namespace) -> int:
     return failed
 
 
-def send(objects: list[tuple[Path, Any]], args: argparse.Namespace) -> int:
+def send(objects: list[tuple[str, Any]], args: argparse.Namespace) -> int:
     """Each object sent to `args.node` with the store machinery of `pacs store`; the failures."""
     from pacs.cli.scu import _setup, _status_text
     from pacs.dimse.scu import ScuError
