@@ -499,6 +499,32 @@ def test_import_multi_page_tiff_as_multi_frame(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["pages-2.dcm", "pages-3.dcm", "pages.dcm"]
 
 
+def test_import_into_a_study_of_the_local_archive(tmp_path: Path) -> None:
+    from pacs.backends import open_backend
+    from pacs.config import Settings
+    from pacs.services.ingest import IngestService
+
+    data = tmp_path / "data"
+    backend = open_backend(Settings(data_dir=data))
+    try:
+        IngestService(backend.store).ingest(CT.read_bytes())
+    finally:
+        backend.close()
+    ok(run("reconcile", "--data-dir", data))
+    study = str(pydicom.dcmread(CT).StudyInstanceUID)
+    img = _images(tmp_path)
+    out = tmp_path / "added.dcm"
+    ok(run("import-image", img["grey.png"], "--patient-id", "1CT1", "--study", study, "--data-dir", data,
+           "-o", out))
+    ds = pydicom.dcmread(out)
+    assert ds.StudyInstanceUID == study and ds.PatientName == "CompressedSamples^CT1" and ds.PatientSex == "O"
+    assert ds.StudyDate == "20040119" and ds.StudyDescription == "e+1"
+    other = run("import-image", img["grey.png"], "--patient-id", "SOMEONE", "--study", study,
+                "--data-dir", data, "-o", tmp_path / "wrong.dcm")
+    assert other.returncode == 2 and "belongs to patient ID '1CT1'" in other.stderr
+    assert not (tmp_path / "wrong.dcm").exists()
+
+
 def test_import_bad_input_and_usage(tmp_path: Path) -> None:
     img = _images(tmp_path)
     text = tmp_path / "notes.png"

@@ -8,7 +8,8 @@ Byte SC (Word SC for 16-bit images); `--each` makes one single-frame object per 
 one series. Each page of a multi-page TIFF is one image. A baseline JPEG is kept as it is (JPEG
 Baseline transfer syntax, Lossy Image Compression 01, never re-encoded) when its samples allow it;
 other images go native (Explicit VR Little Endian), alpha dropped, palettes expanded. A new study,
-or `--study UID` to add a series to an existing one (the patient attributes are those given).
+or `--study UID` to add a series to an existing one (the UID kept; when the local archive holds that
+study, its patient and study attributes fill those not given, and another patient ID is refused).
 Written to OUT (a file; a directory with `--each`), or sent to a node (`--send AE@HOST:PORT` or a
 registered AE title) through `pacs store`'s machinery.
 """
@@ -42,7 +43,8 @@ def register(sub: Any) -> None:
     p.add_argument("--patient-birth-date", default="", metavar="YYYYMMDD", help="Patient's Birth Date")
     p.add_argument("--patient-sex", default="", choices=["", "M", "F", "O"], help="Patient's Sex")
     p.add_argument("--study", dest="study_uid", default=None, metavar="UID",
-                   help="add to this existing study (default: a new study)")
+                   help="add a series to this study (default: a new study); its patient and study "
+                   "attributes are taken from the local archive when it holds the study")
     p.add_argument("--study-description", default=None)
     p.add_argument("--accession", default="", help="Accession Number")
     p.add_argument("--series-description", default=None)
@@ -58,7 +60,8 @@ def register(sub: Any) -> None:
     where.add_argument("--send", dest="node", metavar="NODE", help="AE@HOST:PORT or a registered AE title")
     p.add_argument("-aet", "--aetitle", dest="calling_ae", default=None, help="our calling AE title (--send)")
     p.add_argument("-aec", "--call", dest="called_ae", default=None, help="the called AE title (--send)")
-    p.add_argument("--data-dir", type=Path, default=None, help="the node registry's data directory (--send)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the local archive (--study) and node registry (--send): PACS_DATA_DIR, ./pacs-data")
     p.set_defaults(fn=cmd_import_image)
 
 
@@ -145,6 +148,13 @@ def cmd_import_image(args: argparse.Namespace) -> int:
         return files.FAILED
     if not args.each and args.kind and len(pictures) > 1:
         return files.usage("import-image", "-sc/-vlp are for single images (or --each)")
+    args.archived = {}
+    if args.study_uid is not None:
+        archived = archived_study(args)
+        if archived is not None and archived.get("PatientID", args.patient_id) != args.patient_id:
+            return files.usage("import-image", f"study {args.study_uid} belongs to patient ID "
+                               f"{archived['PatientID']!r} in the local archive, not {args.patient_id!r}")
+        args.archived = archived or {}
     study = args.study_uid or generate_uid()
     series = generate_uid()
     groups = [[p] for p in pictures] if args.each or len(pictures) == 1 else [pictures]
@@ -173,6 +183,47 @@ def sop_class(group: list[Picture], kind: str | None) -> str:
     if kind == "vlp" or (kind is None and picture.colour and picture.from_jpeg):
         return VL_PHOTO
     return SC
+
+
+#: Patient and study attributes taken from the local archive for `--study UID` (DICOM JSON keys).
+ARCHIVED = {"PatientName": "00100010", "PatientID": "00100020", "PatientBirthDate": "00100030",
+            "PatientSex": "00100040", "StudyDate": "00080020", "StudyTime": "00080030",
+            "AccessionNumber": "00080050", "ReferringPhysicianName": "00080090", "StudyID": "00200010",
+            "StudyDescription": "00081030"}
+
+
+def archived_study(args: argparse.Namespace) -> dict[str, str] | None:
+    """The patient and study attributes of `--study` in the local archive — the embedded catalog of
+    `--data-dir`, PACS_DATA_DIR or ./pacs-data — or None when there is none or it lacks the study."""
+    import sqlite3
+
+    from pacs.backends import open_backend
+    from pacs.config import Settings
+
+    settings = Settings.from_env(data_dir=args.data_dir)
+    if settings.backend != "embedded" or not (settings.data_dir / "catalog.db").is_file():
+        return None
+    try:
+        backend = open_backend(settings)
+        try:
+            row = backend.catalog.get_study(settings.partition, args.study_uid)
+        finally:
+            backend.close()
+    except (OSError, sqlite3.Error, ValueError) as exc:
+        files.error("import-image", settings.data_dir, f"the local archive is not readable ({exc}); "
+                    "the study's attributes are those given")
+        return None
+    if row is None:
+        return None
+    found: dict[str, str] = {}
+    for keyword, key in ARCHIVED.items():
+        values = row.attrs.get(key, {}).get("Value") or []
+        value = values[0] if values else None
+        if isinstance(value, dict):
+            value = value.get("Alphabetic")
+        if value not in (None, ""):
+            found[keyword] = str(value)
+    return found
 
 
 def build(group: list[Picture], args: argparse.Namespace, study: str, series: str, number: int) -> Any:
@@ -204,6 +255,7 @@ def build(group: list[Picture], args: argparse.Namespace, study: str, series: st
     ds.SOPClassUID, ds.SOPInstanceUID = cls, generate_uid()
     ds.StudyDate = now.strftime("%Y%m%d") if args.study_uid is None else ""
     ds.StudyTime = now.strftime("%H%M%S") if args.study_uid is None else ""
+    ds.StudyID = ""
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.AccessionNumber = args.accession
     ds.Modality = "XC" if cls == VL_PHOTO else "OT"
@@ -218,8 +270,10 @@ def build(group: list[Picture], args: argparse.Namespace, study: str, series: st
         ds.SeriesDescription = args.series_description
     ds.PatientName, ds.PatientID = args.patient_name, args.patient_id
     ds.PatientBirthDate, ds.PatientSex = args.patient_birth_date, args.patient_sex
+    for keyword, value in args.archived.items():  # the study's own, when the local archive holds it
+        if not ds.get(keyword):
+            setattr(ds, keyword, value)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.StudyID = ""
     ds.SeriesNumber, ds.InstanceNumber = args.series_number, number
     ds.Laterality = ""  # 2C: a paired body part's side, not known
     ds.PatientOrientation = ""
