@@ -35,8 +35,10 @@ MR = TEST_FILES / "MR_small.dcm"
 
 def run(*args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PACS_")}
+    # no local archive unless a test names one (`--study` would read ./pacs-data if it were there)
+    nowhere = str(Path(__file__).parent / "no-such-pacs-data")
     return subprocess.run([PACS, *map(str, args)], capture_output=True, text=True, timeout=180,
-                          env={**clean, "COLUMNS": "120", **env})
+                          env={**clean, "COLUMNS": "120", "PACS_DATA_DIR": nowhere, **env})
 
 
 def ok(out: subprocess.CompletedProcess[str]) -> str:
