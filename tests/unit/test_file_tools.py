@@ -315,6 +315,8 @@ def test_extract_png_applies_modality_lut_and_window(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(image), _window(hu, 40, 400))
     ok(run("extract", CT, "-o", tmp_path / "ww.png", "+Ww", "40", "400"))  # dcmj2pnm's spelling
     assert np.array_equal(np.asarray(Image.open(tmp_path / "ww.png")), np.asarray(image))
+    ok(run("extract", CT, "-o", tmp_path / "pngs", "--window", "40,400"))  # no suffix: a directory
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pngs" / "CT_small.png")), np.asarray(image))
 
 
 def test_extract_uses_the_file_window_and_inverts_monochrome1(tmp_path: Path) -> None:

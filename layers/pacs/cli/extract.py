@@ -8,10 +8,10 @@ Colour stays colour (YBR converted to RGB, palette colour through its LUTs, more
 more than 8, signed values shifted by +32768 (PNG and TIFF samples here are unsigned). `--format raw`:
 each frame's decoded values as they are (little endian, no header), like dcmdump +W.
 
-Frames: `--frame N` (1-based; default 1), `--frame all` (`+Fa`). OUT is a file for one frame of one
-input (or an existing directory); several frames of one input go to numbered names (`out.png` →
-`out-0001.png`…) or, when OUT has no suffix or is a directory, to OUT/<name>-0001.png…; several inputs
-need a directory. The format defaults to OUT's suffix, else png.
+Frames: `--frame N` (1-based; default 1), `--frame all` (`+Fa`). OUT with a suffix is a file for one
+input (several frames: numbered names, `out.png` → `out-0001.png`…); OUT without a suffix, or an
+existing directory, is a directory: OUT/<name>.png, or OUT/<name>-0001.png… for several frames (a
+directory input's tree mirrored). The format defaults to OUT's suffix, else png.
 """
 
 from __future__ import annotations
@@ -87,14 +87,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def _targets(item: files.Input, out: Path, many: bool, fmt: str, numbers: list[int]) -> list[Path]:
     """The output path of each frame number."""
     ext = EXTENSION[fmt]
-    if not many and len(numbers) == 1 and not out.is_dir():
-        return [out]
     if not many and out.suffix and not out.is_dir():
-        return [out.with_name(f"{out.stem}-{n:04d}{out.suffix}") for n in numbers]
-    base = files.output_path(item, out, many=True, suffix=ext)
-    if len(numbers) == 1 and many:
+        base = out
+    else:
+        base = files.output_path(item, out, many=True, suffix=ext)
+    if len(numbers) == 1:
         return [base]
-    return [base.with_name(f"{base.stem}-{n:04d}{ext}") for n in numbers]
+    return [base.with_name(f"{base.stem}-{n:04d}{base.suffix}") for n in numbers]
 
 
 def extract_one(item: files.Input, args: argparse.Namespace, fmt: str, window: Any, many: bool) -> None:
