@@ -4,11 +4,12 @@ through the codec registry (`pacs.codecs`), like dcmconv / dcmcjpls / dcmcjp2k.
 SYNTAX is a UID, a pydicom keyword (`JPEGLSLossless`), or a name with any case and punctuation
 (`jpeg-ls-lossless`, `htj2k-lossless`, `explicit-little`); `--list-syntaxes` lists those this
 installation can write. Lossless unless `--quality` (JPEG Baseline), `--near-lossless` (JPEG-LS) or
-`--ratio` (JPEG 2000 / HTJ2K) asks otherwise; a lossy encoding of lossless pixels gets a new SOP
-Instance UID. One input file: OUT is the output file (or an existing directory); several, or a
-directory: OUT is a directory, and a directory input's tree is mirrored under it. An input is never
-overwritten unless OUT names that very file. A file that cannot be converted fails alone, with its
-reason (exit 1); an unknown or unwritable syntax is a usage error (exit 2).
+`--ratio` (JPEG 2000 / HTJ2K) asks otherwise. The SOP Instance UID is kept for lossless output; for
+lossy output `pacs.codecs.transcode` decides (PS3.5 8.2: a new one). One input file: OUT is the
+output file (or an existing directory); several, or a directory: OUT is a directory, and a directory
+input's tree is mirrored under it. An input is never overwritten unless OUT names that very file. A
+file that cannot be converted fails alone, with its reason (exit 1); an unknown or unwritable syntax
+is a usage error (exit 2).
 """
 
 from __future__ import annotations

@@ -190,8 +190,14 @@ def _value(elem: Any, max_length: int) -> str:
     return text
 
 
+_SIZES = {"UL": 4, "SL": 4, "US": 2, "SS": 2, "FL": 4, "FD": 8, "AT": 4, "SV": 8, "UV": 8}
+
+
 def _length(elem: Any) -> int | None:
+    """The value length of an element pydicom has already converted (no raw length kept)."""
     value = elem.value
+    if elem.VR in _SIZES:
+        return _SIZES[elem.VR] * int(elem.VM)
     if isinstance(value, bytes | bytearray):
         return len(value)
     if isinstance(value, str):
