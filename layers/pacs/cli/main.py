@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     scu.register(sub)
     mpps.register(sub)
     events.register(sub)
+    from pacs.cli import convert, dump, extract, import_image, info  # the file tools
+
+    for tool in (dump, info, convert, extract, import_image):
+        tool.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
