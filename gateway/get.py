@@ -2,10 +2,12 @@
 
 The C-STORE sub-operations go over the requestor's own association, in the contexts it proposed for
 the storage SOP classes with the SCP role for itself (SCP/SCU Role Selection, which `make_ae` accepts
-for every storage class). An instance whose SOP class has no such context, or whose stored syntax and
-native alternatives were all refused, fails its sub-operation (listed in the Failed SOP Instance UID
-List). A node of the registry whose operations lack "get" is refused (0x0124 Not Authorized); callers
-that are not registered are governed by the calling-AE policy.
+for every storage class). Each instance goes as stored when the requestor accepted that, else in the
+best syntax among those accepted that a codec produces for it (the requestor's preferred syntax first
+when it is a registered node with one: `pacs.dimse.proposals`); one with no such context, or none a
+codec produces, fails its sub-operation alone (listed in the Failed SOP Instance UID List). A node of
+the registry whose operations lack "get" is refused (0x0124 Not Authorized); callers that are not
+registered are governed by the calling-AE policy.
 """
 
 from __future__ import annotations
@@ -75,4 +77,5 @@ def handle_get(event: Event, ctx: GatewayContext) -> Iterator[Any]:
     stream_stored_files(event.assoc)
     fast_responses(event.assoc)
     yield len(rows)
-    yield from sub_operations(rows, backend.store, lambda: event.assoc, lambda: bool(event.is_cancelled))
+    yield from sub_operations(rows, backend.store, lambda: event.assoc, lambda: bool(event.is_cancelled),
+                              node.preferred_syntax or None if node is not None else None)

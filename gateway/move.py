@@ -6,9 +6,11 @@ asking for its own images in the usual case (a workstation moving to itself); a 
 have images pushed to a node that was not allowed them. Any other destination: 0xA801. Who may
 associate at all is the calling-AE policy's business. Sub-operations go over a new association to the
 node (TCP_NODELAY; DICOM TLS when the node says so, presenting PACS_TLS_CERT and checking the node's
-certificate against PACS_TLS_CA; the stored syntaxes and Explicit/Implicit VR LE proposed; transcoded
-when refused). Over plain TCP the sub-operation loop is `pacs.dimse.retrieve.move_sub_operations`
-(objects and responses exchanged on the sockets directly); over TLS, pynetdicom's.
+certificate against PACS_TLS_CA; the stored syntaxes, the node's preferred syntax, the natives and the
+lossless syntaxes a codec produces proposed: `pacs.dimse.proposals`; each instance as stored, else in
+the node's preferred or the best accepted syntax, transcoded). Over plain TCP the sub-operation loop
+is `pacs.dimse.retrieve.move_sub_operations` (objects and responses exchanged on the sockets
+directly); over TLS, pynetdicom's.
 """
 
 from __future__ import annotations
@@ -82,10 +84,11 @@ def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:
         opened.append(ev.assoc)
 
     pairs = {(r.sop_class_uid, r.transfer_syntax_uid) for r in rows}
+    preferred = node.preferred_syntax or None
     options = {
         "ae_title": node.ae_title, "max_pdu": ctx.settings.max_pdu,
         # with nothing to send (a failure to report), a Verification context keeps the proposal valid
-        "contexts": proposed_contexts(pairs) if pairs else [build_context(Verification)],
+        "contexts": proposed_contexts(pairs, preferred) if pairs else [build_context(Verification)],
         "evt_handlers": [(evt.EVT_CONN_OPEN, on_open)],
     }
     if node.tls:  # the node's certificate checked against PACS_TLS_CA (else the system's CAs)
@@ -101,7 +104,7 @@ def handle_move(event: Event, ctx: GatewayContext) -> Iterator[Any]:
     yield len(rows)
     # pynetdicom has associated with the destination: the sub-operations run here (plain TCP), or
     # through pynetdicom's loop, one (Pending, data set) at a time
-    if opened and move_sub_operations(event, rows, backend.store, opened[-1]):
+    if opened and move_sub_operations(event, rows, backend.store, opened[-1], preferred):
         return
     yield from sub_operations(rows, backend.store, lambda: opened[-1] if opened else None,
-                              lambda: bool(event.is_cancelled))
+                              lambda: bool(event.is_cancelled), preferred)

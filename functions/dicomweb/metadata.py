@@ -4,7 +4,9 @@ Series metadata is one object-store read of the precomputed gzip'd array (see
 `pacs.services.metadata`); its stored relative BulkDataURIs are made absolute with the base URL the
 client used. The ETag is a hash of the stored bytes; `If-None-Match` with it gives 304. Bulk data is
 read from the stored original at the offset its element headers give, with `Range` support on the
-single-part application/octet-stream form.
+single-part application/octet-stream form. Pixel Data (7FE00010) asked as an image media type or with
+a `transfer-syntax=` parameter (other than `*`) is answered like its frames, every frame a part in
+the syntax negotiated as for frames (`functions.dicomweb.frames`): transcoded and cached when needed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pacs.services.metadata import (
 )
 
 from functions.dicomweb.context import DICOM_JSON, dicomweb_url, services
+from functions.dicomweb.frames import all_frames
 from functions.dicomweb.wado import NotAcceptable, media_ranges
 
 router = APIRouter()
@@ -34,6 +37,7 @@ router = APIRouter()
 OCTET_STREAM = "application/octet-stream"
 _JSON_TYPES = frozenset({DICOM_JSON, "application/json", "*/*", "application/*"})
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+PIXEL_DATA = "7FE00010"
 
 
 def _metadata_service(request: Request) -> MetadataService:
@@ -156,6 +160,15 @@ def instance_metadata(request: Request, study: str, series: str, instance: str) 
     return _json_response(request, body, strong_etag(body))
 
 
+def _asks_a_syntax(accept: str | None) -> bool:
+    """True when an Accept header names an image media type or a transfer syntax for bulk data."""
+    for media, params in media_ranges(accept or ""):
+        part = params.get("type", "").lower() if media == "multipart/related" else media
+        if part.startswith("image/") or params.get("transfer-syntax", "*") != "*":
+            return True
+    return False
+
+
 def _bulk_form(accept: str | None) -> str:
     """"single" (application/octet-stream) or "multipart" (multipart/related; type=octet-stream)."""
     if not accept:
@@ -188,7 +201,10 @@ def bulkdata(request: Request, study: str, series: str, instance: str, path: str
     check_uid(study, "StudyInstanceUID")
     check_uid(series, "SeriesInstanceUID")
     check_uid(instance, "SOPInstanceUID")
-    form = _bulk_form(request.headers.get("accept"))
+    accept = request.headers.get("accept")
+    if path.strip("/").upper() == PIXEL_DATA and _asks_a_syntax(accept):
+        return all_frames(request, study, series, instance)
+    form = _bulk_form(accept)
     svc = _metadata_service(request)
     value: BulkValue = svc.locate_bulk(study, series, instance, path)
     if form == "multipart":

@@ -1,7 +1,8 @@
 """WADO-URI (PS3.18 §9): `GET /wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…`.
 
 For the older viewers and reporting systems that still use it. `contentType=application/dicom` returns
-the stored object as is (a `transferSyntax` other than the stored one is 406 until transcoding exists);
+the stored object as is, or with `transferSyntax` in that syntax when a codec here can produce it (from
+a derived copy, made once: `pacs.services.syntax`; 406 with the reason otherwise);
 `image/jpeg` (the default) and `image/png` return the rendered image through the same service as
 WADO-RS rendered, with `windowCenter`/`windowWidth`, `rows`/`columns`, `imageQuality`, `frameNumber`.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
+from pacs.codecs import TranscodeError
 from pacs.dicom.render import (
     DEFAULT_QUALITY,
     JPEG,
@@ -21,6 +23,7 @@ from pacs.dicom.render import (
 )
 from pacs.dicom.uids import check_uid
 from pacs.services.rendered import RenderService
+from pacs.services.syntax import Acceptable, Choice, SyntaxService
 from starlette.datastructures import QueryParams
 
 from functions.dicomweb.context import BadRequest, services
@@ -88,8 +91,17 @@ def wado_uri(request: Request) -> StreamingResponse | Response:
         return Response(body, media_type=image)
     (row,) = svc.retrieve.instances(study, series, sop)
     ts = q.get("transferSyntax")
-    if ts and ts != row.transfer_syntax_uid:
-        raise NotAcceptable(f"stored as {row.transfer_syntax_uid}; transcoding to {ts} is not available")
-    return StreamingResponse(
-        svc.retrieve.chunks(row), media_type=DICOM, headers={"Content-Length": str(row.size)}
-    )
+    if not ts or ts == row.transfer_syntax_uid:
+        return StreamingResponse(
+            svc.retrieve.chunks(row), media_type=DICOM, headers={"Content-Length": str(row.size)}
+        )
+    syntaxes = SyntaxService(svc.retrieve)
+    ((_, choice),) = syntaxes.plan([row], [Acceptable(check_uid(ts, "transferSyntax"))]).parts
+    try:
+        key = syntaxes.key(row, choice)
+    except TranscodeError as exc:
+        raise NotAcceptable(f"cannot send the instance in {ts}: {exc}") from exc
+    info = svc.retrieve.store.head(key)
+    headers = {"Content-Length": str(info.size)} if info is not None else {}
+    chunks = syntaxes.chunks(row, Choice(ts, "derived", key))
+    return StreamingResponse(chunks, media_type=DICOM, headers=headers)

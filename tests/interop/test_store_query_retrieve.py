@@ -283,8 +283,9 @@ def test_wado_retrieve_instance_returns_what_was_sent(loaded: Loaded) -> None:
 def test_wado_retrieve_series_returns_what_was_sent(loaded: Loaded) -> None:
     client = DICOMwebClient(url=loaded.pacs.dicomweb_url)
     for series in loaded.dataset.series:
-        got = {ds.SOPInstanceUID: ds for ds in client.retrieve_series(series.instances[0].study_uid,
-                                                                      series.uid)}
+        # transfer-syntax=*: as stored (without it, PS3.18 8.7.3.4 asks for Explicit VR Little Endian)
+        got = {ds.SOPInstanceUID: ds for ds in client.retrieve_series(
+            series.instances[0].study_uid, series.uid, media_types=(("application/dicom", "*"),))}
         assert set(got) == {i.sop_uid for i in series.instances}
         for inst in series.instances:
             assert_same_dataset(got[inst.sop_uid], inst)

@@ -89,7 +89,7 @@ def raw_get(client: TestClient, url: str, **headers: str) -> tuple[Response, byt
         ("/dicomweb/studies?PatientID=nobody", {}, 204),
         ("/dicomweb/studies?limit=-1", {}, 400),
         ("/dicomweb/studies/1.2.3", {}, 404),
-        (f"/dicomweb/studies/{S1}", {"Accept": MULTIPART + "; transfer-syntax=1.2.840.10008.1.2.4.80"}, 406),
+        (f"/dicomweb/studies/{S1}", {"Accept": MULTIPART + "; transfer-syntax=1.2.840.10008.1.2.4.110"}, 406),
         ("/nowhere", {}, 404),
         ("/boom", {}, 500),
         ("/health", {}, 200),

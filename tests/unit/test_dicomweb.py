@@ -172,7 +172,7 @@ def test_accept_variants(client: TestClient, accept: str) -> None:
 @pytest.mark.parametrize(
     "accept",
     [
-        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.80',
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.110',
         "application/json",
         'multipart/related; type="application/octet-stream"',
     ],

@@ -54,7 +54,10 @@ def test_decode_gives_the_same_pixels(compressed: str, native: str | None, targe
     out = _roundtrip(transcode(ds, target))
     assert out.file_meta.TransferSyntaxUID == target
     assert out.SOPInstanceUID == uid  # the same instance, re-encoded
-    assert out.get("LossyImageCompression") == dcmread(_testfile(compressed)).get("LossyImageCompression")
+    expected = dcmread(_testfile(compressed)).get("LossyImageCompression")
+    if "lossy" in compressed:  # JPEG-LS NEAR > 0 in the stream itself: recorded as lossy (PS3.3 C.7.6.1.1.5)
+        expected = "01"
+    assert out.get("LossyImageCompression") == expected
     reference = dcmread(_testfile(native or compressed))
     np.testing.assert_array_equal(out.pixel_array, reference.pixel_array)
     assert out.PhotometricInterpretation == reference.PhotometricInterpretation
@@ -115,4 +118,4 @@ def test_refusals_name_the_reason() -> None:
 def test_can_decode() -> None:
     assert can_decode(ExplicitVRLittleEndian)
     assert can_decode(JPEGLSLossless)
-    assert can_decode(JPEGLosslessSV1) is False  # no permissive decoder installed (FIELD-NOTES §1)
+    assert can_decode(JPEGLosslessSV1)  # imagecodecs (BSD-3) through pacs.codecs.plugins

@@ -54,7 +54,7 @@ def test_returns_the_stored_object(client: TestClient, stored: bytes, extra: str
         (URL + "&windowCenter=40", 400, "windowWidth"),
         (URL + "&rows=0", 400, "rows"),
         (URL + "&frameNumber=2", 400, "frame"),
-        (URL + "&contentType=application/dicom&transferSyntax=1.2.840.10008.1.2.4.80", 406, "transcoding"),
+        (URL + "&contentType=application/dicom&transferSyntax=1.2.840.10008.1.2.4.110", 406, "not one this server knows"),
         (URL + "&contentType=application/dicom&anonymize=yes", 406, "anonymize"),
         (URL.replace("requestType=WADO", "requestType=RSS") + "&contentType=application/dicom", 400, "requestType"),
         (f"/wado?requestType=WADO&studyUID={STUDY}&contentType=application/dicom", 400, "seriesUID"),

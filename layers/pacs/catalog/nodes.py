@@ -21,6 +21,8 @@ class RemoteNode:
     tls: bool = False
     operations: frozenset[str] = field(default=OPERATIONS)
     description: str = ""
+    #: The transfer syntax UID instances are sent to it in when it accepts it ("" for none: as stored).
+    preferred_syntax: str = ""
 
 
 class NodeRegistry(Protocol):
@@ -52,4 +54,35 @@ def check_node(node: RemoteNode) -> RemoteNode:
     unknown = set(node.operations) - OPERATIONS
     if unknown:
         raise ValueError(f"unknown operations {sorted(unknown)}: use {', '.join(sorted(OPERATIONS))}")
+    if node.preferred_syntax and resolve_syntax(node.preferred_syntax) != node.preferred_syntax:
+        raise ValueError(f"preferred syntax {node.preferred_syntax!r}: give its UID (resolve_syntax)")
     return node
+
+
+def _norm(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+def resolve_syntax(text: str) -> str:
+    """The UID of a transfer syntax named by its UID, its pydicom keyword (`JPEGLSLossless`) or name,
+    in any case and with any separators (`jpeg-ls-lossless`); ValueError when it is unknown or no
+    codec here can encode it."""
+    from pydicom.uid import UID
+
+    from pacs.codecs import SYNTAXES, can_encode, encodable
+
+    text = text.strip()
+    names: dict[str, str] = {}
+    for uid in SYNTAXES:
+        u = UID(uid)
+        short = u.keyword.removesuffix("8Bit").removesuffix("12Bit")  # jpeg-baseline, jpeg-extended
+        for name in (u.keyword, short, u.name, u.name.removesuffix(" Image Compression"), uid):
+            names.setdefault(_norm(name), uid)
+    found = text if text in SYNTAXES else names.get(_norm(text))
+    if found is None:
+        raise ValueError(f"unknown transfer syntax {text!r}: use a UID or a name such as "
+                         "jpeg-ls-lossless, rle-lossless, explicit-vr-little-endian")
+    if not can_encode(found):
+        raise ValueError(f"{UID(found).name} ({found}) cannot be encoded here; encodable: "
+                         + ", ".join(UID(s).keyword for s in encodable()))
+    return found

@@ -28,6 +28,8 @@ class _NodeItem(Model):
     tls = BooleanAttribute(null=True)
     operations = UnicodeSetAttribute(null=True)
     description = UnicodeAttribute(null=True)
+    #: Absent on items written before it existed: no preference.
+    preferred_syntax = UnicodeAttribute(null=True)
     #: On the index item: every registered AE title.
     aes = UnicodeSetAttribute(null=True)
 
@@ -40,6 +42,11 @@ def _model(table: str, region_name: str, endpoint: str | None) -> type[_NodeItem
             host = endpoint
 
     return Item
+
+
+def _node(ae_title: str, it: _NodeItem) -> RemoteNode:
+    return RemoteNode(ae_title, it.host or "", int(it.port or 0), bool(it.tls),
+                      frozenset(it.operations or ()), it.description or "", it.preferred_syntax or "")
 
 
 class DynamoNodeRegistry:
@@ -56,6 +63,7 @@ class DynamoNodeRegistry:
         item = self._m(
             self._key(n.ae_title), NODE_SK, host=n.host, port=str(n.port), tls=n.tls,
             operations=set(n.operations) or None, description=n.description or None,
+            preferred_syntax=n.preferred_syntax or None,
         )
         index = self._m(INDEX_PK, INDEX_SK)
         with TransactWrite(connection=self._m._get_connection().connection) as tx:
@@ -67,10 +75,7 @@ class DynamoNodeRegistry:
             it = self._m.get(self._key(ae_title), NODE_SK, consistent_read=True)
         except DoesNotExist:
             return None
-        return RemoteNode(
-            ae_title, it.host or "", int(it.port or 0), bool(it.tls), frozenset(it.operations or ()),
-            it.description or "",
-        )
+        return _node(ae_title, it)
 
     def list_nodes(self) -> list[RemoteNode]:
         try:
@@ -81,11 +86,7 @@ class DynamoNodeRegistry:
             it.pk[len("NODE#"):]: it
             for it in self._m.batch_get([(self._key(a), NODE_SK) for a in aes], consistent_read=True)
         }
-        return [
-            RemoteNode(a, it.host or "", int(it.port or 0), bool(it.tls), frozenset(it.operations or ()),
-                       it.description or "")
-            for a in aes if (it := items.get(a)) is not None
-        ]
+        return [_node(a, it) for a in aes if (it := items.get(a)) is not None]
 
     def remove_node(self, ae_title: str) -> bool:
         if self.get_node(ae_title) is None:

@@ -20,15 +20,27 @@ from pacs.catalog.nodes import RemoteNode, check_node
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
     ae_title TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, tls INTEGER NOT NULL,
-    operations TEXT NOT NULL, description TEXT NOT NULL
+    operations TEXT NOT NULL, description TEXT NOT NULL, preferred_syntax TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 """
-_COLS = "ae_title, host, port, tls, operations, description"
+_COLS = "ae_title, host, port, tls, operations, description, preferred_syntax"
 
 
-def _node(r: tuple[str, str, int, int, str, str]) -> RemoteNode:
+def _node(r: tuple[str, str, int, int, str, str, str]) -> RemoteNode:
     ops = frozenset(o for o in r[4].split(",") if o)
-    return RemoteNode(r[0], r[1], int(r[2]), bool(r[3]), ops, r[5])
+    return RemoteNode(r[0], r[1], int(r[2]), bool(r[3]), ops, r[5], r[6] or "")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns a table made by an earlier release lacks (another process may race: a column
+    it added first is fine)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(nodes)")}
+    if "preferred_syntax" not in have:
+        try:
+            db.execute("ALTER TABLE nodes ADD COLUMN preferred_syntax TEXT NOT NULL DEFAULT ''")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
 
 class SqliteNodeRegistry:
@@ -41,6 +53,7 @@ class SqliteNodeRegistry:
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            _migrate(db)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -55,8 +68,9 @@ class SqliteNodeRegistry:
         n = check_node(node)
         with self._db() as db:
             db.execute(
-                f"INSERT OR REPLACE INTO nodes ({_COLS}) VALUES (?,?,?,?,?,?)",
-                (n.ae_title, n.host, n.port, int(n.tls), ",".join(sorted(n.operations)), n.description),
+                f"INSERT OR REPLACE INTO nodes ({_COLS}) VALUES (?,?,?,?,?,?,?)",
+                (n.ae_title, n.host, n.port, int(n.tls), ",".join(sorted(n.operations)), n.description,
+                 n.preferred_syntax),
             )
 
     def get_node(self, ae_title: str) -> RemoteNode | None:

@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     mpps.register(sub)
     events.register(sub)
     transcoder.register(sub)
+    from pacs.cli import convert, dump, extract, import_image, info  # the file tools
+
+    for tool in (dump, info, convert, extract, import_image):
+        tool.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -13,6 +13,7 @@ The file (every table optional):
     tls = false               # default false
     operations = ["store", "find", "move", "get"]   # default: all
     description = "archive"
+    preferred_syntax = "jpeg-ls-lossless"   # optional: a name or UID; sent in it when accepted
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pacs.catalog.nodes import OPERATIONS, RemoteNode, check_node
+from pacs.catalog.nodes import OPERATIONS, RemoteNode, check_node, resolve_syntax
 from pacs.cli.storage import describe
 from pacs.config import Settings
 
@@ -40,9 +41,19 @@ def parse_operations(text: str) -> frozenset[str]:
     return ops
 
 
+def parse_syntax(text: str) -> str:
+    """`--preferred-syntax`: a transfer syntax name or UID a codec here can encode ('' or none: none)."""
+    if text.strip().lower() in ("", "none"):
+        return ""
+    try:
+        return resolve_syntax(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def node_from_table(table: dict[str, Any]) -> RemoteNode:
     """A node from one `[[nodes]]` table; ValueError naming the bad or unknown key."""
-    known = {"ae_title", "host", "port", "tls", "operations", "description"}
+    known = {"ae_title", "host", "port", "tls", "operations", "description", "preferred_syntax"}
     unknown = set(table) - known
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)} (use {', '.join(sorted(known))})")
@@ -54,9 +65,13 @@ def node_from_table(table: dict[str, Any]) -> RemoteNode:
         raise ValueError("operations must be a list of strings")
     if not isinstance(table["port"], int) or not isinstance(table.get("tls", False), bool):
         raise ValueError("port must be an integer and tls a boolean")
+    preferred = table.get("preferred_syntax", "")
+    if not isinstance(preferred, str):
+        raise ValueError("preferred_syntax must be a string (a transfer syntax name or UID)")
     return check_node(RemoteNode(
         str(table["ae_title"]), str(table["host"]), table["port"], table.get("tls", False),
         frozenset(o.lower() for o in ops), str(table.get("description", "")),
+        resolve_syntax(preferred) if preferred else "",
     ))
 
 
@@ -123,7 +138,8 @@ def _registry(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    node = RemoteNode(args.ae, args.host, args.port, args.tls, args.operations, args.description)
+    node = RemoteNode(args.ae, args.host, args.port, args.tls, args.operations, args.description,
+                      args.preferred_syntax)
     try:
         check_node(node)
     except ValueError as exc:
@@ -134,9 +150,16 @@ def cmd_add(args: argparse.Namespace) -> int:
         backend.nodes.put_node(node)
     finally:
         backend.close()
-    print(f"added {node.ae_title} {node.host}:{node.port} to the node registry in "
+    prefers = f" (preferred syntax {_syntax_name(node.preferred_syntax)})" if node.preferred_syntax else ""
+    print(f"added {node.ae_title} {node.host}:{node.port}{prefers} to the node registry in "
           f"{describe(backend.settings)}")
     return 0
+
+
+def _syntax_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    return UID(uid).keyword or uid if uid else ""
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -147,7 +170,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         backend.close()
     for n in nodes:
         print(f"{n.ae_title}\t{n.host}:{n.port}\t{'tls' if n.tls else 'tcp'}\t"
-              f"{','.join(sorted(n.operations)) or '-'}\t{n.description}")
+              f"{','.join(sorted(n.operations)) or '-'}\t{n.description}"
+              + (f"\t{_syntax_name(n.preferred_syntax)}" if n.preferred_syntax else ""))
     print(f"{len(nodes)} node{'' if len(nodes) == 1 else 's'} in {describe(backend.settings)}",
           file=sys.stderr)
     return 0
@@ -180,6 +204,9 @@ def register(sub: Any) -> None:
     a.add_argument("--operations", type=parse_operations, default=OPERATIONS,
                    help="what it may ask of this PACS, comma-separated (default: store,find,move,get)")
     a.add_argument("--description", default="")
+    a.add_argument("--preferred-syntax", type=parse_syntax, default="", metavar="NAME|UID",
+                   help="send instances to it in this transfer syntax when it accepts it (transcoded if "
+                        "stored otherwise), e.g. jpeg-ls-lossless, JPEGLSLossless or its UID")
     add_arguments(a)
     a.set_defaults(fn=cmd_add)
     a = actions.add_parser("list", help="list the nodes")

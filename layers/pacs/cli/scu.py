@@ -74,6 +74,9 @@ def register(sub: Any) -> None:
                    help="take the files of directories given (implied by --recursive)")
     p.add_argument("-r", "+r", "--recursive", "--recurse", dest="recursive", action="store_true",
                    help="take the files of directories and their sub-directories")
+    p.add_argument("--preferred-syntax", type=_syntax, default=None, metavar="NAME|UID",
+                   help="send in this transfer syntax when the node accepts it (transcoded if stored "
+                        "otherwise; default: the registered node's preference, else each file as it is)")
     p.set_defaults(fn=cmd_store)
 
     p = sub.add_parser("find", prefix_chars="-+", help="C-FIND a remote node")
@@ -209,10 +212,21 @@ def cmd_store(args: argparse.Namespace) -> int:
     return _run(_store, args)
 
 
+def _syntax(text: str) -> str:
+    """A transfer syntax name or UID a codec here can encode (`--preferred-syntax`)."""
+    from pacs.cli.nodes import parse_syntax
+
+    return parse_syntax(text)
+
+
 def _store(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from pacs.dimse.sender import SendError, StoreSender, read_header
 
     node, options = _setup(args)
+    if args.preferred_syntax is not None:
+        node = dataclasses.replace(node, preferred_syntax=args.preferred_syntax)
     files = list(files_of(args.paths, scan=args.scan, recursive=args.recursive))
     readable: list[tuple[Path, str, tuple[str, str]]] = []  # (file, SOP Instance UID, (class, syntax))
     results: list[tuple[Path, str, int | None]] = []  # (file, what happened, status)

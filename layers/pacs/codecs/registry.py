@@ -6,13 +6,18 @@ else calls pydicom's codec registry directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from pydicom import uid as u
 from pydicom.pixels import get_decoder, get_encoder
 
+from pacs.codecs import plugins
 from pacs.codecs.syntaxes import SYNTAXES
+
+plugins.register()
 
 #: Written natively (no pixel codec): the data set is re-encoded, the pixels byte-swapped at most.
 NATIVE = frozenset({u.ImplicitVRLittleEndian, u.ExplicitVRLittleEndian, u.DeflatedExplicitVRLittleEndian,
@@ -26,6 +31,82 @@ PREFERENCE: tuple[str, ...] = (
     u.DeflatedExplicitVRLittleEndian, u.ExplicitVRBigEndian,
     u.JPEGLSNearLossless, u.HTJ2K, u.JPEG2000, u.JPEGBaseline8Bit, u.JPEGExtended12Bit,
 )
+
+
+#: The plugin used per syntax, the fastest measured here (FIELD-NOTES 1b and the codec benchmark); the
+#: others stay registered as pydicom's fallbacks. Native syntaxes need none.
+DECODE_PLUGIN: dict[str, str] = {
+    u.RLELossless: "pylibjpeg",
+    u.JPEGBaseline8Bit: "imagecodecs", u.JPEGExtended12Bit: "imagecodecs",
+    u.JPEGLossless: "imagecodecs", u.JPEGLosslessSV1: "imagecodecs",
+    u.JPEGLSLossless: "pyjpegls", u.JPEGLSNearLossless: "pyjpegls",
+    u.JPEG2000Lossless: "imagecodecs", u.JPEG2000: "imagecodecs",
+    u.HTJ2KLossless: "imagecodecs", u.HTJ2KLosslessRPCL: "imagecodecs", u.HTJ2K: "imagecodecs",
+}
+ENCODE_PLUGIN: dict[str, str] = {
+    u.RLELossless: "imagecodecs",
+    u.JPEGBaseline8Bit: "imagecodecs", u.JPEGExtended12Bit: "imagecodecs",
+    u.JPEGLossless: "imagecodecs", u.JPEGLosslessSV1: "imagecodecs",
+    # .91: lossy through pylibjpeg-openjpeg (compression ratio); a reversible .91 is the .90 encoder's stream
+    u.JPEGLSLossless: "pyjpegls", u.JPEGLSNearLossless: "pyjpegls",
+    u.JPEG2000Lossless: "imagecodecs", u.JPEG2000: "pylibjpeg",
+    u.HTJ2KLossless: "imagecodecs", u.HTJ2KLosslessRPCL: "imagecodecs", u.HTJ2K: "imagecodecs",
+}
+
+
+@cache
+def decoder_plugin(syntax: str) -> str:
+    """The decoding plugin to name for `syntax` ("" for native syntaxes or when the preferred one is missing:
+    pydicom then tries every available one)."""
+    name = DECODE_PLUGIN.get(syntax, "")
+    try:
+        return name if name and name in get_decoder(syntax).available_plugins else ""
+    except (NotImplementedError, ValueError):
+        return ""
+
+
+@cache
+def encoder_plugin(syntax: str) -> str:
+    """The encoding plugin to name for `syntax` ("" when none is preferred or it is missing)."""
+    name = ENCODE_PLUGIN.get(syntax, "")
+    try:
+        return name if name and name in get_encoder(syntax).available_plugins else ""
+    except (NotImplementedError, ValueError):
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class CodecInfo:
+    """What this installation does with one transfer syntax."""
+
+    uid: str
+    name: str
+    #: The plugin that decodes / encodes it ("native" for the uncompressed syntaxes), None when nothing can.
+    decoder: str | None
+    encoder: str | None
+    #: Whether the syntax can carry pixels exactly, and lossy.
+    lossless: bool
+    lossy: bool
+
+
+def describe() -> list[CodecInfo]:
+    """Per known syntax: the decoding and encoding plugins used here, lossless, lossy."""
+    out = []
+    for uid, info in SYNTAXES.items():
+        dec: str | None
+        enc: str | None
+        if uid in NATIVE:
+            dec = enc = "native"
+        else:
+            dec = _used(decoder_plugin(uid), get_decoder, uid) if can_decode(uid) else None
+            enc = _used(encoder_plugin(uid), get_encoder, uid) if can_encode(uid) else None
+        out.append(CodecInfo(uid, info.name, dec, enc, info.lossless, info.lossy))
+    return out
+
+
+def _used(preferred: str, get: Callable[[str], Any], uid: str) -> str | None:
+    """The plugin pydicom uses: the preferred one, else the first available."""
+    return preferred or next(iter(get(uid).available_plugins), None)
 
 
 @cache

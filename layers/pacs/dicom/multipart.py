@@ -35,6 +35,15 @@ def multipart_stream(
     yield f"--{boundary}--\r\n".encode()
 
 
+def multipart_parts(parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
+    """Yield a multipart/related body of parts that each have their own content type."""
+    for content_type, chunks in parts:
+        yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
+        yield from chunks
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
 def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     """`type/subtype; a=b; c="d"` → ("type/subtype", {"a": "b", "c": "d"}): lower-case media type
     and parameter names, values unquoted."""

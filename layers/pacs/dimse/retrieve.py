@@ -4,9 +4,11 @@ pynetdicom runs the retrieve protocol (Pending responses with remaining/complete
 counts, the final Success / Warning 0xB000 / Failure 0xA702 with the Failed SOP Instance UID List,
 Cancel 0xFE00 with counts) and sends each data set yielded with a Pending status over the store
 association: on a new one to the destination for C-MOVE, on the requestor's own for C-GET. Here each
-instance is read from the store and, when the peer did not accept its stored syntax, transcoded
-(`pacs.dimse.sender.load_for`): one instance in memory at a time. From a local store, an instance the
-peer accepts as stored is streamed from its file (`StoredFile`, `stream_stored_files`).
+instance is read from the store and, when it goes in another syntax than its stored one (the node's
+preferred syntax, or the best accepted one a codec produces when the stored one was refused:
+`pacs.dimse.proposals`), transcoded (`pacs.dimse.sender.load_for`): one instance in memory at a time.
+An instance no accepted syntax can be produced for fails its sub-operation alone. From a local store,
+an instance the peer accepts as stored is streamed from its file (`StoredFile`, `stream_stored_files`).
 
 A C-MOVE to a plain-TCP destination runs its sub-operations here instead (`move_sub_operations`): the
 whole loop in the handler's first step, each stored object sent and its response read on the store
@@ -123,9 +125,12 @@ def sub_operations(
     store: BlobStore,
     store_assoc: Callable[[], Association | None],
     is_cancelled: Callable[[], bool],
+    preferred: str | None = None,
 ) -> Iterator[Response]:
     """(Pending, data set) for each instance; Cancel once a C-CANCEL arrived; a failure once the store
-    association is gone (the instances not sent count as failed)."""
+    association is gone (the instances not sent count as failed). `preferred`: the receiving node's
+    preferred transfer syntax."""
+    as_stored: dict[tuple[str, str], bool] = {}  # (SOP class, stored syntax): sent as stored
     for row in rows:
         if is_cancelled():
             yield CANCEL, None
@@ -137,11 +142,13 @@ def sub_operations(
         try:
             source = stored(store, row.key)
             accepted, stored_as = assoc.accepted_contexts, row.transfer_syntax_uid
-            if isinstance(source, Path) and getattr(assoc, "_streams_stored_files", False) \
-                    and sending_syntax(accepted, row.sop_class_uid, stored_as) == stored_as:
+            key = (row.sop_class_uid, stored_as)
+            if key not in as_stored:
+                as_stored[key] = sending_syntax(accepted, *key, preferred) == stored_as
+            if isinstance(source, Path) and getattr(assoc, "_streams_stored_files", False) and as_stored[key]:
                 ds: Dataset = StoredFile(row, source)
             else:
-                ds = load_for(accepted, source, row.sop_class_uid, row.transfer_syntax_uid)
+                ds = load_for(accepted, source, row.sop_class_uid, row.transfer_syntax_uid, preferred)
         except (SendError, PacsError, OSError) as exc:
             log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, exc)
             ds = unsendable(row)
@@ -179,6 +186,7 @@ class Tally:
 
 def move_sub_operations(
     event: Any, rows: Sequence[InstanceRow], store: BlobStore, store_assoc: Association,
+    preferred: str | None = None,
 ) -> bool:
     """Run a C-MOVE's C-STORE sub-operations over `store_assoc` and send its final response; False (nothing
     done) when the store association is not one this loop sends on (TLS, or not event-driven): pynetdicom's
@@ -206,7 +214,7 @@ def move_sub_operations(
 
     requests = move.dul.to_user_queue  # where an A-ABORT or A-RELEASE-RQ from the requestor lands
     final: tuple[int, str] | None = None
-    sender = _Sender(exchange, store_assoc, store, str(move.requestor.ae_title).strip(), msg_id)
+    sender = _Sender(exchange, store_assoc, store, str(move.requestor.ae_title).strip(), msg_id, preferred)
     try:
         item = sender.prepare(rows[0], 0) if rows else None
         for n, row in enumerate(rows):
@@ -243,7 +251,7 @@ def move_sub_operations(
         return True
     if final is None:
         final = (SUCCESS if not (tally.failed or tally.warning) else UNABLE_TO_PERFORM_SUBOPERATIONS
-                 if tally.failed == len(rows) else SUB_OPERATIONS_WARNING), ""
+                 if tally.failed == len(rows) else SUB_OPERATIONS_WARNING), sender.reason
     _send_final(event, tally, *final)
     return True
 
@@ -276,7 +284,7 @@ class _Sender:
     yields the C-STORE status (None: failed without one)."""
 
     def __init__(self, exchange: StoreExchange, assoc: Association, store: BlobStore, originator: str,
-                 originator_id: int) -> None:
+                 originator_id: int, preferred: str | None = None) -> None:
         self.exchange = exchange
         self.assoc = assoc
         self.store = store
@@ -284,13 +292,16 @@ class _Sender:
         self.originator_id = originator_id
         self.local = getattr(store, "path", None)
         self.accepted = assoc.accepted_contexts
+        self.preferred = preferred
+        #: Why the first sub-operation that could not be attempted was not (the final Error Comment).
+        self.reason = ""
         self._syntax: dict[tuple[str, str], str | None] = {}
         self._dirs: dict[str, str] = {}
 
     def _as_stored(self, row: InstanceRow) -> bool:
         key = (row.sop_class_uid, row.transfer_syntax_uid)
         if key not in self._syntax:
-            self._syntax[key] = sending_syntax(self.accepted, *key)
+            self._syntax[key] = sending_syntax(self.accepted, *key, self.preferred)
         return self._syntax[key] == row.transfer_syntax_uid
 
     def _path(self, key: str) -> Path | str:
@@ -348,8 +359,7 @@ class _Sender:
     def _via_pynetdicom(self, item: _Item) -> int | None:
         row = item.row
         if item.error or item.source is None:
-            log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, item.error)
-            return None
+            return self._not_attempted(row, item.error)
         self.exchange.give_back()  # pynetdicom's turn: its DUL reads the socket again
         source = Path(item.source) if isinstance(item.source, str) else item.source
         try:
@@ -357,10 +367,9 @@ class _Sender:
                 ds: Dataset = StoredFile(row, source)  # streamed by `stream_stored_files`
             else:
                 data = source if isinstance(source, Path) else BytesIO(source)
-                ds = load_for(self.accepted, data, row.sop_class_uid, row.transfer_syntax_uid)
+                ds = load_for(self.accepted, data, row.sop_class_uid, row.transfer_syntax_uid, self.preferred)
         except (SendError, OSError) as exc:
-            log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, exc)
-            return None
+            return self._not_attempted(row, str(exc))
         try:
             rsp = self.assoc.send_c_store(ds, msg_id=item.msg_id, originator_aet=self.originator,
                                           originator_id=self.originator_id)
@@ -368,6 +377,13 @@ class _Sender:
         except Exception as exc:  # as pynetdicom's loop: an exception (or no status) is a failure
             log.warning("C-STORE sub-operation for %s failed: %s", row.sop_uid, exc)
             return None
+
+
+    def _not_attempted(self, row: InstanceRow, why: str) -> int | None:
+        log.warning("C-STORE sub-operation for %s not attempted: %s", row.sop_uid, why)
+        if not self.reason:
+            self.reason = why
+        return None
 
 
 def _send_final(event: Any, tally: Tally, code: int, comment: str) -> None:

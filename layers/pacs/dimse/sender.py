@@ -1,12 +1,13 @@
 """The C-STORE SCU side: sending stored instances or local files to a remote node.
 
 Used by C-MOVE (sub-operations on a new association), C-GET (on the requestor's association), `pacs
-store`, and later routing. For every SOP class the association proposes each syntax the instances are
-stored in (one context each, so a peer may refuse one and keep the others) and one context with
-Explicit and Implicit VR Little Endian. An instance goes as stored when the peer accepted that syntax
-(a local file is then streamed in PDU-sized chunks, never decoded); otherwise it is read, one instance
-at a time, and transcoded to a native syntax the peer accepted (`pacs.dicom.transcode`). TCP_NODELAY is
-set on the requestor's socket as soon as it connects.
+store`, and later routing. The contexts proposed and the syntax each instance goes in are
+`pacs.dimse.proposals`' business: per SOP class the stored syntaxes, the node's preferred syntax and the
+alternatives a codec can produce. An instance goes as stored when the peer accepted that syntax and the
+node prefers nothing else it accepted (a local file is then streamed in PDU-sized chunks, never
+decoded); otherwise it is read, one instance at a time, and transcoded (`pacs.codecs.transcode`) to the
+best accepted syntax a codec produces for it — the next one when an encoder refuses this instance.
+TCP_NODELAY is set on the requestor's socket as soon as it connects.
 
     with StoreSender(node, "PACS", [(sop_class, syntax), ...], store=backend.store) as sender:
         status = sender.send("default/studies/.../x.dcm")   # a key of the store, or a Path
@@ -26,21 +27,31 @@ from typing import Any, BinaryIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
-from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.presentation import PresentationContext
 
 from pacs.catalog.nodes import RemoteNode
-from pacs.dicom.transcode import TranscodeError, transcode
+from pacs.codecs import TranscodeError, transcode
+from pacs.dimse.proposals import MAX_CONTEXTS, NATIVE, candidates, proposed_contexts, sending_syntax
 from pacs.dimse.reactor import EventAE
 from pacs.dimse.tls import client_context
 from pacs.storage.port import BlobStore
 
-NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-#: A DICOM association proposes at most 128 presentation contexts (odd IDs 1-255).
-MAX_CONTEXTS = 128
+__all__ = [
+    "MAX_CONTEXTS",
+    "NATIVE",
+    "SendError",
+    "StoreSender",
+    "load_for",
+    "prepare_requestor",
+    "presentation_of",
+    "proposed_contexts",
+    "read_header",
+    "sending_syntax",
+]
 
 
 class SendError(Exception):
@@ -79,36 +90,6 @@ def prepare_requestor(event: Event) -> None:
     keep_responses(event.assoc)
 
 
-def proposed_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
-    """Contexts for (SOP class, stored transfer syntax) pairs: per SOP class, one context per stored
-    non-native syntax and one [Explicit VR LE, Implicit VR LE]. When more than 128 would be needed the
-    stored-syntax contexts go first (those instances are transcoded); ValueError beyond 128 SOP classes."""
-    by_class: dict[str, list[str]] = {}
-    for sop_class, syntax in pairs:
-        syntaxes = by_class.setdefault(str(sop_class), [])
-        if syntax not in NATIVE and syntax not in syntaxes:
-            syntaxes.append(str(syntax))
-    if len(by_class) > MAX_CONTEXTS:
-        raise ValueError(f"{len(by_class)} SOP classes: an association proposes at most {MAX_CONTEXTS}")
-    contexts = [build_context(c, list(NATIVE)) for c in by_class]
-    extra = [build_context(c, [s]) for c, syntaxes in by_class.items() for s in syntaxes]
-    return contexts + extra[: MAX_CONTEXTS - len(contexts)]
-
-
-def sending_syntax(
-    accepted: Sequence[PresentationContext], sop_class: str, stored: str
-) -> str | None:
-    """The syntax to send an instance in over an association with these accepted contexts: the stored
-    one when accepted for its SOP class, else a native one (transcoding); None when there is none."""
-    syntaxes = [
-        cx.transfer_syntax[0] for cx in accepted
-        if cx.abstract_syntax == sop_class and cx.as_scu is not False and cx.transfer_syntax
-    ]
-    if stored in syntaxes:
-        return stored
-    return next((s for s in NATIVE if s in syntaxes), None)
-
-
 def read_header(path: Path) -> tuple[str, str, str]:
     """(SOP Class UID, SOP Instance UID, Transfer Syntax UID) of a Part 10 file, from its meta."""
     try:
@@ -120,28 +101,39 @@ def read_header(path: Path) -> tuple[str, str, str]:
 
 
 def load_for(
-    accepted: Sequence[PresentationContext], data: BinaryIO | Path, sop_class: str, stored: str
+    accepted: Sequence[PresentationContext], data: BinaryIO | Path, sop_class: str, stored: str,
+    preferred: str | None = None,
 ) -> Dataset:
-    """The instance read from `data`, transcoded when the peer did not accept its stored syntax."""
-    target = sending_syntax(accepted, sop_class, stored)
-    if target is None:
-        raise SendError(f"the peer accepted no context for SOP class {sop_class}")
-    try:
-        ds = dcmread(data)
-    except (InvalidDicomError, OSError, ValueError) as exc:
-        raise SendError(f"cannot read the stored instance: {exc}") from exc
-    if target != stored:
+    """The instance read from `data`, transcoded when it goes in another syntax than its stored one:
+    the first of `proposals.candidates` a codec produces for it. SendError naming why when none does
+    (no accepted context, or each accepted syntax refused by its codec for this instance)."""
+    targets = candidates(accepted, sop_class, stored, preferred)
+    if not targets:
+        raise SendError(f"the peer accepted no context for SOP class {sop_class} that "
+                        f"{UID(stored).name} can be sent in")
+    failures: list[str] = []
+    for target in targets:
+        if not isinstance(data, Path):
+            data.seek(0)
         try:
-            transcode(ds, target)
+            ds = dcmread(data)
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            raise SendError(f"cannot read the stored instance: {exc}") from exc
+        if target == stored:
+            return ds
+        try:
+            return transcode(ds, target, new_uid=False)  # the same instance in another syntax (PS3.5 8.2)
         except TranscodeError as exc:
-            raise SendError(f"cannot transcode to {UID(target).name}: {exc}") from exc
-    return ds
+            detail = " ".join(str(exc).split())  # one line: it goes to logs, CLI lines, Error Comments
+            failures.append(f"{UID(target).keyword or target} ({detail})")
+    raise SendError("cannot transcode to " + ", ".join(failures))
 
 
 class StoreSender:
     """An association to `node` sending instances one by one (a context manager).
 
-    `presentation`: the (SOP class, transfer syntax) pairs of what will be sent, for the proposal.
+    `presentation`: the (SOP class, transfer syntax) pairs of what will be sent, for the proposal;
+    the node's preferred syntax (`RemoteNode.preferred_syntax`) is proposed and used when accepted.
     `send(source)` takes a key of `store` or a local Path and returns the peer's C-STORE status;
     SendError when the instance could not be sent (the association stays usable unless it is gone).
     """
@@ -159,7 +151,8 @@ class StoreSender:
     ) -> None:
         self.node = node
         self.store = store
-        self.contexts = proposed_contexts(presentation)
+        self.preferred = node.preferred_syntax or None
+        self.contexts = proposed_contexts(presentation, self.preferred)
         self.ae = EventAE(ae_title=calling_ae)  # event-driven reactors, TCP_NODELAY
         self.ae.acse_timeout = timeout
         self.ae.dimse_timeout = timeout
@@ -205,9 +198,10 @@ class StoreSender:
         path = Path(source) if isinstance(source, Path) else self._local_path(source)
         if path is not None:
             sop_class, _, stored = read_header(path)
-            if sending_syntax(self.assoc.accepted_contexts, sop_class, stored) == stored:
+            accepted = self.assoc.accepted_contexts
+            if sending_syntax(accepted, sop_class, stored, self.preferred) == stored:
                 return self._send(path)  # streamed from the file as stored, never decoded
-            return self._send(load_for(self.assoc.accepted_contexts, path, sop_class, stored))
+            return self._send(load_for(accepted, path, sop_class, stored, self.preferred))
         assert self.store is not None and isinstance(source, str)
         stream = BytesIO(self.store.get(source))  # one instance in memory, read in one request
         try:
@@ -216,7 +210,7 @@ class StoreSender:
         except (InvalidDicomError, AttributeError, OSError) as exc:
             raise SendError(f"{source}: not a DICOM Part 10 object ({exc})") from exc
         stream.seek(0)
-        return self._send(load_for(self.assoc.accepted_contexts, stream, sop_class, stored))
+        return self._send(load_for(self.assoc.accepted_contexts, stream, sop_class, stored, self.preferred))
 
     def _local_path(self, key: str) -> Path | None:
         """The file behind a store key when the store is a local filesystem (sent without a copy)."""

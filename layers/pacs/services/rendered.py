@@ -2,12 +2,16 @@
 
 A study or series is represented by one instance: the middle one by InstanceNumber of the series
 (of a study: its first series by SeriesNumber that holds images). An instance is rendered by its
-first frame. Only the header and the one frame are read from the object store.
+first frame. Only the header and the one frame are read from the object store. Whether a stored
+syntax can be decoded is the codec registry's answer (`pacs.codecs.can_decode`); an instance stored in
+one it cannot decode is rendered from a derived copy in one it can, when there is one.
 """
 
 from __future__ import annotations
 
 from pacs.catalog.records import InstanceRow
+from pacs.codecs import can_decode, decodable
+from pacs.codecs.registry import PREFERENCE
 from pacs.dicom.frames import (
     MEDIA_TYPES,
     FramesUnavailable,
@@ -17,6 +21,7 @@ from pacs.dicom.frames import (
 )
 from pacs.dicom.render import RenderOptions, render
 from pacs.errors import NotFound
+from pacs.services.derived import DerivedCopies
 from pacs.services.frames import BadFrameList
 from pacs.services.retrieve import RetrieveService
 
@@ -61,7 +66,10 @@ class RenderService:
         raise NotFound("the study has no images to render")
 
     def row(self, row: InstanceRow, options: RenderOptions, frame: int = 1) -> bytes:
-        with self.retrieve.store.open(row.key) as fp:
+        key = row.key
+        if not can_decode(row.transfer_syntax_uid):
+            key = self._decodable_copy(row) or key
+        with self.retrieve.store.open(key) as fp:
             layout = read_layout(fp)
             if frame > layout.number_of_frames:
                 raise BadFrameList(
@@ -71,7 +79,19 @@ class RenderService:
             if layout.encapsulated:
                 if stored not in MEDIA_TYPES or MEDIA_TYPES[stored].startswith("video/"):
                     raise FramesUnavailable(f"an instance stored as {stored} cannot be rendered")
+                if not can_decode(stored):
+                    raise FramesUnavailable(
+                        f"cannot render pixel data stored as {stored}: no codec here decodes it")
                 (data,) = encapsulated_frames(fp, layout, [frame])
             else:
                 (data,) = native_frames(fp, layout, [frame])
         return render(layout, data, frame, options)
+
+    def _decodable_copy(self, row: InstanceRow) -> str | None:
+        """The key of a derived copy of `row` in a syntax the registry decodes, lossless first."""
+        copies = DerivedCopies(self.retrieve.store, partition=self.retrieve.partition)
+        for syntax in sorted(decodable(), key=lambda s: PREFERENCE.index(s) if s in PREFERENCE else 99):
+            key = copies.find(row.study_uid, row.series_uid, row.sop_uid, syntax)
+            if key is not None:
+                return key
+        return None

@@ -39,6 +39,10 @@ class RetrieveService:
         """The stored object's bytes, piece by piece, its preamble as zeros."""
         return _zeroed_preamble(self.store.iter_chunks(row.key, chunk_size))
 
+    def key_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Any stored Part 10 object's bytes (a derived copy's), piece by piece, its preamble as zeros."""
+        return _zeroed_preamble(self.store.iter_chunks(key, chunk_size))
+
 
 def _zeroed_preamble(chunks: Iterator[bytes]) -> Iterator[bytes]:
     sent = 0
