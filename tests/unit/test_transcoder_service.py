@@ -181,3 +181,18 @@ def test_derived_copies_on_demand_with_the_catalog(embedded: Backend) -> None:
     # without a catalog: the store alone says what exists (the DICOMweb path's original contract)
     bare = DerivedCopies(embedded.store, P)
     assert bare.find(*sop, JLS) == key and bare.find(*sop, RLE) is None
+
+
+def test_htj2k_lossless_viewing_copy(embedded: Backend) -> None:
+    """The design's example: an HTJ2K lossless copy of every CT (imagecodecs' encoder, in the dev set)."""
+    original = instance(8)
+    IngestService(embedded.store).ingest(original)
+    index(embedded)
+    [(_, kind, detail)] = stored_events(embedded)
+    policy = '{"rule": [{"name": "viewing", "modalities": ["CT", "MR"], "copies": ["HTJ2KLossless"]}]}'
+    report = service(embedded, policy).handle(kind, detail)
+    [copy] = report.copies
+    assert copy.outcome == "made" and copy.key.endswith("/ts/1.2.840.10008.1.2.4.201.dcm")
+    ds = pydicom.dcmread(io.BytesIO(embedded.store.get(copy.key)))
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.201"
+    assert np.array_equal(ds.pixel_array, pixels(original))
