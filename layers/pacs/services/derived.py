@@ -40,6 +40,8 @@ def variant_of(options: EncodeOptions | None) -> str:
         parts.append(f"n{int(options.near_lossless)}")
     if options.ratio is not None:
         parts.append(f"r{float(options.ratio):g}")
+    if options.qstep is not None:
+        parts.append(f"s{float(options.qstep):g}")
     return "-".join(parts)
 
 
@@ -161,7 +163,7 @@ class DerivedCopies:
             if data is None:
                 data = self.store.get(head.key)
             ds = read_original(data)
-            transcode(ds, syntax, options)
+            transcode(ds, syntax, options, new_uid=False)  # the same instance in another syntax
             encoded = encode_part10(ds)
             self.store.put(key, encoded)  # replaces a stale copy; the same bytes again when twins race
             if self.records is not None:
