@@ -8,6 +8,7 @@ the VPC's isolated subnets, with X-Ray, encrypted log groups with retention, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,32 +78,14 @@ class Functions(Construct):
         super().__init__(scope, cid)
         self.config, self.r = config, resources
         self.vpc, self.subnets = vpc, subnets
-        if config.layer_dir:
-            layer_code = lambda_.Code.from_asset(str(Path(config.layer_dir).resolve()))
-        else:
-            root, digest = assets.pacs_layer()
-            layer_code = lambda_.Code.from_asset(str(root), asset_hash=digest,
-                                                 asset_hash_type=AssetHashType.CUSTOM)
-        self.layer = lambda_.LayerVersion(
-            self, "PacsLayer", code=layer_code, compatible_runtimes=[RUNTIME],
-            compatible_architectures=[lambda_.Architecture.X86_64],
-            description="pacs library + pydicom, codecs (no GPL), pynamodb, FastAPI, Mangum, Powertools",
-            license="Apache-2.0",
-        )
-        if config.layer_dir:
-            web_code = layer_code
-        else:
-            web_root, web_digest = assets.dicomweb_layer()
-            web_code = lambda_.Code.from_asset(str(web_root), asset_hash=web_digest,
-                                               asset_hash_type=AssetHashType.CUSTOM)
+        self.layer = layer_version(
+            self, "PacsLayer", config.layer_dir, assets.pacs_layer,
+            "pacs library + pydicom, codecs (no GPL), pynamodb, FastAPI, Mangum, Powertools")
         #: The DICOMweb function's: the shared layer's packages plus imagecodecs (transcoding on the fly
         #: to HTJ2K or JPEG baseline), without the DIMSE stack; 250 MB leaves no room for both in one.
-        self.web_layer = lambda_.LayerVersion(
-            self, "DicomWebLayer", code=web_code, compatible_runtimes=[RUNTIME],
-            compatible_architectures=[lambda_.Architecture.X86_64],
-            description="pacs library + pydicom, codecs, imagecodecs (no GPL), FastAPI, Mangum, Powertools",
-            license="Apache-2.0",
-        )
+        self.web_layer = layer_version(
+            self, "DicomWebLayer", config.layer_dir, assets.dicomweb_layer,
+            "pacs library + pydicom, codecs, imagecodecs (no GPL), FastAPI, Mangum, Powertools")
         self.code = lambda_.Code.from_asset(str(assets.functions_code()))
         self.security_group = ec2.SecurityGroup(
             self, "FunctionsSg", vpc=vpc, allow_all_outbound=False,
@@ -207,6 +190,19 @@ class Functions(Construct):
                 applies_to=["Resource::*"]),
         )
         return fn
+
+
+def layer_version(scope: Construct, cid: str, layer_dir: str | None, build: Callable[[], tuple[Path, str]],
+                  description: str) -> lambda_.LayerVersion:
+    """A layer from its built asset (hashed by its content), or from the prebuilt folder tests pass."""
+    if layer_dir:  # tests: a tiny stand-in
+        code = lambda_.Code.from_asset(str(Path(layer_dir).resolve()))
+    else:
+        root, digest = build()
+        code = lambda_.Code.from_asset(str(root), asset_hash=digest, asset_hash_type=AssetHashType.CUSTOM)
+    return lambda_.LayerVersion(
+        scope, cid, code=code, compatible_runtimes=[RUNTIME],
+        compatible_architectures=[lambda_.Architecture.X86_64], description=description, license="Apache-2.0")
 
 
 def _messaging_key(r: Resources) -> kms.IKey:

@@ -12,19 +12,16 @@ stack; tools/build_layer.py --profile transcoder): the shared layer plus imageco
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from aws_cdk import AssetHashType, Duration
+from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import assets
 from infra.config import PacsConfig
-from infra.functions import RUNTIME, Functions, pacs_environment
+from infra.functions import Functions, layer_version, pacs_environment
 from infra.nag import Why, suppress
 from infra.pipeline import EVENT_SOURCE, MAX_RECEIVE_COUNT, RETENTION, Pipeline
 
@@ -55,17 +52,9 @@ class Transcoder(Construct):
             targets=[targets.SqsQueue(self.queue, dead_letter_queue=pipeline.rule_dlq, retry_attempts=8,
                                       max_event_age=Duration.hours(24))],
         )
-        if config.layer_dir:  # tests: a tiny stand-in, as for the shared layer
-            code = lambda_.Code.from_asset(str(Path(config.layer_dir).resolve()))
-        else:
-            root, digest = assets.transcoder_layer()
-            code = lambda_.Code.from_asset(str(root), asset_hash=digest, asset_hash_type=AssetHashType.CUSTOM)
-        self.layer = lambda_.LayerVersion(
-            self, "Layer", code=code, compatible_runtimes=[RUNTIME],
-            compatible_architectures=[lambda_.Architecture.X86_64],
-            description="pacs library + pydicom, codecs and imagecodecs (no GPL), pynamodb, Powertools",
-            license="Apache-2.0",
-        )
+        self.layer = layer_version(
+            self, "Layer", config.layer_dir, assets.transcoder_layer,
+            "pacs library + pydicom, codecs and imagecodecs (no GPL), pynamodb, Powertools")
         env = {**pacs_environment(config, r), "PACS_TRANSCODE_POLICY": config.transcode_policy,
                "PACS_TRANSCODE_DLQ_URL": self.dlq.queue_url}
         self.function = functions.function(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import struct
@@ -366,3 +367,26 @@ def wait_indexed(qido: Qido, studies: Iterable[Study], *, timeout: float = INDEX
 def instance_path(objects_dir: Path, inst: Instance, partition: str = "default") -> Path:
     return (objects_dir / partition / "studies" / inst.study_uid / "series" / inst.series_uid
             / "instances" / f"{inst.sop_uid}.dcm")
+
+
+@dataclass
+class Moved:
+    """A dcmtk movescu/getscu run (with -d): its final status and sub-operation counts."""
+
+    run: subprocess.CompletedProcess[str]
+
+    @property
+    def log(self) -> str:
+        return f"rc={self.run.returncode}\n{self.run.stdout}\n{self.run.stderr}"
+
+    def last(self, pattern: str) -> str:
+        found = re.findall(pattern, self.log, re.IGNORECASE)
+        assert found, self.log[-3000:]
+        return str(found[-1])
+
+    @property
+    def status(self) -> int:
+        return int(self.last(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})"), 16)
+
+    def count(self, what: str) -> int:
+        return int(self.last(rf"{what} Sub-?operations\s*:\s*(\d+)"))

@@ -9,7 +9,6 @@ received is read back from their output directories.
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from .conftest import Launcher
 from .dicomgen import DataSet, Instance, Study, new_study, write_extra_instance
-from .support import PacsProcess, Qido, free_port, run_tool, wait_indexed, wait_until
+from .support import Moved, PacsProcess, Qido, free_port, run_tool, wait_indexed, wait_until
 from .test_tls_policy import Pki, make_pki
 
 pytestmark = pytest.mark.interop
@@ -143,28 +142,6 @@ def destination(loaded: Loaded, tmp_path: Path) -> Iterator[Callable[..., Destin
     for dest in started:
         dest.kill()
         loaded.nodes("remove", dest.ae_title)
-
-
-@dataclass
-class Moved:
-    run: subprocess.CompletedProcess[str]
-
-    @property
-    def log(self) -> str:
-        return f"rc={self.run.returncode}\n{self.run.stdout}\n{self.run.stderr}"
-
-    @property
-    def status(self) -> int:
-        """The status of the last response (the final one), from the tool's `-d` dump."""
-        found = re.findall(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})", self.log)
-        assert found, self.log[-3000:]
-        return int(found[-1], 16)
-
-    def count(self, what: str) -> int:
-        """A sub-operation count of the last response (needs -d): Completed, Failed, Remaining..."""
-        found = re.findall(rf"{what} Sub-?operations\s*:\s*(\d+)", self.log, re.IGNORECASE)
-        assert found, self.log[-3000:]
-        return int(found[-1])
 
 
 def movescu(loaded: Loaded, dest: str, keys: list[str], model: str = "-S", *extra: str,

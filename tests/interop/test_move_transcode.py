@@ -30,7 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from .conftest import Launcher
 from .dicomgen import COLUMNS, ROWS, Instance, Study, new_study, write_extra_instance
-from .support import PacsProcess, Qido, free_port, run_tool, terminate, wait_indexed, wait_until
+from .support import Moved, PacsProcess, Qido, free_port, run_tool, terminate, wait_indexed, wait_until
 from .test_tls_policy import Pki, make_pki
 
 pytestmark = pytest.mark.interop
@@ -177,27 +177,6 @@ def peer(stored: Stored, tmp_path: Path) -> Iterator[Callable[..., Peer]]:
     for p, _ in started:
         terminate(p.proc)
         stored.nodes("remove", p.ae_title)
-
-
-@dataclass
-class Moved:
-    run: subprocess.CompletedProcess[str]
-
-    @property
-    def log(self) -> str:
-        return f"rc={self.run.returncode}\n{self.run.stdout}\n{self.run.stderr}"
-
-    def last(self, pattern: str) -> str:
-        found = re.findall(pattern, self.log, re.IGNORECASE)
-        assert found, self.log[-3000:]
-        return str(found[-1])
-
-    @property
-    def status(self) -> int:
-        return int(self.last(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})"), 16)
-
-    def count(self, what: str) -> int:
-        return int(self.last(rf"{what} Sub-?operations\s*:\s*(\d+)"))
 
 
 def movescu(stored: Stored, destination: str, study: Study) -> Moved:

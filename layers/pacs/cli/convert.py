@@ -137,19 +137,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     many = len(inputs) > 1 or walked
     if many and args.out.exists() and not args.out.is_dir():
         return files.usage("convert", f"{args.out} is a file: several inputs need a directory as -o")
-    failed = 0
-    for item in files.each(args, inputs, walked, f"convert to {UID(target).name}"):
+    def one(item: files.Input) -> None:
         out = files.output_path(item, args.out, many=many)
-        try:
-            convert_one(item.path, out, target, options, explicit=not many and out == args.out,
-                        force=args.force)
-        except files.InputError as exc:
-            files.error("convert", item.path, exc)
-            failed += 1
-        except Exception as exc:  # a value pydicom cannot decode, a codec's own error
-            files.error("convert", item.path, f"cannot convert it: {exc}")
-            failed += 1
-    return files.FAILED if failed else files.OK
+        convert_one(item.path, out, target, options, explicit=not many and out == args.out, force=args.force)
+
+    label = f"convert to {UID(target).name}"
+    return files.run_each("convert", "convert", files.each(args, inputs, walked, label), one)
 
 
 def convert_one(path: Path, out: Path, target: str, options: Any, *, explicit: bool, force: bool) -> None:

@@ -71,17 +71,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     many = len(inputs) > 1 or walked
     if many and args.out.exists() and not args.out.is_dir():
         return files.usage("extract", f"{args.out} is a file: several inputs need a directory as -o")
-    failed = 0
-    for item in files.each(args, inputs, walked, "extract"):
-        try:
-            extract_one(item, args, fmt, window, many)
-        except files.InputError as exc:
-            files.error("extract", item.path, exc)
-            failed += 1
-        except Exception as exc:  # a value pydicom cannot decode, a codec's own error
-            files.error("extract", item.path, f"cannot extract it: {exc}")
-            failed += 1
-    return files.FAILED if failed else files.OK
+    return files.run_each("extract", "extract", files.each(args, inputs, walked, "extract"),
+                          lambda item: extract_one(item, args, fmt, window, many))
 
 
 def _targets(item: files.Input, out: Path, many: bool, fmt: str, numbers: list[int]) -> list[Path]:

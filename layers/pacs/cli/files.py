@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,3 +187,19 @@ def each(args: argparse.Namespace, inputs: list[Input], walked: bool, label: str
         for item in inputs:
             yield item
             bar.advance()
+
+
+def run_each(tool: str, verb: str, items: Iterable[Input], work: Callable[[Input], object]) -> int:
+    """`work` on every input; an input that fails is reported on one line (`cannot VERB it: …`) and the
+    others go on. OK, or FAILED when any failed."""
+    failed = 0
+    for item in items:
+        try:
+            work(item)
+        except InputError as exc:
+            error(tool, item.path, exc)
+            failed += 1
+        except Exception as exc:  # a value pydicom cannot decode, a codec's own error
+            error(tool, item.path, f"cannot {verb} it: {exc}")
+            failed += 1
+    return FAILED if failed else OK
