@@ -25,7 +25,6 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLSLossless,
     JPEGLSNearLossless,
 )
 
@@ -218,7 +217,8 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
         raw_size += arr.nbytes
         if target.is_compressed:
             encoder = get_encoder(plan.encoder_syntax)
-            frame = encoder.encode(arr, encoding_plugin=_plugin(plan), validate=not encoded, **enc_kwargs)
+            frame = encoder.encode(arr, encoding_plugin=encoder_plugin(plan.encoder_syntax),
+                                   validate=not encoded, **enc_kwargs)
             encoded.append(frame)
         else:
             if native is None:
@@ -296,19 +296,6 @@ class _NativeFrames:
         if size % 2:
             self.buffer[size] = 0
         return bytes(self.buffer), size
-
-
-#: Below this many pixels a side, JPEG-LS goes through imagecodecs (plugins.py: `_SMALL_IMAGES`).
-_SMALL: dict[str, int] = {JPEGLSLossless: 16, JPEGLSNearLossless: 16}
-
-
-def _plugin(plan: photometric.Plan) -> str:
-    """The encoding plugin for this plan: the registry's, or imagecodecs for a small unsigned image."""
-    side = min(plan.pixel_options["rows"], plan.pixel_options["columns"])
-    small = side < _SMALL.get(plan.encoder_syntax, 0) and not plan.pixel_options["pixel_representation"]
-    if small and plugins.available():
-        return PLUGIN
-    return encoder_plugin(plan.encoder_syntax)
 
 
 def _encoder_kwargs(
