@@ -31,6 +31,7 @@ def encoders() -> dict[str, Callable[[np.ndarray], object]]:
     import imagecodecs
     import jpeg_ls
     from openjpeg import encode as encode_array
+    from openjpeg import encode_pixel_data
 
     stream = imagecodecs.jpegls_encode(frame())
     return {
@@ -40,11 +41,16 @@ def encoders() -> dict[str, Callable[[np.ndarray], object]]:
         "imagecodecs-htj2k": lambda a: imagecodecs.htj2k_encode(a, level=0, reversible=True),
         "imagecodecs-jpeg2k-1thread": lambda a: imagecodecs.jpeg2k_encode(
             a, level=0, codecformat="J2K", reversible=True, bitspersample=12, numthreads=1),
+        "imagecodecs-jpeg2k-2threads": lambda a: imagecodecs.jpeg2k_encode(
+            a, level=0, codecformat="J2K", reversible=True, bitspersample=12, numthreads=2),
         "imagecodecs-jpeg-lossless": lambda a: imagecodecs.jpeg8_encode(
             a, lossless=True, predictor=1, bitspersample=12),
         "imagecodecs-jpeg12": lambda a: imagecodecs.jpeg8_encode(a, level=90, bitspersample=12),
         "imagecodecs-packbits": lambda a: imagecodecs.packbits_encode(a.view(np.uint8)),
         "pylibjpeg-openjpeg-lossy": lambda a: encode_array(a, bits_stored=12, compression_ratios=[10.0]),
+        "pylibjpeg-openjpeg-lossy-buffer": lambda a: encode_pixel_data(
+            a.tobytes(), rows=512, columns=512, samples_per_pixel=1, bits_allocated=16, bits_stored=12,
+            pixel_representation=0, photometric_interpretation=2, compression_ratios=[10.0]),
     }
 
 

@@ -33,6 +33,7 @@ from pacs.codecs.plugins import PLUGIN
 from pacs.codecs.registry import NATIVE, can_decode, can_encode, decoder_plugin, encoder_plugin
 from pacs.codecs.streams import jpeg_header
 from pacs.codecs.syntaxes import SYNTAXES
+from pacs.codecs.threads import guard
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _EOT_TAGS = (0x7FE00001, 0x7FE00002)
@@ -140,7 +141,8 @@ def _frames(ds: Dataset, source: UID, as_rgb: bool) -> Iterator[tuple[np.ndarray
     it = decoder.iter_array(ds, as_rgb=as_rgb, decoding_plugin=plugin or "")
     while True:
         try:
-            arr, props = next(it)
+            with guard(source, plugin):
+                arr, props = next(it)
         except StopIteration:
             return
         except Exception as exc:
@@ -217,8 +219,9 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
         raw_size += arr.nbytes
         if target.is_compressed:
             encoder = get_encoder(plan.encoder_syntax)
-            frame = encoder.encode(arr, encoding_plugin=encoder_plugin(plan.encoder_syntax),
-                                   validate=not encoded, **enc_kwargs)
+            plugin = encoder_plugin(plan.encoder_syntax)
+            with guard(plan.encoder_syntax, plugin):
+                frame = encoder.encode(arr, encoding_plugin=plugin, validate=not encoded, **enc_kwargs)
             encoded.append(frame)
         else:
             if native is None:
