@@ -50,3 +50,25 @@ def test_only_pylibjpeg_openjpeg_takes_the_lock() -> None:
     assert guard(u.JPEG2000Lossless, "imagecodecs") is not OPENJPEG
     assert guard(u.JPEGLSLossless, "imagecodecs") is not OPENJPEG
     assert guard(u.JPEGLSLossless, "pyjpegls") is not OPENJPEG
+
+
+def test_frames_encoded_side_by_side_keep_their_order() -> None:
+    """Several frames are encoded by the codec pool (at most AHEAD in flight): the same streams, in order, as
+    one frame at a time."""
+    import numpy as np
+    from pacs.codecs import EncodeOptions, samples, transcode
+    from pacs.codecs.proof import part10, pixels
+    from pydicom.encaps import generate_frames
+
+    for ts in (u.JPEGLSLossless, u.HTJ2KLossless, u.JPEG2000):
+        options = EncodeOptions(ratio=10) if ts == u.JPEG2000 else None
+        original = samples.dataset("mono16s", frames=13)
+        ds = part10(transcode(samples.dataset("mono16s", frames=13), ts, options, new_uid=False))
+        frames = list(generate_frames(ds.PixelData, number_of_frames=13))
+        for index in (0, 5, 12):  # each frame alone: the same stream
+            single = samples.dataset("mono16s", frames=1)
+            single.PixelData = pixels(original, raw=True)[index].tobytes()
+            alone = part10(transcode(single, ts, options, new_uid=False))
+            assert next(generate_frames(alone.PixelData, number_of_frames=1)) == frames[index], (ts, index)
+        if options is None:
+            np.testing.assert_array_equal(pixels(ds, raw=True), pixels(original, raw=True))

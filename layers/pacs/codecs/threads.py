@@ -9,7 +9,9 @@ calls take the lock, decoding as well (the same library), so that transcodes oth
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
 from pydicom import uid as u
@@ -30,3 +32,20 @@ def guard(syntax: str, plugin: str) -> AbstractContextManager[object]:
     if syntax in _OPENJPEG_SYNTAXES and plugin != PLUGIN:
         return OPENJPEG
     return _NO_LOCK
+
+
+#: Threads encoding the frames of a multi-frame data set side by side (one per core), and how many frames
+#: one data set may have in flight.
+WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+AHEAD = 2 * WORKERS
+_POOL: ThreadPoolExecutor | None = None
+_POOL_GUARD = threading.Lock()
+
+
+def pool() -> ThreadPoolExecutor:
+    """The codec pool of this process (its own: a transcode running in another pool may wait on it)."""
+    global _POOL
+    with _POOL_GUARD:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(WORKERS, thread_name_prefix="codecs")
+        return _POOL
