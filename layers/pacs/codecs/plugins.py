@@ -245,7 +245,7 @@ def _without_spiff(stream: bytes | bytearray) -> bytes:
         return bytes(stream)
     if stream[pos - 2:pos] != b"\xff\xd8":
         raise ValueError("unexpected SPIFF directory in the JPEG-LS stream")
-    return b"\xff\xd8" + bytes(stream[pos:])
+    return b"".join((b"\xff\xd8", memoryview(stream)[pos:]))  # one copy
 
 
 # -- registration --------------------------------------------------------------------------------------------

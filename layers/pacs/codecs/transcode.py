@@ -257,7 +257,8 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
         elem.VR, elem.is_undefined_length = ("OB" if plan.native_dtype.itemsize == 1 else "OW"), False
     ds._pixel_array = None
     ds._pixel_id = {}
-    _resolve_elements(ds)
+    if (source.is_implicit_VR, source.is_little_endian) != (target.is_implicit_VR, target.is_little_endian):
+        _resolve_elements(ds)  # else the elements not parsed are written as read (about a third of the time)
     _set_syntax(ds, target)
     if not lossy_applied:
         return None
