@@ -6,8 +6,9 @@ an existing derived copy, then lossless before lossy (`pacs.services.syntax`). `
 `*/*` and no Accept header mean as stored; `application/dicom` without the parameter means Explicit VR
 Little Endian (PS3.18 8.7.3.4), except that lossy pixels, and pixels no codec here decodes, go as
 stored. An instance not stored in the chosen syntax is transcoded once and kept as a derived copy;
-each part names its `transfer-syntax`. Objects are streamed from the store in 1 MiB pieces, one at a
-time (never a whole study in memory). Instances of a series or study that cannot be produced are
+each part names its `transfer-syntax`; the copies of a series or study are made by a pool (one thread per
+core) a few instances ahead of the one being sent. Objects are streamed from the store in 1 MiB pieces,
+one at a time (never a whole study in memory). Instances of a series or study that cannot be produced are
 left out: 206 with a `Warning: 299` naming them and why; none at all is 406 with the reason.
 
 A body larger than `max_inline_response` (set on Lambda, whose buffered responses are limited to

@@ -5,7 +5,8 @@ once (through the codec registry) and cached as a derived copy (`pacs.services.d
 syntax, then an existing derived copy, then a lossless transcode, then a lossy one) and returns the
 first that can be produced, or raises `Unproducible` with the reason. `SyntaxService` plans a
 retrieve (one choice per instance; instances that cannot be produced are skipped with their
-reason) and streams each instance from the store, one at a time, never a whole series in memory.
+reason) and streams each instance from the store, one at a time, never a whole series in memory;
+`Ahead` makes the copies a series needs a few instances ahead of the one being sent.
 """
 
 from __future__ import annotations
