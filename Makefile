@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Every tool a test uses: dcmtk (interop), chromium and nodejs (viewer), Orthanc with its DICOMweb plugin
 # (a remote node in the interop tests, the peer of the benchmarks); gdcm's tools (an independent decoder in the
-# codec tests, a peer of the codec benchmark); jq and curl for the README's examples.
-APT_PACKAGES := dcmtk libgdcm-tools chromium nodejs orthanc orthanc-dicomweb jq curl
+# codec tests, a peer of the codec benchmark); dicom3tools' dciodvfy (IOD checks of what the file tools
+# write); jq and curl for the README's examples.
+APT_PACKAGES := dcmtk libgdcm-tools dicom3tools chromium nodejs orthanc orthanc-dicomweb jq curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up test lint types unit integration interop bench bench-dicomweb bench-dimse bench-catalog setup apt viewer synth clean

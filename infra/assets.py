@@ -1,4 +1,5 @@
-"""Code assets built without Docker: the `pacs` layer (tools/build_layer.py) and the functions' code.
+"""Code assets built without Docker: the `pacs` layer and the transcoder's (tools/build_layer.py), and
+the functions' code.
 
 The layer is built under `.build/layer` (pip runs only when the requirements change), named by a hash
 of its requirements and of the library's source, which is also the asset's hash: CDK need not
@@ -36,6 +37,20 @@ def layer_builder() -> ModuleType:
 def pacs_layer(out: Path = BUILD / "layer") -> tuple[Path, str]:
     """Build the layer; returns its root (holding `python/`) and its content hash (the asset's hash)."""
     root: Path = layer_builder().build(out)
+    return root, root.name
+
+
+def transcoder_layer(out: Path = BUILD / "transcoder-layer") -> tuple[Path, str]:
+    """The transcoder's own layer (the library with imagecodecs, without the web and DIMSE stacks);
+    returns its root and content hash, as `pacs_layer`."""
+    root: Path = layer_builder().build(out, "transcoder")
+    return root, root.name
+
+
+def dicomweb_layer(out: Path = BUILD / "dicomweb-layer") -> tuple[Path, str]:
+    """The DICOMweb function's layer: the shared one plus imagecodecs (HTJ2K and JPEG baseline encoding
+    on the fly), without pynetdicom and rich, which it never imports (≈ 231 MB unzipped)."""
+    root: Path = layer_builder().build(out, "dicomweb")
     return root, root.name
 
 

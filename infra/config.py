@@ -6,8 +6,11 @@ Every value has a default that synthesizes; nothing is looked up in an AWS accou
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from constructs import Node
@@ -30,6 +33,30 @@ def _flag(value: Any, default: bool) -> bool:
     if isinstance(value, bool):
         return value
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+#: The transcode policy travels in the function's environment (4 KB for all its variables).
+MAX_POLICY_BYTES = 3072
+
+
+def policy_json(value: Any) -> str:
+    """The transcode policy as compact JSON: from JSON text, a parsed object (cdk.json), or a .json /
+    .toml file (validated by the transcoder itself at its start, and by `pacs transcoder check`)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, dict):
+        data = value
+    else:
+        text = str(value).strip()
+        if text.startswith("{"):
+            data = json.loads(text)
+        else:
+            path = Path(text)
+            raw = path.read_text(encoding="utf-8")
+            data = tomllib.loads(raw) if path.suffix.lower() == ".toml" else json.loads(raw)
+    if not isinstance(data, dict) or not isinstance(data.get("rule", data.get("rules")), list):
+        raise ValueError("transcodePolicy: a table with a `rule` list (README, Transcoder)")
+    return json.dumps(data, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +84,10 @@ class PacsConfig:
     cors_origins: tuple[str, ...] = ("*",)
     #: The most indexer invocations at once: protects the catalog from a bulk-import burst.
     indexer_concurrency: int = 20
+    #: The transcoder's policy as JSON (context `transcodePolicy`: JSON text, or a .json / .toml file);
+    #: empty: no rules, nothing derived. The most transcoder invocations at once.
+    transcode_policy: str = ""
+    transcoder_concurrency: int = 10
     #: Keep buckets, keys and the table when the stack is deleted (PHI: on unless `-c retainData=false`).
     retain_data: bool = True
     #: A directory to ship as the `pacs` layer instead of building it (tests: a tiny stand-in).
@@ -81,6 +112,10 @@ class PacsConfig:
             raise ValueError(f"auth {self.auth!r}: cognito or oidc")
         if self.auth == "oidc" and not (self.oidc_issuer.startswith("https://") and self.oidc_audience):
             raise ValueError("auth=oidc needs oidcIssuer (https://…) and oidcAudience")
+        if len(self.transcode_policy.encode()) > MAX_POLICY_BYTES:
+            size = len(self.transcode_policy.encode())
+            raise ValueError(f"transcodePolicy: {size} bytes of JSON; Lambda's environment takes 4 KB in "
+                             f"all: keep the policy under {MAX_POLICY_BYTES} bytes")
         if self.retention_days <= 0 or self.lifecycle_days <= 0:
             raise ValueError("retentionDays and lifecycleDays must be positive")
 
@@ -105,6 +140,8 @@ class PacsConfig:
             cors_origins=_split(ctx("corsOrigins")) or defaults.cors_origins,
             callback_urls=_split(ctx("callbackUrls")) or defaults.callback_urls,
             indexer_concurrency=int(ctx("indexerConcurrency") or defaults.indexer_concurrency),
+            transcode_policy=policy_json(ctx("transcodePolicy")),
+            transcoder_concurrency=int(ctx("transcoderConcurrency") or defaults.transcoder_concurrency),
             retain_data=_flag(ctx("retainData"), True),
             layer_dir=str(ctx("layerDir") or ""),
             nag=_flag(ctx("nag"), True),

@@ -3,7 +3,7 @@ the VPC's isolated subnets, with X-Ray, encrypted log groups with retention, and
 
     indexer    SQS (S3 notifications) → catalog + domain events; reserved concurrency protects the table
     reconcile  daily (EventBridge schedule, async): object store ↔ catalog diff and repair; a DLQ
-    dicomweb   API Gateway → FastAPI through Mangum (sync)
+    dicomweb   API Gateway → FastAPI through Mangum (sync); its own layer (the shared one + imagecodecs)
 """
 
 from __future__ import annotations
@@ -89,6 +89,20 @@ class Functions(Construct):
             description="pacs library + pydicom, codecs (no GPL), pynamodb, FastAPI, Mangum, Powertools",
             license="Apache-2.0",
         )
+        if config.layer_dir:
+            web_code = layer_code
+        else:
+            web_root, web_digest = assets.dicomweb_layer()
+            web_code = lambda_.Code.from_asset(str(web_root), asset_hash=web_digest,
+                                               asset_hash_type=AssetHashType.CUSTOM)
+        #: The DICOMweb function's: the shared layer's packages plus imagecodecs (transcoding on the fly
+        #: to HTJ2K or JPEG baseline), without the DIMSE stack; 250 MB leaves no room for both in one.
+        self.web_layer = lambda_.LayerVersion(
+            self, "DicomWebLayer", code=web_code, compatible_runtimes=[RUNTIME],
+            compatible_architectures=[lambda_.Architecture.X86_64],
+            description="pacs library + pydicom, codecs, imagecodecs (no GPL), FastAPI, Mangum, Powertools",
+            license="Apache-2.0",
+        )
         self.code = lambda_.Code.from_asset(str(assets.functions_code()))
         self.security_group = ec2.SecurityGroup(
             self, "FunctionsSg", vpc=vpc, allow_all_outbound=False,
@@ -134,7 +148,7 @@ class Functions(Construct):
         # dicomweb: behind API Gateway.
         self.dicomweb = self.function(
             "DicomWeb", "dicomweb", {**env, "PACS_MAX_INLINE_RESPONSE": str(MAX_INLINE_RESPONSE)},
-            timeout=Duration.seconds(29), memory=2048, reserved=None)
+            timeout=Duration.seconds(29), memory=2048, reserved=None, layers=[self.web_layer])
         r.originals.grant_read_write(self.dicomweb)  # STOW-RS stores, DELETE removes
         r.derived.grant_read_write(self.dicomweb)  # metadata, pre-packed bodies; presigned GETs
         r.table.grant_read_write_data(self.dicomweb)
@@ -149,6 +163,10 @@ class Functions(Construct):
                 "account pool and cap viewers below the throttle."),
         )
 
+    def grants_why(self, fn: lambda_.Function, *, read: list[s3.IBucket], write: list[s3.IBucket]) -> None:
+        """Suppress the IAM5 findings of CDK's bucket and table grants to `fn`, named exactly."""
+        self._grants_why(fn, read=read, write=write)
+
     def _grants_why(self, fn: lambda_.Function, *, read: list[s3.IBucket], write: list[s3.IBucket]) -> None:
         buckets = [_cfn(b) for b in (*read, *write)]
         suppress(fn, Why("AwsSolutions-IAM5", GRANT_WILDCARDS, applies_to=grant_findings(
@@ -159,13 +177,15 @@ class Functions(Construct):
         return [self.indexer, self.reconcile, self.dicomweb]
 
     def function(self, cid: str, name: str, env: dict[str, str], *, timeout: Duration, memory: int,
-                 reserved: int | None, dlq: sqs.IQueue | None = None) -> lambda_.Function:
+                 reserved: int | None, dlq: sqs.IQueue | None = None,
+                 layers: list[lambda_.ILayerVersion] | None = None) -> lambda_.Function:
         log_group = logs.LogGroup(self, f"{cid}Logs", encryption_key=self.r.logs_key,
                                   retention=retention(self.config.retention_days))
         fn = lambda_.Function(
             self, cid,
             runtime=RUNTIME, architecture=lambda_.Architecture.X86_64,
-            handler=f"functions.{name}.handler.handler", code=self.code, layers=[self.layer],
+            handler=f"functions.{name}.handler.handler", code=self.code,
+            layers=[self.layer] if layers is None else layers,
             environment={
                 **env,
                 "POWERTOOLS_SERVICE_NAME": name,

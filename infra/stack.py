@@ -18,6 +18,7 @@ from infra.nag import Why, suppress, suppress_path
 from infra.network import Network
 from infra.pipeline import Pipeline
 from infra.storage import Storage
+from infra.transcoder import Transcoder
 
 
 class PacsStack(Stack):
@@ -41,14 +42,18 @@ class PacsStack(Stack):
         self.functions = Functions(self, "Functions", config=config, vpc=vpc, subnets=subnets,
                                    resources=resources)
         self.pipeline.schedule_reconcile(self.functions.reconcile)
+        self.transcoder = Transcoder(self, "Transcoder", config=config, functions=self.functions,
+                                     pipeline=self.pipeline)
         self.api = Api(self, "Api", config=config, fn=self.functions.dicomweb, logs_key=self.keys.logs)
         self.gateway = Gateway(self, "Gateway", config=config, vpc=vpc, subnets=subnets, resources=resources,
                                logs_key=self.keys.logs, access_logs=self.storage.access_logs)
         self.monitoring = Monitoring(
             self, "Monitoring", config=config, key=self.keys.messaging,
             dlqs={"IngestDlq": self.pipeline.ingest_dlq, "DownstreamDlq": self.pipeline.downstream_dlq,
-                  "RuleDlq": self.pipeline.rule_dlq, "ReconcileDlq": self.functions.reconcile_dlq},
-            functions=self.functions.all, api=self.api.api, target_group=self.gateway.target_group,
+                  "RuleDlq": self.pipeline.rule_dlq, "ReconcileDlq": self.functions.reconcile_dlq,
+                  "TranscoderDlq": self.transcoder.dlq},
+            functions=[*self.functions.all, self.transcoder.function], api=self.api.api,
+            target_group=self.gateway.target_group,
         )
         CfnOutput(self, "GatewayDns", value=self.gateway.dns_name,
                   description="Internal NLB: point modalities here (port 11112; 2762 for TLS) over the VPN")

@@ -1,6 +1,12 @@
 """Build the `pacs` Lambda layer without Docker: `.build/layer/python` = wheels for Lambda + the library.
 
     python tools/build_layer.py [--out .build/layer] [--print-size]    # prints the layer's root
+    python tools/build_layer.py --profile transcoder                   # the transcoder's own layer
+
+Two profiles. `shared` (every function but the transcoder): the library's dependencies and the
+`functions` extra, without imagecodecs (82 MB: the shared layer would pass Lambda's 250 MB). `transcoder`
+(`.build/transcoder-layer`): the same library with imagecodecs (the encoders pydicom lacks) and without
+the web and DIMSE stacks the transcoder never imports (FastAPI, Mangum, pynetdicom, rich).
 
 Third-party packages come from `pip install --target --platform manylinux_2_28_x86_64 (and the
 other manylinux tags AL2023's glibc 2.34 loads) --python-version 3.12 --only-binary=:all:`: wheels
@@ -38,6 +44,16 @@ PYTHON = "3.12"
 PLATFORMS = (*(f"manylinux_2_{minor}_x86_64" for minor in range(34, 16, -1)), "manylinux2014_x86_64")
 #: Only `pacs up` uses these (uvicorn serves DICOMweb locally; API Gateway + Mangum do it on Lambda).
 LOCAL_ONLY = ("uvicorn",)
+#: In the transcoder's layer only (too large for the shared one; FIELD-NOTES §1d).
+TRANSCODER_ONLY = ("imagecodecs",)
+#: Left out of the transcoder's layer: it never imports them (its function loads that layer alone).
+NOT_IN_TRANSCODER = ("fastapi", "starlette", "mangum", "pynetdicom", "rich")
+#: Left out of the DICOMweb function's layer (the shared one plus imagecodecs, for encoding on the fly).
+NOT_IN_DICOMWEB = ("pynetdicom", "rich")
+PROFILES = ("shared", "transcoder", "dicomweb")
+DEFAULT_OUTS = {"shared": DEFAULT_OUT, "transcoder": ROOT / ".build" / "transcoder-layer",
+                "dicomweb": ROOT / ".build" / "dicomweb-layer"}
+_LEFT_OUT = {"shared": TRANSCODER_ONLY, "transcoder": NOT_IN_TRANSCODER, "dicomweb": NOT_IN_DICOMWEB}
 #: Licences we do not ship.
 FORBIDDEN = ("pylibjpeg-libjpeg",)
 #: Removed from the layer: not needed at run time, and they count against the 250 MB limit.
@@ -54,14 +70,15 @@ def _name(requirement: str) -> str:
     return requirement.strip().lower().replace("_", "-")
 
 
-def requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
-    """What the layer installs: the library's dependencies and the `functions` extra."""
+def requirements(pyproject: Path = ROOT / "pyproject.toml", profile: str = "shared") -> list[str]:
+    """What the layer installs: the library's dependencies and the `functions` extra (per profile)."""
     project = tomllib.loads(pyproject.read_text())["project"]
     reqs = [*project["dependencies"], *project["optional-dependencies"]["functions"]]
     bad = [r for r in reqs if _name(r) in FORBIDDEN]
     if bad:
         raise SystemExit(f"refusing to ship {bad}: GPL-licensed")
-    return [r for r in reqs if _name(r) not in LOCAL_ONLY]
+    left_out = LOCAL_ONLY + _LEFT_OUT[profile]
+    return [r for r in reqs if _name(r) not in left_out]
 
 
 def requirements_hash(reqs: list[str]) -> str:
@@ -156,11 +173,11 @@ def compile_bytecode(site: Path) -> bool:
     return True
 
 
-def build(out: Path = DEFAULT_OUT) -> Path:
+def build(out: Path = DEFAULT_OUT, profile: str = "shared") -> Path:
     """The layer's root (holding `python/`: the wheels plus `pacs`), content-addressed under `out`:
     `out/deps/<requirements hash>` is pip's work, kept; `out/<layer hash>` hard-links it and adds the
     library. A build is never modified once published, so concurrent builds and synths are safe."""
-    reqs = requirements()
+    reqs = requirements(profile=profile)
     compiled = python312() is not None
     deps = out / "deps" / requirements_hash(reqs)
     if not deps.is_dir():
@@ -196,10 +213,11 @@ def tree_size(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", choices=PROFILES, default="shared")
     parser.add_argument("--print-size", action="store_true", help="print the layer's unzipped size")
     args = parser.parse_args(argv)
-    root = build(args.out)
+    root = build(args.out or DEFAULT_OUTS[args.profile], args.profile)
     print(root)
     if args.print_size:
         print(f"{root / 'python'}: {tree_size(root / 'python') / 1e6:.1f} MB unzipped")

@@ -100,6 +100,14 @@ class Settings:
     #: Comma-separated addresses or networks (`10.0.0.0/8`) of reverse proxies whose `Forwarded` /
     #: `X-Forwarded-*` headers are believed; empty: none (the headers are ignored).
     trusted_proxies: str = ""
+    #: The transcoder's policy (`pacs.services.transcode_policy`): a TOML or JSON file, or the JSON text
+    #: itself; empty: no rules, nothing derived (and `pacs up` starts no transcoder).
+    transcode_policy: str = ""
+    #: Transcoder worker processes under `pacs up` (transcoding is CPU-bound); 0: one per CPU.
+    transcode_workers: int = 0
+    #: AWS: the transcoder function's dead-letter queue; a permanently failing event (a corrupt original)
+    #: is sent there at once with the reason as its `error` message attribute.
+    transcode_dlq_url: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -117,6 +117,7 @@ def test_indexer_emits_after_catalog_changes_only(
         "partition": "default", "studyInstanceUID": S, "seriesInstanceUID": f"{S}.2",
         "sopInstanceUID": f"{S}.2.1", "sopClassUID": CT, "transferSyntaxUID": "1.2.840.10008.1.2.1",
         "key": k2, "size": len(second), "etag": head.etag, "versionId": None, "replaced": False,
+        "modality": "MR",
     }
     assert study == {
         "partition": "default", "studyInstanceUID": S, "deleted": False, "numberOfSeries": 2,

@@ -196,9 +196,7 @@ LOSSLESS = [  # (name as a user types it, UID)
     ("jpeg-ls-lossless", "1.2.840.10008.1.2.4.80"),
     ("RLELossless", "1.2.840.10008.1.2.5"),
     ("j2k", "1.2.840.10008.1.2.4.90"),
-    pytest.param("explicit-big", "1.2.840.10008.1.2.2", marks=pytest.mark.xfail(
-        strict=False, reason="pacs.codecs.transcode writes 16-bit little-endian pixel data into Explicit VR Big "
-        "Endian unswapped (pydicom writes OW bytes as they are): the codecs' owner fixes it")),
+    ("explicit-big", "1.2.840.10008.1.2.2"),
     ("deflated", "1.2.840.10008.1.2.1.99"),
     ("1.2.840.10008.1.2", "1.2.840.10008.1.2"),
     ("htj2k-lossless", "1.2.840.10008.1.2.4.201"),

@@ -4,6 +4,7 @@ Items (mirror this in infra/; every key attribute is a string):
 
     PK = {partition}#{StudyUID}   SK = STUDY | SERIES#{SeriesUID} | INSTANCE#{SeriesUID}#{SOPUID}
     PK = {partition}#_meta        SK = MONTHS   (string set `months`: every yyyymm that has had studies)
+    PK = {partition}#DERIVED#{StudyUID}  SK = {SeriesUID}#{SOPUID}#{syntax}#{variant}  (derived copies)
 
 Partitions and UIDs never contain '#', so keys are unambiguous. Sparse GSIs, projected ALL; only
 study items (and name aliases, below) carry their keys:
@@ -47,6 +48,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjec
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from pacs.catalog.derived_dynamodb import DynamoDerivedRecords
 from pacs.catalog.matching import Condition, filter_page, name_keys, normalize_name
 from pacs.catalog.records import (
     DicomJson,
@@ -279,7 +281,7 @@ def _backoff(attempt: int) -> None:
 # -- the adapter ------------------------------------------------------------------------------------
 
 
-class DynamoCatalog:
+class DynamoCatalog(DynamoDerivedRecords):
     """The Catalog port on one DynamoDB table (see the module docstring for its layout)."""
 
     def __init__(self, table_name: str, *, region: str = "us-east-1", host: str | None = None,

@@ -13,6 +13,8 @@ from typing import Protocol
 from pacs.catalog.matching import Condition
 from pacs.catalog.records import (
     CatalogTotals,
+    DerivedCopyRow,
+    DerivedOutcome,
     IndexedInstance,
     InstanceRow,
     QueryPage,
@@ -109,3 +111,27 @@ class Catalog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class DerivedCatalog(Protocol):
+    """Records of derived copies (other transfer syntaxes of an original), beside the catalog: both
+    adapters (SqliteCatalog, DynamoCatalog) implement it; `pacs.services.derived` uses it."""
+
+    def put_derived(self, row: DerivedCopyRow) -> DerivedOutcome:
+        """Record a copy, conditionally: absent → "inserted"; present with the same source ETag →
+        "unchanged" (nothing written: the same event twice records one copy); present with another
+        source ETag → "replaced"."""
+        ...
+
+    def get_derived(self, partition: str, study_uid: str, series_uid: str, sop_uid: str, syntax: str,
+                    variant: str = "") -> DerivedCopyRow | None: ...
+
+    def list_derived(self, partition: str, study_uid: str, series_uid: str | None = None,
+                     sop_uid: str | None = None) -> list[DerivedCopyRow]:
+        """The copies of a study (of one series, of one instance), by series, instance, syntax."""
+        ...
+
+    def remove_derived(self, partition: str, study_uid: str, series_uid: str, sop_uid: str, syntax: str,
+                       variant: str = "") -> bool:
+        """Forget one copy; False when it was not recorded."""
+        ...

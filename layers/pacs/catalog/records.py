@@ -124,3 +124,30 @@ class QueryPage(Generic[RowT]):
     rows: list[RowT]
     #: True when more rows matched than `limit` allowed (QIDO-RS answers with a Warning header).
     truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedCopyRow:
+    """A derived copy of an original instance in another transfer syntax (`pacs.services.derived`)."""
+
+    partition: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    #: The copy's transfer syntax UID and its variant ('' lossless; e.g. 'q80', 'n2', 'r10' when lossy).
+    syntax: str
+    variant: str
+    key: str
+    size: int
+    #: The ETag (and version, where the store keeps versions) of the original it was made from: a copy
+    #: whose source ETag is not the original's current one is stale.
+    source_etag: str
+    source_version: str | None = None
+    #: When it was made (ISO 8601 UTC) and the encoding options asked ({} for the lossless default).
+    created: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+#: What `put_derived` did: "inserted", "replaced" (a copy of another source version was recorded) or
+#: "unchanged" (the same copy of the same source was already recorded).
+DerivedOutcome = Literal["inserted", "replaced", "unchanged"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from pacs.catalog.derived_sqlite import DERIVED_SCHEMA, SqliteDerivedRecords
 from pacs.catalog.matching import Condition, filter_page, name_keys, normalize_name
 from pacs.catalog.records import (
     CatalogTotals,
@@ -94,9 +95,9 @@ def _instance(r: tuple[Any, ...]) -> InstanceRow:
     )
 
 
-class SqliteCatalog(SqliteStore):
+class SqliteCatalog(SqliteDerivedRecords, SqliteStore):
     def __init__(self, path: str | Path) -> None:
-        super().__init__(path, _SCHEMA)
+        super().__init__(path, _SCHEMA + DERIVED_SCHEMA)
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     """Serve until signalled; `nodes` (from `--config`) are put into the node registry first."""
+    _check_policy(settings)  # a policy that cannot be used stops `pacs up` before anything starts
     multiprocess.prepare(multiprocess.directory_for(settings.data_dir))  # every child's metrics, merged
     tls_sock = _tls_listen(settings)
     dimse_sock = _listen(settings.host, settings.dimse_port)
@@ -128,6 +129,7 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
             target=index_worker.run, args=(backend.queue, indexer, stop_indexing), name="indexer"
         )
         worker.start()
+    transcoding = _start_transcoder(settings, stop_indexing)
 
     env = {**os.environ, **settings.to_env()}
     tls_args = ["--tls-fd", str(tls_sock.fileno())] if tls_sock is not None else []
@@ -181,11 +183,45 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
         stop_indexing.set()
         if worker is not None:
             worker.join()
+        if transcoding is not None:
+            transcoding.join()
         backend.close()
         for s, h in previous.items():
             signal.signal(s, h)
         print("pacs: stopped", flush=True)
     return code
+
+
+def _check_policy(settings: Settings) -> None:
+    if settings.backend == "embedded" and settings.transcode_policy.strip():
+        from pacs.services.transcode_policy import PolicyError, load_policy
+
+        try:
+            load_policy(settings.transcode_policy)
+        except PolicyError as exc:
+            raise SystemExit(f"pacs: the transcode policy cannot be used: {exc}") from None
+
+
+def _start_transcoder(settings: Settings, stop: threading.Event) -> threading.Thread | None:
+    """The transcoder worker (embedded, when PACS_TRANSCODE_POLICY names a policy): a thread that
+    follows the event log and transcodes in a pool of processes; stopped with the indexer."""
+    if settings.backend != "embedded" or not settings.transcode_policy.strip():
+        return None
+    from pacs.services.transcode_policy import PolicyError, describe
+    from pacs.services.transcode_worker import TranscodeWorker
+
+    try:
+        transcoder = TranscodeWorker(settings, init=die_with_parent)
+    except PolicyError as exc:
+        raise SystemExit(f"pacs: the transcode policy cannot be used: {exc}") from None
+    if not transcoder.policy:
+        transcoder.close()
+        return None
+    print(f"pacs: transcoder: {transcoder.workers} process(es), rules: "
+          + "; ".join(describe(transcoder.policy)), flush=True)
+    thread = threading.Thread(target=transcoder.run, args=(stop,), name="transcoder")
+    thread.start()
+    return thread
 
 
 class Child:
@@ -268,3 +304,11 @@ def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-port", type=int, default=None, help="DICOM TLS port (2762)")
     parser.add_argument("--tls-require-client-cert", action="store_const", const=1, default=None,
                         help="refuse TLS clients without a certificate signed by --tls-ca")
+
+
+def add_transcoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """The embedded transcoder of `pacs up`: off unless a policy is given."""
+    parser.add_argument("--transcode-policy", default=None,
+                        help="a TOML or JSON transcode policy (README, Transcoder); none: no transcoder")
+    parser.add_argument("--transcode-workers", type=int, default=None,
+                        help="transcoder processes (one per CPU)")

@@ -27,6 +27,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder
 from pydicom.uid import ExplicitVRLittleEndian
 
+import pacs.codecs  # noqa: F401  (registers the decoders pydicom lacks: JPEG lossless, 12-bit JPEG...)
 from pacs.dicom.frames import NATIVE_SYNTAXES, FramesUnavailable, PixelLayout
 from pacs.errors import PacsError
 

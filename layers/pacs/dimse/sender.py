@@ -122,7 +122,7 @@ def load_for(
         if target == stored:
             return ds
         try:
-            return transcode(ds, target)
+            return transcode(ds, target, new_uid=False)  # the same instance in another syntax (PS3.5 8.2)
         except TranscodeError as exc:
             detail = " ".join(str(exc).split())  # one line: it goes to logs, CLI lines, Error Comments
             failures.append(f"{UID(target).keyword or target} ({detail})")

@@ -21,8 +21,9 @@ class BatchPublisher(Protocol):
     def publish_batch(self, events: list[tuple[str, dict[str, Any]]]) -> None: ...
 
 
-def instance_detail(row: InstanceRow) -> dict[str, Any]:
-    return {
+def instance_detail(row: InstanceRow, modality: str | None = None) -> dict[str, Any]:
+    """The detail of InstanceStored / InstanceDeleted; `modality` (the series') when known."""
+    detail: dict[str, Any] = {
         "partition": row.partition,
         "studyInstanceUID": row.study_uid,
         "seriesInstanceUID": row.series_uid,
@@ -34,6 +35,9 @@ def instance_detail(row: InstanceRow) -> dict[str, Any]:
         "etag": row.etag,
         "versionId": row.version_id,
     }
+    if modality is not None:
+        detail["modality"] = modality
+    return detail
 
 
 def study_detail(
@@ -53,11 +57,11 @@ def study_detail(
     }
 
 
-def announcement(catalog: Catalog, row: InstanceRow, *, removed: bool,
-                 replaced: bool = False) -> list[tuple[str, dict[str, Any]]]:
+def announcement(catalog: Catalog, row: InstanceRow, *, removed: bool, replaced: bool = False,
+                 modality: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study: (detail type,
     detail) pairs, in the order they are published."""
-    detail = instance_detail(row)
+    detail = instance_detail(row, modality)
     if removed:
         kind = INSTANCE_DELETED
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pacs.events.model import ObjectEvent, sequencer_now
+from pacs.services.derived import DerivedCopies
 from pacs.services.indexer import IndexerService
 from pacs.services.retrieve import RetrieveService
 from pacs.storage.keys import check_partition
@@ -44,6 +45,10 @@ class DeleteService:
             for old in list(self.store.list(prefix)):
                 self.store.delete(old.key)
                 history += 1
+        # Derived copies (other transfer syntaxes) of each deleted instance, and their records.
+        copies = DerivedCopies(self.store, self.partition, self.indexer.catalog)
+        for row in rows:
+            copies.remove(row.study_uid, row.series_uid, row.sop_uid)
         # Packed response bodies of the study are caches keyed by what they held: drop them; and
         # when the study is gone, everything derived from it.
         derived = f"{self.partition}/derived/{study_uid}/"

@@ -142,7 +142,7 @@ class FrameService:
     def __init__(self, retrieve: RetrieveService, cache: LayoutCache | None = None) -> None:
         self.retrieve = retrieve
         self.layouts = cache if cache is not None else LayoutCache()
-        self.derived = DerivedCopies(retrieve.store, partition=retrieve.partition)
+        self.derived = DerivedCopies(retrieve.store, retrieve.partition, retrieve.catalog)
 
     def frames(
         self, study: str, series: str, sop: str, numbers: list[int] | None, wanted: list[Wanted] | None = None

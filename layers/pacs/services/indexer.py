@@ -119,10 +119,11 @@ class IndexerService:
         for start in range(0, len(events), step):
             self._publish_batch(events[start:start + step])
 
-    def _announce(self, row: InstanceRow, *, removed: bool, replaced: bool = False) -> None:
+    def _announce(self, row: InstanceRow, *, removed: bool, replaced: bool = False,
+                  modality: str | None = None) -> None:
         """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study (as
         `pacs.events.details.announce`); held while a `transaction()` is open."""
-        pair = announcement(self.catalog, row, removed=removed, replaced=replaced)
+        pair = announcement(self.catalog, row, removed=removed, replaced=replaced, modality=modality)
         if self._held is not None:
             self._held.extend(pair)
         else:
@@ -203,7 +204,8 @@ class IndexerService:
         if outcome is IndexOutcome.STALE:
             outcome = self._catch_up(item, head)
         if self.events is not None and outcome in (IndexOutcome.INSERTED, IndexOutcome.REPLACED):
-            self._announce(row, removed=False, replaced=outcome is IndexOutcome.REPLACED)
+            self._announce(row, removed=False, replaced=outcome is IndexOutcome.REPLACED,
+                           modality=item.modality)
         return outcome
 
     def _catch_up(self, item: IndexedInstance, head: BlobInfo) -> IndexOutcome:

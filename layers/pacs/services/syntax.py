@@ -158,7 +158,7 @@ class SyntaxService:
 
     def __init__(self, retrieve: RetrieveService) -> None:
         self.retrieve = retrieve
-        self.derived = DerivedCopies(retrieve.store, partition=retrieve.partition)
+        self.derived = DerivedCopies(retrieve.store, retrieve.partition, retrieve.catalog)
 
     def find(self, row: InstanceRow, syntax: str) -> str | None:
         """The key of an existing derived copy of `row` in `syntax`, or None."""

@@ -1,0 +1,1 @@
+"""The transcoder function: derived copies of stored instances, as the policy says."""
