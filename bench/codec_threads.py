@@ -1,11 +1,13 @@
 """Which encoders release the GIL, and which crash when two threads encode at once.
 
-Usage: python bench/codec_threads.py [gil|crash NAME [ITERATIONS]]
+Usage: python bench/codec_threads.py [gil|ticks|crash NAME [ITERATIONS]]
 
 `gil`: per encoder, the wall-clock time of 2*N encodes of a 512x512 12-bit frame in one thread, then in two
 threads (N each): a ratio near 0.5 means the encoder runs in parallel (releases the GIL), near 1.0 that it
-holds it. `crash NAME`: two threads encoding with NAME many times (run it in a subprocess: a crash kills it).
-Not a test: figures for the README.
+holds it (needs a second free core). `ticks`: how far a pure-Python counter in another thread gets while one
+thread encodes for a second (an encoder that releases the GIL lets it run 2-3 times as far as one that holds
+it). `crash NAME`: two threads encoding with NAME many times (run it in a subprocess: a crash kills it). Not a
+test: figures for the README.
 """
 
 from __future__ import annotations
@@ -68,8 +70,34 @@ def timed(fn: Callable[[np.ndarray], object], arr: np.ndarray, n: int, threads: 
     return time.perf_counter() - start
 
 
+def ticks(fn: Callable[[np.ndarray], object], arr: np.ndarray) -> tuple[int, int]:
+    """(counter ticks in another thread, encodes) during one second of encoding."""
+    stop = threading.Event()
+    count = [0]
+
+    def counter() -> None:
+        while not stop.is_set():
+            count[0] += 1
+
+    thread = threading.Thread(target=counter)
+    thread.start()
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 1.0:
+        fn(arr)
+        n += 1
+    stop.set()
+    thread.join()
+    return count[0], n
+
+
 def main() -> int:
     arr = frame()
+    if len(sys.argv) > 1 and sys.argv[1] == "ticks":
+        for name, fn in encoders().items():
+            fn(arr)
+            counted, n = ticks(fn, arr)
+            print(f"{name:32s} {counted / 1e6:6.2f} M ticks in another thread during {n} encodes (1 s)")
+        return 0
     if len(sys.argv) > 2 and sys.argv[1] == "crash":
         fn = encoders()[sys.argv[2]]
         n = int(sys.argv[3]) if len(sys.argv) > 3 else 400
