@@ -6,8 +6,9 @@ an existing derived copy, then lossless before lossy (`pacs.services.syntax`). `
 `*/*` and no Accept header mean as stored; `application/dicom` without the parameter means Explicit VR
 Little Endian (PS3.18 8.7.3.4), except that lossy pixels, and pixels no codec here decodes, go as
 stored. An instance not stored in the chosen syntax is transcoded once and kept as a derived copy;
-each part names its `transfer-syntax`. Objects are streamed from the store in 1 MiB pieces, one at a
-time (never a whole study in memory). Instances of a series or study that cannot be produced are
+each part names its `transfer-syntax`; the copies of a series or study are made by a pool (one thread per
+core) a few instances ahead of the one being sent. Objects are streamed from the store in 1 MiB pieces,
+one at a time (never a whole study in memory). Instances of a series or study that cannot be produced are
 left out: 206 with a `Warning: 299` naming them and why; none at all is 406 with the reason.
 
 A body larger than `max_inline_response` (set on Lambda, whose buffered responses are limited to
@@ -18,7 +19,9 @@ it. Otherwise (filesystem, no limit, or transcoded parts) it is streamed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
+from typing import TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -28,11 +31,12 @@ from pacs.dicom.multipart import multipart_parts, new_boundary
 from pacs.dicom.uids import check_uid
 from pacs.errors import NotFound, PacsError
 from pacs.services.packed import packed_url
-from pacs.services.syntax import ANY, Acceptable, Choice, Plan, SyntaxService, default_acceptable
+from pacs.services.syntax import ANY, Acceptable, Ahead, Choice, Plan, SyntaxService, default_acceptable
 
 from functions.dicomweb.context import services
 
 router = APIRouter()
+PartT = TypeVar("PartT")
 DICOM = "application/dicom"
 
 
@@ -118,39 +122,62 @@ def _respond(request: Request, rows: list[InstanceRow]) -> Response:
         if url is not None:  # the presigned URL expires: never cache the redirect
             headers = {**_warning(plan), "Location": url, "Cache-Control": "no-store"}
             return Response(status_code=303, headers=headers)
-    # The first part to transcode is made before the answer starts: an instance a codec fails on
-    # there is left out (or, when it is the last one left, a 406 with the reason), not a body cut short.
+    # The copies are made by a pool a few instances ahead of the one being sent, in order. The first
+    # part to transcode is made before the answer starts: an instance a codec fails on there is left
+    # out (or, when it is the last one left, a 406 with the reason), not a body cut short.
+    ahead = syntaxes.ahead(plan.parts)
+    offset = 0  # the parts left out so far: plan.parts[0] is part `offset` of `ahead`
     while plan.parts and plan.parts[0][1].source == "transcode":
         row, first = plan.parts[0]
         try:
-            plan.parts[0] = (row, Choice(first.syntax, "derived", syntaxes.key(row, first)))
+            plan.parts[0] = (row, Choice(first.syntax, "derived", ahead.key(offset)))
         except TranscodeError as exc:
             plan.parts.pop(0)
+            offset += 1
             plan.skipped.append((row, f"cannot make {row.sop_uid} in {first.syntax}: {exc}"))
     if not plan.parts:
+        ahead.close()
         raise NotAcceptable("; ".join(dict.fromkeys(reason for _, reason in plan.skipped)))
     boundary = new_boundary()
     parts = (
-        (f"{DICOM}; transfer-syntax={choice.syntax}", syntaxes.chunks(row, choice))
-        for row, choice in plan.parts
+        (f"{DICOM}; transfer-syntax={choice.syntax}", _chunks(syntaxes, ahead, index, row, choice))
+        for index, (row, choice) in enumerate(plan.parts, offset)
     )
     return StreamingResponse(
-        multipart_parts(parts, boundary), status_code=206 if plan.skipped else 200, headers=_warning(plan),
-        media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
+        multipart_parts(_closing(parts, ahead), boundary), status_code=206 if plan.skipped else 200,
+        headers=_warning(plan), media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
     )
+
+
+def _chunks(
+    syntaxes: SyntaxService, ahead: Ahead, index: int, row: InstanceRow, choice: Choice
+) -> Iterator[bytes]:
+    """The bytes of one part, its copy taken from `ahead` (made there, or being made) when it is asked."""
+    if choice.source == "transcode":
+        choice = Choice(choice.syntax, "derived", ahead.key(index))
+    yield from syntaxes.chunks(row, choice)
+
+
+def _closing(parts: Iterator[PartT], ahead: Ahead) -> Iterator[PartT]:
+    """`parts`, the copies not started cancelled when the stream ends (or the client goes)."""
+    try:
+        yield from parts
+    finally:
+        ahead.close()
 
 
 def _copies(syntaxes: SyntaxService, plan: Plan) -> list[InstanceRow]:
     """The rows of the objects to send, derived copies made: each names its copy's key and size. An
     instance a codec fails on is moved to `plan.skipped`; none left is a 406 with the reasons."""
     out, kept = [], []
-    for row, choice in plan.parts:
+    ahead = syntaxes.ahead(plan.parts)
+    for index, (row, choice) in enumerate(plan.parts):
         if choice.source == "stored":
             out.append(row)
             kept.append((row, choice))
             continue
         try:
-            key = syntaxes.key(row, choice)
+            key = ahead.key(index)
         except TranscodeError as exc:
             plan.skipped.append((row, f"cannot make {row.sop_uid} in {choice.syntax}: {exc}"))
             continue

@@ -94,6 +94,8 @@ OURS = [
     (u.JPEGLosslessSV1, "ybr8", None, ("dcmdjpeg",)),
     (u.JPEGLossless, "mono16", None, ("dcmdjpeg", "gdcmconv")),
     (u.JPEGLSLossless, "mono12s", None, ("dcmdjpls", "gdcmconv")),
+    (u.JPEGLSLossless, "mono16s", None, ("dcmdjpls", "gdcmconv")),  # imagecodecs' CharLS: P = 16, signed bits
+    (u.JPEGLSLossless, "mono8s", None, ("dcmdjpls", "gdcmconv")),
     (u.JPEGLSLossless, "rgb8planar", None, ("dcmdjpls", "gdcmconv")),
     (u.JPEGLSLossless, "ybr8", None, ("dcmdjpls", "gdcmconv")),
     (u.JPEGLSLossless, "palette8", None, ("dcmdjpls", "gdcmconv")),

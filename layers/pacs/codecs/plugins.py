@@ -5,6 +5,9 @@ which also reads 12-bit samples: pillow cannot), JPEG Lossless Process 14 and SV
 for them is the GPL pylibjpeg-libjpeg, not installed), HTJ2K (OpenJPH, about 2x faster than
 pylibjpeg-openjpeg here).
 
+JPEG-LS (CharLS through `jpegls_encode` / `jpegls_decode`, which release the GIL: pyjpegls holds it, so two
+threads encode no faster than one) decodes and encodes here first, pyjpegls staying pydicom's fallback.
+
 Encoders: JPEG Baseline 8-bit and Extended 12-bit (`jpeg8_encode`), JPEG Lossless SV1
 (`jpeg8_encode(lossless=True, predictor=1)`: SOF3, Ss=1 in the SOS; the same stream is valid Process 14,
 .57), HTJ2K lossless, RPCL (`tlm=True`; OpenJPH always writes RPCL) and lossy (`htj2k_encode`). pydicom
@@ -41,15 +44,15 @@ _HTJ2K = (u.HTJ2KLossless, u.HTJ2KLosslessRPCL, u.HTJ2K)
 #: and reversible encoding. Lossy JPEG 2000 stays with pylibjpeg-openjpeg (its compression-ratio option).
 _J2K = (u.JPEG2000Lossless, u.JPEG2000)
 _ENCODABLE = (u.JPEGBaseline8Bit, u.JPEGExtended12Bit, u.JPEGLossless, u.JPEGLosslessSV1, *_HTJ2K)
-#: Encoders added beside pyjpegls for small images only: it fails on a few pixels ("destination buffer is
-#: too small").
-_SMALL_IMAGES = (u.JPEGLSLossless, u.JPEGLSNearLossless)
+#: JPEG-LS through imagecodecs' CharLS (also images too small for pyjpegls: "destination buffer is too
+#: small").
+_JLS = (u.JPEGLSLossless, u.JPEGLSNearLossless)
 #: RLE Lossless through imagecodecs' PackBits (the same byte code as DICOM RLE, PS3.5 G.3.1): about ten
 #: times faster than pylibjpeg-rle, which itself is ten times pydicom's native encoder.
 _RLE = (u.RLELossless,)
 
-DECODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_JPEG, *_HTJ2K, *_J2K)}
-ENCODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_ENCODABLE, *_SMALL_IMAGES, *_RLE, *_J2K)}
+DECODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_JPEG, *_HTJ2K, *_J2K, *_JLS)}
+ENCODER_DEPENDENCIES = {t: ("numpy", "imagecodecs") for t in (*_ENCODABLE, *_JLS, *_RLE, *_J2K)}
 
 #: Threads one JPEG 2000 frame is decoded or encoded with: the cores this process may use (at most 8).
 THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
@@ -70,6 +73,8 @@ def is_available(tsyntax: str) -> bool:
         return bool(imagecodecs.HTJ2K.available)
     if tsyntax in _J2K:
         return bool(imagecodecs.JPEG2K.available)
+    if tsyntax in _JLS:
+        return bool(imagecodecs.JPEGLS.available)
     return bool(imagecodecs.JPEG8.available)
 
 
@@ -79,7 +84,10 @@ def is_available(tsyntax: str) -> bool:
 def _decode_frame(src: bytes, runner: Any) -> bytes:
     """One JPEG or HTJ2K frame decoded, as pydicom's DecodeRunner expects it."""
     tsyntax = runner.transfer_syntax
-    if tsyntax in _HTJ2K or tsyntax in _J2K:
+    if tsyntax in _JLS:
+        # The samples as coded (P bits, unsigned): pydicom sign-extends them from the stream's P afterwards.
+        arr = imagecodecs.jpegls_decode(src)  # colour: by pixel, whatever the interleave mode
+    elif tsyntax in _HTJ2K or tsyntax in _J2K:
         if tsyntax in _HTJ2K:
             arr = imagecodecs.htj2k_decode(src, planar=False)
         else:
@@ -128,8 +136,8 @@ def _encode_frame(src: bytes, runner: Any) -> bytes:
         return _encode_htj2k(arr, runner)
     if tsyntax in _J2K:
         return _encode_j2k(np.ascontiguousarray(arr), runner)
-    if tsyntax in _SMALL_IMAGES:
-        return _encode_small(np.ascontiguousarray(arr), runner)
+    if tsyntax in _JLS:
+        return _encode_jls(arr, runner)
     if tsyntax in _RLE:
         return _encode_rle(arr, runner)
     bits = runner.bits_stored
@@ -210,11 +218,34 @@ def _encode_j2k(arr: np.ndarray, runner: Any) -> bytes:
         bitspersample=runner.bits_stored, mct=mct, numthreads=THREADS))
 
 
-def _encode_small(arr: np.ndarray, runner: Any) -> bytes:
-    """JPEG-LS of an image too small for pyjpegls."""
+def _encode_jls(arr: np.ndarray, runner: Any) -> bytes:
+    """JPEG-LS, NEAR = the `jls_error` option (0: lossless). CharLS here codes P = the container's bits (8 or
+    16), not Bits Stored: signed samples are coded as their two's complement bits in the container, which
+    every decoder gives back as they were (pydicom sign-extends from P, i.e. nothing to do; dcmtk and gdcm
+    return the bits). pyjpegls masks them to Bits Stored and codes P = Bits Stored, which this API cannot set.
+    Colour is coded sample-interleaved (ILV 2) whatever the planar configuration of the source."""
+    near = int(runner.get_option("jls_error", 0) or 0)
+    if near and runner.transfer_syntax == u.JPEGLSLossless:
+        raise ValueError(f"a 'jls_error' of {near} with JPEG-LS Lossless: use JPEG-LS Near Lossless")
     if arr.dtype.kind == "i":
-        raise ValueError("signed samples in JPEG-LS need pyjpegls")
-    return bytes(imagecodecs.jpegls_encode(arr, level=int(runner.get_option("jls_error", 0) or 0)))
+        arr = arr.view(arr.dtype.str.replace("i", "u"))
+    maximum = (1 << (8 * arr.dtype.itemsize)) - 1
+    if not 0 <= near <= maximum // 2:
+        raise ValueError(f"a 'jls_error' of {near} for {8 * arr.dtype.itemsize}-bit samples")
+    return _without_spiff(imagecodecs.jpegls_encode(np.ascontiguousarray(arr), level=near))
+
+
+def _without_spiff(stream: bytes | bytearray) -> bytes:
+    """The JPEG-LS stream without the SPIFF header CharLS writes behind the SOI (APP8 segments: the header,
+    then the end-of-directory entry, whose 8 bytes end with the SOI of the stream proper)."""
+    pos = 2
+    while stream[pos:pos + 2] == b"\xff\xe8":
+        pos += 2 + int.from_bytes(stream[pos + 2:pos + 4], "big")
+    if pos == 2:
+        return bytes(stream)
+    if stream[pos - 2:pos] != b"\xff\xd8":
+        raise ValueError("unexpected SPIFF directory in the JPEG-LS stream")
+    return b"".join((b"\xff\xd8", memoryview(stream)[pos:]))  # one copy
 
 
 # -- registration --------------------------------------------------------------------------------------------
@@ -235,12 +266,12 @@ def register() -> None:
     ENCODING_PROFILES.setdefault(u.HTJ2KLosslessRPCL, ENCODING_PROFILES[u.JPEG2000Lossless])
     ENCODING_PROFILES.setdefault(u.HTJ2K, ENCODING_PROFILES[u.JPEG2000])
 
-    for tsyntax in (*_JPEG, *_HTJ2K, *_J2K):
+    for tsyntax in (*_JPEG, *_HTJ2K, *_J2K, *_JLS):
         decoder = get_decoder(tsyntax)
         if PLUGIN not in decoder.available_plugins:
             decoder.add_plugin(PLUGIN, (__name__, "_decode_frame"))
         _first(decoder._available, PLUGIN)
-    for tsyntax in (*_ENCODABLE, *_SMALL_IMAGES, *_RLE, *_J2K):
+    for tsyntax in (*_ENCODABLE, *_JLS, *_RLE, *_J2K):
         if tsyntax not in _PIXEL_DATA_ENCODERS:
             _PIXEL_DATA_ENCODERS[tsyntax] = (Encoder(tsyntax), "pacs")
         encoder = _PIXEL_DATA_ENCODERS[tsyntax][0]

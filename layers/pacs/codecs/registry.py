@@ -39,7 +39,7 @@ DECODE_PLUGIN: dict[str, str] = {
     u.RLELossless: "pylibjpeg",
     u.JPEGBaseline8Bit: "imagecodecs", u.JPEGExtended12Bit: "imagecodecs",
     u.JPEGLossless: "imagecodecs", u.JPEGLosslessSV1: "imagecodecs",
-    u.JPEGLSLossless: "pyjpegls", u.JPEGLSNearLossless: "pyjpegls",
+    u.JPEGLSLossless: "imagecodecs", u.JPEGLSNearLossless: "imagecodecs",
     u.JPEG2000Lossless: "imagecodecs", u.JPEG2000: "imagecodecs",
     u.HTJ2KLossless: "imagecodecs", u.HTJ2KLosslessRPCL: "imagecodecs", u.HTJ2K: "imagecodecs",
 }
@@ -48,7 +48,8 @@ ENCODE_PLUGIN: dict[str, str] = {
     u.JPEGBaseline8Bit: "imagecodecs", u.JPEGExtended12Bit: "imagecodecs",
     u.JPEGLossless: "imagecodecs", u.JPEGLosslessSV1: "imagecodecs",
     # .91: lossy through pylibjpeg-openjpeg (compression ratio); a reversible .91 is the .90 encoder's stream
-    u.JPEGLSLossless: "pyjpegls", u.JPEGLSNearLossless: "pyjpegls",
+    # JPEG-LS: CharLS in imagecodecs releases the GIL (pyjpegls, the fallback, holds it)
+    u.JPEGLSLossless: "imagecodecs", u.JPEGLSNearLossless: "imagecodecs",
     u.JPEG2000Lossless: "imagecodecs", u.JPEG2000: "pylibjpeg",
     u.HTJ2KLossless: "imagecodecs", u.HTJ2KLosslessRPCL: "imagecodecs", u.HTJ2K: "imagecodecs",
 }

@@ -9,7 +9,9 @@ encoding makes a new SOP Instance UID unless the caller says otherwise (`new_uid
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,15 +27,15 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLSLossless,
     JPEGLSNearLossless,
 )
 
-from pacs.codecs import lossy, photometric, plugins
+from pacs.codecs import lossy, photometric, plugins, threads
 from pacs.codecs.plugins import PLUGIN
 from pacs.codecs.registry import NATIVE, can_decode, can_encode, decoder_plugin, encoder_plugin
 from pacs.codecs.streams import jpeg_header
 from pacs.codecs.syntaxes import SYNTAXES
+from pacs.codecs.threads import guard
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _EOT_TAGS = (0x7FE00001, 0x7FE00002)
@@ -141,7 +143,8 @@ def _frames(ds: Dataset, source: UID, as_rgb: bool) -> Iterator[tuple[np.ndarray
     it = decoder.iter_array(ds, as_rgb=as_rgb, decoding_plugin=plugin or "")
     while True:
         try:
-            arr, props = next(it)
+            with guard(source, plugin):
+                arr, props = next(it)
         except StopIteration:
             return
         except Exception as exc:
@@ -205,6 +208,7 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
     lossy_applied = lossy.applies(target, options)
     enc_kwargs: dict[str, Any] = {}
     native: _NativeFrames | None = None
+    encoding: _Encoding | None = None
     clip = _overshoot_range(ds, source, lossy_source)
     for arr, props in _frames(ds, source, as_rgb):
         if clip is not None:
@@ -217,9 +221,10 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
         arr = photometric.convert(arr, plan)
         raw_size += arr.nbytes
         if target.is_compressed:
-            encoder = get_encoder(plan.encoder_syntax)
-            frame = encoder.encode(arr, encoding_plugin=_plugin(plan), validate=not encoded, **enc_kwargs)
-            encoded.append(frame)
+            if encoding is None:
+                encoding = _Encoding(plan.encoder_syntax, enc_kwargs)
+            encoding.add(arr)
+            encoded.append(b"")
         else:
             if native is None:
                 native = _NativeFrames(ds, arr, plan, big_endian=target == ExplicitVRBigEndian)
@@ -227,6 +232,8 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
             encoded.append(b"")
     if plan is None:
         raise TranscodeError("the pixel data holds no frame")
+    if encoding is not None:
+        encoded = encoding.frames()
     if lossy_source:  # the ratio of the stream decoded: its samples over its fragments
         lossy.mark(ds, lossy.METHODS[source], raw_size / max(source_size, 1), decoded=True)
     photometric.apply(ds, plan, len(encoded))
@@ -250,11 +257,41 @@ def _reencode(ds: Dataset, source: UID, target: UID, options: EncodeOptions) -> 
         elem.VR, elem.is_undefined_length = ("OB" if plan.native_dtype.itemsize == 1 else "OW"), False
     ds._pixel_array = None
     ds._pixel_id = {}
-    _resolve_elements(ds)
+    if (source.is_implicit_VR, source.is_little_endian) != (target.is_implicit_VR, target.is_little_endian):
+        _resolve_elements(ds)  # else the elements not parsed are written as read (about a third of the time)
     _set_syntax(ds, target)
     if not lossy_applied:
         return None
     return lossy.METHODS[target], raw_size / max(size, 1)
+
+
+class _Encoding:
+    """The frames of one data set encoded in order: the first here (validated by pydicom), the next ones by
+    the codec pool (pacs.codecs.threads: the encoders release the GIL), at most AHEAD frames in flight."""
+
+    def __init__(self, syntax: str, kwargs: dict[str, Any]) -> None:
+        self.syntax, self.kwargs = syntax, kwargs
+        self.encoder, self.plugin = get_encoder(syntax), encoder_plugin(syntax)
+        self.done: list[bytes] = []
+        self.pending: deque[Future[bytes]] = deque()
+
+    def _encode(self, arr: np.ndarray, validate: bool) -> bytes:
+        with guard(self.syntax, self.plugin):
+            frame = self.encoder.encode(arr, encoding_plugin=self.plugin, validate=validate, **self.kwargs)
+        return bytes(frame)
+
+    def add(self, arr: np.ndarray) -> None:
+        if not self.done and not self.pending:
+            self.done.append(self._encode(arr, True))
+            return
+        self.pending.append(threads.pool().submit(self._encode, arr, False))
+        while len(self.pending) > threads.AHEAD:
+            self.done.append(self.pending.popleft().result())
+
+    def frames(self) -> list[bytes]:
+        while self.pending:
+            self.done.append(self.pending.popleft().result())
+        return self.done
 
 
 def _planar_view(arr: np.ndarray) -> bool:
@@ -296,19 +333,6 @@ class _NativeFrames:
         if size % 2:
             self.buffer[size] = 0
         return bytes(self.buffer), size
-
-
-#: Below this many pixels a side, JPEG-LS goes through imagecodecs (plugins.py: `_SMALL_IMAGES`).
-_SMALL: dict[str, int] = {JPEGLSLossless: 16, JPEGLSNearLossless: 16}
-
-
-def _plugin(plan: photometric.Plan) -> str:
-    """The encoding plugin for this plan: the registry's, or imagecodecs for a small unsigned image."""
-    side = min(plan.pixel_options["rows"], plan.pixel_options["columns"])
-    small = side < _SMALL.get(plan.encoder_syntax, 0) and not plan.pixel_options["pixel_representation"]
-    if small and plugins.available():
-        return PLUGIN
-    return encoder_plugin(plan.encoder_syntax)
 
 
 def _encoder_kwargs(

@@ -5,15 +5,20 @@ once (through the codec registry) and cached as a derived copy (`pacs.services.d
 syntax, then an existing derived copy, then a lossless transcode, then a lossy one) and returns the
 first that can be produced, or raises `Unproducible` with the reason. `SyntaxService` plans a
 retrieve (one choice per instance; instances that cannot be produced are skipped with their
-reason) and streams each instance from the store, one at a time, never a whole series in memory.
+reason) and streams each instance from the store, one at a time, never a whole series in memory;
+`Ahead` makes the copies a series needs a few instances ahead of the one being sent.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -26,10 +31,17 @@ from pacs.services.retrieve import RetrieveService
 
 #: Any transfer syntax (`transfer-syntax=*`): as stored.
 ANY = "*"
-#: One transcode at a time in a process: pylibjpeg-openjpeg's JPEG 2000 encoder crashes the process
-#: (SIGSEGV) when two threads encode at once, and the encoders here hold the GIL anyway (two threads
-#: encode JPEG-LS or JPEG 2000 no faster than one). Serving threads wait for each other's copies here.
-_TRANSCODING = threading.Lock()
+#: Copies being made, by key: a request asking for a copy another is making waits for it instead of
+#: making it twice (the codecs themselves run side by side; pacs.codecs.threads locks the one that cannot).
+_MAKING: dict[tuple[str, ...], list[Any]] = {}  # key -> [lock, users]
+_MAKING_GUARD = threading.Lock()
+#: Threads making the copies of a series or study ahead of the part being streamed, shared by the
+#: requests of the process (one per core: the encoders release the GIL), and how far ahead each request
+#: goes (copies made but not yet sent are in the store, not in memory; in flight at most this many).
+WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+AHEAD = 2 * WORKERS
+_POOL: ThreadPoolExecutor | None = None
+_POOL_GUARD = threading.Lock()
 #: The catalog's Rows attribute: an instance with it has pixel data.
 ROWS = "00280010"
 
@@ -204,11 +216,76 @@ class SyntaxService:
             return
         yield from self.retrieve.key_chunks(self.key(row, choice), chunk_size)
 
+    def ahead(self, parts: Sequence[tuple[InstanceRow, Choice]]) -> Ahead:
+        """The keys of `parts` in order, the copies to make made a few parts ahead (`Ahead`)."""
+        return Ahead(self.key, parts)
+
+
+class Ahead:
+    """The objects to send for `parts`, in order: `key(i)` gives part i's key, the copies of the next
+    parts (at most AHEAD) being made meanwhile by the shared pool. A part's TranscodeError is raised
+    by its `key(i)`, where it would have been raised had it been made then; `close()` cancels the
+    copies not started (a client gone)."""
+
+    def __init__(self, make: Callable[[InstanceRow, Choice], str],
+                 parts: Sequence[tuple[InstanceRow, Choice]], depth: int | None = None) -> None:
+        self._make, self._parts = make, list(parts)
+        self._depth = AHEAD if depth is None else depth
+        self._futures: dict[int, Future[str]] = {}
+        self._next = 0  # the next part to look at for a copy to start
+
+    def key(self, index: int) -> str:
+        """The key of part `index` (waits for its copy; TranscodeError, NotFound when it fails)."""
+        self._next = max(self._next, index)
+        self._fill()
+        future = self._futures.pop(index, None)
+        self._fill()
+        if future is None:
+            return self._make(*self._parts[index])
+        return future.result()
+
+    def _fill(self) -> None:
+        while self._next < len(self._parts) and len(self._futures) < self._depth:
+            row, choice = self._parts[self._next]
+            if choice.source == "transcode" and self._depth > 0:
+                self._futures[self._next] = _pool().submit(self._make, row, choice)
+            self._next += 1
+
+    def close(self) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._futures.clear()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_GUARD:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(WORKERS, thread_name_prefix="copies")
+        return _POOL
+
+
+@contextmanager
+def _one_at_a_time(key: tuple[str, ...]) -> Iterator[None]:
+    """Hold the lock of one copy (made once even when several requests ask for it at once)."""
+    with _MAKING_GUARD:
+        entry = _MAKING.setdefault(key, [threading.Lock(), 0])
+        entry[1] += 1
+    try:
+        with entry[0]:
+            yield
+    finally:
+        with _MAKING_GUARD:
+            entry[1] -= 1
+            if not entry[1]:
+                del _MAKING[key]
+
 
 def make_copy(copies: DerivedCopies, study: str, series: str, sop: str, syntax: str) -> str:
-    """The key of the derived copy in `syntax`, made when missing, one transcode at a time (a copy
-    another request made meanwhile is found, not made again). Raises TranscodeError, NotFound."""
-    with _TRANSCODING:
+    """The key of the derived copy in `syntax`, made when missing (a copy another request is making
+    is waited for, then found, not made again; other copies are made side by side). Raises
+    TranscodeError, NotFound."""
+    with _one_at_a_time((copies.partition, study, series, sop, syntax)):
         return copies.make(study, series, sop, syntax)
 
 
