@@ -21,7 +21,7 @@ Usage:
         per-file start-up is measured on a 1x1-pixel file of the same header (median of --startup-reps runs)
         and reported apart: MB/s raw and with COUNT x start-up taken off.
       Checks (outside the timing): every output exists and reads; the first run checks every encoded file's
-      transfer syntax, its compression ratio (pixel bytes / encapsulated pixel data bytes) and decodes 5 of them
+      transfer syntax, its ratio (pixel bytes / encapsulated pixel data bytes) and decodes 5 of them
       with pydicom (another decoder than the encoder's, for the peers) against the original pixels: equal for
       lossless, max error and PSNR for JPEG Baseline; every decoded file is compared with the original pixels
       (lossless) or checked for size (lossy). A tool whose output fails a check is recorded as failed.
@@ -78,15 +78,45 @@ def syntaxes(quality: int) -> dict[str, Syntax]:
     q = str(quality)
     return {
         "rle": Syntax("rle", RLELossless, False, True, ("dcmcrle",), ("dcmdrle",), ("gdcmconv", "--rle")),
-        "jpegls": Syntax("jpegls", JPEGLSLossless, False, True, ("dcmcjpls", "+el"), ("dcmdjpls",),
-                         ("gdcmconv", "--jpegls")),
-        "j2k": Syntax("j2k", JPEG2000Lossless, False, True, None, None, ("gdcmconv", "--j2k"),
-                      dcmtk_note="Debian's dcmtk has no JPEG 2000 tools (dcmcjp2k is the commercial DCMJP2K)"),
-        "htj2k": Syntax("htj2k", HTJ2KLossless, False, True, None, None, None,
-                        dcmtk_note="no HTJ2K in dcmtk 3.6.7",
-                        gdcm_note="gdcm 3.0 has no HTJ2K encoder (nor decoder)"),
-        "jpeg": Syntax("jpeg", JPEGBaseline8Bit, True, False, ("dcmcjpeg", "+eb", "+q", q), ("dcmdjpeg",),
-                       ("gdcmconv", "--jpeg", "--lossy", "-q", q)),
+        "jpegls": Syntax(
+            "jpegls",
+            JPEGLSLossless,
+            False,
+            True,
+            ("dcmcjpls", "+el"),
+            ("dcmdjpls",),
+            ("gdcmconv", "--jpegls"),
+        ),
+        "j2k": Syntax(
+            "j2k",
+            JPEG2000Lossless,
+            False,
+            True,
+            None,
+            None,
+            ("gdcmconv", "--j2k"),
+            dcmtk_note="Debian's dcmtk has no JPEG 2000 tools (dcmcjp2k is the commercial DCMJP2K)",
+        ),
+        "htj2k": Syntax(
+            "htj2k",
+            HTJ2KLossless,
+            False,
+            True,
+            None,
+            None,
+            None,
+            dcmtk_note="no HTJ2K in dcmtk 3.6.7",
+            gdcm_note="gdcm 3.0 has no HTJ2K encoder (nor decoder)",
+        ),
+        "jpeg": Syntax(
+            "jpeg",
+            JPEGBaseline8Bit,
+            True,
+            False,
+            ("dcmcjpeg", "+eb", "+q", q),
+            ("dcmdjpeg",),
+            ("gdcmconv", "--jpeg", "--lossy", "-q", q),
+        ),
     }
 
 
@@ -126,11 +156,25 @@ TINY = 16  # gdcm 3.0.21 fails on smaller images (JPEG-LS below 4x4, a crash in 
 
 
 def tiny_copy(src: Path, out: Path) -> Path:
-    """The same header with a 16x16 crop of the image (0.1 % of the pixels): a peer's per-file start-up cost."""
+    """The same header with a 16x16 crop (0.1 % of the pixels): a peer's per-file start-up cost."""
     ds = pydicom.dcmread(src)
     h, w = int(ds.Rows) // 2, int(ds.Columns) // 2
-    ds.PixelData = np.ascontiguousarray(_frame_array(ds)[h : h + TINY, w : w + TINY]).tobytes()
+    ds.PixelData = np.ascontiguousarray(_frame_array(ds)[0, h : h + TINY, w : w + TINY]).tobytes()
     ds.Rows = ds.Columns = TINY
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def make_multiframe(files: list[Path], out: Path) -> Path:
+    """The files' frames in one multi-frame object (same header, NumberOfFrames, a new SOP Instance UID)."""
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(files[0])
+    ds.PixelData = b"".join(bytes(pydicom.dcmread(f).PixelData) for f in files)
+    ds.NumberOfFrames = len(files)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
+        entropy_srcs=["pacs-bench-mf", out.name, str(len(files))]
+    )
     ds.save_as(out, enforce_file_format=True)
     return out
 
@@ -156,11 +200,12 @@ def ours_decode(src: str, dst: str, target: str, quality: int) -> None:
 def _frame_array(ds: Dataset) -> np.ndarray:
     bits = int(ds.BitsAllocated)
     dt = np.dtype(f"{'i' if int(ds.PixelRepresentation) else 'u'}{bits // 8}").newbyteorder("<")
-    return np.frombuffer(ds.PixelData, dtype=dt).reshape(int(ds.Rows), int(ds.Columns))
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    return np.frombuffer(ds.PixelData, dtype=dt).reshape(n, int(ds.Rows), int(ds.Columns))
 
 
 def proto_encode(src: str, dst: str, target: str, quality: int) -> None:
-    """The imagecodecs paths (pylibjpeg-rle for RLE) with pydicom only for the file, as a registry plugin would."""
+    """The imagecodecs paths (pylibjpeg-rle for RLE) with pydicom for the file, as a registry plugin would."""
     import imagecodecs
     from pydicom.encaps import encapsulate
 
@@ -169,24 +214,28 @@ def proto_encode(src: str, dst: str, target: str, quality: int) -> None:
         ds.compress(RLELossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
         ds.save_as(dst, enforce_file_format=True)
         return
-    arr = _frame_array(ds)
-    if arr.dtype == np.int16 and target == JPEGLSLossless:
-        if int(arr.min()) < 0:  # CharLS through imagecodecs takes unsigned samples only
+    arrs = _frame_array(ds)
+    if arrs.dtype == np.int16 and target == JPEGLSLossless:
+        if int(arrs.min()) < 0:  # CharLS through imagecodecs takes unsigned samples only
             raise ValueError("negative samples: imagecodecs.jpegls_encode takes unsigned data")
-        arr = arr.view(np.uint16)
-    if target == HTJ2KLossless:
-        frame = imagecodecs.htj2k_encode(arr, level=0)
-    elif target == JPEGLSLossless:
-        frame = imagecodecs.jpegls_encode(arr, level=0)
-    elif target == JPEG2000Lossless:
-        frame = imagecodecs.jpeg2k_encode(arr, level=0, codecformat="J2K", reversible=True, numthreads=1)
-    elif target == JPEGBaseline8Bit:
-        frame = imagecodecs.jpeg8_encode(arr, level=quality)
+        arrs = arrs.view(np.uint16)
+    frames = []
+    for arr in arrs:
+        if target == HTJ2KLossless:
+            frame = imagecodecs.htj2k_encode(arr, level=0)
+        elif target == JPEGLSLossless:
+            frame = imagecodecs.jpegls_encode(arr, level=0)
+        elif target == JPEG2000Lossless:
+            frame = imagecodecs.jpeg2k_encode(arr, level=0, codecformat="J2K", reversible=True, numthreads=1)
+        elif target == JPEGBaseline8Bit:
+            frame = imagecodecs.jpeg8_encode(arr, level=quality)
+        else:
+            raise ValueError(target)
+        frames.append(bytes(frame))
+    if target == JPEGBaseline8Bit:
         ds.LossyImageCompression = "01"
         ds.LossyImageCompressionMethod = "ISO_10918_1"
-    else:
-        raise ValueError(target)
-    ds.PixelData = encapsulate([bytes(frame)])
+    ds.PixelData = encapsulate(frames)
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     ds.file_meta.TransferSyntaxUID = target
@@ -202,16 +251,17 @@ def proto_decode(src: str, dst: str, target: str, quality: int) -> None:
         ds.decompress(decoding_plugin="pylibjpeg", generate_instance_uid=False)
         ds.save_as(dst, enforce_file_format=True)
         return
-    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    n = int(ds.get("NumberOfFrames", 1) or 1)
     dec: Callable[[bytes], np.ndarray] = {
         HTJ2KLossless: imagecodecs.htj2k_decode,
         JPEGLSLossless: imagecodecs.jpegls_decode,
         JPEG2000Lossless: imagecodecs.jpeg2k_decode,
         JPEGBaseline8Bit: imagecodecs.jpeg8_decode,
     }[target]
-    arr = dec(frame)
     want = np.dtype(f"{'i' if int(ds.PixelRepresentation) else 'u'}{int(ds.BitsAllocated) // 8}")
-    ds.PixelData = arr.astype(want, copy=False).tobytes()
+    ds.PixelData = b"".join(
+        dec(f).astype(want, copy=False).tobytes() for f in generate_frames(ds.PixelData, number_of_frames=n)
+    )
     ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
     ds["PixelData"].is_undefined_length = False
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -234,14 +284,13 @@ def py_batch(kind: str, op: str, pairs: list[tuple[str, str]], target: str, qual
 
 
 def warm_worker() -> None:
-    """Pool initializer: import what the paths import (the codec plugins too), so the clock does not count it."""
+    """Pool initializer: import what the paths import (codec plugins too), so the clock does not count it."""
     import imagecodecs  # noqa: F401
     import jpeg_ls  # noqa: F401
     import openjpeg  # noqa: F401
+    import pacs.codecs  # noqa: F401
     import pydicom.pixels  # noqa: F401
     import rle  # noqa: F401
-
-    import pacs.codecs  # noqa: F401
 
 
 def _pause() -> int:
@@ -258,15 +307,19 @@ class Ctx:
     work: Path
     results: list[dict[str, object]]
     pool: cf.ProcessPoolExecutor | None
-    startup: dict[tuple[str, str, str], float]
+    startup: dict[tuple[str, str, str], list[float]]
     reps: int
+
+
+def _nframes(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
 
 
 def pixel_bytes(files: list[Path]) -> int:
     total = 0
     for f in files:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
-        total += int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(ds.get("SamplesPerPixel", 1))
+        total += int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * _nframes(ds)
     return total
 
 
@@ -276,7 +329,7 @@ def peer_cmd(tool: str, op: str, syn: Syntax) -> tuple[str, ...] | None:
     if tool == "gdcm":
         if syn.gdcm_enc is None:
             return None
-        return syn.gdcm_enc + ("--quiet",) if op == "encode" else ("gdcmconv", "--raw", "--quiet")
+        return (*syn.gdcm_enc, "--quiet") if op == "encode" else ("gdcmconv", "--raw", "--quiet")
     return None
 
 
@@ -285,15 +338,16 @@ def run_peer(cmd: tuple[str, ...], pairs: list[tuple[str, str]]) -> tuple[float,
     for a, b in pairs:
         r = subprocess.run([*cmd, a, b], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         if r.returncode != 0:
-            return time.perf_counter() - t0, f"{cmd[0]} exit {r.returncode} on {Path(a).name}: " + \
-                r.stderr.decode(errors="replace").strip()[-300:]
+            return (
+                time.perf_counter() - t0,
+                f"{cmd[0]} exit {r.returncode} on {Path(a).name}: "
+                + r.stderr.decode(errors="replace").strip()[-300:],
+            )
     return time.perf_counter() - t0, None
 
 
 def peer_startup(ctx: Ctx, tool: str, op: str, syn: Syntax, src_dir: Path) -> float:
-    key = (tool, op, syn.key)
-    if key in ctx.startup:
-        return ctx.startup[key]
+    """Median wall time of the tool on the 16x16 file, measured again in every run (next to the timed one)."""
     cmd = peer_cmd(tool, op, syn)
     assert cmd is not None
     d = ctx.work / "tiny" / f"{tool}-{syn.key}"
@@ -304,16 +358,22 @@ def peer_startup(ctx: Ctx, tool: str, op: str, syn: Syntax, src_dir: Path) -> fl
         enc_cmd = peer_cmd(tool, "encode", syn)
         assert enc_cmd is not None
         src = d / "enc.dcm"
-        subprocess.run([*enc_cmd, str(raw), str(src)], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*enc_cmd, str(raw), str(src)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     times = []
     for i in range(ctx.reps):
         t0 = time.perf_counter()
-        subprocess.run([*cmd, str(src), str(d / f"out{i % 2}.dcm")], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*cmd, str(src), str(d / f"out{i % 2}.dcm")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         times.append(time.perf_counter() - t0)
-    ctx.startup[key] = statistics.median(times)
-    return ctx.startup[key]
+    med = statistics.median(times)
+    ctx.startup.setdefault((tool, op, syn.key), []).append(med)
+    return med
 
 
 def run_py(ctx: Ctx, kind: str, nprocs: int, op: str, syn: Syntax, pairs: list[tuple[str, str]]) -> float:
@@ -342,7 +402,7 @@ def check_encoded(files: list[Path], originals: list[Path], syn: Syntax, full: b
         if ts != syn.uid:
             raise AssertionError(f"{f.name}: transfer syntax {ts} ({UID(ts).name}), expected {syn.uid.name}")
         enc_bytes += len(ds.PixelData)
-        raw_bytes += int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
+        raw_bytes += int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * _nframes(ds)
         if not full:
             break
     out: dict[str, object] = {"ratio": raw_bytes / enc_bytes if full else None}
@@ -382,13 +442,35 @@ def check_decoded(files: list[Path], originals: list[Path], syn: Syntax) -> None
             raise AssertionError(f"{f.name}: {len(ds.PixelData)} pixel bytes, expected {len(ref.PixelData)}")
 
 
-def one(ctx: Ctx, run: int, syn: Syntax, tool: str, op: str, src_files: list[Path], nbytes: int,
-        enc_dirs: dict[str, Path]) -> None:
+def one(
+    ctx: Ctx,
+    layout: str,
+    run: int,
+    syn: Syntax,
+    tool: str,
+    op: str,
+    src_files: list[Path],
+    nbytes: int,
+    enc_dirs: dict[str, Path],
+) -> None:
     kind, _, par = tool.partition("-")
     nprocs = (ctx.procs if par == "N" else 1) if kind in ("ours", "proto") else 1
-    rec: dict[str, object] = {"run": run, "syntax": syn.key, "tool": tool, "op": op, "files": len(src_files),
-                              "bytes": nbytes, "procs": nprocs}
-    out_dir = ctx.work / f"{op}-{tool}-{syn.key}"
+    rec: dict[str, object] = {
+        "run": run,
+        "layout": layout,
+        "syntax": syn.key,
+        "tool": tool,
+        "op": op,
+        "files": len(src_files),
+        "bytes": nbytes,
+        "procs": nprocs,
+    }
+    out_dir = ctx.work / f"{op}-{tool}-{syn.key}-{layout}"
+    if layout == "multiframe" and par == "N":
+        rec["status"] = "not available"
+        rec["reason"] = "one file: one process"
+        ctx.results.append(rec)
+        return
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     note = ""
@@ -397,7 +479,7 @@ def one(ctx: Ctx, run: int, syn: Syntax, tool: str, op: str, src_files: list[Pat
             rec["status"] = "not available"
             rec["reason"] = f"pacs.codecs.can_encode({syn.uid.name}) is False"
             ctx.results.append(rec)
-            print(f"[codecs] run {run + 1} {syn.key:6} {op:6} {tool:8} not available: {rec['reason']}")
+            print(f"[codecs] run {run + 1} {layout[:5]} {syn.key:6} {op:6} {tool:8} n/a: {rec['reason']}")
             return
         if kind == "ours" and op == "decode" and not _can_decode(syn.uid):
             rec["status"] = "not available"
@@ -416,7 +498,7 @@ def one(ctx: Ctx, run: int, syn: Syntax, tool: str, op: str, src_files: list[Pat
     else:
         # decode what this tool encoded; when it cannot encode (ours before the encoders merge), the
         # first other tool's output
-        enc = enc_dirs.get(tool) or next(iter(enc_dirs.values()), None)
+        enc = enc_dirs.get(tool) or next((enc_dirs[t] for t in DECODE_FROM if t in enc_dirs), None)
         if enc is None:
             rec["status"] = "failed"
             rec["reason"] = "nothing encoded to decode"
@@ -435,7 +517,11 @@ def one(ctx: Ctx, run: int, syn: Syntax, tool: str, op: str, src_files: list[Pat
             assert cmd is not None
             dt, err = run_peer(cmd, pairs)
             try:
+                if layout == "multiframe":
+                    raise _NoStartup
                 rec["startup_s"] = peer_startup(ctx, kind, op, syn, src_files[0].parent)
+            except _NoStartup:
+                pass
             except subprocess.CalledProcessError as exc:
                 rec["startup_error"] = str(exc)[:200]
     except Exception as exc:  # a codec that fails shows as failed, the run goes on
@@ -459,8 +545,19 @@ def one(ctx: Ctx, run: int, syn: Syntax, tool: str, op: str, src_files: list[Pat
     ctx.results.append(rec)
     mbs = nbytes / dt / 1e6 if err is None else float("nan")
     extra = f" ratio {rec['ratio']:.2f}" if rec.get("ratio") else ""
-    print(f"[codecs] run {run + 1} {syn.key:6} {op:6} {tool:8} {dt:7.2f}s {mbs:7.1f} MB/s{extra}"
-          + (f"  !! {err}" if err else ""), flush=True)
+    print(
+        f"[codecs] run {run + 1} {layout[:5]} {syn.key:6} {op:6} {tool:8} {dt:7.2f}s {mbs:7.1f} MB/s{extra}"
+        + (f"  !! {err}" if err else ""),
+        flush=True,
+    )
+
+
+class _NoStartup(Exception):
+    """One process for the whole file: no start-up to take off."""
+
+
+#: Whose encoded files a tool decodes when it encoded none (ours, before the registry has the encoder).
+DECODE_FROM = ("proto-1", "proto-N", "gdcm", "dcmtk", "ours-1", "ours-N")
 
 
 def _can_encode(u: str) -> bool:
@@ -494,25 +591,43 @@ def bench(a: argparse.Namespace) -> int:
         print(f"[codecs] pool of {procs} processes warm ({len(pids)} seen)", flush=True)
     ctx = Ctx(a.count, procs, a.quality, work, results, pool, {}, a.startup_reps)
     warm_worker()
-    data = {False: sorted(a.ct16.glob("*.dcm"))[: a.count], True: sorted(a.ct8.glob("*.dcm"))[: a.count]}
+    layouts = [x for x in a.layouts.split(",") if x]
+    files = {False: sorted(a.ct16.glob("*.dcm"))[: a.count], True: sorted(a.ct8.glob("*.dcm"))[: a.count]}
+    data: dict[tuple[str, bool], list[Path]] = {}
+    for bits8, fs in files.items():
+        if "files" in layouts:
+            data[("files", bits8)] = fs
+        if "multiframe" in layouts:
+            mfd = work / f"mf{8 if bits8 else 16}"
+            mfd.mkdir()
+            data[("multiframe", bits8)] = [make_multiframe(fs, mfd / f"multiframe-{len(fs)}.dcm")]
     nbytes = {k: pixel_bytes(v) for k, v in data.items()}
-    for f in data[False] + data[True]:
-        f.read_bytes()  # page cache
-    meta = {"count": a.count, "procs": procs, "runs": a.runs, "quality": a.quality, "tools": tools,
-            "syntaxes": keys, "bytes16": nbytes[False], "bytes8": nbytes[True],
-            "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for fs in data.values():
+        for f in fs:
+            f.read_bytes()  # page cache
+    meta = {
+        "count": a.count,
+        "procs": procs,
+        "runs": a.runs,
+        "quality": a.quality,
+        "tools": tools,
+        "syntaxes": keys,
+        "layouts": layouts,
+        "cpu_count": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     t_start = time.monotonic()
     try:
         for run in range(a.runs):
-            for si, k in enumerate(keys):
+            for si, (layout, k) in enumerate((lay, k) for lay in layouts for k in keys):
                 syn = syns[k]
-                files = data[syn.bits8]
+                srcs = data[(layout, syn.bits8)]
                 # untimed warm-up of our paths on one file (plugin imports, first-call set-up)
                 for kind in ("ours", "proto"):
-                    if any(t.startswith(kind) for t in tools) and run == 0:
+                    if any(t.startswith(kind) for t in tools) and run == 0 and layout == layouts[0]:
                         try:
                             tmp = work / "warm.dcm"
-                            PY_PATHS[(kind, "encode")](str(files[0]), str(tmp), syn.uid, a.quality)
+                            PY_PATHS[(kind, "encode")](str(srcs[0]), str(tmp), syn.uid, a.quality)
                             PY_PATHS[(kind, "decode")](str(tmp), str(work / "warm2.dcm"), syn.uid, a.quality)
                         except Exception as exc:
                             print(f"[codecs] warm-up {kind} {k}: {type(exc).__name__}: {exc}"[:200])
@@ -521,8 +636,8 @@ def bench(a: argparse.Namespace) -> int:
                 enc_dirs: dict[str, Path] = {}
                 for op in ("encode", "decode"):
                     for tool in order:
-                        one(ctx, run, syn, tool, op, files, nbytes[syn.bits8], enc_dirs)
-                for d in work.glob("*-*-" + k):
+                        one(ctx, layout, run, syn, tool, op, srcs, nbytes[(layout, syn.bits8)], enc_dirs)
+                for d in work.glob(f"*-*-{k}-{layout}"):
                     shutil.rmtree(d, ignore_errors=True)
             if a.max_seconds and time.monotonic() - t_start > a.max_seconds and run + 1 < a.runs:
                 print(f"[codecs] stopping after run {run + 1}: over --max-seconds {a.max_seconds}")
@@ -531,7 +646,7 @@ def bench(a: argparse.Namespace) -> int:
     finally:
         if pool is not None:
             pool.shutdown()
-        meta["startup_s"] = {"/".join(k): v for k, v in ctx.startup.items()}
+        meta["startup_s"] = {"/".join(k): statistics.median(v) for k, v in ctx.startup.items()}
         meta["seconds"] = round(time.monotonic() - t_start, 1)
         a.results.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     return 0
@@ -556,6 +671,9 @@ def main() -> int:
     b.add_argument("--quality", type=int, default=90)
     b.add_argument("--startup-reps", type=int, default=15)
     b.add_argument("--max-seconds", type=float, default=0)
+    b.add_argument(
+        "--layouts", default="files,multiframe", help="files: COUNT files; multiframe: one file of them"
+    )
     a = p.parse_args()
     if a.cmd == "gen8":
         return gen8(a.src, a.out)

@@ -9,7 +9,7 @@ Usage:
         "cached" (the same 50 again), interleaved request by request between the servers (A B, B A, ...);
         Accept: multipart/related; type="image/jls" (or "image/jphc"); transfer-syntax=<UID>. Latency ms.
       - series: the --ct300 series (300 instances) retrieved once ("first") and again ("cached") from each
-        server (order alternating), Accept: multipart/related; type="application/dicom"; transfer-syntax=<UID>;
+        server (order alternating), Accept: multipart/related; type="application/dicom"; transfer-syntax=UID;
         MB/s of the answer's bytes and of the stored (uncompressed) bytes, seconds.
       and, for scale, the series as stored (transfer-syntax=*) once per server.
       Every answer is checked: status 200, multipart, the part count (1 frame / 300 instances), the frame's
@@ -75,7 +75,9 @@ class Server:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             try:
                 t0 = time.perf_counter()
-                self.conn.request("GET", self.root + path, headers={"Accept": accept, "Accept-Encoding": "identity"})
+                self.conn.request(
+                    "GET", self.root + path, headers={"Accept": accept, "Accept-Encoding": "identity"}
+                )
                 r = self.conn.getresponse()
                 body = r.read()
                 dt = time.perf_counter() - t0
@@ -125,7 +127,7 @@ def check_frame(syn: str, headers: dict[str, str], body: bytes) -> None:
     if len(ps) != 1:
         raise ValueError(f"{len(ps)} parts, expected 1")
     h, content = ps[0]
-    uid, media, _ = SYNTAX[syn]
+    _uid, media, _ = SYNTAX[syn]
     ct = h.get("content-type", "")
     if not ct.lower().startswith(media):
         raise ValueError(f"part Content-Type {ct!r}, expected {media}")
@@ -160,8 +162,12 @@ def sop_uids(d: Path) -> list[str]:
 
 
 def failure(status: int, headers: dict[str, str], body: bytes, why: str) -> dict[str, object]:
-    return {"status": status, "content_type": headers.get("content-type", ""), "why": why,
-            "body": body[:300].decode("utf-8", "replace")}
+    return {
+        "status": status,
+        "content_type": headers.get("content-type", ""),
+        "why": why,
+        "body": body[:300].decode("utf-8", "replace"),
+    }
 
 
 def bench(a: argparse.Namespace) -> int:
@@ -180,8 +186,15 @@ def bench(a: argparse.Namespace) -> int:
     rows: list[dict[str, object]] = []
 
     def row(kind: str, syn: str, phase: str) -> dict[str, object]:
-        r: dict[str, object] = {"kind": kind, "syntax": syn, "phase": phase, "pass": a.pass_no,
-                                "samples": {s.name: [] for s in servers}, "failed": {}, "bytes": {}}
+        r: dict[str, object] = {
+            "kind": kind,
+            "syntax": syn,
+            "phase": phase,
+            "pass": a.pass_no,
+            "samples": {s.name: [] for s in servers},
+            "failed": {},
+            "bytes": {},
+        }
         rows.append(r)
         return r
 
@@ -210,8 +223,11 @@ def bench(a: argparse.Namespace) -> int:
                 if time.monotonic() - t0 > a.cap_seconds:
                     r["capped"] = i + 1
                     break
-            print(f"[wado] pass {a.pass_no} frame {syn} {phase}: " + ", ".join(
-                f"{s.name} {_med(r['samples'][s.name])}" for s in servers), flush=True)  # type: ignore[index]
+            print(
+                f"[wado] pass {a.pass_no} frame {syn} {phase}: "
+                + ", ".join(f"{s.name} {_med(r['samples'][s.name])}" for s in servers),
+                flush=True,
+            )  # type: ignore[index]
         saccept = f'multipart/related; type="application/dicom"; transfer-syntax={uid}'
         for k, phase in enumerate(("first", "cached")):
             r = row("series", syn, phase)
@@ -227,8 +243,11 @@ def bench(a: argparse.Namespace) -> int:
                     continue
                 r["samples"][s.name].append(dt)  # type: ignore[index]
                 r["bytes"][s.name] = len(body)  # type: ignore[index]
-            print(f"[wado] pass {a.pass_no} series {syn} {phase}: " + ", ".join(
-                f"{s.name} {_med(r['samples'][s.name])}" for s in servers), flush=True)  # type: ignore[index]
+            print(
+                f"[wado] pass {a.pass_no} series {syn} {phase}: "
+                + ", ".join(f"{s.name} {_med(r['samples'][s.name])}" for s in servers),
+                flush=True,
+            )  # type: ignore[index]
     # which syntaxes each server can produce: one instance retrieve per syntax (pass 0 only)
     if a.pass_no == 0:
         probe: dict[str, dict[str, str]] = {}
@@ -247,11 +266,22 @@ def bench(a: argparse.Namespace) -> int:
                     probe[key][s.name] = "yes" if ts == uid else f"answered {ts}"
                 except ValueError as exc:
                     probe[key][s.name] = f"bad answer: {exc}"
-        rows.append({"kind": "probe", "syntax": "", "phase": "", "pass": a.pass_no, "probe": probe,
-                     "samples": {}, "failed": {}})
+        rows.append(
+            {
+                "kind": "probe",
+                "syntax": "",
+                "phase": "",
+                "pass": a.pass_no,
+                "probe": probe,
+                "samples": {},
+                "failed": {},
+            }
+        )
     r = row("series", "stored", "as stored")
     for s in servers if a.pass_no % 2 == 0 else servers[::-1]:
-        status, h, body, dt = s.get(series_path(ct), 'multipart/related; type="application/dicom"; transfer-syntax=*')
+        status, h, body, dt = s.get(
+            series_path(ct), 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        )
         try:
             if status != 200:
                 raise ValueError("not 200")
@@ -261,8 +291,16 @@ def bench(a: argparse.Namespace) -> int:
             continue
         r["samples"][s.name].append(dt)  # type: ignore[index]
         r["bytes"][s.name] = len(body)  # type: ignore[index]
-    out = {"meta": {"servers": [s.name for s in servers], "ct_bytes": ct_bytes, "ct_count": int(ct["instances"]),
-                    "frames": len(frame_insts), "seconds": round(time.monotonic() - t_all, 1)}, "rows": rows}
+    out = {
+        "meta": {
+            "servers": [s.name for s in servers],
+            "ct_bytes": ct_bytes,
+            "ct_count": int(ct["instances"]),
+            "frames": len(frame_insts),
+            "seconds": round(time.monotonic() - t_all, 1),
+        },
+        "rows": rows,
+    }
     a.results.write_text(json.dumps(out, indent=1))
     return 0
 
@@ -304,13 +342,17 @@ def report(a: argparse.Namespace) -> int:
                     m["failed"].setdefault(n, r["failed"][n])  # type: ignore[union-attr]
                 if n in r.get("bytes", {}):
                     m["bytes"][n] = r["bytes"][n]  # type: ignore[index]
-    lines = ["## WADO-RS in a transfer syntax that is not stored (ours vs Orthanc + DICOMweb plugin)", "",
-             f"{len(passes)} pass(es), servers started fresh for each; frames: frame 1 of each of {meta['frames']}"
-             f" instances of a separate series, one request each (first = transcoding, cached = the same again);"
-             f" series: {meta['ct_count']} instances, {meta['ct_bytes'] / 1e6:.0f} MB stored. Series MB/s are of the"
-             " stored (uncompressed) bytes / seconds, so the syntaxes compare. Target: ours ≥ 2× Orthanc.", "",
-             f"| request | syntax | phase | {ours} | {peer} | {peer} / {ours} (time) | ≥ 2×? |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## WADO-RS in a transfer syntax that is not stored (ours vs Orthanc + DICOMweb plugin)",
+        "",
+        f"{len(passes)} pass(es), servers started fresh for each; frames: frame 1 of each of {meta['frames']}"
+        f" instances of a separate series, one request each (first = transcoding, cached = the same again);"
+        f" series: {meta['ct_count']} instances, {meta['ct_bytes'] / 1e6:.0f} MB stored. Series MB/s are of"
+        " the stored (uncompressed) bytes / seconds, so the syntaxes compare. Target: ours ≥ 2× Orthanc.",
+        "",
+        f"| request | syntax | phase | {ours} | {peer} | {peer} / {ours} (time) | ≥ 2×? |",
+        "|---|---|---|---|---|---|---|",
+    ]
     notes: list[str] = []
     for (kind, syn, phase), m in merged.items():
         smp: dict[str, list[float]] = m["samples"]  # type: ignore[assignment]
@@ -325,24 +367,30 @@ def report(a: argparse.Namespace) -> int:
             if f:
                 cells[-1] += f" — failed: HTTP {f['status']}"
                 body = " ".join(str(f["body"]).split())
-                notes.append(f"- {n}, {kind} {syn} {phase}: HTTP {f['status']} ({f['content_type']}): {f['why']};"
-                             f" body: `{body[:200]}`")
+                notes.append(
+                    f"- {n}, {kind} {syn} {phase}: HTTP {f['status']} ({f['content_type']}): {f['why']};"
+                    f" body: `{body[:200]}`"
+                )
         ratio, meets = "—", "—"
         if smp[ours] and smp[peer]:
             x = statistics.median(smp[peer]) / statistics.median(smp[ours])
             ratio = f"{x:.2f}×"
             meets = "yes" if x >= 2 else "no"
         label = "frame 1 (50 instances)" if kind == "frame" else "series (300)"
-        lines.append(f"| {label} | {SYNTAX.get(syn, ('', '', syn))[2]} | {phase} | {cells[0]} | {cells[-1]} |"
-                     f" {ratio} | {meets} |")
+        lines.append(
+            f"| {label} | {SYNTAX.get(syn, ('', '', syn))[2]} | {phase} | {cells[0]} | {cells[-1]} |"
+            f" {ratio} | {meets} |"
+        )
     text = ""
     if a.header and a.header.exists():
         text += a.header.read_text()
     text += "\n".join(lines) + "\n"
     if probe:
-        text += (f"\nWhich syntaxes each server produces (one instance retrieve each, `transfer-syntax=` in"
-                 f" Accept, the answer's file meta checked; stored: Explicit VR LE, 16-bit signed, 12 bits stored)"
-                 f":\n\n| syntax | {' | '.join(names)} |\n|---|{'---|' * len(names)}\n")
+        text += (
+            f"\nWhich syntaxes each server produces (one instance retrieve each, `transfer-syntax=` in"
+            f" Accept, the answer's file meta checked; stored: Explicit VR LE, 16-bit signed, 12 bits stored)"
+            f":\n\n| syntax | {' | '.join(names)} |\n|---|{'---|' * len(names)}\n"
+        )
         for key, by in probe.items():
             text += f"| {key} | {' | '.join(by.get(n, '?') for n in names)} |\n"
     if notes:
