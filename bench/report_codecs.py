@@ -27,8 +27,8 @@ TOOL_NAMES = {
     "ours-N": "ours, {n} processes",
     "proto-1": "prototype (imagecodecs), 1 process",
     "proto-N": "prototype (imagecodecs), {n} processes",
-    "dcmtk": "dcmtk (1 process per file)",
-    "gdcm": "gdcm `gdcmconv` (1 process per file)",
+    "dcmtk": "dcmtk",
+    "gdcm": "gdcm `gdcmconv`",
 }
 
 
@@ -111,7 +111,7 @@ def table(data: dict[str, object]) -> str:
                         notes.append(reason)
                 else:
                     cells.append(fmt(raw))
-                    if tool in ("dcmtk", "gdcm"):
+                    if tool in ("dcmtk", "gdcm") and layout == "files":
                         cells.append(fmt(cor) if cor else ("start-up bound" if raw else "—"))
                     else:
                         cells.append("—")

@@ -3,6 +3,7 @@
 #   env: COUNT=300 RUNS=3               files of the CT series per pass / passes (interleaved, tool order rotated)
 #        PROCS=$(nproc)                 ours-N's process count
 #        SYNTAXES=rle,jpegls,j2k,htj2k,jpeg   TOOLS=ours-1,ours-N,proto-1,dcmtk,gdcm   QUALITY=90
+#        LAYOUTS=files,multiframe       300 files (peers: a process per file) / one file of their frames
 #        MAX_SECONDS=0                  no new pass after this many seconds (0: no limit)
 #        WADO=1                         then bench/run_wado_syntax.sh (root or passwordless sudo; skipped
 #                                       with a note otherwise); its table is appended to the report
@@ -26,6 +27,7 @@ PROCS=${PROCS:-$(nproc)}
 SYNTAXES=${SYNTAXES:-rle,jpegls,j2k,htj2k,jpeg}
 TOOLS=${TOOLS:-ours-1,ours-N,proto-1,dcmtk,gdcm}
 QUALITY=${QUALITY:-90}
+LAYOUTS=${LAYOUTS:-files,multiframe}
 MAX_SECONDS=${MAX_SECONDS:-0}
 WADO=${WADO:-1}
 QUIET_WAIT=${QUIET_WAIT:-30}
@@ -81,7 +83,7 @@ log "$COUNT files x $RUNS passes; results $RESULTS"
 rc=0
 "$PY" "$B/codecs_run.py" bench --ct16 "$CT" --ct8 "$CT8" --work "$WORK" --results "$RESULTS" --count "$COUNT" \
   --runs "$RUNS" --procs "$PROCS" --syntaxes "$SYNTAXES" --tools "$TOOLS" --quality "$QUALITY" \
-  --max-seconds "$MAX_SECONDS" || rc=$?
+  --layouts "$LAYOUTS" --max-seconds "$MAX_SECONDS" || rc=$?
 rm -rf "$WORK"
 echo "- machine after: load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$HEADER"
 echo >> "$HEADER"
