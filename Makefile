@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := dcmtk libgdcm-tools dicom3tools chromium nodejs orthanc orthanc-dicomweb jq curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-dimse bench-catalog setup apt viewer synth clean
+.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-codecs bench-dimse bench-catalog setup apt viewer synth clean
 
 setup: apt $(STAMP) viewer
 
@@ -68,6 +68,9 @@ bench: setup
 
 bench-dicomweb: setup
 	bash bench/run_dicomweb.sh
+
+bench-codecs: setup
+	bash bench/run_codecs.sh
 
 bench-dimse: setup
 	bash bench/run_dimse.sh
