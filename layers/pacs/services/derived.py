@@ -109,16 +109,18 @@ class DerivedCopies:
         self._instances = catalog
 
     def find(
-        self, study: str, series: str, sop: str, syntax: str, options: EncodeOptions | None = None
+        self, study: str, series: str, sop: str, syntax: str, options: EncodeOptions | None = None, *,
+        source_etag: str | None = None,
     ) -> str | None:
         """The key of an existing, current copy, or None. With a catalog, a copy recorded as made from
-        another version of the original than the catalogued one is not current."""
+        another version of the original than the catalogued one (or `source_etag`, the original's current
+        ETag when the caller has its catalog row already) is not current."""
         key = derived_key(self.partition, study, series, sop, syntax, options)
         if self.records is not None:
             row = self.records.get_derived(self.partition, study, series, sop, syntax, variant_of(options))
             if row is None:
                 return None
-            current = self._catalogued_etag(study, series, sop)
+            current = source_etag if source_etag is not None else self._catalogued_etag(study, series, sop)
             if current is not None and current != row.source_etag:
                 return None
             return row.key

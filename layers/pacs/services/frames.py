@@ -181,7 +181,7 @@ class FrameService:
         return Frames(media_type, ts, _stream(fp, first, numbers[1:], read))
 
     def _find(self, row: InstanceRow, syntax: str) -> str | None:
-        return self.derived.find(row.study_uid, row.series_uid, row.sop_uid, syntax)
+        return self.derived.find(row.study_uid, row.series_uid, row.sop_uid, syntax, source_etag=row.etag)
 
     def _derived(self, row: InstanceRow, form: _Form) -> tuple[InstanceRow, BinaryIO]:
         """The catalog-like row of the derived copy of `row` in `form.syntax` (made when missing),

@@ -91,7 +91,7 @@ class RenderService:
         """The key of a derived copy of `row` in a syntax the registry decodes, lossless first."""
         copies = DerivedCopies(self.retrieve.store, self.retrieve.partition, self.retrieve.catalog)
         for syntax in sorted(decodable(), key=lambda s: PREFERENCE.index(s) if s in PREFERENCE else 99):
-            key = copies.find(row.study_uid, row.series_uid, row.sop_uid, syntax)
+            key = copies.find(row.study_uid, row.series_uid, row.sop_uid, syntax, source_etag=row.etag)
             if key is not None:
                 return key
         return None

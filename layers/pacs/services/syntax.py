@@ -162,7 +162,7 @@ class SyntaxService:
 
     def find(self, row: InstanceRow, syntax: str) -> str | None:
         """The key of an existing derived copy of `row` in `syntax`, or None."""
-        return self.derived.find(row.study_uid, row.series_uid, row.sop_uid, syntax)
+        return self.derived.find(row.study_uid, row.series_uid, row.sop_uid, syntax, source_etag=row.etag)
 
     def plan(self, rows: list[InstanceRow], accepted: Sequence[Acceptable] | None) -> Plan:
         """One choice per instance (None accepted: all as stored). Raises Unproducible when no
