@@ -47,7 +47,7 @@ SYNTAXES: dict[str, SyntaxInfo] = {
 #: PS3.18 Table 8.7.3-5: the transfer syntax of a frames media type asked without `transfer-syntax=`.
 DEFAULT_SYNTAX: dict[str, str] = {
     "application/octet-stream": u.ExplicitVRLittleEndian,
-    "image/jpeg": u.JPEGBaseline8Bit,
+    "image/jpeg": u.JPEGLosslessSV1,  # "D" in Table 8.7.3-5; Baseline (.50) only when asked
     "image/jls": u.JPEGLSLossless,
     "image/jp2": u.JPEG2000Lossless,
     "image/jphc": u.HTJ2KLossless,
