@@ -86,6 +86,21 @@ box_busy_pct() {  # [seconds=1]: % of one core the whole machine is busy, averag
   echo $(( (b - a) * 100 / $(getconf CLK_TCK) / s ))
 }
 
+wait_ready() {  # name: C-ECHO and the DICOMweb root answer while the server lives (PID_OF, URL_OF, AEC_OF,
+  # PORT_OF, HOST and START_TIMEOUT of the calling script)
+  local name=$1 i
+  for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+    alive "${PID_OF[$name]}" || { log "!! $name exited during start-up"; return 1; }
+    if curl -fsS -o /dev/null -H 'Accept: application/dicom+json' "${URL_OF[$name]}/studies" 2>/dev/null &&
+       echoscu -aec "${AEC_OF[$name]}" "$HOST" "${PORT_OF[$name]}" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "!! $name not ready after ${START_TIMEOUT}s"
+  return 1
+}
+
 need_root() {  # script args...: re-run the script as root with sudo when possible, else explain and fail
   [[ $(id -u) -ne 0 ]] || return 0
   if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then

@@ -47,20 +47,6 @@ wipe() { local s; for s in $SERVERS; do rm -rf "${WORK:?}/$s"; done; }
 trap 'stop_all; wipe' EXIT
 trap 'exit 130' INT TERM
 
-wait_ready() {  # name: C-ECHO and the DICOMweb root answer, while the server lives
-  local name=$1 i
-  for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-    alive "${PID_OF[$name]}" || { log "!! $name exited during start-up"; return 1; }
-    if curl -fsS -o /dev/null -H 'Accept: application/dicom+json' "${URL_OF[$name]}/studies" 2>/dev/null &&
-       echoscu -aec "${AEC_OF[$name]}" "$HOST" "${PORT_OF[$name]}" >/dev/null 2>&1; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  log "!! $name not ready after ${START_TIMEOUT}s"
-  return 1
-}
-
 start_pacs() {  # name dir
   local name=$1 dir=$2 cmd
   read -ra cmd <<< "$PACS_CMD"

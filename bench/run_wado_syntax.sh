@@ -46,18 +46,6 @@ if [[ "${1:-}" == --inside ]]; then
   stop_all() { local n; for n in "${!PID_OF[@]}"; do stop_pid "$n" "${PID_OF[$n]}" "${SIG_OF[$n]}"; unset "PID_OF[$n]"; done; }
   trap 'stop_all; rm -rf "${WORK:?}"' EXIT
   trap 'exit 130' INT TERM
-  wait_ready() {
-    local name=$1 i
-    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-      alive "${PID_OF[$name]}" || { log "!! $name exited during start-up"; return 1; }
-      if curl -fsS -o /dev/null -H 'Accept: application/dicom+json' "${URL_OF[$name]}/studies" 2>/dev/null &&
-         echoscu -aec "${AEC_OF[$name]}" "$HOST" "${PORT_OF[$name]}" >/dev/null 2>&1; then
-        return 0
-      fi
-      sleep 0.1
-    done
-    log "!! $name not ready after ${START_TIMEOUT}s"; return 1
-  }
   load() {  # name: storescu, 2 associations
     local name=$1 lst part rc=0 pids=()
     lst=$(mktemp "$WORK/load.XXXXXX")
