@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from pacs.codecs import TranscodeError
+from pacs.codecs import TranscodeError, threads
 from pacs.services import syntax
 from pacs.services.syntax import Ahead, Choice, make_copy
 
@@ -56,7 +56,7 @@ def test_parts_left_out_before_the_answer_and_close_cancels_the_rest() -> None:
         return row
 
     parts = _parts(40)
-    ahead = Ahead(make, parts, depth=2 * syntax.WORKERS)
+    ahead = Ahead(make, parts, depth=2 * threads.WORKERS)
     release.set()
     assert ahead.key(2) == "row2"  # parts 0 and 1 left out (as wado does when they fail)
     ahead.close()

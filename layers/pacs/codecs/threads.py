@@ -34,18 +34,26 @@ def guard(syntax: str, plugin: str) -> AbstractContextManager[object]:
     return _NO_LOCK
 
 
-#: Threads encoding the frames of a multi-frame data set side by side (one per core), and how many frames
-#: one data set may have in flight.
+#: Threads per pool (one per core this process may use), and how many tasks one caller keeps in flight.
 WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 AHEAD = 2 * WORKERS
-_POOL: ThreadPoolExecutor | None = None
-_POOL_GUARD = threading.Lock()
 
 
-def pool() -> ThreadPoolExecutor:
-    """The codec pool of this process (its own: a transcode running in another pool may wait on it)."""
-    global _POOL
-    with _POOL_GUARD:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(WORKERS, thread_name_prefix="codecs")
-        return _POOL
+class LazyPool:
+    """A pool of WORKERS threads made on first use. Each purpose has its own (a task running in one pool
+    may wait on tasks of another: one shared pool could deadlock)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._guard = threading.Lock()
+
+    def __call__(self) -> ThreadPoolExecutor:
+        with self._guard:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=self.name)
+            return self._pool
+
+
+#: The frames of a multi-frame data set encoded side by side.
+pool = LazyPool("codecs")

@@ -11,10 +11,9 @@ reason) and streams each instance from the store, one at a time, never a whole s
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pacs.catalog.records import InstanceRow
 from pacs.codecs import SYNTAXES, can_decode, can_encode
 from pacs.codecs.registry import NATIVE
+from pacs.codecs.threads import AHEAD, LazyPool
 from pacs.errors import PacsError
 from pacs.services.derived import DerivedCopies, derived_key
 from pacs.services.retrieve import RetrieveService
@@ -38,10 +38,8 @@ _MAKING_GUARD = threading.Lock()
 #: Threads making the copies of a series or study ahead of the part being streamed, shared by the
 #: requests of the process (one per core: the encoders release the GIL), and how far ahead each request
 #: goes (copies made but not yet sent are in the store, not in memory; in flight at most this many).
-WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-AHEAD = 2 * WORKERS
-_POOL: ThreadPoolExecutor | None = None
-_POOL_GUARD = threading.Lock()
+#: The copies of a series' next instances, made while the current one is streamed.
+_pool = LazyPool("copies")
 #: The catalog's Rows attribute: an instance with it has pixel data.
 ROWS = "00280010"
 
@@ -255,14 +253,6 @@ class Ahead:
         for future in self._futures.values():
             future.cancel()
         self._futures.clear()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_GUARD:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(WORKERS, thread_name_prefix="copies")
-        return _POOL
 
 
 @contextmanager
