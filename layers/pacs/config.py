@@ -108,6 +108,21 @@ class Settings:
     #: AWS: the transcoder function's dead-letter queue; a permanently failing event (a corrupt original)
     #: is sent there at once with the reason as its `error` message attribute.
     transcode_dlq_url: str = ""
+    #: De-identification (`pacs.deid`): the anonymizer's rules (`pacs.services.deid_rules`), a TOML or JSON
+    #: file or the JSON text itself; empty: no rules (export jobs still run).
+    deid_rules: str = ""
+    #: The master secret behind pseudonyms and UIDs. Embedded: a file (default DATA_DIR/deid/secret.key,
+    #: made on first use). AWS: a Secrets Manager ARN (`arn:aws:secretsmanager:…`) or an SSM SecureString
+    #: parameter name (`/pacs/deid/secret`).
+    deid_secret: str = ""
+    #: Where export jobs write ZIPs and Part 10 files (AWS: the exports bucket; empty: the main bucket,
+    #: under `{partition}/export/`).
+    exports_bucket: str = ""
+    #: AWS: the anonymizer's queue (rule events and export tasks) and its dead-letter queue.
+    anonymizer_queue_url: str = ""
+    anonymizer_dlq_url: str = ""
+    #: Anonymizer worker processes under `pacs up`; 0: one per CPU.
+    deid_workers: int = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
