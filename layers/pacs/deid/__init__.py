@@ -6,7 +6,7 @@ option, as data (`data/ps315-annex-e.json`, DICOM 2024b, MIT, see its LICENSE fi
 - `crosswalk`: original → pseudonym pairs, encrypted, for authorised re-identification.
 """
 
-from pacs.deid.engine import CrosswalkWriter, DeidSettings, Deidentified, Deidentifier
+from pacs.deid.engine import CrosswalkWriter, Deidentified, Deidentifier, DeidSettings
 from pacs.deid.options import DeidError, HeldBack, Option, Profile
 from pacs.deid.pixels import PixelRule, PixelRules
 

@@ -85,8 +85,8 @@ class Deidentifier:
             raise DeidError(f"not a readable DICOM object: {type(exc).__name__}: {exc}") from exc
         out = self.dataset(ds)
         raw = _encode(out)
-        return Deidentified(raw, str(out.StudyInstanceUID), str(out.SeriesInstanceUID), str(out.SOPInstanceUID),
-                            str(out.SOPClassUID), str(out.file_meta.TransferSyntaxUID))
+        return Deidentified(raw, str(out.StudyInstanceUID), str(out.SeriesInstanceUID),
+                            str(out.SOPInstanceUID), str(out.SOPClassUID), str(out.file_meta.TransferSyntaxUID))
 
 
 def _encode(ds: Dataset) -> bytes:

@@ -74,7 +74,8 @@ class Profile:
             try:
                 chosen.add(Option(item.strip()))
             except ValueError:
-                raise ValueError(f"unknown option {item!r}: use {', '.join(o.value for o in Option)}") from None
+                known = ", ".join(o.value for o in Option)
+                raise ValueError(f"unknown option {item!r}: use {known}") from None
         both = {Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.RETAIN_LONGITUDINAL_MODIFIED_DATES}
         if both <= chosen:
             raise ValueError("retain-longitudinal-full-dates and -modified-dates exclude each other")
@@ -84,4 +85,5 @@ class Profile:
         return option in self.options
 
     def describe(self) -> str:
-        return "+".join([self.name, *sorted(o.value for o in self.options - NAMED.get(self.name, frozenset()))])
+        extra = self.options - NAMED.get(self.name, frozenset())
+        return "+".join([self.name, *sorted(o.value for o in extra)])
