@@ -86,7 +86,8 @@ class Deidentifier:
         out = self.dataset(ds)
         raw = _encode(out)
         return Deidentified(raw, str(out.StudyInstanceUID), str(out.SeriesInstanceUID),
-                            str(out.SOPInstanceUID), str(out.SOPClassUID), str(out.file_meta.TransferSyntaxUID))
+                            str(out.SOPInstanceUID), str(out.SOPClassUID),
+                            str(out.file_meta.TransferSyntaxUID))
 
 
 def _encode(ds: Dataset) -> bytes:
