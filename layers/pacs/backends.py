@@ -42,6 +42,13 @@ class Backend:
     #: MPPS steps and storage commitment requests, beside the catalog (same database / table).
     mpps: MppsStore | None = None
     commitments: CommitmentRecords | None = None
+    #: Where de-identified exports go (`{partition}/export/…`): the exports bucket on AWS when
+    #: PACS_EXPORTS_BUCKET is set, else the same store as the originals.
+    exports: BlobStore | None = None
+
+    @property
+    def exports_store(self) -> BlobStore:
+        return self.exports if self.exports is not None else self.store
 
     def close(self) -> None:
         self.catalog.close()
@@ -108,6 +115,8 @@ def open_backend(settings: Settings) -> Backend:
         sqs = SqsQueue(settings.queue_url, dlq_url=settings.dlq_url, endpoint_url=endpoint,
                        region=settings.region) if settings.queue_url else None
         records = DynamoMppsStore(settings.table, region=settings.region, host=endpoint)
+        exports = S3BlobStore(settings.exports_bucket, endpoint_url=endpoint, region=settings.region) \
+            if settings.exports_bucket else None
         return Backend(settings, s3, catalog, sqs, nodes=nodes, events=events, mpps=records,
-                       commitments=records)
+                       commitments=records, exports=exports)
     raise ValueError(f"unknown backend {settings.backend!r}: use embedded or aws")
