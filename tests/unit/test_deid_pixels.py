@@ -142,10 +142,24 @@ def test_pydicom_files(name: str) -> None:
     assert len(np.unique(after[mask].reshape(int(mask.sum()), -1), axis=0)) == 1
 
 
+def test_native_32_bit_multiframe() -> None:
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle_32bit_2frame.dcm"))
+    transcode(ds, u.ExplicitVRLittleEndian, new_uid=False)
+    ds = _reread(ds)
+    before = _array(ds)
+    PixelRules((PixelRule(regions=(REGION,)),)).clean(ds)
+    after = _array(_reread(ds))
+    mask = _mask(after)
+    assert after.dtype == np.uint32 and after.shape[0] == 2
+    assert np.array_equal(after[~mask], before[~mask]) and (after[mask] == 0).all()
+
+
 def test_cannot_blank_is_held_back() -> None:
     ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle_32bit_2frame.dcm"))
-    with pytest.raises(HeldBack, match="Bits Allocated 32"):
+    stored = ds.PixelData
+    with pytest.raises(HeldBack, match="RLE Lossless with Bits Allocated 32"):
         PixelRules((PixelRule(regions=(REGION,)),)).clean(ds)
+    assert ds.PixelData == stored and ds.file_meta.TransferSyntaxUID == u.RLELossless
     one_bit = _stored("mono8", u.ExplicitVRLittleEndian, frames=1)
     one_bit.BitsAllocated = one_bit.BitsStored = 1
     with pytest.raises(HeldBack, match="Bits Allocated 1"):

@@ -181,7 +181,8 @@ def _describe(ds: Dataset) -> str:
 def blank(ds: Dataset, regions: tuple[Region, ...], fill: int | None = None) -> None:
     """Write `fill` (default: the image's black) into `regions` of every frame of `ds`, in place, the
     pixel data staying in its transfer syntax. HeldBack when it cannot be done (no decoder or encoder,
-    a pixel layout that cannot be blanked)."""
+    a pixel layout that cannot be blanked); `ds` is then to be discarded (a codec failing half-way may
+    have left it decoded)."""
     from pacs.codecs import EncodeOptions, TranscodeError, transcode
 
     meta = getattr(ds, "file_meta", None)
@@ -189,6 +190,10 @@ def blank(ds: Dataset, regions: tuple[Region, ...], fill: int | None = None) -> 
     if not syntax.is_compressed:
         _blank_native(ds, syntax, regions, fill)
         return
+    bits = int(ds.get("BitsAllocated") or 0)
+    if bits not in (8, 16):  # what the encoders take: refused before anything is changed
+        raise HeldBack(f"the burned-in regions cannot be blanked: {syntax.name} with Bits Allocated {bits} "
+                       "cannot be encoded again here")
     try:  # decoded (with what the codecs record of a lossy stream), blanked, encoded again as stored
         transcode(ds, ExplicitVRLittleEndian, new_uid=False)
         _blank_native(ds, UID(ExplicitVRLittleEndian), regions, fill)
