@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -79,6 +80,41 @@ def test_tree_with_clean_pixel_data(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert pydicom.dcmread(out / name).SOPClassUID == original.SOPClassUID
     secret = tmp_path / "data" / "deid" / "secret.key"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600  # made on first use
+
+
+def test_every_pydicom_test_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pydicom's whole test set (DICOM and not, odd and broken files) as one tree: every file accounted
+    for, nothing written for what was held back, failed or skipped, the originals untouched."""
+    src = tmp_path / "in"
+    names: dict[str, Path] = {}
+    for path in map(Path, pydicom.data.get_testdata_files()):
+        if not path.is_file():
+            continue
+        rel = Path(path.parent.name) / path.name  # some names repeat in two folders
+        names[str(rel)] = path
+        (src / rel.parent).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, src / rel)
+    before = digests(src)
+    out = tmp_path / "out"
+    code, stdout, stderr = pacs(capsys, "anonymize", src, "-o", out, "--option", "clean-pixel-data",
+                                "--data-dir", tmp_path / "data", "--progress")
+    counts = re.match(r"de-identified (\d+), held back (\d+), failed (\d+), skipped (\d+) ", stdout)
+    assert counts, stdout
+    done, held, failed, skipped = map(int, counts.groups())
+    assert done + held + failed + skipped == len(names)
+    assert skipped == sum(1 for p in names.values() if p.read_bytes()[128:132] != b"DICM")
+    assert code == (1 if held or failed else 0)
+    assert f"{len(names)}/{len(names)}" in stderr
+    held_lines = [line for line in stdout.splitlines() if line.startswith("held back ")]
+    failed_lines = [line for line in stdout.splitlines() if line.startswith("failed ")]
+    assert len(held_lines) == held and len(failed_lines) == failed
+    assert any("examples_ybr_color.dcm: modality US may carry burned-in annotation" in line
+               for line in held_lines)
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert len(written) == done
+    not_written = {line.split(": ", 1)[0].split(str(src) + os.sep, 1)[1] for line in held_lines + failed_lines}
+    assert not written & not_written
+    assert digests(src) == before
 
 
 def test_basic_profile_does_not_hold_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
