@@ -166,6 +166,43 @@ def test_cannot_blank_is_held_back() -> None:
         PixelRules((PixelRule(regions=(REGION,)),)).clean(one_bit)
 
 
+def _engine_copy(ds: Dataset) -> Dataset:
+    """What the de-identifier makes: a data set without file meta whose kept elements are the very
+    element objects of the original."""
+    out = Dataset()
+    for elem in ds:
+        if elem.keyword not in ("Manufacturer", "ManufacturerModelName"):
+            out.add(elem)
+    return out
+
+
+@pytest.mark.parametrize("syntax", [u.ExplicitVRLittleEndian, u.ExplicitVRBigEndian, u.RLELossless,
+                                    u.JPEGLSLossless, u.JPEG2000Lossless], ids=lambda s: u.UID(s).keyword)
+def test_a_copy_sharing_elements_without_file_meta(syntax: str) -> None:
+    original = _stored("mono12s", syntax, frames=2)
+    original.Manufacturer = "Acme"
+    before = _array(original)
+    stored, photometric = bytes(original.PixelData), original.PhotometricInterpretation
+    out = _engine_copy(original)
+    assert out["PixelData"] is original["PixelData"]
+    rules = PixelRules((PixelRule(regions=(REGION,), manufacturer="acme"),))
+    assert rules.clean(out, match=original) is True
+    assert getattr(out, "file_meta", None) is None  # the de-identifier makes its own
+    assert bytes(original.PixelData) == stored and original.PhotometricInterpretation == photometric
+    assert "BurnedInAnnotation" not in original and out.BurnedInAnnotation == "NO"
+    out.file_meta = original.file_meta
+    out.set_original_encoding(*original.original_encoding[:2], None)
+    after = _array(_reread(out))
+    mask = _mask(after)
+    assert np.array_equal(after[~mask], before[~mask]) and (after[mask] == -2048).all()
+
+
+def test_encapsulated_copy_of_unknown_syntax_is_held_back() -> None:
+    out = _engine_copy(_stored("mono8", u.RLELossless, frames=1))
+    with pytest.raises(HeldBack, match="unknown transfer syntax"):
+        PixelRules((PixelRule(regions=(REGION,)),)).clean(out)
+
+
 # --- hold-back -------------------------------------------------------------------------------------
 
 def _image(**attrs: Any) -> Dataset:

@@ -38,6 +38,7 @@ address information burned-in to the pixels": the hold-back belongs to the optio
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import tomllib
@@ -47,8 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from pacs.deid.options import HeldBack
 
@@ -124,8 +126,10 @@ class PixelRules:
     def clean(self, ds: Dataset, *, match: Dataset | None = None) -> bool:
         """Blank the regions of the first matching rule in every frame of `ds` (in place, the pixels
         re-encoded in their transfer syntax) and set Burned In Annotation to NO; True when it changed
-        the pixels. `match`: the data set whose Modality, Manufacturer and model are matched (the
-        original, when `ds` is a copy those were already removed from); default `ds`.
+        the pixels. `match`: the data set whose Modality, Manufacturer, model and Burned In Annotation
+        are matched, and whose file meta gives the transfer syntax when `ds` has none (the original,
+        when `ds` is a de-identified copy); default `ds`. The elements changed are new objects: a copy
+        sharing elements with `match` leaves `match` untouched.
         Raises HeldBack for an image that no rule covers and that may carry burned-in annotation
         (`must_hold_back`), or whose pixels cannot be blanked."""
         source = ds if match is None else match
@@ -136,14 +140,29 @@ class PixelRules:
             reason = must_hold_back(source, self)
             if reason:
                 raise HeldBack(reason)
-            ds.BurnedInAnnotation = "NO"
+            ds.add_new(0x00280301, "CS", "NO")  # a new element: never one shared with the original
             return False
         changed = False
         if rule.regions and "PixelData" in ds:
-            blank(ds, rule.regions, rule.fill)
+            blank(ds, rule.regions, rule.fill, syntax=transfer_syntax(ds, match))
             changed = True
-        ds.BurnedInAnnotation = "NO"
+        ds.add_new(0x00280301, "CS", "NO")
         return changed
+
+
+def transfer_syntax(ds: Dataset, original: Dataset | None = None) -> UID:
+    """The transfer syntax of `ds`'s pixel data: its file meta's, else `original`'s, else native in the
+    byte order it was read with. HeldBack for encapsulated pixel data of an unknown syntax."""
+    for source in (ds, original):
+        meta = getattr(source, "file_meta", None) if source is not None else None
+        if meta is not None and meta.get("TransferSyntaxUID"):
+            return UID(str(meta.TransferSyntaxUID))
+    elem = ds["PixelData"]
+    if elem.is_undefined_length or bytes(elem.value[:4]) == b"\xfe\xff\x00\xe0":
+        raise HeldBack("the burned-in regions cannot be blanked: encapsulated pixel data of an unknown "
+                       "transfer syntax (no file meta)")
+    little = (original if original is not None else ds).original_encoding[1]
+    return UID(ExplicitVRBigEndian if little is False else ExplicitVRLittleEndian)
 
 
 def _has_pixels(ds: Dataset) -> bool:
@@ -178,28 +197,47 @@ def _describe(ds: Dataset) -> str:
     return f"modality {modality!r}, manufacturer {maker!r}, model {model!r}, {size}"
 
 
-def blank(ds: Dataset, regions: tuple[Region, ...], fill: int | None = None) -> None:
+def blank(ds: Dataset, regions: tuple[Region, ...], fill: int | None = None, *,
+          syntax: str | None = None) -> None:
     """Write `fill` (default: the image's black) into `regions` of every frame of `ds`, in place, the
-    pixel data staying in its transfer syntax. HeldBack when it cannot be done (no decoder or encoder,
-    a pixel layout that cannot be blanked); `ds` is then to be discarded (a codec failing half-way may
-    have left it decoded)."""
+    pixel data staying in its transfer syntax (`syntax`, default `transfer_syntax(ds)`). HeldBack when
+    it cannot be done (no decoder or encoder, a pixel layout that cannot be blanked); `ds` is then to
+    be discarded (a codec failing half-way may have left it decoded)."""
     from pacs.codecs import EncodeOptions, TranscodeError, transcode
 
-    meta = getattr(ds, "file_meta", None)
-    syntax = UID(str((meta.get("TransferSyntaxUID") if meta else None) or ExplicitVRLittleEndian))
-    if not syntax.is_compressed:
-        _blank_native(ds, syntax, regions, fill)
-        return
-    bits = int(ds.get("BitsAllocated") or 0)
-    if bits not in (8, 16):  # what the encoders take: refused before anything is changed
-        raise HeldBack(f"the burned-in regions cannot be blanked: {syntax.name} with Bits Allocated {bits} "
-                       "cannot be encoded again here")
-    try:  # decoded (with what the codecs record of a lossy stream), blanked, encoded again as stored
+    stored = UID(syntax) if syntax else transfer_syntax(ds)
+    if stored.is_compressed and int(ds.get("BitsAllocated") or 0) not in (8, 16):
+        raise HeldBack(f"the burned-in regions cannot be blanked: {stored.name} with Bits Allocated "
+                       f"{ds.get('BitsAllocated')} cannot be encoded again here")  # before any change
+    _unshare(ds)
+    temporary = getattr(ds, "file_meta", None) is None
+    if temporary:  # what the codecs read the syntax from; the caller makes the file meta it wants
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = stored
+    try:
+        if not stored.is_compressed:
+            _blank_native(ds, stored, regions, fill)
+            return
+        # decoded (with what the codecs record of a lossy stream), blanked, encoded again as stored
         transcode(ds, ExplicitVRLittleEndian, new_uid=False)
         _blank_native(ds, UID(ExplicitVRLittleEndian), regions, fill)
-        transcode(ds, syntax, EncodeOptions(), new_uid=False)
+        transcode(ds, stored, EncodeOptions(), new_uid=False)
     except TranscodeError as exc:
         raise HeldBack(f"the burned-in regions cannot be blanked: {exc}") from exc
+    finally:
+        if temporary:
+            del ds.file_meta
+
+
+def _unshare(ds: Dataset) -> None:
+    """The image pixel elements (groups 0028 and 7FE0) and the file meta of `ds` made its own objects,
+    so that changing them cannot change a data set `ds` was copied from element by element."""
+    for tag, elem in list(ds._dict.items()):
+        if tag.group in (0x0028, 0x7FE0) and isinstance(elem, DataElement):
+            ds._dict[tag] = copy.copy(elem)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        ds.file_meta = copy.deepcopy(meta)
 
 
 def _blank_native(ds: Dataset, syntax: UID, regions: tuple[Region, ...], fill: int | None) -> None:
