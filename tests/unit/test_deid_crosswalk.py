@@ -79,13 +79,17 @@ def _idempotent(store: BlobStore) -> None:
     cw.record("PatientID", "HOSP-1", "PID-1")
     Crosswalk(store, "default", "trial-7", KEY).record("PatientID", "HOSP-1", "PID-1")  # another process
     assert len(_objects(store)) == 1
-    key = cw.key_for("PatientID", "PID-1")
+    key = cw.key_for("PatientID", "HOSP-1", "PID-1")
     first = store.get(key)
+    Crosswalk(store, "default", "trial-7", KEY).record("PatientID", "HOSP-1", "PID-1")
+    assert store.get(key) == first  # never rewritten
+    # a pseudonym standing for two originals (a date shift shared by two patients): both kept
     Crosswalk(store, "default", "trial-7", KEY).record("PatientID", "HOSP-2", "PID-1")
-    assert store.get(key) == first  # the first pair stays, never replaced
-    assert cw.lookup("PID-1") == [("PatientID", "HOSP-1")]
+    assert store.get(key) == first and len(_objects(store)) == 2
+    assert cw.lookup("PID-1") == [("PatientID", "HOSP-1"), ("PatientID", "HOSP-2")]
     cw.record("OtherPatientIDs", "HOSP-1", "PID-1")  # another kind, the same pseudonym: its own object
-    assert cw.lookup("PID-1") == [("OtherPatientIDs", "HOSP-1"), ("PatientID", "HOSP-1")]
+    assert cw.lookup("PID-1") == [("OtherPatientIDs", "HOSP-1"), ("PatientID", "HOSP-1"),
+                                  ("PatientID", "HOSP-2")]
 
 
 def test_idempotent_on_the_filesystem(fs_store: FilesystemBlobStore) -> None:
@@ -122,16 +126,16 @@ def test_other_keys_and_projects(fs_store: FilesystemBlobStore) -> None:
     assert Crosswalk(fs_store, "default", "trial-8", project_key(MASTER, "trial-8")).lookup("PID-1") == []
     assert Crosswalk(fs_store, "other", "trial-7", KEY).lookup("PID-1") == []
     cw = Crosswalk(fs_store, "default", "trial-7", KEY)
-    key = cw.key_for("PatientID", "PID-1")
+    key = cw.key_for("PatientID", "HOSP-1", "PID-1")
     intruder = Crosswalk(fs_store, "default", "trial-7", project_key(MASTER, "trial-8"))
-    fs_store.put(intruder.key_for("PatientID", "PID-1"), fs_store.get(key))  # an entry under another key
+    fs_store.put(intruder.key_for("PatientID", "HOSP-1", "PID-1"), fs_store.get(key))  # under another key
     with pytest.raises(DeidError, match="does not decrypt"):
         intruder.lookup("PID-1")
-    moved = cw.key_for("PatientID", "PID-2")
+    moved = cw.key_for("PatientID", "HOSP-1", "PID-2")
     fs_store.put(moved, fs_store.get(key))  # an entry moved to another pseudonym's key
     with pytest.raises(DeidError, match="does not decrypt"):
         cw.lookup("PID-2")
-    fs_store.put(cw.key_for("PatientID", "PID-3"), b"garbage")
+    fs_store.put(cw.key_for("PatientID", "HOSP-1", "PID-3"), b"garbage")
     with pytest.raises(DeidError, match="bad header"):
         cw.lookup("PID-3")
 

@@ -1,8 +1,8 @@
 """The crosswalk: original → pseudonym pairs of one project, encrypted, for authorised re-identification.
 
-One object per (kind, pseudonym) at
+One object per pair, (kind, pseudonym, original), at
 
-    {partition}/export/crosswalk/{project}/{HMAC(pseudonym)}/{HMAC(kind)}
+    {partition}/export/crosswalk/{project}/{HMAC(pseudonym)}/{HMAC(kind, original)}
 
 (hex HMAC-SHA256 under a key derived from the project's key), holding `PCW1 | nonce | AES-256-GCM(JSON
 {kind, original, pseudonym})` with the object's key as associated data (an object moved to another key
@@ -11,8 +11,9 @@ project key by HKDF-SHA256 with their own info strings, so the crosswalk cannot 
 project's secret.
 
 Writes are put-if-absent: recording the same pair again (another instance of the study, another
-process, another Lambda) leaves the one object there; no read-modify-write, no index to race on. When a
-(kind, pseudonym) is recorded with a different original the first one stays.
+process, another Lambda) leaves the one object there; no read-modify-write, no index to race on. A
+pseudonym that stands for several originals (a date shift shared by patients, a collision) keeps them
+all: `lookup` lists every one, nothing recorded is ever replaced.
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ class Crosswalk:
     def _name(self, text: str) -> str:
         return hmac.new(self._names, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def key_for(self, kind: str, pseudonym: str) -> str:
-        """The object key of the pair (kind, pseudonym)."""
-        return f"{self.prefix}{self._name(pseudonym)}/{self._name(kind)}"
+    def key_for(self, kind: str, original: str, pseudonym: str) -> str:
+        """The object key of a pair."""
+        return f"{self.prefix}{self._name(pseudonym)}/{self._name(kind + chr(0) + original)}"
 
     def record(self, kind: str, original: str, pseudonym: str) -> None:
         """Record that `pseudonym` (of `kind`: a UID, a patient ID…) stands for `original`."""
-        key = self.key_for(kind, pseudonym)
+        key = self.key_for(kind, original, pseudonym)
         if key in self._written:
             self._written.move_to_end(key)
             return
