@@ -219,6 +219,7 @@ def _image(**attrs: Any) -> Dataset:
     {"BurnedInAnnotation": "YES"}, {"Modality": "MR", "BurnedInAnnotation": "YES"},
     {"SOPClassUID": u.SecondaryCaptureImageStorage},  # a capture, whatever its Modality
     {"SOPClassUID": u.UltrasoundMultiFrameImageStorage},
+    {"SOPClassUID": u.MultiFrameTrueColorSecondaryCaptureImageStorage},
     {"Modality": "US", "BurnedInAnnotation": "NO"},  # not trusted by default
 ], ids=str)
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")
@@ -255,6 +256,8 @@ def test_not_held_back() -> None:
     assert must_hold_back(_image(Modality="US", BurnedInAnnotation="NO"), trusted) is None
     assert must_hold_back(_image(Modality="US"), PixelRules(hold_back_modalities=frozenset({"XA"}))) is None
     assert {"US", "SC", "XA", "RF", "ES", "OT"} <= DEFAULT_BURN_IN
+    for sop_class in (u.VLWholeSlideMicroscopyImageStorage, u.CTImageStorage, u.EnhancedCTImageStorage):
+        assert must_hold_back(_image(SOPClassUID=sop_class, Modality="SM"), PixelRules()) is None
 
 
 def test_a_rule_without_regions_declares_images_clean() -> None:

@@ -57,9 +57,11 @@ from pacs.deid.options import HeldBack
 #: Modalities whose images routinely carry burned-in text (ultrasound, captures, fluoroscopy and
 #: angiography, endoscopy and photography, dental panoramics, "other").
 DEFAULT_BURN_IN: frozenset[str] = frozenset({"US", "IVUS", "SC", "OT", "XA", "RF", "ES", "XC", "OP", "PX"})
-#: SOP classes that are screen or video captures whatever their Modality says: Secondary Capture
-#: (1.2.840.10008.5.1.4.1.1.7 and its multi-frame kinds) and Ultrasound (.6.x, .3.1, retired .6, .3).
-_BURN_IN_CLASSES = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.6.", "1.2.840.10008.5.1.4.1.1.3.1")
+#: SOP classes whose images are screen or video captures whatever their Modality says: Secondary Capture
+#: (…1.7 and its multi-frame kinds …1.7.x) and Ultrasound (…1.6.x, …1.3.1, the retired …1.6 and …1.3).
+_STORAGE = "1.2.840.10008.5.1.4.1.1."
+_BURN_IN_CLASSES = frozenset(_STORAGE + c for c in ("7", "6", "3", "3.1"))
+_BURN_IN_FAMILIES = (_STORAGE + "7.", _STORAGE + "6.")
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 Region = tuple[int, int, int, int]
@@ -97,12 +99,6 @@ class PixelRule:
         return all(_glob(text, pattern) for text, pattern in (
             (ds.get("Modality"), self.modality), (ds.get("Manufacturer"), self.manufacturer),
             (ds.get("ManufacturerModelName"), self.model)))
-
-    def describe(self) -> str:
-        parts = [f"{k}={v!r}" for k, v in (("modality", self.modality), ("manufacturer", self.manufacturer),
-                                            ("model", self.model)) if v]
-        parts += [f"{k}={v}" for k, v in (("rows", self.rows), ("columns", self.columns)) if v]
-        return " ".join(parts) or "any image"
 
 
 def _glob(value: object, pattern: str) -> bool:
@@ -184,7 +180,7 @@ def must_hold_back(ds: Dataset, rules: PixelRules) -> str | None:
     if modality in rules.hold_back_modalities:
         return f"modality {modality} may carry burned-in annotation and no pixel rule covers it ({what})"
     sop_class = str(ds.get("SOPClassUID") or "")
-    if sop_class.startswith(_BURN_IN_CLASSES):
+    if sop_class in _BURN_IN_CLASSES or sop_class.startswith(_BURN_IN_FAMILIES):
         return (f"{UID(sop_class).name} may carry burned-in annotation and no pixel rule covers it "
                 f"({what})")
     return None
