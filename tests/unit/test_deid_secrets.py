@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 import stat
 import threading
@@ -108,6 +110,18 @@ def test_values_accepted() -> None:
     assert parse_secret(passphrase, "x") == passphrase.encode()
 
 
+def test_generated_passwords() -> None:
+    """What a CDK / Secrets Manager generated secret looks like: 64 letters and digits pass; the
+    default 32 printable characters carry less than 256 bits and are refused."""
+    alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    printable = alnum + "!#$%&()*+,-.:;<=>?@[]^_{|}~"
+    stream = hashlib.sha512(b"fixed seed").digest()
+    long_alnum = "".join(alnum[b % len(alnum)] for b in stream)
+    assert len(parse_secret(long_alnum, "x")) >= 32
+    with pytest.raises(DeidError, match="too weak"):
+        parse_secret("".join(printable[b % len(printable)] for b in stream[:32]), "x")
+
+
 @pytest.mark.parametrize("value", [
     b"", "   ", b"\x01" * 64, RANDOM[:16], base64.b64encode(b"\x00" * 32).decode(),
     "ab" * 40, "0123456789abcdef" * 2, "password123",
@@ -159,6 +173,17 @@ def test_secrets_manager_string_and_binary(aws: None) -> None:
     settings = Settings(backend="aws", deid_secret=text, region="us-east-1")
     assert secret_source(settings).master() == RANDOM
     assert SecretsManagerSecret(binary).master() == RANDOM[::-1]
+
+
+def test_secrets_manager_json_secret_string(aws: None) -> None:
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    named = client.create_secret(Name="a", SecretString=json.dumps({"secret": RANDOM.hex(), "note": "x"}))
+    only = client.create_secret(Name="b", SecretString=json.dumps({"generated": RANDOM.hex()}))
+    many = client.create_secret(Name="c", SecretString=json.dumps({"one": RANDOM.hex(), "two": "y"}))
+    assert SecretsManagerSecret(named["ARN"]).master() == RANDOM
+    assert SecretsManagerSecret(only["ARN"]).master() == RANDOM
+    with pytest.raises(DeidError, match="`secret` value"):
+        SecretsManagerSecret(many["ARN"]).master()
 
 
 def test_secrets_manager_cached_per_process(aws: None) -> None:

@@ -5,8 +5,10 @@ One master secret per installation (`secret_source(settings)`):
 - embedded: a file, PACS_DEID_SECRET or DATA_DIR/deid/secret.key, made on first use (32 random bytes,
   mode 0600, created atomically: processes starting together agree on one value);
 - AWS: a Secrets Manager secret when PACS_DEID_SECRET is its ARN (`arn:aws:secretsmanager:…`;
-  SecretString or SecretBinary), else an SSM SecureString parameter (its name, default
-  `/pacs/deid/secret`, read WithDecryption). Read once per process and cached.
+  SecretString, a JSON SecretString's `secret` value, or SecretBinary), else an SSM SecureString
+  parameter (its name, default `/pacs/deid/secret`, read WithDecryption). Read once per process and
+  cached. A generated secret needs 64 characters or more (CDK: `password_length=64,
+  exclude_punctuation=True`): the default 32 carry less than 256 bits.
 
 A value is accepted as raw bytes (a file made here, SecretBinary), or as text: hex, base64 (standard
 or URL-safe), or a passphrase. At least 32 bytes of entropy are required (estimated: 32 decoded bytes
@@ -22,6 +24,7 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import json
 import math
 import os
 import re
@@ -259,7 +262,27 @@ class SecretsManagerSecret(_AwsSecret):
         resp = self.client().get_secret_value(SecretId=self.name)
         if resp.get("SecretBinary") is not None:
             return bytes(resp["SecretBinary"])
-        return str(resp.get("SecretString") or "")
+        text = str(resp.get("SecretString") or "")
+        if text.lstrip().startswith("{"):  # a JSON secret (generated from a template): its one value
+            return _json_value(text, self.describe())
+        return text
+
+
+def _json_value(text: str, where: str) -> str:
+    """The secret in a JSON SecretString: the value of `secret` or `key`, else the only value."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(data, dict):
+        return text
+    for name in ("secret", "key"):
+        if isinstance(data.get(name), str):
+            return str(data[name])
+    values = [v for v in data.values() if isinstance(v, str)]
+    if len(values) != 1:
+        raise DeidError(f"{where} is a JSON object: give the secret as its `secret` value")
+    return values[0]
 
 
 class ParameterSecret(_AwsSecret):
