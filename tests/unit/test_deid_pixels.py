@@ -164,6 +164,11 @@ def test_cannot_blank_is_held_back() -> None:
     one_bit.BitsAllocated = one_bit.BitsStored = 1
     with pytest.raises(HeldBack, match="Bits Allocated 1"):
         PixelRules((PixelRule(regions=(REGION,)),)).clean(one_bit)
+    signed = _stored("mono12s", u.RLELossless, frames=1)
+    stored = signed.PixelData
+    with pytest.raises(HeldBack, match=r"fill 4096 is outside -2048\.\.2047"):
+        PixelRules((PixelRule(regions=(REGION,), fill=4096),)).clean(signed)
+    assert signed.PixelData == stored and signed.file_meta.TransferSyntaxUID == u.RLELossless
 
 
 def _engine_copy(ds: Dataset) -> Dataset:

@@ -205,6 +205,7 @@ def blank(ds: Dataset, regions: tuple[Region, ...], fill: int | None = None, *,
     if stored.is_compressed and int(ds.get("BitsAllocated") or 0) not in (8, 16):
         raise HeldBack(f"the burned-in regions cannot be blanked: {stored.name} with Bits Allocated "
                        f"{ds.get('BitsAllocated')} cannot be encoded again here")  # before any change
+    _fill_values(ds, int(ds.get("SamplesPerPixel") or 1), fill)  # a fill out of range: before any change
     _unshare(ds)
     temporary = getattr(ds, "file_meta", None) is None
     if temporary:  # what the codecs read the syntax from; the caller makes the file meta it wants
@@ -293,11 +294,14 @@ def _forget_pixels(ds: Dataset) -> None:
 
 def _fill_values(ds: Dataset, samples: int, fill: int | None) -> list[int]:
     """The value of each sample written in a blanked region."""
-    if fill is not None:
-        return [fill] * samples
     bits = int(ds.get("BitsStored") or ds.BitsAllocated)
     signed = bool(int(ds.get("PixelRepresentation") or 0))
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if fill is not None:
+        if not low <= fill <= high:
+            raise HeldBack(f"the burned-in regions cannot be blanked: fill {fill} is outside {low}..{high}, "
+                           "the values of this image")
+        return [fill] * samples
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric == "MONOCHROME1":
         return [high] * samples
