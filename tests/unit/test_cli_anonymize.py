@@ -12,13 +12,18 @@ import shutil
 import stat
 from pathlib import Path
 
+import boto3
 import pydicom
 import pydicom.data
 import pytest
+from moto import mock_aws
 from pacs.cli.main import main
 from pacs.deid.crosswalk import Crosswalk
-from pacs.deid.secrets import FileSecret, project_key
+from pacs.deid.secrets import FileSecret, clear_cache, project_key
 from pacs.storage.filesystem import FilesystemBlobStore
+from pacs.storage.s3 import S3BlobStore
+
+from tests.unit.aws import fake_aws_credentials
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 #: Files the de-identifier takes whatever its state: CT, MR (native, RLE, JPEG 2000), and US / SC images.
@@ -281,3 +286,31 @@ def test_crosswalk_flag_opens_the_data_dir_store(tmp_path: Path, capsys: pytest.
                            "--data-dir", data)
     assert code == 0 and "crosswalk" in stdout
     assert (data / "objects").is_dir()
+
+
+def test_deid_commands_on_aws(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The aws backend: the secret from Secrets Manager, the crosswalk in the exports bucket (moto)."""
+    fake_aws_credentials(monkeypatch)
+    clear_cache()
+    master = bytes(range(100, 140))
+    with mock_aws():
+        arn = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name="pacs-deid", SecretBinary=master)["ARN"]
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="exports")
+        monkeypatch.setenv("PACS_BACKEND", "aws")
+        monkeypatch.setenv("PACS_DEID_SECRET", arn)
+        monkeypatch.setenv("PACS_EXPORTS_BUCKET", "exports")
+        code, stdout, _ = pacs(capsys, "deid", "secret")
+        assert code == 0 and arn in stdout and master.hex() not in stdout
+        store = S3BlobStore("exports", region="us-east-1")
+        Crosswalk(store, "default", "trial-7", project_key(master, "trial-7")).record(
+            "patient_id", "HOSP-77", "PID-77")
+        code, stdout, _ = pacs(capsys, "deid", "reidentify", "PID-77", "--project", "trial-7")
+        assert code == 0 and stdout == "patient_id\tHOSP-77\n"
+        src = tmp_path / "ct.dcm"
+        shutil.copy(TEST_FILES / "CT_small.dcm", src)
+        code, stdout, _ = pacs(capsys, "anonymize", src, "-o", tmp_path / "out.dcm", "--crosswalk")
+        assert code == 0, stdout
+        assert not (tmp_path / "pacs-data").exists()  # nothing local on the aws backend
+    clear_cache()
