@@ -70,7 +70,7 @@ def test_tree_with_clean_pixel_data(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, stdout, stderr = pacs(capsys, "anonymize", src, "-o", out, "--option", "clean-pixel-data",
                                 "--data-dir", tmp_path / "data", "--progress")
     assert code == 1  # held back
-    assert f"de-identified {len(PLAIN)}, held back 2, failed 0, skipped 1 (not DICOM)" in stdout
+    assert f"de-identified {len(PLAIN)}, held back 2, failed 0, skipped 1 (not DICOM, DICOMDIR)" in stdout
     assert f"held back  {src / 'sub' / 'examples_ybr_color.dcm'}: modality US may carry burned-in" in stdout
     assert f"held back  {src / 'sub' / 'SC_rgb_rle.dcm'}:" in stdout
     assert f"{len(PLAIN) + len(BURN_IN) + 1}/{len(PLAIN) + len(BURN_IN) + 1}" in stderr  # the bar ran to the end
@@ -107,7 +107,10 @@ def test_every_pydicom_test_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert counts, stdout
     done, held, failed, skipped = map(int, counts.groups())
     assert done + held + failed + skipped == len(names)
-    assert skipped == sum(1 for p in names.values() if p.read_bytes()[128:132] != b"DICM")
+    dicomdirs = {rel for rel, p in names.items() if p.name.startswith("DICOMDIR")
+                 and p.read_bytes()[128:132] == b"DICM"}
+    assert dicomdirs and skipped == len(dicomdirs) + sum(
+        1 for p in names.values() if p.read_bytes()[128:132] != b"DICM")
     assert code == (1 if held or failed else 0)
     assert f"{len(names)}/{len(names)}" in stderr
     held_lines = [line for line in stdout.splitlines() if line.startswith("held back ")]
@@ -118,7 +121,7 @@ def test_every_pydicom_test_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert len(written) == done
     not_written = {line.split(": ", 1)[0].split(str(src) + os.sep, 1)[1] for line in held_lines + failed_lines}
-    assert not written & not_written
+    assert not written & not_written and not written & dicomdirs
     assert digests(src) == before
 
 
@@ -193,6 +196,9 @@ def test_existing_outputs_and_single_files(tmp_path: Path, capsys: pytest.Captur
     code, stdout, _ = pacs(capsys, "anonymize", src / "sub" / "deeper" / "notes.txt", "-o", tmp_path / "x",
                            "--data-dir", data)
     assert code == 1 and "not a DICOM file" in stdout and not (tmp_path / "x").exists()
+    code, stdout, _ = pacs(capsys, "anonymize", TEST_FILES / "dicomdirtests" / "DICOMDIR", "-o", tmp_path / "x",
+                           "--data-dir", data)
+    assert code == 1 and "a DICOMDIR, not an instance" in stdout and not (tmp_path / "x").exists()
     code, stdout, _ = pacs(capsys, "anonymize", tmp_path / "absent.dcm", "-o", tmp_path / "y", "--data-dir", data)
     assert code == 1 and "failed 1" in stdout
     # two inputs written to the same place: the second fails rather than replacing the first

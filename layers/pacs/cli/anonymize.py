@@ -16,9 +16,9 @@ records original → pseudonym pairs, encrypted, in the data directory for `pacs
 Layout: `--layout mirror` (default) keeps each file's path relative to the directory named (a file named
 directly keeps its name; one input file and an OUT that is not a directory: OUT is the file) — file and
 directory names are copied as they are, so rename inputs whose names identify someone, or use
-`--layout uids`: OUT/STUDY/SERIES/SOP.dcm by the new UIDs. Files of a walked tree that are not DICOM (no
-DICM prefix) are skipped and counted; an existing output is kept unless `--overwrite`. OUT may not be an
-input nor lie inside an input directory.
+`--layout uids`: OUT/STUDY/SERIES/SOP.dcm by the new UIDs. Files of a walked tree that are not DICOM
+(no DICM prefix) and DICOMDIRs are skipped and counted; an existing output is kept unless
+`--overwrite`. OUT may not be an input nor lie inside an input directory.
 
 Exit status: 0 all de-identified; 1 some held back or failed (each listed with its reason); 2 usage.
 """
@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from pacs.cli import deid, files
+
+#: The Media Storage Directory Storage SOP class (DICOMDIR).
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
 def register(sub: Any) -> None:
@@ -163,6 +166,10 @@ class _Run:
             if item.relative is not None:
                 raise _Skipped
             raise files.InputError("not a DICOM file (no DICM prefix)")
+        if _is_dicomdir(path):  # a media directory (it lists the original names): not an instance
+            if item.relative is not None:
+                raise _Skipped
+            raise files.InputError("a DICOMDIR, not an instance: de-identify the files it lists")
         if self.rules is not None:  # checked here too: nothing is de-identified that will be held back
             import pydicom
 
@@ -191,6 +198,16 @@ class _Run:
         return files.output_path(item, self.args.out, many=self.many)
 
 
+def _is_dicomdir(path: Path) -> bool:
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:
+        return False  # the de-identifier reports what is wrong with it
+    return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
+
+
 def _write(out: Path, data: bytes) -> None:
     """`data` at `out`, atomically (a temporary file in the same directory renamed over it)."""
     try:
@@ -208,9 +225,9 @@ def _write(out: Path, data: bytes) -> None:
 
 
 def _summary(outcome: Outcome, out: Path, crosswalk: bool) -> None:
+    recorded = "; pairs recorded in the crosswalk" if crosswalk else ""
     print(f"de-identified {outcome.done}, held back {len(outcome.held)}, failed {len(outcome.failed)}, "
-          f"skipped {outcome.skipped} (not DICOM) → {out}" + ("; pairs recorded in the crosswalk" if crosswalk
-                                                              else ""))
+          f"skipped {outcome.skipped} (not DICOM, DICOMDIR) → {out}{recorded}")
     for path, reason in outcome.held:
         print(f"held back  {path}: {' '.join(reason.split())}")
     for path, reason in outcome.failed:
