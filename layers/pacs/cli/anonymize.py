@@ -31,9 +31,13 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pacs.cli import deid, files
+
+if TYPE_CHECKING:
+    from pacs.deid.engine import Deidentified, Deidentifier
+    from pacs.deid.pixels import PixelRules
 
 #: The Media Storage Directory Storage SOP class (DICOMDIR).
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -131,9 +135,9 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 @dataclass
 class _Run:
     args: argparse.Namespace
-    engine: Any
+    engine: Deidentifier
     #: The pixel rules when the Clean Pixel Data option is on (then uncovered burn-in images are held back).
-    rules: Any
+    rules: PixelRules | None
     many: bool
     originals: set[Path]
     written: set[Path] = field(default_factory=set)
@@ -187,7 +191,7 @@ class _Run:
         _write(out, result.data)
         self.written.add(out)
 
-    def _target(self, item: files.Input, result: Any) -> Path:
+    def _target(self, item: files.Input, result: Deidentified) -> Path:
         if self.args.layout == "uids":
             from pacs.dicom.uids import check_uid
 
