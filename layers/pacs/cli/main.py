@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for tool in (dump, info, convert, extract, import_image):
         tool.register(sub)
+    from pacs.cli import anonymize, deid  # de-identification
+
+    anonymize.register(sub)
+    deid.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
