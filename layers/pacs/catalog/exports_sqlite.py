@@ -79,8 +79,9 @@ class SqliteExportJobs(SqliteStore):
                 failures = orjson.loads(row[0])
                 failures += capped(len(failures), report.failures)
                 db.execute(
-                    "UPDATE export_jobs SET tasks_done = tasks_done + 1, done = done + ?, failed = failed + ?,"
-                    " held_back = held_back + ?, bytes = bytes + ?, failures = ?, updated = ? WHERE id = ?",
+                    "UPDATE export_jobs SET tasks_done = tasks_done + 1, done = done + ?,"
+                    " failed = failed + ?, held_back = held_back + ?, bytes = bytes + ?,"
+                    " failures = ?, updated = ? WHERE id = ?",
                     (report.done, report.failed, report.held_back, report.bytes, orjson.dumps(failures),
                      now_iso(), job_id))
             done, total = db.execute("SELECT tasks_done, tasks FROM export_jobs WHERE id = ?",
@@ -92,7 +93,8 @@ class SqliteExportJobs(SqliteStore):
 
     def set_status(self, job_id: str, status: Status, *, only_from: frozenset[str] | set[str],
                    output: dict[str, Any] | None = None, error: str | None = None) -> bool:
-        sets, args = ["status = ?", "updated = ?"], [status, now_iso()]
+        sets: list[str] = ["status = ?", "updated = ?"]
+        args: list[object] = [status, now_iso()]
         if output is not None:
             sets, args = [*sets, "output = ?"], [*args, orjson.dumps(output)]
         if error is not None:
