@@ -7,7 +7,6 @@ import io
 import threading
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pydicom
