@@ -106,7 +106,7 @@ def summary(job: dict[str, Any]) -> int:
     out = job.get("output", {})
     for key in ("zip", "path", "bucket", "prefix", "partition", "node"):
         if key in out:
-            console.print(f"  {key}: {out[key]}", markup=False)
+            console.print(f"  {key}: {out[key]}", markup=False, soft_wrap=True)
     if status != "done":
         return 1
     return 0 if p["failed"] == 0 and p["heldBack"] == 0 else 1

@@ -298,20 +298,20 @@ class ExportService:
         dest = job.request["destination"]
         output: dict[str, Any] = {"destination": dest}
         store = self.backend.exports_store
-        if dest.get("type") in ("zip", "files"):
+        if dest.get("type") == "files":
             prefix = files_prefix(job.partition, job.id)
-            output["prefix"] = prefix
-            output.update(self._where(prefix))
-            if dest["type"] == "zip":
-                files = list(store.list(prefix))
-                key = self.zip_key(job)
-                entries = ((f.key, f.key[len(prefix):], f.size) for f in files)
-                spool = self.backend.spool_dir if isinstance(self.backend.spool_dir, Path) else None
-                size = write_stream(store, key, zip_stream(store, entries), spool_dir=spool)
-                for f in files:
-                    store.delete(f.key)
-                output.update(zip=key, size=size, files=len(files), download=f"/exports/{job.id}/download")
-                del output["prefix"]
+            output.update(prefix=prefix, **self._where(prefix))
+        elif dest.get("type") == "zip":
+            prefix = files_prefix(job.partition, job.id)
+            files = list(store.list(prefix))
+            key = self.zip_key(job)
+            entries = ((f.key, f.key[len(prefix):], f.size) for f in files)
+            spool = self.backend.spool_dir if isinstance(self.backend.spool_dir, Path) else None
+            size = write_stream(store, key, zip_stream(store, entries), spool_dir=spool)
+            for f in files:
+                store.delete(f.key)
+            output.update(zip=key, size=size, files=len(files), download=f"/exports/{job.id}/download",
+                          **self._where(key))
         elif "partition" in dest:
             output["partition"] = dest["partition"]
         else:
