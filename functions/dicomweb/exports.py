@@ -20,11 +20,20 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pacs.catalog.exports import ExportJob
+from pacs.errors import PacsError
 from pacs.services.exports import ExportRequestError, ExportService
 
 from functions.dicomweb.context import services
 
 router = APIRouter()
+
+
+class ExportsUnavailable(PacsError):
+    """The export service cannot run in this deployment (HTTP 503 with the reason)."""
+
+    http_status = 503
+
+
 _lock = threading.Lock()
 MAX_LIST = 500
 
@@ -37,7 +46,10 @@ def exports(request: Request) -> ExportService:
         with _lock:
             svc = getattr(state, "exports", None)
             if svc is None:
-                svc = state.exports = ExportService.from_backend(services(request).backend)
+                try:
+                    svc = state.exports = ExportService.from_backend(services(request).backend)
+                except ValueError as exc:  # e.g. no task queue configured on AWS
+                    raise ExportsUnavailable(f"export jobs are not available here: {exc}") from None
     return svc
 
 

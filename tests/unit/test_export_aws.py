@@ -70,3 +70,18 @@ def test_a_zip_job_runs_from_the_sqs_queue(aws: Backend, make_part10: MakePart10
     url = aws.exports_store.presigned_get(key, 60)
     assert url is not None and "pacs-exports" in url
     assert [j.id for j in svc.recent()] == [job.id]
+
+
+def test_without_a_task_queue_the_api_says_why(aws: Backend) -> None:
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from functions.dicomweb.app import create_app
+
+    aws.settings = dataclasses.replace(aws.settings, anonymizer_queue_url="")
+    with TestClient(create_app(aws)) as client:
+        r = client.post("/exports", json={"studies": [STUDY], "destination": {"type": "zip"}})
+    assert r.status_code == 503
+    assert r.json()["error"] == ("export jobs are not available here: export jobs on the aws backend need "
+                                 "PACS_ANONYMIZER_QUEUE_URL")
