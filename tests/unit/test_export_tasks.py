@@ -15,7 +15,7 @@ def test_embedded_at_least_once_retries_and_dead_letters(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="exportJob"):
         q.send({"step": "plan"})
     q.send({"exportJob": "j1", "step": "plan"})
-    q.send({"exportJob": "j1", "step": "series", "task": 0})
+    q.send_many([{"exportJob": "j1", "step": "series", "task": 0}])
     first, second = q.receive(10)
     assert first.body == {"exportJob": "j1", "step": "plan"} and first.attempts == 1
     q.ack(first.id)
@@ -47,6 +47,12 @@ def test_sqs_send_receive_ack(monkeypatch: pytest.MonkeyPatch) -> None:
         q.send({"exportJob": "j1", "step": "finish"})
         got = q.receive(10) + q.receive(10)
         assert sorted(t.body["step"] for t in got) == ["finish", "plan"]
+        q.send_many([{"exportJob": "j1", "step": "series", "task": n} for n in range(23)])
+        many = []
+        while batch := q.receive(10):
+            many += batch
+        assert sorted(t.body["task"] for t in many) == list(range(23))
+        q.ack(*(t.id for t in many))
         q.ack(got[0].id)
         q.fail(got[1], "corrupt", permanent=True)
         assert q.depth() == 0

@@ -221,8 +221,7 @@ class ExportService:
             tasks = orjson.loads(store.get(plan_key))
         except NotFound:
             raise PermanentExportFailure("the job's plan is gone") from None
-        for task in tasks:
-            self.queue.send(task)
+        self.queue.send_many(tasks)
 
     def _deidentifier(self, job: ExportJob) -> Deidentifier:
         deid = self._deid.get(job.id)
