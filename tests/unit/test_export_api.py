@@ -59,7 +59,8 @@ def test_download_redirects_where_the_store_presigns(client: TestClient, monkeyp
     store = client.app.state.exports.backend.exports_store  # type: ignore[attr-defined]
     monkeypatch.setattr(store, "presigned_get", lambda key, expires=900: f"https://s3.example/{key}?sig")
     r = client.get(f"/exports/{job['id']}/download", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"].endswith(f"export-{job['id']}.zip?sig")
+    assert r.status_code == 303 and r.headers["location"].startswith(
+        f"https://s3.example/default/export/{job['id']}/export-{job['id']}-")
     assert r.headers["cache-control"] == "no-store"
 
 

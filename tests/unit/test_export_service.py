@@ -232,3 +232,23 @@ def test_bad_requests_say_why(service: ExportService, body: Any, reason: str) ->
         service.create(body)
     assert reason in str(info.value)
     assert service.recent() == []
+
+
+def test_a_finish_delivered_twice_at_once_keeps_the_recorded_zip(service: ExportService, archive: Backend) -> None:
+    job = service.create({"studies": [A], "destination": {"type": "zip"}})
+    queue = service.queue
+    assert isinstance(queue, SqliteTaskQueue)
+    while tasks := [t for t in queue.receive(10) if t.body["step"] != "finish"]:
+        for t in tasks:
+            service.handle_task(t.body)
+            queue.ack(t.id)
+    snapshot = service.jobs.get(job.id)  # what both deliveries of `finish` read, before either wrote
+    assert snapshot is not None and snapshot.status == "running"
+    service._finish(snapshot)
+    service._finish(snapshot)  # the late twin: finds the job recorded, leaves no archive of its own
+    got = service.get(job.id)
+    assert got is not None and got.status == "done"
+    with zipfile.ZipFile(io.BytesIO(archive.exports_store.get(got.output["zip"]))) as zf:
+        assert len(zf.namelist()) == 5
+    assert [i.key for i in archive.exports_store.list(f"default/export/{job.id}/") if i.key.endswith(".zip")] \
+        == [got.output["zip"]]

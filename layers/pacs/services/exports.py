@@ -19,6 +19,7 @@ only read.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,8 @@ class ExportService:
         """Stop a job that has not finished (tasks still queued then do nothing)."""
         return self.jobs.set_status(job_id, "cancelled", only_from={"queued", "running"})
 
-    def zip_key(self, job: ExportJob) -> str:
-        return export_prefix(job.partition, job.id) + f"export-{job.id}.zip"
+    def zip_key(self, job: ExportJob, token: str) -> str:
+        return export_prefix(job.partition, job.id) + f"export-{job.id}-{token}.zip"
 
     # -- the worker's side ---------------------------------------------------------------------------
 
@@ -303,23 +304,33 @@ class ExportService:
         elif dest.get("type") == "zip":
             prefix = files_prefix(job.partition, job.id)
             files = list(store.list(prefix))
-            key = self.zip_key(job)
+            # A key of this delivery's own: a finish delivered twice at once (a visibility timeout passed)
+            # never overwrites the archive the job records; only the one that records it removes the files.
+            key = self.zip_key(job, secrets.token_hex(4))
             entries = ((f.key, f.key[len(prefix):], f.size) for f in files)
             spool = self.backend.spool_dir if isinstance(self.backend.spool_dir, Path) else None
             size = write_stream(store, key, zip_stream(store, entries), spool_dir=spool)
-            for f in files:
-                store.delete(f.key)
             output.update(zip=key, size=size, files=len(files), download=f"/exports/{job.id}/download",
                           **self._where(key))
+            if not self._done(job, output):
+                store.delete(key)
+                return
+            for f in files:
+                store.delete(f.key)
+            return
         elif "partition" in dest:
             output["partition"] = dest["partition"]
         else:
             output["node"] = dest["node"]
+        self._done(job, output)
+
+    def _done(self, job: ExportJob, output: dict[str, Any]) -> bool:
+        """Record the job finished (failed when nothing was exported); False when another delivery of
+        `finish` recorded it first."""
         if job.done == 0:
-            self.jobs.set_status(job.id, "failed", only_from={"running"}, output=output,
-                                 error="no instance could be exported")
-            return
-        self.jobs.set_status(job.id, "done", only_from={"running"}, output=output)
+            return self.jobs.set_status(job.id, "failed", only_from={"running"}, output=output,
+                                        error="no instance could be exported")
+        return self.jobs.set_status(job.id, "done", only_from={"running"}, output=output)
 
     def _where(self, prefix: str) -> dict[str, str]:
         s = self.settings
