@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pacs.config import Settings
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # one line per item, whatever the width
 POLL_SECONDS = 0.5
 FINAL = ("done", "failed", "cancelled")
 
@@ -106,7 +106,7 @@ def summary(job: dict[str, Any]) -> int:
     out = job.get("output", {})
     for key in ("zip", "path", "bucket", "prefix", "partition", "node"):
         if key in out:
-            console.print(f"  {key}: {out[key]}", markup=False, soft_wrap=True)
+            console.print(f"  {key}: {out[key]}", markup=False)
     if status != "done":
         return 1
     return 0 if p["failed"] == 0 and p["heldBack"] == 0 else 1
