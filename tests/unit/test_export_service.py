@@ -15,6 +15,7 @@ from pacs.backends import Backend, ingest_service
 from pacs.catalog.exports_sqlite import SqliteExportJobs
 from pacs.catalog.nodes import RemoteNode
 from pacs.deid import Deidentifier, HeldBack
+from pacs.errors import StorageFailure
 from pacs.events.tasks import SqliteTaskQueue
 from pacs.services.export_worker import drain
 from pacs.services.exports import ExportRequestError, ExportService
@@ -252,3 +253,28 @@ def test_a_finish_delivered_twice_at_once_keeps_the_recorded_zip(service: Export
         assert len(zf.namelist()) == 5
     assert [i.key for i in archive.exports_store.list(f"default/export/{job.id}/") if i.key.endswith(".zip")] \
         == [got.output["zip"]]
+
+
+def test_deliveries_by_a_queue_with_a_redrive_policy(service: ExportService, archive: Backend,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    assert service.handle_delivery({"exportJob": "nope"}, attempt=1, max_attempts=3) == "dropped"
+    job = service.create({"series": [{"study": B, "series": f"{B}.1"}], "destination": {"type": "files"}})
+    queue = service.queue
+    assert isinstance(queue, SqliteTaskQueue)
+    plan = queue.receive(1)[0]
+    assert service.handle_delivery(plan.body, attempt=1, max_attempts=3) == "done"
+    queue.ack(plan.id)
+    task = queue.receive(1)[0]
+
+    def broken(key: str) -> bytes:
+        raise StorageFailure("the bucket did not answer")
+
+    monkeypatch.setattr(archive.store, "get", broken)
+    with pytest.raises(StorageFailure):
+        service.handle_delivery(task.body, attempt=2, max_attempts=3)
+    assert service.handle_delivery(task.body, attempt=3, max_attempts=3) == "given up"
+    queue.ack(task.id)
+    run(service)
+    got = service.get(job.id)
+    assert got is not None and got.status == "failed" and got.failed == 1
+    assert got.failures[0]["reason"] == "given up: StorageFailure: the bucket did not answer"

@@ -166,6 +166,25 @@ class ExportService:
             self.jobs.set_status(job.id, "failed", only_from={"queued", "running"}, error=str(exc))
             raise
 
+    def handle_delivery(self, message: dict[str, Any], *, attempt: int, max_attempts: int) -> str:
+        """One delivery of a task by a queue with a redrive policy (the anonymizer function on SQS:
+        `attempt` = ApproximateReceiveCount, `max_attempts` = maxReceiveCount). Returns "done", or
+        "dropped" for a task that can never succeed (the job is marked failed), or "given up" when the
+        last delivery failed (its instances counted as failed): the record is settled either way.
+        Raises on another failure: report the record failed, it is delivered again."""
+        try:
+            self.handle_task(message)
+        except PermanentExportFailure as exc:
+            log.warning("export task %s dropped: %s", message, exc)
+            return "dropped"
+        except Exception as exc:
+            if attempt < max_attempts:
+                raise
+            log.warning("export task %s given up after %d deliveries: %s", message, attempt, exc)
+            self.abandon(message, f"{type(exc).__name__}: {exc}")
+            return "given up"
+        return "done"
+
     def abandon(self, message: dict[str, Any], reason: str) -> None:
         """A task given up (dead-lettered): its instances counted as failed, the job finished without
         them; a plan or finish given up fails the job."""
