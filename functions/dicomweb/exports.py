@@ -14,16 +14,19 @@ The job is run by tasks on the task queue: `pacs up`'s export worker, or on AWS 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pacs.catalog.exports import ExportJob
 from pacs.errors import PacsError
-from pacs.services.exports import ExportRequestError, ExportService
+from pacs.services.export_request import ExportRequestError
 
 from functions.dicomweb.context import services
+
+if TYPE_CHECKING:  # the service (de-identification, its keys, the task queue) is imported at first use
+    from pacs.services.exports import ExportService
 
 router = APIRouter()
 
@@ -46,6 +49,8 @@ def exports(request: Request) -> ExportService:
         with _lock:
             svc = getattr(state, "exports", None)
             if svc is None:
+                from pacs.services.exports import ExportService
+
                 try:
                     svc = state.exports = ExportService.from_backend(services(request).backend)
                 except ValueError as exc:  # e.g. no task queue configured on AWS

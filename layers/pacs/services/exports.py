@@ -31,7 +31,6 @@ from pacs.catalog.exports import FINAL, ExportJob, ExportJobs, TaskReport, new_j
 from pacs.catalog.matching import condition
 from pacs.config import Settings
 from pacs.deid import Deidentifier, DeidError, DeidSettings, HeldBack, Profile
-from pacs.deid.secrets import FileSecret, project_key
 from pacs.errors import NotFound
 from pacs.events.tasks import JOB_KEY, TaskQueue, task_queue
 from pacs.services.export_output import (
@@ -59,6 +58,8 @@ CHUNK = 50
 def master_secret(settings: Settings) -> bytes:
     """The installation's de-identification master secret (switched to
     `pacs.deid.secrets.secret_source(settings)` once it exists)."""
+    from pacs.deid.secrets import FileSecret
+
     path = settings.deid_secret or settings.data_dir / "deid" / "secret.key"
     return FileSecret(path).master()
 
@@ -249,6 +250,8 @@ class ExportService:
             req = job.request
             profile = Profile.parse(req.get("profile", "basic"), req.get("options", []))
             project = req.get("project", "default")
+            from pacs.deid.secrets import project_key
+
             key = project_key(master_secret(self.settings), project)
             deid = self._deid[job.id] = Deidentifier(DeidSettings(profile=profile, key=key, project=project))
         return deid
