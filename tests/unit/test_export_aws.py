@@ -63,8 +63,8 @@ def test_a_zip_job_runs_from_the_sqs_queue(aws: Backend, make_part10: MakePart10
     assert (got.instances, got.done, got.tasks, got.tasks_done, handled) == (6, 6, 4, 4, 1 + 4 + 1)
     key = got.output["zip"]
     assert got.output["bucket"] == "pacs-exports" and key.startswith(f"default/export/{job.id}/export-{job.id}-")
-    assert {i.key for i in aws.exports_store.list(f"default/export/{job.id}/")} == {
-        f"default/export/{job.id}/plan.json", key}
+    assert [i.key for i in aws.exports_store.list(f"default/export/{job.id}/")] == [key]  # nothing else
+    assert list(aws.store.list("default/derived/exports/")) == []  # the plan, once the job is done
     with zipfile.ZipFile(io.BytesIO(aws.exports_store.get(key))) as zf:
         assert len(zf.namelist()) == 6 and zf.testzip() is None
     assert list(aws.exports_store.list(f"default/export/{job.id}/files/")) == []

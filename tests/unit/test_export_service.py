@@ -74,6 +74,8 @@ def test_studies_to_files(service: ExportService, archive: Backend) -> None:
     assert (got.done, got.failed, got.held_back, got.failures) == (5, 0, 0, [])
     files = list(archive.exports_store.list(got.output["prefix"]))
     assert len(files) == 5 and got.bytes == sum(f.size for f in files)
+    assert [f.key for f in archive.exports_store.list(f"default/export/{job.id}/")] == [f.key for f in files]
+    assert list(archive.store.list("default/derived/exports/")) == []  # the plan is gone with the job
     for f in files:
         ds = pydicom.dcmread(io.BytesIO(archive.exports_store.get(f.key)))
         assert ds.PatientID != "PID-A" and ds.StudyInstanceUID.startswith("2.25.")

@@ -45,7 +45,7 @@ from pacs.services.export_output import (
 from pacs.services.export_request import ExportRequestError, parse_request
 from pacs.services.export_zip import write_stream, zip_stream
 from pacs.services.query import Level, QueryRequest, QueryService
-from pacs.storage.keys import instance_key
+from pacs.storage.keys import check_partition, instance_key
 
 __all__ = ["ExportRequestError", "ExportService", "PermanentExportFailure", "master_secret"]
 
@@ -115,7 +115,11 @@ class ExportService:
         self._check_listed(req)
         job = ExportJob(new_job_id(), self.partition, req, output={"destination": req["destination"]})
         self.jobs.create(job)
-        self.queue.send({JOB_KEY: job.id, "step": "plan"})
+        try:
+            self.queue.send({JOB_KEY: job.id, "step": "plan"})
+        except Exception as exc:
+            self.jobs.set_status(job.id, "failed", only_from={"queued"}, error=f"not queued: {exc}")
+            raise
         return job
 
     def _check_listed(self, req: dict[str, Any]) -> None:
@@ -220,9 +224,15 @@ class ExportService:
                 found[(study, series)] = None
         return list(found)
 
+    @staticmethod
+    def plan_key(job: ExportJob) -> str:
+        """Where a job's plan is kept: beside derived data in the archive's store, never in the export
+        location (it lists the original UIDs)."""
+        return f"{check_partition(job.partition)}/derived/exports/{job.id}/plan.json"
+
     def _plan(self, job: ExportJob) -> None:
-        plan_key = export_prefix(job.partition, job.id) + "plan.json"
-        store = self.backend.exports_store
+        plan_key = self.plan_key(job)
+        store = self.backend.store
         if job.status == "queued":
             tasks: list[dict[str, Any]] = []
             series = 0
@@ -350,9 +360,13 @@ class ExportService:
         """Record the job finished (failed when nothing was exported); False when another delivery of
         `finish` recorded it first."""
         if job.done == 0:
-            return self.jobs.set_status(job.id, "failed", only_from={"running"}, output=output,
-                                        error="no instance could be exported")
-        return self.jobs.set_status(job.id, "done", only_from={"running"}, output=output)
+            recorded = self.jobs.set_status(job.id, "failed", only_from={"running"}, output=output,
+                                            error="no instance could be exported")
+        else:
+            recorded = self.jobs.set_status(job.id, "done", only_from={"running"}, output=output)
+        if recorded:
+            self.backend.store.delete(self.plan_key(job))
+        return recorded
 
     def _where(self, prefix: str) -> dict[str, str]:
         s = self.settings
