@@ -175,12 +175,17 @@ def test_held_back_and_a_bad_instance_fail_alone(service: ExportService, archive
     assert bad in by_sop and not by_sop[bad].get("heldBack")
 
 
-def test_node_destination_receives_every_instance(service: ExportService, archive: Backend) -> None:
+def test_node_destination_receives_every_instance_but_a_refused_one(service: ExportService, archive: Backend) -> None:
     received: list[str] = []
     ae = AE(ae_title="RESEARCH")
     ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
 
+    refused: list[str] = []
+
     def on_store(event: evt.Event) -> int:
+        if not refused:  # the first one is refused: it fails alone
+            refused.append(str(event.dataset.SOPInstanceUID))
+            return 0xA700
         received.append(str(event.dataset.SOPInstanceUID))
         return 0
 
@@ -194,8 +199,9 @@ def test_node_destination_receives_every_instance(service: ExportService, archiv
         server.shutdown()
         ae.shutdown()
     got = service.get(job.id)
-    assert got is not None and got.status == "done" and got.done == 6 and got.output["node"] == "RESEARCH"
-    assert len(set(received)) == 6 and all(u.startswith("2.25.") for u in received)
+    assert got is not None and got.status == "done" and got.output["node"] == "RESEARCH"
+    assert (got.done, got.failed) == (5, 1) and got.failures[0]["reason"] == "RESEARCH answered C-STORE status 0xA700"
+    assert len(set(received)) == 5 and all(u.startswith("2.25.") for u in received)
 
 
 def test_nothing_matched_fails_the_job(service: ExportService) -> None:
