@@ -17,6 +17,7 @@ import orjson
 from pynamodb.attributes import ListAttribute, NumberAttribute, NumberSetAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
 
 from pacs.catalog.exports import ExportJob, Status, TaskOutcome, TaskReport, capped, now_iso
 
@@ -86,8 +87,10 @@ class DynamoExportJobs:
                  n_series=job.series, n_instances=job.instances, tasks=job.tasks, done=job.done,
                  failed=job.failed, held_back=job.held_back, size=job.bytes, failures=list(job.failures),
                  output=orjson.dumps(job.output).decode(), error=job.error or None)
-        item.save(condition=m.pk.does_not_exist())
-        m(f"EXPORTS#{job.partition}", f"{job.created}#{job.id}", job=job.id).save()
+        listed = m(f"EXPORTS#{job.partition}", f"{job.created}#{job.id}", job=job.id)
+        with TransactWrite(connection=m._get_connection().connection) as tx:  # both items or neither
+            tx.save(item, condition=m.pk.does_not_exist())
+            tx.save(listed)
 
     def get(self, job_id: str) -> ExportJob | None:
         try:
