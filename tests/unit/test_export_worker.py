@@ -79,3 +79,21 @@ def test_the_worker_runs_jobs_in_a_process_pool(tmp_path: Path, make_part10: Mak
         svc.close()
         backend.close()
     assert got is not None and got.status == "done" and got.done == 4 and worker.done == 1 + 2 + 1
+
+
+def test_cli_lists_and_redrives_given_up_tasks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pacs.cli.main import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    queue = SqliteTaskQueue(data / "tasks.db", max_attempts=1)
+    queue.send({"exportJob": "j1", "step": "finish"})
+    queue.fail(queue.receive(1)[0], "the bucket did not answer")
+    assert main(["export", "dlq", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert '{"exportJob":"j1","step":"finish"}' in out and "the bucket did not answer" in out
+    assert "1 task(s) given up" in out
+    assert main(["export", "redrive", "--data-dir", str(data)]) == 0
+    assert "redriven 1" in capsys.readouterr().out and queue.depth() == 1
+    assert main(["export", "dlq", "--data-dir", str(tmp_path / "none")]) == 2
+    queue.close()

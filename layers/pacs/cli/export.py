@@ -4,6 +4,7 @@
                 [--profile P] [--option O]... [--project P] --to partition:NAME|zip|files|node:AE
                 [--download OUT.zip] [--no-wait]
     pacs export status ID | list | cancel ID | download ID -o OUT.zip
+    pacs export dlq [--data-dir DIR] | redrive [--data-dir DIR]      (embedded: tasks given up, again)
 
 Exit status: 0 done with every instance exported; 1 done with failures or held-back instances, or the
 job failed or was cancelled; 2 the request was refused or the server could not be reached.
@@ -145,7 +146,32 @@ def download(base: str, job_id: str, out: Path) -> int:
     return out.stat().st_size
 
 
+def _dead_letters(args: argparse.Namespace) -> int:
+    """The embedded task queue's dead letters (tasks given up), listed or put back."""
+    from pacs.events.tasks import SqliteTaskQueue
+
+    path = Settings.from_env(data_dir=args.data_dir).data_dir / "tasks.db"
+    if not path.exists():
+        console.print(f"pacs export: no task queue at {path}", markup=False)
+        return 2
+    queue = SqliteTaskQueue(path)
+    try:
+        if args.action == "redrive":
+            console.print(f"redriven {queue.redrive()}")
+            return 0
+        letters = queue.dead_letters()
+        for d in letters:
+            console.print(f"{d.id}\t{orjson.dumps(d.body).decode()}\tattempts={d.attempts}\t{d.error}",
+                          markup=False)
+        console.print(f"{len(letters)} task(s) given up", markup=False)
+        return 0
+    finally:
+        queue.close()
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.action in ("dlq", "redrive"):
+        return _dead_letters(args)
     base = args.url.rstrip("/")
     try:
         if args.action == "list":
@@ -166,7 +192,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             job = _request(f"{base}/exports/{args.job}", "DELETE" if args.action == "cancel" else "GET")
             return summary(job) if job["status"] in FINAL else _progress_line(job)
         if args.action is not None:
-            raise ApiError(f"unknown action {args.action!r}: use status, list, cancel or download")
+            raise ApiError(f"unknown action {args.action!r}: "
+                           "use status, list, cancel, download, dlq or redrive")
         if args.to is None:
             raise ApiError("--to is required: partition:NAME, zip, files or node:AE_TITLE")
         job = _request(f"{base}/exports", "POST", build_request(args))
@@ -202,8 +229,8 @@ def default_url(settings: Settings) -> str:
 def register(sub: Any) -> None:
     """Add `pacs export` to the `pacs` command's subparsers."""
     p = sub.add_parser("export", help="de-identified export jobs (POST /exports) with a progress bar")
-    p.add_argument("action", nargs="?", default=None, help="status ID | list | cancel ID | download ID "
-                   "(none: start a job)")
+    p.add_argument("action", nargs="?", default=None, help="status ID | list | cancel ID | download ID | "
+                   "dlq | redrive (none: start a job)")
     p.add_argument("job", nargs="?", default=None, help="a job id (status, cancel, download)")
     p.add_argument("--url", default=default_url(Settings.from_env()),
                    help="the PACS's HTTP root (default from PACS_HOST / PACS_HTTP_PORT)")
@@ -221,4 +248,5 @@ def register(sub: Any) -> None:
                    help="save the ZIP here once done")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
     p.add_argument("--limit", type=int, default=20, help="list: how many recent jobs")
+    p.add_argument("--data-dir", type=Path, default=None, help="dlq, redrive: the embedded data directory")
     p.set_defaults(fn=cmd_export)
