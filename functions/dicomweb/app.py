@@ -25,7 +25,7 @@ from pacs.monitoring.state import BackendCollector
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from functions.dicomweb import delete, frames, metadata, qido, rendered, stow, wado, wado_uri
+from functions.dicomweb import delete, exports, frames, metadata, qido, rendered, stow, wado, wado_uri
 from functions.dicomweb.browser import BrowserHeaders, JsonGzip
 from functions.dicomweb.context import Services
 from functions.dicomweb.viewer import default_viewer_dir, mount_viewer
@@ -110,5 +110,6 @@ def create_app(backend: Backend | None = None) -> FastAPI:
     app.include_router(stow.router, prefix=DICOMWEB)
     app.include_router(delete.router, prefix=DICOMWEB)
     app.include_router(wado_uri.router)
+    app.include_router(exports.router)  # /exports: de-identified export jobs
     mount_viewer(app, default_viewer_dir())  # OHIF at /viewer when installed (not on Lambda)
     return app

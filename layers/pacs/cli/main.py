@@ -80,7 +80,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pacs.cli import events, mpps, nodes, scu, transcoder
+    from pacs.cli import events, export, mpps, nodes, scu, transcoder
     from pacs.cli.up import add_arguments, add_tls_arguments, add_transcoder_arguments
 
     parser = argparse.ArgumentParser(prog="pacs", description="A serverless, cloud-native PACS.")
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     mpps.register(sub)
     events.register(sub)
     transcoder.register(sub)
+    export.register(sub)
     from pacs.cli import convert, dump, extract, import_image, info  # the file tools
 
     for tool in (dump, info, convert, extract, import_image):

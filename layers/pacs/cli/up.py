@@ -130,6 +130,7 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
         )
         worker.start()
     transcoding = _start_transcoder(settings, stop_indexing)
+    exporting = _start_exports(settings, stop_indexing)
 
     env = {**os.environ, **settings.to_env()}
     tls_args = ["--tls-fd", str(tls_sock.fileno())] if tls_sock is not None else []
@@ -185,6 +186,8 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
             worker.join()
         if transcoding is not None:
             transcoding.join()
+        if exporting is not None:
+            exporting.join()
         backend.close()
         for s, h in previous.items():
             signal.signal(s, h)
@@ -220,6 +223,20 @@ def _start_transcoder(settings: Settings, stop: threading.Event) -> threading.Th
     print(f"pacs: transcoder: {transcoder.workers} process(es), rules: "
           + "; ".join(describe(transcoder.policy)), flush=True)
     thread = threading.Thread(target=transcoder.run, args=(stop,), name="transcoder")
+    thread.start()
+    return thread
+
+
+def _start_exports(settings: Settings, stop: threading.Event) -> threading.Thread | None:
+    """The export worker (embedded): a thread consuming the task queue of export jobs with a pool of
+    processes; stopped with the indexer (tasks in flight finish, queued ones wait for the next start)."""
+    if settings.backend != "embedded":
+        return None  # on AWS the anonymizer function runs export tasks from its SQS queue
+    from pacs.services.export_worker import ExportWorker
+
+    worker = ExportWorker(settings, init=die_with_parent)
+    print(f"pacs: export jobs: {worker.workers} process(es)", flush=True)
+    thread = threading.Thread(target=worker.run, args=(stop,), name="exports")
     thread.start()
     return thread
 

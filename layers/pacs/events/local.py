@@ -54,7 +54,10 @@ class DeadLetter:
     error: str | None
 
 
-class LocalQueue:
+class SqliteMessageQueue:
+    """The queue itself, bodies as bytes: `LocalQueue` (object events) and `pacs.events.tasks`
+    (export tasks) give them their types."""
+
     def __init__(
         self, path: str | Path, *, max_attempts: int = 5, visibility_timeout: float = 60.0
     ) -> None:
@@ -68,14 +71,13 @@ class LocalQueue:
     def _conn(self) -> sqlite3.Connection:
         return self._conns.get()
 
-    def publish(self, event: ObjectEvent) -> None:
-        """Record an event durably (committed and synced) before returning."""
-        self._conn().execute(
-            "INSERT INTO messages (body, visible_at) VALUES (?, ?)", (event.to_json(), time.time())
-        )
+    def _insert(self, body: bytes) -> None:
+        """Record a body durably (committed and synced) before returning."""
+        self._conn().execute("INSERT INTO messages (body, visible_at) VALUES (?, ?)", (body, time.time()))
 
-    def receive(self, max_messages: int = 10, wait: float = 0.0) -> list[QueueMessage]:
-        """Claim up to `max_messages` visible messages, waiting up to `wait` seconds for one."""
+    def _claim(self, max_messages: int, wait: float) -> list[tuple[int, bytes, int]]:
+        """Claim up to `max_messages` visible messages (id, body, attempts), waiting up to `wait`
+        seconds for one."""
         deadline = time.monotonic() + wait
         while True:
             now = time.time()
@@ -102,7 +104,7 @@ class LocalQueue:
                 raise
             if rows or time.monotonic() >= deadline:
                 rows.sort()
-                return [QueueMessage(i, ObjectEvent.from_json(b), a) for i, b, a in rows]
+                return [(int(i), bytes(b), int(a)) for i, b, a in rows]
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def ack(self, *message_ids: int) -> None:
@@ -111,22 +113,24 @@ class LocalQueue:
             marks = ",".join("?" * len(message_ids))
             self._conn().execute(f"DELETE FROM messages WHERE id IN ({marks})", message_ids)
 
-    def fail(self, message: QueueMessage, error: str, *, retry_after: float = 1.0) -> None:
-        """Make a message visible again later, or dead-letter it after `max_attempts` deliveries."""
+    def _fail(self, message_id: int, attempts: int, error: str, retry_after: float,
+              *, dead: bool = False) -> None:
+        """Visible again after `retry_after`, or dead-lettered after `max_attempts` deliveries (or
+        at once when `dead`)."""
         db = self._conn()
-        if message.attempts >= self.max_attempts:
+        if dead or attempts >= self.max_attempts:
             db.execute("BEGIN IMMEDIATE")
             db.execute(
                 "INSERT OR REPLACE INTO dead_letters (id, body, attempts, last_error, failed_at) "
                 "SELECT id, body, attempts, ?, ? FROM messages WHERE id = ?",
-                (error, time.time(), message.id),
+                (error, time.time(), message_id),
             )
-            db.execute("DELETE FROM messages WHERE id = ?", (message.id,))
+            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
             db.execute("COMMIT")
         else:
             db.execute(
                 "UPDATE messages SET visible_at = ?, last_error = ? WHERE id = ?",
-                (time.time() + retry_after, error, message.id),
+                (time.time() + retry_after, error, message_id),
             )
 
     def depth(self) -> int:
@@ -135,19 +139,9 @@ class LocalQueue:
     def dead_letter_depth(self) -> int:
         return int(self._conn().execute("SELECT count(*) FROM dead_letters").fetchone()[0])
 
-    def oldest_age(self) -> float | None:
-        """Seconds since the oldest waiting message was published (its first visibility); None: empty."""
-        row = self._conn().execute("SELECT body FROM messages ORDER BY id LIMIT 1").fetchone()
-        if row is None:
-            return None
-        written = event_timestamp(ObjectEvent.from_json(row[0]).event_time)
-        return None if written is None else max(0.0, time.time() - written)
-
-    def dead_letters(self) -> list[DeadLetter]:
-        rows = self._conn().execute(
-            "SELECT id, body, attempts, last_error FROM dead_letters ORDER BY id"
-        ).fetchall()
-        return [DeadLetter(i, ObjectEvent.from_json(b), a, e) for i, b, a, e in rows]
+    def _dead_rows(self) -> list[tuple[int, bytes, int, str | None]]:
+        return [(int(i), bytes(b), int(a), e) for i, b, a, e in self._conn().execute(
+            "SELECT id, body, attempts, last_error FROM dead_letters ORDER BY id").fetchall()]
 
     def redrive(self) -> int:
         """Move every dead letter back to the queue; returns how many."""
@@ -163,3 +157,30 @@ class LocalQueue:
 
     def close(self) -> None:
         self._conns.close()
+
+
+class LocalQueue(SqliteMessageQueue):
+    """The index queue: object events."""
+
+    def publish(self, event: ObjectEvent) -> None:
+        """Record an event durably (committed and synced) before returning."""
+        self._insert(event.to_json())
+
+    def receive(self, max_messages: int = 10, wait: float = 0.0) -> list[QueueMessage]:
+        """Claim up to `max_messages` visible messages, waiting up to `wait` seconds for one."""
+        return [QueueMessage(i, ObjectEvent.from_json(b), a) for i, b, a in self._claim(max_messages, wait)]
+
+    def fail(self, message: QueueMessage, error: str, *, retry_after: float = 1.0) -> None:
+        """Make a message visible again later, or dead-letter it after `max_attempts` deliveries."""
+        self._fail(message.id, message.attempts, error, retry_after)
+
+    def oldest_age(self) -> float | None:
+        """Seconds since the oldest waiting message was published (its first visibility); None: empty."""
+        row = self._conn().execute("SELECT body FROM messages ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        written = event_timestamp(ObjectEvent.from_json(row[0]).event_time)
+        return None if written is None else max(0.0, time.time() - written)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return [DeadLetter(i, ObjectEvent.from_json(b), a, e) for i, b, a, e in self._dead_rows()]
