@@ -33,7 +33,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from pydicom.datadict import dictionary_has_tag
+from pydicom.datadict import dictionary_has_tag, repeater_has_tag
 
 from pacs.deid.options import COLUMNS, Option
 
@@ -86,7 +86,7 @@ class ActionMap:
                 return self.overlay_data
             if element == 0x4000:
                 return self.overlay_comments
-        return "K" if dictionary_has_tag(tag) else "X"
+        return "K" if dictionary_has_tag(tag) or repeater_has_tag(tag) else "X"
 
 
 @lru_cache(maxsize=64)
