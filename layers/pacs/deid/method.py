@@ -34,11 +34,9 @@ def codes(profile: Profile) -> list[tuple[str, str]]:
     return [BASIC, *sorted(CODES[o] for o in profile.options if o in CODES)]
 
 
-def method_text(profile: Profile) -> str:
-    """De-identification Method (LO, ≤ 64 characters): the profile and the options' codes."""
-    extra = [c for c, _ in codes(profile)[1:]]
-    text = f"PS3.15 E basic profile {profile.name}" + (" + " + " ".join(extra) if extra else "")
-    return text[:64]
+def method_text(profile: Profile) -> list[str]:
+    """De-identification Method (LO, VM 1-n): the profile, then each option's name."""
+    return [f"{BASIC[1]} ({profile.name})"[:64], *(meaning for _, meaning in codes(profile)[1:])]
 
 
 def stamp(ds: Dataset, profile: Profile) -> None:

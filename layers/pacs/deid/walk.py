@@ -5,6 +5,9 @@ included: the output shares the input's bytes, nothing is copied); only the valu
 changes are decoded. See `table` (which action), `iod_types` (compound codes), `actions` (what D
 and C write), `dates`, `uids`, `pseudonyms`, `private`.
 
+A sequence cleaned by C (Clean Structured Content, Clean Descriptors…) is kept the same way, its
+unlisted free-text values cleaned (`actions.clean_text`; person names get the dummy).
+
 A sequence whose action is D (Content Sequence, Graphic Annotation Sequence, Verifying Observer
 Sequence… under the basic profile) is replaced by a dummy of the same structure: its items are
 kept, the attributes the table lists get their own action, and every other value in them (at any
@@ -111,9 +114,10 @@ class Context:
         return self._words
 
 
-def walk(src: Dataset, ctx: Context, parent: int | None = None, dummy: bool = False,
+def walk(src: Dataset, ctx: Context, parent: int | None = None, mode: str = "",
          codes_too: bool = False) -> Dataset:
-    """A de-identified copy of `src` (a data set or a sequence item)."""
+    """A de-identified copy of `src` (a data set or a sequence item); `mode` "D" or "C" inside a
+    sequence replaced by D or cleaned by C: the values the table does not list are replaced too."""
     out = Dataset(parent_encoding=src._parent_encoding)
     out.set_original_encoding(src._read_implicit, src._read_little, src._read_charset)
     out.is_undefined_length_sequence_item = src.is_undefined_length_sequence_item
@@ -127,7 +131,7 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, dummy: bool = Fa
             if action == "C" and _safe_private(src, tag, elem, creators):
                 vr = vr_of(tag, elem)
                 if vr == "SQ":
-                    put[btag] = _sequence(src, ctx, tag, elem, dummy=False)
+                    put[btag] = _sequence(src, ctx, tag, elem, mode="")
                 elif vr == "UI" and not ctx.retain_uids and (tag & 0xFFFF) >= 0x1000:
                     put[btag] = DataElement(tag, "UI", ctx.uid(text_of(src, elem)))
                 else:
@@ -140,9 +144,10 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, dummy: bool = Fa
         vr = vr_of(tag, elem)
         if action == "K":
             if vr == "SQ":
-                put[btag] = _sequence(src, ctx, tag, elem, dummy=dummy, codes_too=codes_too)
-            elif dummy and _dummy_leaf(tag, vr, codes_too):
-                put[btag] = _replace(src, ctx, tag, elem, vr, "D")
+                put[btag] = _sequence(src, ctx, tag, elem, mode=mode, codes_too=codes_too)
+            elif mode and _dummy_leaf(tag, vr, codes_too):
+                leaf = "D" if mode == "D" or vr in ("PN", "UI") else "C"
+                put[btag] = _replace(src, ctx, tag, elem, vr, leaf)
             else:
                 put[btag] = elem
             continue
@@ -180,10 +185,10 @@ def _safe_private(src: Dataset, tag: int, elem: DataElement | RawDataElement,
     return bool(creator) and private.is_safe(creator, tag)
 
 
-def _sequence(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataElement, dummy: bool,
+def _sequence(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataElement, mode: str,
               codes_too: bool = False) -> DataElement:
     items = value_of(src, elem) or []
-    out = DataElement(tag, "SQ", Sequence([walk(item, ctx, tag, dummy, codes_too) for item in items]))
+    out = DataElement(tag, "SQ", Sequence([walk(item, ctx, tag, mode, codes_too) for item in items]))
     out.is_undefined_length = bool(getattr(elem, "is_undefined_length", False))
     return out
 
@@ -200,7 +205,8 @@ def _replace(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataEl
         if action == "Z":
             return DataElement(tag, "SQ", Sequence())
         codes_too = action == "D" and (keyword_for_tag(tag) or "").endswith("CodeSequence")
-        return _sequence(src, ctx, tag, elem, dummy=action == "D", codes_too=codes_too)
+        mode = action if action in ("D", "C") else ""
+        return _sequence(src, ctx, tag, elem, mode=mode, codes_too=codes_too)
     if action == "Z":
         return DataElement(tag, vr, b"" if vr in actions.BINARY_VRS else None)
     if vr == "UI" and action in ("U", "D", "C"):
