@@ -183,6 +183,8 @@ class Deidentifier:
         if not ds._dict:
             raise DeidError("not a DICOM object: no data elements")
         out = self.dataset(ds)
+        for tag in [t for t in out._dict if t >> 16 == 0]:
+            del out._dict[tag]  # command elements have no place in a Part 10 data set (PS3.10 7.1)
         try:
             raw = _encode(out)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as exc:
