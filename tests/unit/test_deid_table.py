@@ -214,7 +214,9 @@ def test_precedence_c_over_k_and_unlisted() -> None:
     assert basic.action(0x00280000) == "X"  # group length
     assert basic.action(0x00AA0010) == "X"  # even, not in the dictionary
     assert basic.action(0x60013000) == "X" and basic.action(0x60003000) == "X"
-    assert basic.action(0x60000010) == "K" and basic.action(0x50000005) == "X"  # Overlay Rows; a curve
+    assert basic.action(0x60000010) == "X" and basic.action(0x50000005) == "X"  # overlay group; a curve
+    graphics = table.compile_table(frozenset({Option.CLEAN_GRAPHICS}))
+    assert graphics.action(0x60000010) == "K" and graphics.action(0x60003000) == "C"
     assert table.compile_table(frozenset()) is basic  # compiled once
 
 

@@ -17,6 +17,8 @@ Decisions (PS3.15 E.1.1 and E.3):
   (60xx,3000) Overlay Data and (60xx,4000) Overlay Comments, even groups 6000–601E only;
   (gggg,eeee) with gggg odd: private attributes, X, or C (= kept only when in the safe list of
   Table E.3.10-1, `private`) under Retain Safe Private. Private creator elements follow their block.
+  When Overlay Data is removed, so is the rest of its overlay group (rows, columns, origin…): an
+  overlay without its data is not a valid Overlay Plane module (PS3.3 C.9.2, Overlay Data Type 1).
 - **Attributes not in the table**: E.1.1 asks the de-identifier to protect the attributes the
   table lists "whether contained in the main dataset or embedded in an Item of a Sequence"; the
   table is the list of standard attributes that may identify, so a standard attribute it does not
@@ -86,6 +88,8 @@ class ActionMap:
                 return self.overlay_data
             if element == 0x4000:
                 return self.overlay_comments
+            if self.overlay_data == "X":
+                return "X"  # an overlay without its data is no Overlay Plane (PS3.3 C.9.2): all of it
         return "K" if dictionary_has_tag(tag) or repeater_has_tag(tag) else "X"
 
 

@@ -21,9 +21,10 @@ class UidMapper:
         self.map = lru_cache(maxsize=cache_size)(self._map)
 
     def _map(self, value: str) -> str:
-        value = value.strip("\0 ")
-        if not value or value.startswith(DICOM_ROOT):
-            return value
+        stripped = value.strip("\0 ")
+        if not value or stripped.startswith(DICOM_ROOT):
+            return stripped
+        value = stripped or value  # a UID of NULs or spaces still gets a (non-empty) replacement
         digest = hmac.new(self._key, b"uid\0" + value.encode("ascii", "replace"), hashlib.sha256).digest()
         return "2.25." + str(int.from_bytes(digest[:16], "big"))
 

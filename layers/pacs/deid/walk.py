@@ -44,7 +44,7 @@ _VR_CACHE: dict[int, str] = {}
 def vr_of(tag: int, elem: DataElement | RawDataElement) -> str:
     """The element's VR (the dictionary's for implicit VR; UN for unknown tags)."""
     vr = elem.VR
-    if vr and len(vr) == 2:
+    if vr and len(vr) == 2 and (vr != "UN" or tag >> 16 & 1):
         return str(vr)
     found = _VR_CACHE.get(tag)
     if found is None:
@@ -122,6 +122,7 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, mode: str = "",
     out.set_original_encoding(src._read_implicit, src._read_little, src._read_charset)
     out.is_undefined_length_sequence_item = src.is_undefined_length_sequence_item
     amap = ctx.amap
+    explicit = src._read_implicit is False
     creators: dict[int, str] = {}
     put = out._dict
     for btag, elem in src._dict.items():
@@ -148,6 +149,8 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, mode: str = "",
             elif mode and _dummy_leaf(tag, vr, codes_too):
                 leaf = "D" if mode == "D" or vr in ("PN", "UI") else "C"
                 put[btag] = _replace(src, ctx, tag, elem, vr, leaf)
+            elif explicit and elem.VR is None:  # read as implicit VR under an explicit syntax
+                put[btag] = convert_raw_data_element(elem, encoding=src._character_set, ds=src)
             else:
                 put[btag] = elem
             continue
