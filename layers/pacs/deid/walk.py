@@ -211,7 +211,8 @@ def _replace(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataEl
         mode = action if action in ("D", "C") else ""
         return _sequence(src, ctx, tag, elem, mode=mode, codes_too=codes_too)
     if action == "Z":
-        return DataElement(tag, vr, b"" if vr in actions.BINARY_VRS else None)
+        empty = b"" if vr in actions.BINARY_VRS else None if vr in actions.NUMBER_VRS or vr == "AT" else ""
+        return DataElement(tag, vr, empty)
     if vr == "UI" and action in ("U", "D", "C"):
         return DataElement(tag, "UI", "\\".join(ctx.uid(v) for v in text_of(src, elem).split("\\")))
     if action == "C":
@@ -227,7 +228,7 @@ def _clean(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataElem
         if not ctx.modified_dates:
             return DataElement(tag, vr, actions.dummy(vr))
         if not text:
-            return DataElement(tag, vr, None)
+            return DataElement(tag, vr, "")
         shifted = dates.shift_da(text, ctx.shift) if vr == "DA" else dates.shift_dt(text, ctx.shift)
         return DataElement(tag, vr, shifted)
     if vr == "TM":
