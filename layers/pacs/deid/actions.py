@@ -11,9 +11,9 @@ instance's identifying values (names, IDs, accession, birth date, institution, s
 values of the attributes the basic profile removes or replaces) and every run of 4 or more digits
 (dates, phone numbers, record numbers) with `*` ("values of similar meaning known not to identify",
 E.1-1a). C on a sequence keeps it and cleans its items by the table. C on a date (longitudinal
-modified dates) shifts it (`dates`); C on TM keeps it; C on a binary value (a timestamp, overlay
-or curve data) replaces it with zeros of the same length; C on AE (Retain Device Identity with no
-AE to retain) gives the dummy.
+modified dates) shifts it (`dates`); C on TM, and on Timezone Offset From UTC, keeps it; C on a
+binary value (a timestamp, overlay or curve data) replaces it with zeros of the same length; C on
+AE (Retain Device Identity with no AE to retain) gives the dummy.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacs.deid import dates, method, pseudonyms, walk
+from pacs.deid.encode import encode
 from pacs.deid.options import DeidError, Option, Profile
 from pacs.deid.pixels import PixelRules
 from pacs.deid.table import compile_table
@@ -186,16 +187,9 @@ class Deidentifier:
         for tag in [t for t in out._dict if t >> 16 == 0]:
             del out._dict[tag]  # command elements have no place in a Part 10 data set (PS3.10 7.1)
         try:
-            raw = _encode(out)
+            raw = encode(out)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as exc:
             raise DeidError(f"cannot write the de-identified object: {type(exc).__name__}: {exc}") from exc
         return Deidentified(raw, str(out.get("StudyInstanceUID", "")), str(out.get("SeriesInstanceUID", "")),
                             str(out.SOPInstanceUID), str(out.SOPClassUID),
                             str(out.file_meta.TransferSyntaxUID))
-
-
-def _encode(ds: Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.preamble = b"\0" * 128
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()

@@ -5,10 +5,13 @@ Information Modified (0028,0303)."""
 
 from __future__ import annotations
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from pacs.deid.options import Option, Profile
+from pacs.deid.walk import make
 
 BASIC = ("113100", "Basic Application Confidentiality Profile")
 #: CID 7050 De-identification Method (DCM).
@@ -40,20 +43,23 @@ def method_text(profile: Profile) -> list[str]:
 
 
 def stamp(ds: Dataset, profile: Profile) -> None:
-    """Write the de-identification attributes into `ds`."""
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = method_text(profile)
+    """Write the de-identification attributes into `ds` (in its encoding: `walk.make`)."""
+    put = ds._dict
+    put[BaseTag(0x00120062)] = make(ds, 0x00120062, "CS", "YES")
+    put[BaseTag(0x00120063)] = make(ds, 0x00120063, "LO", "\\".join(method_text(profile)))
     items = []
     for value, meaning in codes(profile):
-        item = Dataset()
-        item.CodeValue = value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
+        item = Dataset(parent_encoding=ds._parent_encoding)
+        item.set_original_encoding(ds._read_implicit, ds._read_little, ds._read_charset)
+        item._dict[BaseTag(0x00080100)] = make(ds, 0x00080100, "SH", value)
+        item._dict[BaseTag(0x00080102)] = make(ds, 0x00080102, "SH", "DCM")
+        item._dict[BaseTag(0x00080104)] = make(ds, 0x00080104, "LO", meaning)
         items.append(item)
-    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    put[BaseTag(0x00120064)] = DataElement(0x00120064, "SQ", Sequence(items))
     if Option.RETAIN_LONGITUDINAL_FULL_DATES in profile:
-        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        temporal = "UNMODIFIED"
     elif Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in profile:
-        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        temporal = "MODIFIED"
     else:
-        ds.LongitudinalTemporalInformationModified = "REMOVED"
+        temporal = "REMOVED"
+    put[BaseTag(0x00280303)] = make(ds, 0x00280303, "CS", temporal)

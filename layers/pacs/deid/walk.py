@@ -65,7 +65,36 @@ def value_of(ds: Dataset, elem: DataElement | RawDataElement) -> Any:
     return elem.value
 
 
-def text_of(ds: Dataset, elem: DataElement | RawDataElement) -> str:
+_RAW_TEXT = frozenset({"UI", "DA", "DT", "TM", "CS", "AS", "DS", "IS", "AE", "SH", "LO", "PN", "ST", "LT",
+                       "UT", "UC", "UR"})
+
+
+def make(src: Dataset, tag: int, vr: str, value: Any) -> DataElement | RawDataElement:
+    """A new element, as a RawDataElement in `src`'s encoding when it is text in ASCII or bytes
+    (cheap to make, written as is), else a DataElement."""
+    implicit = src._read_implicit
+    if implicit is None or src._read_little is not True:
+        return DataElement(tag, vr, value)
+    if value is None or value == "":
+        data = b""
+    elif isinstance(value, str) and vr in _RAW_TEXT and value.isascii():
+        data = value.encode("ascii")
+        if len(data) & 1:
+            data += b"\0" if vr == "UI" else b" "
+    elif isinstance(value, bytes) and vr in actions.BINARY_VRS:
+        data = value + b"\0" * (len(value) & 1)
+    else:
+        return DataElement(tag, vr, value)
+    return RawDataElement(BaseTag(tag), None if implicit else vr, len(data), data, 0, implicit, True)
+
+
+_ASCII_VRS = frozenset({"UI", "DA", "DT", "TM", "CS", "AS", "DS", "IS", "AE"})
+
+
+def text_of(ds: Dataset, elem: DataElement | RawDataElement, vr: str = "") -> str:
+    """The value as text (multi-values joined by backslashes); ASCII-only VRs decoded directly."""
+    if vr in _ASCII_VRS and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        return elem.value.decode("latin-1").strip(" \0")
     value = value_of(ds, elem)
     if value is None:
         return ""
@@ -109,7 +138,9 @@ class Context:
                 vr = vr_of(tag, elem)
                 if (vr in actions.TEXT_VRS or vr in ("DA", "DT")) and (
                         self.amap.action(tag) not in ("K", "C") or tag in (PATIENT_ID, PATIENT_NAME)):
-                    values.append(text_of(self.top, elem))
+                    raw = elem.value
+                    values.append(raw.decode("latin-1") if isinstance(raw, bytes)
+                                  else text_of(self.top, elem))
             self._words = actions.identifying_words(values)
         return self._words
 
@@ -134,7 +165,7 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, mode: str = "",
                 if vr == "SQ":
                     put[btag] = _sequence(src, ctx, tag, elem, mode="")
                 elif vr == "UI" and not ctx.retain_uids and (tag & 0xFFFF) >= 0x1000:
-                    put[btag] = DataElement(tag, "UI", ctx.uid(text_of(src, elem)))
+                    put[btag] = make(src, tag, "UI", ctx.uid(text_of(src, elem, "UI")))
                 else:
                     put[btag] = elem
             continue
@@ -149,12 +180,23 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, mode: str = "",
             elif mode and _dummy_leaf(tag, vr, codes_too):
                 leaf = "D" if mode == "D" or vr in ("PN", "UI") else "C"
                 put[btag] = _replace(src, ctx, tag, elem, vr, leaf)
-            elif explicit and elem.VR is None:  # read as implicit VR under an explicit syntax
-                put[btag] = convert_raw_data_element(elem, encoding=src._character_set, ds=src)
+            elif explicit and isinstance(elem, RawDataElement) and elem.is_implicit_VR:
+                put[btag] = _explicit(src, elem)  # read as implicit VR under an explicit syntax
             else:
                 put[btag] = elem
             continue
         put[btag] = _replace(src, ctx, tag, elem, vr, action)
+    return out
+
+
+def _explicit(src: Dataset, elem: RawDataElement) -> DataElement:
+    """An element read as implicit VR, made writable under an explicit VR syntax."""
+    out = convert_raw_data_element(elem, encoding=src._character_set, ds=src)
+    if out.VR and len(out.VR) != 2:
+        if out.tag == 0x7FE00010:
+            out.VR = "OB" if out.is_undefined_length else "OW"  # type: ignore[assignment]
+        else:
+            out.VR = _AMBIGUOUS.get(out.VR, "UN")  # type: ignore[assignment]
     return out
 
 
@@ -197,13 +239,13 @@ def _sequence(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataE
 
 
 def _replace(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataElement, vr: str,
-             action: str) -> DataElement:
+             action: str) -> DataElement | RawDataElement:
     """The element that replaces `elem` under `action` (Z, D, U or C)."""
     ctx.changed.add(tag)
     if tag in (PATIENT_ID, PATIENT_NAME, ACCESSION) and action in ("Z", "D"):
         original = text_of(src, elem).strip()
         if original or action == "D" or tag != ACCESSION:
-            return DataElement(tag, vr, ctx.pseudonym(tag, src, original))
+            return make(src, tag, vr, ctx.pseudonym(tag, src, original))
     if vr == "SQ":
         if action == "Z":
             return DataElement(tag, "SQ", Sequence())
@@ -212,34 +254,33 @@ def _replace(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataEl
         return _sequence(src, ctx, tag, elem, mode=mode, codes_too=codes_too)
     if action == "Z":
         empty = b"" if vr in actions.BINARY_VRS else None if vr in actions.NUMBER_VRS or vr == "AT" else ""
-        return DataElement(tag, vr, empty)
+        return make(src, tag, vr, empty)
     if vr == "UI" and action in ("U", "D", "C"):
-        return DataElement(tag, "UI", "\\".join(ctx.uid(v) for v in text_of(src, elem).split("\\")))
+        return make(src, tag, "UI", "\\".join(ctx.uid(v) for v in text_of(src, elem, "UI").split("\\")))
     if action == "C":
         return _clean(src, ctx, tag, elem, vr)
     length = len(elem.value) if vr in actions.BINARY_VRS and isinstance(elem.value, bytes) else 0
-    return DataElement(tag, vr, actions.dummy(vr, length))
+    return make(src, tag, vr, actions.dummy(vr, length))
 
 
-def _clean(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataElement, vr: str) -> DataElement:
+def _clean(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataElement,
+           vr: str) -> DataElement | RawDataElement:
     """Action C by VR (see `actions`)."""
     if vr in ("DA", "DT"):
-        text = text_of(src, elem).strip()
+        text = text_of(src, elem, vr).strip()
         if not ctx.modified_dates:
-            return DataElement(tag, vr, actions.dummy(vr))
+            return make(src, tag, vr, actions.dummy(vr))
         if not text:
-            return DataElement(tag, vr, "")
+            return make(src, tag, vr, "")
         shifted = dates.shift_da(text, ctx.shift) if vr == "DA" else dates.shift_dt(text, ctx.shift)
-        return DataElement(tag, vr, shifted)
-    if vr == "TM":
-        return elem if isinstance(elem, DataElement) else convert_raw_data_element(
-            elem, encoding=src._character_set, ds=src)
+        return make(src, tag, vr, shifted)
+    if vr == "TM" or tag == 0x00080201:  # times and the UTC offset: unchanged by a whole-day shift
+        return elem
     if vr in actions.BINARY_VRS:
         length = len(elem.value) if isinstance(elem.value, bytes) else 0
-        return DataElement(tag, vr, b"\0" * (length + (length & 1)))
+        return make(src, tag, vr, b"\0" * (length + (length & 1)))
     if vr == "AE":
-        return DataElement(tag, vr, actions.dummy(vr))
+        return make(src, tag, vr, actions.dummy(vr))
     if vr in actions.TEXT_VRS:
-        return DataElement(tag, vr, actions.clean_text(text_of(src, elem), ctx.words, vr))
-    return elem if isinstance(elem, DataElement) else convert_raw_data_element(
-        elem, encoding=src._character_set, ds=src)
+        return make(src, tag, vr, actions.clean_text(text_of(src, elem), ctx.words, vr))
+    return elem
