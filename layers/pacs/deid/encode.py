@@ -14,7 +14,7 @@ import struct
 import pydicom
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import ImplicitVRLittleEndian
@@ -34,12 +34,30 @@ def encode(ds: Dataset) -> bytes:
     if not (syntax.is_little_endian and not syntax.is_deflated) or ds._read_implicit is not implicit or (
             ds._read_little is False):
         return _pydicom(ds)
-    meta = DicomBytesIO()
-    meta.is_little_endian, meta.is_implicit_VR = True, False
-    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
-    parts = [ds.preamble or b"\0" * 128, b"DICM", meta.getvalue()]
+    parts = [ds.preamble or b"\0" * 128, b"DICM", _meta(ds.file_meta)]
     _write(ds, parts, implicit, ds._parent_encoding)
     return b"".join(parts)
+
+
+def _meta(meta: FileMetaDataset) -> bytes:
+    """File meta (PS3.10 7.1) with the group length and version; pydicom's writer when unusual."""
+    body = [_TAG.pack(2, 1) + b"OB\0\0" + (2).to_bytes(4, "little") + b"\0\1"]
+    for element, vr in ((0x0002, "UI"), (0x0003, "UI"), (0x0010, "UI"), (0x0012, "UI"), (0x0013, "SH"),
+                        (0x0016, "AE")):
+        value = meta.get(0x00020000 | element)
+        if value is None:
+            continue
+        data = str(value.value).encode("ascii")
+        if len(data) & 1:
+            data += b"\0" if vr == "UI" else b" "
+        body.append(_TAG.pack(2, element) + vr.encode() + len(data).to_bytes(2, "little") + data)
+    if set(meta.keys()) - {0x00020000 | e for e in (0, 1, 2, 3, 0x10, 0x12, 0x13, 0x16)}:
+        buf = DicomBytesIO()
+        buf.is_little_endian, buf.is_implicit_VR = True, False
+        write_file_meta_info(buf, meta, enforce_standard=True)
+        return buf.getvalue()
+    rest = b"".join(body)
+    return _TAG.pack(2, 0) + b"UL" + (4).to_bytes(2, "little") + len(rest).to_bytes(4, "little") + rest
 
 
 def _pydicom(ds: Dataset) -> bytes:
