@@ -237,3 +237,22 @@ def test_errors() -> None:
         make().part10(b"not dicom at all" * 10)
     with pytest.raises(DeidError):
         make().part10(b"")
+
+
+def test_safe_private_sequence_in_implicit_vr_is_recursed() -> None:
+    """HOLOGIC (7E01,xx10) is a safe SQ: in implicit VR it reads as raw bytes, still walked."""
+    src = ct()
+    block = src.private_block(0x7E01, "HOLOGIC, Inc.", create=True)
+    item = Dataset()
+    item.PatientName = "DOE^JOHN"
+    item.add_new(0x00280010, "US", 64)
+    block.add_new(0x10, "SQ", Sequence([item]))
+    block.add_new(0x11, "SQ", Sequence([]))
+    src.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    buf = io.BytesIO()
+    src.save_as(buf, implicit_vr=True, little_endian=True)
+    data = make(Option.RETAIN_SAFE_PRIVATE).part10(buf.getvalue()).data
+    assert b"DOE^JOHN" not in data
+    out = pydicom.dcmread(io.BytesIO(data))
+    kept = out[0x7E011010]
+    assert kept.VR == "SQ" and kept.value[0].Rows == 64

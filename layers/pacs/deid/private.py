@@ -27,3 +27,14 @@ def is_safe(creator: str, tag: int) -> bool:
 def safe_blocks() -> frozenset[tuple[str, int]]:
     """(creator, group) of every block holding a safe private attribute."""
     return frozenset((creator, group) for creator, group, _ in safe_list())
+
+
+@lru_cache(maxsize=1)
+def _vrs() -> dict[tuple[str, int, int], str]:
+    text = resources.files("pacs.deid").joinpath("data/safe-private.json").read_text("utf-8")
+    return {(row[0], int(row[1], 16), int(row[2], 16)): row[3] for row in json.loads(text)["attributes"]}
+
+
+def safe_vr(creator: str, tag: int) -> str:
+    """The VR Table E.3.10-1 gives a safe private attribute ("" when none or not safe)."""
+    return _vrs().get((creator.strip(), tag >> 16, tag & 0xFF), "")

@@ -162,6 +162,10 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, mode: str = "",
         if tag >> 16 & 1:
             if action == "C" and _safe_private(src, tag, elem, creators):
                 vr = vr_of(tag, elem)
+                block = (tag & 0xFFFF0000) | ((tag & 0xFFFF) >> 8)
+                if vr in ("UN", "OB") and isinstance(elem, RawDataElement) and private.safe_vr(
+                        creators.get(block, ""), tag) == "SQ":
+                    elem, vr = elem._replace(VR="SQ"), "SQ"  # implicit VR: the table knows it is a sequence
                 if vr == "SQ":
                     put[btag] = _sequence(src, ctx, tag, elem, mode="")
                 elif vr == "UI" and not ctx.retain_uids and (tag & 0xFFFF) >= 0x1000:
