@@ -33,7 +33,8 @@ EXPECTED_ERRORS = {
 #: Input (pydicom test file) for each SOP class checked with dciodvfy.
 VERIFIED = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtstruct.dcm", "rtdose.dcm", "test-SR.dcm",
             "reportsi.dcm", "examples_overlay.dcm", "liver_1frame.dcm", "SC_rgb_rle_2frame.dcm",
-            "waveform_ecg.dcm", "examples_ybr_color.dcm", "JPEG2000.dcm"]
+            "waveform_ecg.dcm", "examples_ybr_color.dcm", "examples_rgb_color.dcm", "examples_palette.dcm",
+            "examples_jpeg2k.dcm", "JPEG2000.dcm", "MR_small_implicit.dcm", "image_dfl.dcm"]
 #: A new dciodvfy error the profile itself causes: the Type 3 Referenced/Source Image Sequences are
 #: removed (X/Z/U* → X, PS3.15 E.1-1a), after which dciodvfy reads the Common Instance Reference
 #: module's condition ("the instance references instances") as no longer met.
@@ -77,12 +78,13 @@ def _errors(path: Path) -> set[str]:
             for line in lines if line.startswith("Error")}
 
 
+@pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("name", VERIFIED)
-def test_dciodvfy_finds_no_new_error(name: str, tmp_path: Path) -> None:
+def test_dciodvfy_finds_no_new_error(name: str, profile: str, tmp_path: Path) -> None:
     if shutil.which("dciodvfy") is None:
         pytest.skip("dicom3tools' dciodvfy is not installed (make setup)")
     source = Path(get_testdata_file(name))  # type: ignore[arg-type]
-    deid = Deidentifier(DeidSettings(Profile(), key=b"q" * 32))
+    deid = Deidentifier(DeidSettings(Profile.parse(profile), key=b"q" * 32))
     out = tmp_path / name
     out.write_bytes(deid.part10(source.read_bytes()).data)
     new = {e for e in _errors(out) - _errors(source) if not any(p in e for p in PROFILE_CAUSED)}
