@@ -27,7 +27,3 @@ class UidMapper:
         value = stripped or value  # a UID of NULs or spaces still gets a (non-empty) replacement
         digest = hmac.new(self._key, b"uid\0" + value.encode("ascii", "replace"), hashlib.sha256).digest()
         return "2.25." + str(int.from_bytes(digest[:16], "big"))
-
-    def many(self, text: str) -> str:
-        """Each of the backslash-separated UIDs of a multi-valued UI value, remapped."""
-        return "\\".join(self.map(v) for v in text.split("\\"))

@@ -21,7 +21,7 @@ which are remapped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -117,7 +117,6 @@ class Context:
     pseudonym: Callable[[int, Dataset, str], str]
     _shift: int | None = None
     _words: frozenset[str] | None = None
-    changed: set[int] = field(default_factory=set)
 
     @property
     def shift(self) -> int:
@@ -245,7 +244,6 @@ def _sequence(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataE
 def _replace(src: Dataset, ctx: Context, tag: int, elem: DataElement | RawDataElement, vr: str,
              action: str) -> DataElement | RawDataElement:
     """The element that replaces `elem` under `action` (Z, D, U or C)."""
-    ctx.changed.add(tag)
     if tag in (PATIENT_ID, PATIENT_NAME, ACCESSION) and action in ("Z", "D"):
         original = text_of(src, elem).strip()
         if original or action == "D" or tag != ACCESSION:
