@@ -256,3 +256,15 @@ def test_safe_private_sequence_in_implicit_vr_is_recursed() -> None:
     out = pydicom.dcmread(io.BytesIO(data))
     kept = out[0x7E011010]
     assert kept.VR == "SQ" and kept.value[0].Rows == 64
+
+
+def test_highdicom_is_not_imported_at_run_time() -> None:
+    """The IOD types come from the shipped JSON: highdicom stays out of the Lambda layer."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pacs.deid import Deidentifier, DeidSettings, Option, Profile; "
+            f"d = Deidentifier(DeidSettings(Profile(frozenset(Option) - {{Option.RETAIN_LONGITUDINAL_FULL_DATES, "
+            f"Option.CLEAN_PIXEL_DATA}}), key=b'k' * 32)); d.part10(open({str(CT)!r}, 'rb').read()); "
+            "assert 'highdicom' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
