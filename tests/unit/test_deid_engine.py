@@ -52,6 +52,15 @@ def test_transfer_syntax_kept_and_pixels_untouched(name: str) -> None:
         assert out.PixelData == src.PixelData
 
 
+def test_file_meta_in_the_body_is_dropped() -> None:
+    src = ct()
+    src.add_new(0x00020016, "AE", "DOE_AE")
+    src.add_new(0x00020003, "UI", src.SOPInstanceUID)
+    out = make().dataset(src)
+    assert not [e for e in out if e.tag.group == 2]
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+
+
 def test_dataset_leaves_input_untouched_and_shares_pixel_bytes() -> None:
     src = ct()
     before = io.BytesIO()

@@ -125,6 +125,8 @@ class Deidentifier:
         except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError) as exc:
             raise DeidError(f"cannot de-identify: {type(exc).__name__}: {exc}") from exc
         out._parent_encoding = ds._parent_encoding
+        for tag in [t for t in out._dict if t >> 16 == 2]:
+            del out._dict[tag]  # file meta in the data set body (a broken writer's): made anew below
         method.stamp(out, profile)
         if Option.CLEAN_PIXEL_DATA in profile and 0x7FE00010 in out._dict:
             self._clean_pixels(ds, out)

@@ -24,7 +24,8 @@ Decisions (PS3.15 E.1.1 and E.3):
   table is the list of standard attributes that may identify, so a standard attribute it does not
   list is kept (K; a sequence is kept and its items cleaned by the same table). An even-group
   element that is not in the data dictionary (its meaning cannot be judged), a group length
-  (gggg,0000) and a command-group element are removed (X). File meta (0002,eeee) is made anew.
+  (gggg,0000) and a command-group element are removed (X). File meta (0002,eeee) is made anew (and
+  removed from the data set body, where broken writers sometimes put it).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class ActionMap:
         if group & 1:
             return self.private
         if (tag & 0xFFFF) == 0 or group <= 2:
-            return "X" if group != 2 else "K"
+            return "X"
         if 0x5000 <= group <= 0x501E:
             return self.curves
         if 0x6000 <= group <= 0x601E:
