@@ -1,4 +1,4 @@
-"""Real objects: every pydicom test file de-identified (the broken-on-purpose and non-composite ones
+"""Real objects: every pydicom test file (and character set file) de-identified (the broken-on-purpose and non-composite ones
 give DeidError, nothing else), every output read back by pydicom and by dcmtk's dcmdump, and for a
 handful of SOP classes dicom3tools' dciodvfy finds no error in the output that the input did not
 have (error lines compared without the values they quote)."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pacs.deid import Deidentifier, DeidError, DeidSettings, Profile
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_charset_files, get_testdata_file, get_testdata_files
 
 from .support import dcmtk_tool
 
@@ -28,7 +28,7 @@ EXPECTED_ERRORS = {
     "test1.json", "UN_sequence.dcm", "no_meta_group_length.dcm", "meta_missing_tsyntax.dcm",
     "nested_priv_SQ.dcm", "no_meta.dcm", "priv_SQ.dcm", "empty_charset_LEI.dcm", "DICOMDIR",
     "DICOMDIR-nopatient", "DICOMDIR-implicit", "DICOMDIR-empty.dcm", "DICOMDIR-nooffset",
-    "DICOMDIR-reordered", "DICOMDIR-bigEnd",
+    "DICOMDIR-reordered", "DICOMDIR-bigEnd", "chrSQEncoding.dcm", "chrSQEncoding1.dcm", "README.md",
 }
 #: Input (pydicom test file) for each SOP class checked with dciodvfy.
 VERIFIED = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtstruct.dcm", "rtdose.dcm", "test-SR.dcm",
@@ -45,7 +45,7 @@ PROFILE_CAUSED = ("ReferencedSeriesSequence present but Instance does not refere
 def test_every_pydicom_test_file(profile: str, tmp_path: Path) -> None:
     deid = Deidentifier(DeidSettings(Profile.parse(profile), key=b"q" * 32))
     written, errors = [], set()
-    for path in map(Path, get_testdata_files()):
+    for path in map(Path, [*get_testdata_files(), *get_charset_files()]):
         if not path.is_file():
             continue
         with warnings.catch_warnings():
