@@ -29,6 +29,7 @@ EXPECTED_ERRORS = {
     "nested_priv_SQ.dcm", "no_meta.dcm", "priv_SQ.dcm", "empty_charset_LEI.dcm", "DICOMDIR",
     "DICOMDIR-nopatient", "DICOMDIR-implicit", "DICOMDIR-empty.dcm", "DICOMDIR-nooffset",
     "DICOMDIR-reordered", "DICOMDIR-bigEnd", "chrSQEncoding.dcm", "chrSQEncoding1.dcm", "README.md",
+    "FileInfo.txt",
 }
 #: Input (pydicom test file) for each SOP class checked with dciodvfy.
 VERIFIED = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtstruct.dcm", "rtdose.dcm", "test-SR.dcm",
