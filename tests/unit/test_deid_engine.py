@@ -66,7 +66,9 @@ def test_dataset_leaves_input_untouched_and_shares_pixel_bytes() -> None:
     before = io.BytesIO()
     src.save_as(before)
     raw_pixels = src._dict[0x7FE00010]
-    out = make().dataset(src)
+    kinds = {tag: type(elem) for tag, elem in src._dict.items()}
+    out = make(Option.RETAIN_LONGITUDINAL_MODIFIED_DATES, Option.CLEAN_DESCRIPTORS).dataset(src)
+    assert kinds == {tag: type(elem) for tag, elem in src._dict.items()}  # not even decoded in place
     after = io.BytesIO()
     src.save_as(after)
     assert before.getvalue() == after.getvalue()

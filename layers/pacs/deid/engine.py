@@ -61,6 +61,8 @@ class Deidentified:
 
 IMPLEMENTATION_CLASS_UID = "2.25.8511620340853933741194546798660130975"
 IMPLEMENTATION_VERSION = "PACS_DEID_1"
+#: What a malformed object makes pydicom (or the walk over its values) raise.
+_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, struct.error)
 _MATCH = (0x00080060, 0x00080070, 0x00081090, 0x00280301)  # what pixel rules match on, restored after
 
 
@@ -114,7 +116,8 @@ class Deidentifier:
         """A de-identified copy of `ds` (left untouched; kept values, Pixel Data included, share
         its bytes). Raises HeldBack or DeidError."""
         profile = self.settings.profile
-        sop_class = str(ds.get("SOPClassUID", "") or "")
+        found = ds._dict.get(BaseTag(0x00080016))
+        sop_class = walk.text_of(ds, found, "UI") if found is not None else ""
         ctx = walk.Context(
             top=ds, sop_class=sop_class, amap=self._amap, uid=self._uids.map,
             retain_uids=Option.RETAIN_UIDS in profile,
@@ -122,7 +125,7 @@ class Deidentifier:
             key=self.settings.key, pseudonym=self._pseudonym)
         try:
             out = walk.walk(ds, ctx)
-        except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError) as exc:
+        except _ERRORS as exc:
             raise DeidError(f"cannot de-identify: {type(exc).__name__}: {exc}") from exc
         out._parent_encoding = ds._parent_encoding
         for tag in [t for t in out._dict if t >> 16 == 2]:
@@ -152,7 +155,8 @@ class Deidentifier:
     def _record_study(self, ds: Dataset, out: Dataset, ctx: walk.Context) -> None:
         if self.crosswalk is None:
             return
-        study = str(ds.get("StudyInstanceUID", "") or "")
+        found = ds._dict.get(BaseTag(0x0020000D))
+        study = walk.text_of(ds, found, "UI") if found is not None else ""
         if study:
             self._record("study_uid", study, str(out.get("StudyInstanceUID", "")))
         if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.settings.profile and 0x00100020 in ds._dict:
@@ -190,7 +194,7 @@ class Deidentifier:
             del out._dict[tag]  # command elements have no place in a Part 10 data set (PS3.10 7.1)
         try:
             raw = encode(out)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as exc:
+        except _ERRORS as exc:
             raise DeidError(f"cannot write the de-identified object: {type(exc).__name__}: {exc}") from exc
         return Deidentified(raw, str(out.get("StudyInstanceUID", "")), str(out.get("SeriesInstanceUID", "")),
                             str(out.SOPInstanceUID), str(out.SOPClassUID),
