@@ -116,8 +116,7 @@ class Deidentifier:
         """A de-identified copy of `ds` (left untouched; kept values, Pixel Data included, share
         its bytes). Raises HeldBack or DeidError."""
         profile = self.settings.profile
-        found = ds._dict.get(BaseTag(0x00080016))
-        sop_class = walk.text_of(ds, found, "UI") if found is not None else ""
+        sop_class = _ui(ds, 0x00080016)
         ctx = walk.Context(
             top=ds, sop_class=sop_class, amap=self._amap, uid=self._uids.map,
             retain_uids=Option.RETAIN_UIDS in profile,
@@ -155,10 +154,9 @@ class Deidentifier:
     def _record_study(self, ds: Dataset, out: Dataset, ctx: walk.Context) -> None:
         if self.crosswalk is None:
             return
-        found = ds._dict.get(BaseTag(0x0020000D))
-        study = walk.text_of(ds, found, "UI") if found is not None else ""
+        study = _ui(ds, 0x0020000D)
         if study:
-            self._record("study_uid", study, str(out.get("StudyInstanceUID", "")))
+            self._record("study_uid", study, _ui(out, 0x0020000D))
         if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.settings.profile and 0x00100020 in ds._dict:
             pid = ctx.top_text(walk.PATIENT_ID)
             self._record("date_shift_days", pid, str(ctx.shift))
@@ -169,8 +167,8 @@ class Deidentifier:
         syntax = old.get("TransferSyntaxUID") if old is not None else None
         if syntax is None:
             syntax = ImplicitVRLittleEndian if ds._read_implicit else ExplicitVRLittleEndian
-        sop_class = out.get("SOPClassUID") or (old.get("MediaStorageSOPClassUID") if old else None)
-        sop_uid = out.get("SOPInstanceUID")
+        sop_class = _ui(out, 0x00080016) or (old.get("MediaStorageSOPClassUID") if old else None)
+        sop_uid = _ui(out, 0x00080018)
         if not sop_class or not sop_uid:
             raise DeidError("not a composite instance: no SOP Class UID or SOP Instance UID")
         meta.MediaStorageSOPClassUID = UID(str(sop_class))
@@ -196,6 +194,13 @@ class Deidentifier:
             raw = encode(out)
         except _ERRORS as exc:
             raise DeidError(f"cannot write the de-identified object: {type(exc).__name__}: {exc}") from exc
-        return Deidentified(raw, str(out.get("StudyInstanceUID", "")), str(out.get("SeriesInstanceUID", "")),
-                            str(out.SOPInstanceUID), str(out.SOPClassUID),
-                            str(out.file_meta.TransferSyntaxUID))
+        meta = out.file_meta
+        return Deidentified(raw, _ui(out, 0x0020000D), _ui(out, 0x0020000E),
+                            str(meta.MediaStorageSOPInstanceUID), str(meta.MediaStorageSOPClassUID),
+                            str(meta.TransferSyntaxUID))
+
+
+def _ui(ds: Dataset, tag: int) -> str:
+    """A UID of `ds` as text, read without decoding the element in place."""
+    found = ds._dict.get(BaseTag(tag))
+    return walk.text_of(ds, found, "UI") if found is not None else ""
