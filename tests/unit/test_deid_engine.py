@@ -163,6 +163,14 @@ def test_content_sequence_d_keeps_structure_with_dummies() -> None:
     assert item.TextValue == "ANONYMIZED"
 
 
+def test_uids_in_a_d_sequence_follow_retain_uids() -> None:
+    src = _sr()
+    src.ContentSequence[0].ReferencedSOPClassUID = "1.2.826.0.1.3680043.9.999"  # not listed: a private class
+    assert make().dataset(src).ContentSequence[0].ReferencedSOPClassUID.startswith("2.25.")
+    kept = make(Option.RETAIN_UIDS).dataset(src).ContentSequence[0].ReferencedSOPClassUID
+    assert kept == "1.2.826.0.1.3680043.9.999"
+
+
 def test_clean_structured_content_and_descriptors() -> None:
     out = make(Option.CLEAN_STRUCTURED_CONTENT, Option.CLEAN_DESCRIPTORS).dataset(_sr())
     assert out.ContentSequence[0].TextValue == "Mr * has a nodule, call *"

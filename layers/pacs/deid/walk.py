@@ -180,7 +180,7 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, mode: str = "",
         if action == "K":
             if vr == "SQ":
                 put[btag] = _sequence(src, ctx, tag, elem, mode=mode, codes_too=codes_too)
-            elif mode and _dummy_leaf(tag, vr, codes_too):
+            elif mode and _dummy_leaf(tag, vr, codes_too) and not (vr == "UI" and ctx.retain_uids):
                 leaf = "D" if mode == "D" or vr in ("PN", "UI") else "C"
                 put[btag] = _replace(src, ctx, tag, elem, vr, leaf)
             elif explicit and isinstance(elem, RawDataElement) and elem.is_implicit_VR:
