@@ -243,3 +243,16 @@ def test_iod_types_json_is_a_fresh_generation() -> None:
     shipped = (ROOT / "layers" / "pacs" / "deid" / "data" / "iod-types.json").read_text()
     assert shipped == tool.render(tool.generate())
     assert len(shipped) < 400_000 and json.loads(shipped)["sop_classes"][str(CTImageStorage)] == "ct-image"
+
+
+def test_safe_private_table() -> None:
+    """Table E.3.10-1 as shipped: 479 rows, odd groups, known rows present, block-relative match."""
+    from pacs.deid import private
+
+    rows = private.safe_list()
+    assert len(rows) == 479 and all(group & 1 for _, group, _ in rows)
+    assert ("GEMS_ACQU_01", 0x0019, 0x23) in rows and ("SIEMENS MR HEADER", 0x0019, 0x0C) in rows
+    assert private.is_safe("GEMS_ACQU_01 ", 0x00191123) and private.is_safe("GEMS_ACQU_01", 0x00194223)
+    assert private.is_safe("GEMS_ACQU_01", 0x00191024)  # xx24 Mid Scan Time: safe too
+    assert not private.is_safe("GEMS_ACQU_01", 0x00191050) and not private.is_safe("OTHER", 0x00191023)
+    assert private.safe_vr("HOLOGIC, Inc.", 0x7E011010) == "SQ"
