@@ -31,7 +31,7 @@ Decisions (PS3.15 E.1.1 and E.3):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -70,12 +70,22 @@ class ActionMap:
     overlay_data: str
     overlay_comments: str
     private: str
+    #: Actions worked out for tags not in `exact` (patterns, unlisted), kept for the next instance.
+    seen: dict[int, str] = field(default_factory=dict)
 
     def action(self, tag: int) -> str:
         """The action for `tag` (an int), patterns and unlisted attributes included."""
         found = self.exact.get(tag)
         if found is not None:
             return found
+        found = self.seen.get(tag)
+        if found is None:
+            found = self._unlisted(tag)
+            if len(self.seen) < 65536:
+                self.seen[tag] = found
+        return found
+
+    def _unlisted(self, tag: int) -> str:
         group = tag >> 16
         if group & 1:
             return self.private
