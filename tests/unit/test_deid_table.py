@@ -178,6 +178,8 @@ def _private_row(row: dict) -> None:
             target.add_new(0x00191050, "LO", "DOE")  # not in the table
             target.add_new(0x00290010, "LO", "DOE CREATOR")
             target.add_new(0x00291010, "LO", "DOE")
+            target.add_new(0x00450010, "LO", "GEMS_HELIOS_01")  # a safe creator, none of its elements here
+            target.add_new(0x00451050, "LO", "DOE")
         out = deid(options).dataset(ds)
         for target in (out, out[OUTER].value[0][INNER].value[0]):
             kept = {int(e.tag) for e in target if e.tag.is_private}

@@ -1,7 +1,7 @@
 """The safe private attributes of PS3.15 Table E.3.10-1 (`data/safe-private.json`, provenance in
 `data/README.md`): kept under the Retain Safe Private Option, matched by private creator (exact,
 trailing spaces ignored) + group + element within the block (the low byte); every other private
-element is removed. A private creator element is kept when its block holds a kept element."""
+element is removed. A private creator element is kept when its block keeps an element."""
 
 from __future__ import annotations
 

@@ -189,7 +189,16 @@ def walk(src: Dataset, ctx: Context, parent: int | None = None, mode: str = "",
                 put[btag] = elem
             continue
         put[btag] = _replace(src, ctx, tag, elem, vr, action)
+    if amap.private == "C":
+        _drop_empty_blocks(put)
     return out
+
+
+def _drop_empty_blocks(put: Any) -> None:
+    """Private creator elements whose block kept no element go too."""
+    blocks = {(t & 0xFFFF0000) | ((t & 0xFFFF) >> 8) for t in put if t >> 16 & 1 and t & 0xFFFF >= 0x1000}
+    for tag in [t for t in put if t >> 16 & 1 and 0x10 <= t & 0xFFFF < 0x100 and t not in blocks]:
+        del put[tag]
 
 
 def _explicit(src: Dataset, elem: RawDataElement) -> DataElement:
