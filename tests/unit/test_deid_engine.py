@@ -232,9 +232,10 @@ class _Rules(PixelRules):
 
     seen: list[str] = []
 
-    def clean(self, ds: Dataset) -> bool:  # type: ignore[override]
-        _Rules.seen.append(str(ds.get("Modality", "")))
-        if ds.get("BurnedInAnnotation") == "YES":
+    def clean(self, ds: Dataset, *, match: Dataset | None = None) -> bool:
+        src = ds if match is None else match
+        _Rules.seen.append(str(src.get("Modality", "")))
+        if src.get("BurnedInAnnotation") == "YES":
             raise HeldBack("burned in, no rule")
         return True
 

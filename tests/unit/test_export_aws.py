@@ -33,9 +33,11 @@ def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> Iterator[Backend]:
             s3.create_bucket(Bucket=bucket)
         DynamoCatalog("pacs-table", create=True).close()
         url = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="anonymizer")["QueueUrl"]
+        arn = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name="pacs-deid", SecretString="0123456789abcdef" * 4)["ARN"]
         backend = open_backend(Settings(backend="aws", bucket="pacs-objects", table="pacs-table",
                                         exports_bucket="pacs-exports", anonymizer_queue_url=url,
-                                        deid_secret=str(tmp_path) + "/secret.key"))
+                                        deid_secret=arn))
         yield backend
         backend.close()
 

@@ -63,7 +63,6 @@ IMPLEMENTATION_CLASS_UID = "2.25.8511620340853933741194546798660130975"
 IMPLEMENTATION_VERSION = "PACS_DEID_1"
 #: What a malformed object makes pydicom (or the walk over its values) raise.
 _ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, struct.error)
-_MATCH = (0x00080060, 0x00080070, 0x00081090, 0x00280301)  # what pixel rules match on, restored after
 
 
 class Deidentifier:
@@ -138,18 +137,10 @@ class Deidentifier:
         return out
 
     def _clean_pixels(self, ds: Dataset, out: Dataset) -> None:
-        """Clean Pixel Data: the rules see the original's modality, manufacturer, model and Burned In
-        Annotation (the output may no longer have them); those are put back as they were after."""
-        borrowed = [t for t in _MATCH if t in ds._dict and t not in out._dict]
-        for t in borrowed:
-            out._dict[t] = ds._dict[t]  # type: ignore[index]
-        try:
-            changed = self.settings.pixel_rules.clean(out)
-        finally:
-            for t in borrowed:
-                out._dict.pop(t, None)  # type: ignore[call-overload]
-        if changed:
-            out.BurnedInAnnotation = "NO"
+        """Clean Pixel Data: the rules match on the original (its modality, manufacturer, model and
+        Burned In Annotation, which `out` may no longer have) and read its transfer syntax."""
+        self.settings.pixel_rules.clean(out, match=ds)
+        out.add_new(0x00280301, "CS", "NO")  # E.3.1 (the rules set it too; a new element, not ds's)
 
     def _record_study(self, ds: Dataset, out: Dataset, ctx: walk.Context) -> None:
         if self.crosswalk is None:

@@ -56,12 +56,11 @@ CHUNK = 50
 
 
 def master_secret(settings: Settings) -> bytes:
-    """The installation's de-identification master secret (switched to
-    `pacs.deid.secrets.secret_source(settings)` once it exists)."""
-    from pacs.deid.secrets import FileSecret
+    """The installation's de-identification master secret (`pacs.deid.secrets.secret_source`: the data
+    dir's file embedded, Secrets Manager or SSM on AWS)."""
+    from pacs.deid.secrets import secret_source
 
-    path = settings.deid_secret or settings.data_dir / "deid" / "secret.key"
-    return FileSecret(path).master()
+    return secret_source(settings).master()
 
 
 @dataclass(slots=True)
