@@ -282,7 +282,8 @@ def fast_spool() -> None:
     """pynetdicom's C-STORE spooling (`STORE_RECV_CHUNKED_DATASET`) without `NamedTemporaryFile`
     (random names, a wrapper per file) and without building and writing the file meta through pydicom
     datasets (a fifth of a C-STORE's CPU in the gateway, measured): the same file, byte for byte, with
-    the calling AE title as (0002,0016) Source Application Entity Title; a C-STORE-RQ without its SOP Class or Instance UID is answered, not fatal (`_decode_command_set`).
+    the calling AE title as (0002,0016) Source Application Entity Title (`_decode_msg`); a C-STORE-RQ
+    without its SOP Class or Instance UID is answered, not fatal (`_decode_command_set`).
     Process-wide, like pynetdicom's `_config` (its names in `pynetdicom.dimse_messages`, used there
     only to spool a received C-STORE data set)."""
     dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[attr-defined,assignment]

@@ -74,7 +74,8 @@ def _with_meta(event: Event) -> bytes:
     calling = str(event.assoc.requestor.ae_title or "").strip()
     if calling:
         meta.SourceApplicationEntityTitle = calling
-    return b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), event.encoded_dataset(include_meta=False)))
+    return b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta),
+                     event.encoded_dataset(include_meta=False)))
 
 
 def store_spooled(ingest: IngestService, path: str | Path, caller: str) -> tuple[int, str | None]:

@@ -62,7 +62,8 @@ def study_detail(
 
 
 def announcement(catalog: Catalog, row: InstanceRow, *, removed: bool, replaced: bool = False,
-                 modality: str | None = None, calling_ae: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+                 modality: str | None = None, calling_ae: str | None = None
+                 ) -> list[tuple[str, dict[str, Any]]]:
     """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study: (detail type,
     detail) pairs, in the order they are published."""
     detail = instance_detail(row, modality, calling_ae)

@@ -37,7 +37,7 @@ import orjson
 import pydicom
 
 from pacs.config import Settings
-from pacs.deid import DeidError, Deidentifier, DeidSettings, HeldBack
+from pacs.deid import Deidentifier, DeidError, DeidSettings, HeldBack
 from pacs.deid.secrets import FileSecret, SecretSource, project_key
 from pacs.dicom.uids import UidPolicy, check_uid
 from pacs.errors import PacsError, StorageFailure
@@ -157,7 +157,8 @@ class _Ref:
 def _instance_ref(detail: Mapping[str, Any]) -> tuple[_Ref, str]:
     try:
         partition = check_partition(str(detail["partition"]))
-        study, series, sop = (str(detail[k]) for k in ("studyInstanceUID", "seriesInstanceUID", "sopInstanceUID"))
+        study, series, sop = (str(detail[k]) for k in
+                              ("studyInstanceUID", "seriesInstanceUID", "sopInstanceUID"))
         key = instance_key(partition, study, series, sop)
     except (KeyError, ValueError, PacsError) as exc:
         raise PermanentFailure(f"not an instance event detail: {type(exc).__name__}: {exc}") from None
@@ -208,8 +209,8 @@ class AnonymizerService:
             return AnonymizeReport(AnonymizeOutcome.SUPERSEDED)
         facts = None
         if "modality" in detail and ("callingAE" in detail or not any(r.needs_calling_ae for r in rules)):
-            facts = InstanceFacts(partition, str(detail.get("callingAE") or ""), str(detail["modality"] or ""),
-                                  str(detail.get("sopClassUID") or ""))
+            facts = InstanceFacts(partition, str(detail.get("callingAE") or ""),
+                                  str(detail["modality"] or ""), str(detail.get("sopClassUID") or ""))
         results = self._instance(ref, head, rules, facts)
         return AnonymizeReport(AnonymizeOutcome.DONE if results else AnonymizeOutcome.NO_RULE, tuple(results))
 
@@ -274,7 +275,8 @@ class AnonymizerService:
         return copy if copy and where.head(copy) is not None else None
 
     def _apply(self, rule: DeidRule, ref: _Ref, head: BlobInfo, data: bytes) -> RuleResult:
-        deid = Deidentifier(DeidSettings(profile=rule.profile, key=self.keys(rule.project), project=rule.project))
+        deid = Deidentifier(DeidSettings(profile=rule.profile, key=self.keys(rule.project),
+                                         project=rule.project))
         try:
             out = deid.part10(data)
         except HeldBack as exc:

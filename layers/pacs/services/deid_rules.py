@@ -172,7 +172,8 @@ def _rule(raw: Any, n: int) -> DeidRule:
     if not isinstance(project, str) or not project.strip():
         raise RulesError(f"{where}: `project` must be a non-empty string")
     if "destination" not in raw:
-        raise RulesError(f"{where}: `destination` is required ({{ partition = \"…\" }} or {{ exports = true }})")
+        raise RulesError(f"{where}: `destination` is required "
+                         "({ partition = \"…\" } or { exports = true })")
     to_partition = _destination(raw["destination"], where)
     if to_partition is not None and to_partition in partitions:
         raise RulesError(f"{where}: destination partition {to_partition!r} is one it takes instances from "
