@@ -230,3 +230,22 @@ def test_the_calling_ae_title_is_recorded_in_the_file_meta(gateway: Gateway) -> 
     buf = io.BytesIO()
     write_file_meta_info(buf, meta)
     assert data[132:132 + len(buf.getvalue())] == buf.getvalue()
+
+
+def test_storescu_calling_ae_is_recorded(gateway: Gateway, tmp_path: Path) -> None:
+    """dcmtk's storescu (`-aet RESEARCH_CT`) on both paths: the stored file names its sender."""
+    import subprocess
+
+    from tests.interop.support import dcmtk_tool
+
+    storescu = dcmtk_tool("storescu")
+    if storescu is None:
+        pytest.skip("dcmtk's storescu is not installed")
+    ds = _instance(8, PixelData=bytes(range(256)) * 40)
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(to_part10(ds))
+    done = subprocess.run([storescu, "-aet", "RESEARCH_CT", "-aec", "PACS", "127.0.0.1", str(gateway.port),
+                           str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    back = pydicom.dcmread(io.BytesIO(_stored(gateway, ds)))
+    assert back.file_meta.SourceApplicationEntityTitle == "RESEARCH_CT"
