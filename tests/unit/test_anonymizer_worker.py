@@ -141,3 +141,12 @@ def test_pacs_up_deidentifies_what_research_ct_sends(tmp_path: Path) -> None:
     finally:
         assert pacs.stop() == 0 and pacs.stragglers == [], pacs.log_text()[-3000:]
     assert len(list((pacs.data_dir / "objects" / "research" / "studies").rglob("*.dcm"))) == 1  # not the MR's
+
+
+def test_pacs_up_refuses_unusable_rules_before_starting(tmp_path: Path) -> None:
+    from pacs.cli.main import main
+
+    bad = json.dumps({"rule": [{"name": "loop", "partitions": ["a"], "destination": {"partition": "a"}}]})
+    with pytest.raises(SystemExit, match="the de-identification rules cannot be used: .*a loop"):
+        main(["up", "--data-dir", str(tmp_path / "data"), "--deid-rules", bad, "--dimse-port", "0",
+              "--http-port", "0"])
