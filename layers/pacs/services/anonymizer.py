@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import enum
 import importlib
-import io
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pydicom
+from pydicom.errors import InvalidDicomError
 
 from pacs.config import Settings
 from pacs.deid import Deidentifier, DeidError, DeidSettings, HeldBack
 from pacs.deid.secrets import FileSecret, SecretSource, project_key
+from pacs.dicom.part10 import read_header
 from pacs.dicom.uids import UidPolicy, check_uid
-from pacs.errors import PacsError, StorageFailure
+from pacs.errors import InvalidDataset, PacsError, StorageFailure
 from pacs.events.publisher import INSTANCE_STORED, STUDY_UPDATED, EventPublisher
 from pacs.services.deid_rules import DeidRule, DeidRules, InstanceFacts
 from pacs.services.indexer import IndexerService
@@ -240,22 +241,43 @@ class AnonymizerService:
 
     def _instance(self, ref: _Ref, head: BlobInfo, rules: list[DeidRule],
                   facts: InstanceFacts | None) -> list[RuleResult]:
-        data: bytes | None = None
-        if facts is None:
-            data = self.store.get(ref.key)
-            facts = _facts(ref.partition, data, ref.key)
-        results = []
+        """Every rule that takes this version of the instance: recorded ones first (a version's facts
+        never change: no need to read it again), then the header read (ranged) for the others' matching,
+        then the whole object for those that match."""
+        results: list[RuleResult] = []
+        pending: list[DeidRule] = []
         for rule in rules:
-            if not rule.matches(facts):
-                continue
             done = self._recorded(rule, ref, head)
             if done is not None:
                 results.append(RuleResult(rule.name, ref.sop, RuleOutcome.UNCHANGED, done))
-                continue
-            if data is None:
-                data = self.store.get(ref.key)
-            results.append(self._apply(rule, ref, head, data))
+            else:
+                pending.append(rule)
+        if not pending:
+            return results
+        if facts is None:
+            facts = self._facts(ref)
+        data: bytes | None = None
+        for rule in pending:
+            if rule.matches(facts):
+                if data is None:
+                    data = self.store.get(ref.key)
+                results.append(self._apply(rule, ref, head, data))
         return results
+
+    def _facts(self, ref: _Ref) -> InstanceFacts:
+        """Modality, SOP class and calling AE of a stored original, from its header alone."""
+        try:
+            with self.store.open(ref.key) as fp:
+                ds = read_header(fp)
+        except (InvalidDataset, InvalidDicomError, ValueError, struct.error, EOFError) as exc:
+            raise PermanentFailure(f"{ref.key}: the original cannot be read: {type(exc).__name__}: {exc}"
+                                   ) from exc
+        meta = getattr(ds, "file_meta", None)
+        calling = meta.get("SourceApplicationEntityTitle", "") if meta is not None else ""
+        if isinstance(calling, bytes):
+            calling = calling.decode("ascii", "replace")
+        return InstanceFacts(ref.partition, str(calling or "").strip(), str(ds.get("Modality", "") or ""),
+                             str(ds.get("SOPClassUID", "") or ""))
 
     def _recorded(self, rule: DeidRule, ref: _Ref, head: BlobInfo) -> str | None:
         """The copy's key when this version of the original was de-identified by this rule and profile
@@ -344,15 +366,3 @@ class AnonymizerService:
                     continue
         return out
 
-
-def _facts(partition: str, data: bytes, key: str) -> InstanceFacts:
-    """Modality, SOP class and calling AE of a stored original, from its header."""
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
-                             specific_tags=["Modality", "SOPClassUID"])
-    except Exception as exc:
-        raise PermanentFailure(f"{key}: the original cannot be read: {type(exc).__name__}: {exc}") from exc
-    meta = getattr(ds, "file_meta", None)
-    calling = str(meta.get("SourceApplicationEntityTitle", "") or "") if meta is not None else ""
-    return InstanceFacts(partition, calling.strip(), str(ds.get("Modality", "") or ""),
-                         str(ds.get("SOPClassUID", "") or ""))
