@@ -10,9 +10,13 @@ under the rule's profile and project key → the copy INGESTED into the rule's d
   is ignored, and rules that would lead a partition back into itself are refused when loaded.
 - **Level-triggered**: the store says what the instance is now; an event for a replaced version
   does nothing (the newer version's event makes its copy).
-- **Idempotent**: each copy made is recorded (`…/rules/{rule}/state/{study}/{series}/{sop}.json`
-  in the exports store: the original's ETag, the profile, the copy's key); a repeated event finds the
-  record and the copy and does nothing; were it to run again, the same bytes are stored (a no-op).
+- **Idempotent**: each version taken is recorded in the exports store
+  (`…/rules/{rule}/state/{study}/{series}/{sop}/{token}.json`, the token a hash of the original's ETag
+  and the rule's profile, project and destination; the record names the copy); a repeated event finds
+  the record and does nothing (a copy removed by its owner is not made again unless the original or the
+  rule changes); were it to run again, the same bytes are stored (a no-op). A `StudyUpdated` sweep lists
+  each rule's records of the study once, and records the versions no rule matches as skipped: a study of
+  N instances costs N reads in all, not N per event.
 - **Held back** (`HeldBack`: burned-in text no pixel rule covers): nothing is exported; a JSON record
   `{partition}/export/rules/{rule}/held/{study}/{series}/{sop}.json` says why (`pacs anonymizer held`).
 - **DeidError** (an unreadable original, an option that cannot be honoured) → `PermanentFailure`:
@@ -24,6 +28,7 @@ under the rule's profile and project key → the copy INGESTED into the rule's d
 from __future__ import annotations
 
 import enum
+import hashlib
 import importlib
 import logging
 import struct
@@ -65,6 +70,7 @@ class AnonymizeOutcome(enum.StrEnum):
     NO_RULE = "no-rule"  # rules take the partition, none matches the instance
     SUPERSEDED = "superseded"  # the original changed (or went) since the event
     DONE = "done"  # every matching rule ran (see the results)
+    UP_TO_DATE = "up-to-date"  # a study sweep found every instance's version recorded already
 
 
 class RuleOutcome(enum.StrEnum):
@@ -138,8 +144,16 @@ def held_key(partition: str, rule: str, study: str, series: str, sop: str) -> st
     return f"{rule_prefix(partition, rule)}held/{study}/{series}/{sop}.json"
 
 
-def state_key(partition: str, rule: str, study: str, series: str, sop: str) -> str:
-    return f"{rule_prefix(partition, rule)}state/{study}/{series}/{sop}.json"
+def state_prefix(partition: str, rule: str, study: str) -> str:
+    return f"{rule_prefix(partition, rule)}state/{study}/"
+
+
+def state_key(partition: str, rule: DeidRule, study: str, series: str, sop: str, etag: str) -> str:
+    """The record that this version of the original (its ETag) was taken by the rule as it is now
+    (profile, project, destination): `state/{study}/{series}/{sop}/{token}.json`."""
+    token = hashlib.blake2b("\0".join((etag, rule.profile.describe(), rule.project, rule.destination()))
+                            .encode(), digest_size=12).hexdigest()
+    return f"{state_prefix(partition, rule.name, study)}{series}/{sop}/{token}.json"
 
 
 def export_key(partition: str, rule: str, study: str, series: str, sop: str) -> str:
@@ -226,43 +240,68 @@ class AnonymizerService:
             prefix = f"{partition_studies_prefix(partition)}{study}/series/"
         except (KeyError, ValueError, PacsError) as exc:
             raise PermanentFailure(f"not a study event detail: {type(exc).__name__}: {exc}") from None
+        listed = {rule.name: {i.key for i in self.exports.list(state_prefix(partition, rule.name, study))}
+                  for rule in rules}  # one listing per rule: instances done (or skipped) need no read
         results: list[RuleResult] = []
         for info in list(self.store.list(prefix)):
             k = parse_instance_key(info.key)
             if k is None:
                 continue
             ref = _Ref(k.partition, k.study_uid, k.series_uid, k.sop_uid, info.key)
-            results += self._instance(ref, info, rules, None)
-        if not results:
-            return AnonymizeReport(AnonymizeOutcome.NO_RULE)
+            results += self._instance(ref, info, rules, None, listed)
+        if not results:  # nothing new: every version recorded already, or none matched
+            return AnonymizeReport(AnonymizeOutcome.UP_TO_DATE if any(listed.values()) else
+                                   AnonymizeOutcome.NO_RULE)
         return AnonymizeReport(AnonymizeOutcome.DONE, tuple(results))
 
     # -- one instance ------------------------------------------------------------------------------
 
-    def _instance(self, ref: _Ref, head: BlobInfo, rules: list[DeidRule],
-                  facts: InstanceFacts | None) -> list[RuleResult]:
+    def _instance(self, ref: _Ref, head: BlobInfo, rules: list[DeidRule], facts: InstanceFacts | None,
+                  listed: dict[str, set[str]] | None = None) -> list[RuleResult]:
         """Every rule that takes this version of the instance: recorded ones first (a version's facts
         never change: no need to read it again), then the header read (ranged) for the others' matching,
-        then the whole object for those that match."""
+        then the whole object for those that match. In a study sweep (`listed`: each rule's records of
+        the study) a version no rule matches is recorded as skipped, so the next sweep reads nothing."""
         results: list[RuleResult] = []
         pending: list[DeidRule] = []
         for rule in rules:
-            done = self._recorded(rule, ref, head)
-            if done is not None:
-                results.append(RuleResult(rule.name, ref.sop, RuleOutcome.UNCHANGED, done))
-            else:
-                pending.append(rule)
+            key = state_key(ref.partition, rule, ref.study, ref.series, ref.sop, head.etag)
+            if listed is not None:
+                if key in listed[rule.name]:
+                    continue  # done (or skipped) for this version already
+            elif self.exports.head(key) is not None:
+                results.append(RuleResult(rule.name, ref.sop, RuleOutcome.UNCHANGED, self._copy_of(key)))
+                continue
+            pending.append(rule)
         if not pending:
             return results
         if facts is None:
             facts = self._facts(ref)
         data: bytes | None = None
         for rule in pending:
-            if rule.matches(facts):
-                if data is None:
-                    data = self.store.get(ref.key)
-                results.append(self._apply(rule, ref, head, data))
+            if not rule.matches(facts):
+                if listed is not None:
+                    self._record(rule, ref, head, copy="")
+                continue
+            if data is None:
+                data = self.store.get(ref.key)
+            results.append(self._apply(rule, ref, head, data))
         return results
+
+    def _copy_of(self, state: str) -> str:
+        try:
+            return str(orjson.loads(self.exports.get(state)).get("copy") or "")
+        except (ValueError, PacsError):
+            return ""
+
+    def _record(self, rule: DeidRule, ref: _Ref, head: BlobInfo, *, copy: str) -> None:
+        """Record that this version was taken by the rule (`copy`: where its copy went; "": skipped,
+        the rule did not match)."""
+        key = state_key(ref.partition, rule, ref.study, ref.series, ref.sop, head.etag)
+        self.exports.put(key, orjson.dumps({
+            "rule": rule.name, "etag": head.etag, "profile": rule.profile.describe(), "project": rule.project,
+            "destination": rule.destination(), "copy": copy,
+        }), content_type="application/json")
 
     def _facts(self, ref: _Ref) -> InstanceFacts:
         """Modality, SOP class and calling AE of a stored original, from its header alone."""
@@ -278,23 +317,6 @@ class AnonymizerService:
             calling = calling.decode("ascii", "replace")
         return InstanceFacts(ref.partition, str(calling or "").strip(), str(ds.get("Modality", "") or ""),
                              str(ds.get("SOPClassUID", "") or ""))
-
-    def _recorded(self, rule: DeidRule, ref: _Ref, head: BlobInfo) -> str | None:
-        """The copy's key when this version of the original was de-identified by this rule and profile
-        already and the copy is still there; else None."""
-        state = state_key(ref.partition, rule.name, ref.study, ref.series, ref.sop)
-        if self.exports.head(state) is None:
-            return None
-        try:
-            record = orjson.loads(self.exports.get(state))
-        except (ValueError, PacsError):
-            return None
-        if record.get("etag") != head.etag or record.get("profile") != rule.profile.describe() \
-                or record.get("project") != rule.project or record.get("destination") != rule.destination():
-            return None
-        copy = str(record.get("copy") or "")
-        where = self.store if rule.to_partition else self.exports
-        return copy if copy and where.head(copy) is not None else None
 
     def _apply(self, rule: DeidRule, ref: _Ref, head: BlobInfo, data: bytes) -> RuleResult:
         deid = Deidentifier(DeidSettings(profile=rule.profile, key=self.keys(rule.project),
@@ -324,10 +346,7 @@ class AnonymizerService:
         else:
             copy = export_key(ref.partition, rule.name, out.study_uid, out.series_uid, out.sop_uid)
             made = self._put_export(copy, out.data)
-        self.exports.put(state_key(ref.partition, rule.name, ref.study, ref.series, ref.sop), orjson.dumps({
-            "rule": rule.name, "etag": head.etag, "profile": rule.profile.describe(), "project": rule.project,
-            "destination": rule.destination(), "copy": copy,
-        }), content_type="application/json")
+        self._record(rule, ref, head, copy=copy)
         log.info("%s de-identified by rule %s into %s", ref.key, rule.name, copy)
         return RuleResult(rule.name, ref.sop, RuleOutcome.STORED if made else RuleOutcome.UNCHANGED, copy)
 
