@@ -50,7 +50,12 @@ class AnonymizeWorker(EventWorker):
     def __init__(self, settings: Settings, *, workers: int = 0, max_attempts: int = MAX_ATTEMPTS,
                  retry_delay: float = RETRY_DELAY, init: Callable[[], None] | None = None) -> None:
         self.rules: DeidRules = load_rules(settings.deid_rules)  # RulesError: refused at start
+        partitions = self.rules.partitions
         super().__init__(settings, name="anonymizer", state_path=settings.data_dir / STATE_FILE,
                          detail_types=DETAIL_TYPES, factory=anonymizer_handler,
                          workers=workers or settings.deid_workers, max_attempts=max_attempts,
-                         retry_delay=retry_delay, init=init)
+                         retry_delay=retry_delay, init=init,
+                         # the copies' own events (destination partitions), and any partition no rule
+                         # takes, are passed over here; a malformed detail still goes to the service
+                         accepts=lambda e: e.detail.get("partition") in partitions
+                         or not isinstance(e.detail.get("partition"), str))

@@ -155,8 +155,12 @@ class EventWorker:
 
     def __init__(self, settings: Settings, *, name: str, state_path: Path, detail_types: tuple[str, ...],
                  factory: HandlerFactory, workers: int, max_attempts: int = MAX_ATTEMPTS,
-                 retry_delay: float = RETRY_DELAY, init: Callable[[], None] | None = None) -> None:
+                 retry_delay: float = RETRY_DELAY, init: Callable[[], None] | None = None,
+                 accepts: Callable[[StoredEvent], bool] | None = None) -> None:
         self.settings, self.name, self.detail_types, self.factory = settings, name, detail_types, factory
+        #: Events this worker has work for (None: all of `detail_types`); the others are passed over in
+        #: the supervisor (the cursor moves past them) without a round trip to the pool.
+        self.accepts = accepts
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.max_attempts, self.retry_delay, self._extra_init = max_attempts, retry_delay, init
         self.events = EmbeddedEventLog(settings.data_dir / "events.db")
@@ -205,10 +209,18 @@ class EventWorker:
                 for event in self.state.take_redriven():
                     self._submit(_Job(event, tracked=False))
             room = 2 * self.workers - len(self._running) - len(self._waiting)
-            if room > 0:
-                for event in self.events.read(self._read_upto, room, self.detail_types):
+            while room > 0:
+                batch = self.events.read(self._read_upto, room if self.accepts is None else 500,
+                                         self.detail_types)
+                for event in batch:
                     self._read_upto = event.id
-                    self._submit(_Job(event))
+                    if self.accepts is None or self.accepts(event):
+                        self._submit(_Job(event))
+                        room -= 1
+                        if room == 0:
+                            break
+                if not batch or self.accepts is None:
+                    break
         now = time.monotonic()
         for job in [j for j in self._waiting if j.due <= now]:
             self._waiting.remove(job)
