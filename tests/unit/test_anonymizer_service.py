@@ -215,3 +215,16 @@ def test_project_keys_come_from_the_data_dirs_secret_file(embedded: Backend, tmp
     source = secret_source(embedded.settings)
     assert isinstance(source, FileSecret) and source.path == embedded.settings.data_dir / "deid" / "secret.key"
     assert source.path.stat().st_mode & 0o077 == 0
+
+
+def test_an_export_key_is_made_of_checked_uids_only(embedded: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pacs.deid import Deidentified
+
+    def odd(self: Deidentifier, data: object) -> Deidentified:
+        return Deidentified(b"DICM", "2.25.1", "../../originals", "2.25.3", "1.2", "1.2.840.10008.1.2.1")
+
+    monkeypatch.setattr(Deidentifier, "part10", odd)
+    svc = service(embedded, rules(destination={"exports": True}))
+    with pytest.raises(PermanentFailure, match="the copy's SeriesInstanceUID"):
+        svc.handle(*store(embedded, 30)[0])
+    assert not list(embedded.exports_store.list(f"{SRC}/export/rules/t7/files/"))

@@ -344,7 +344,13 @@ class AnonymizerService:
                                        f"{rule.to_partition}: {exc}") from exc
             copy, made = stored.key, stored.outcome is not Outcome.IDENTICAL
         else:
-            copy = export_key(ref.partition, rule.name, out.study_uid, out.series_uid, out.sop_uid)
+            try:  # nothing from a data set reaches a key unchecked
+                uids = [check_uid(u, n) for u, n in ((out.study_uid, "StudyInstanceUID"),
+                                                     (out.series_uid, "SeriesInstanceUID"),
+                                                     (out.sop_uid, "SOPInstanceUID"))]
+            except PacsError as exc:
+                raise PermanentFailure(f"{ref.key}: rule {rule.name}: the copy's {exc}") from exc
+            copy = export_key(ref.partition, rule.name, *uids)
             made = self._put_export(copy, out.data)
         self._record(rule, ref, head, copy=copy)
         log.info("%s de-identified by rule %s into %s", ref.key, rule.name, copy)
