@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+from pacs.deid.secrets import project_key
 from pacs.services.ingest import IngestService
 from pacs.storage.keys import parse_instance_key
 from pacs.storage.s3 import S3BlobStore
@@ -51,6 +52,7 @@ class Anonymizing:
     arn: str
     dlq_url: str
     exports: S3BlobStore
+    secret: bytes
 
     def put(self, n: int, **attrs: Any) -> bytes:
         """An instance put into the research partition, then indexed by the indexer handler."""
@@ -93,7 +95,7 @@ def _clear() -> None:
 
 
 @pytest.fixture
-def an(aws: MotoPacs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Anonymizing]:
+def an(aws: MotoPacs, monkeypatch: pytest.MonkeyPatch) -> Iterator[Anonymizing]:
     import boto3
 
     # the research partition is indexed too (infra/anonymizer.py adds a notification per source partition)
@@ -125,10 +127,13 @@ def an(aws: MotoPacs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     monkeypatch.setenv("PACS_ANONYMIZER_DLQ_URL", dlq_url)
     monkeypatch.setenv("PACS_ANONYMIZER_QUEUE_URL", url)
     monkeypatch.setenv("PACS_EXPORTS_BUCKET", EXPORTS)
-    monkeypatch.setenv("PACS_DEID_SECRET", str(tmp_path / "secret.key"))  # a file until the AWS sources land
+    master = os.urandom(32)
+    secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="pacs-it-deid", SecretString=master.hex())
+    monkeypatch.setenv("PACS_DEID_SECRET", secret["ARN"])  # the stack's secret, as infra/anonymizer.py sets it
     _clear()
     try:
-        yield Anonymizing(aws, url, arn, dlq_url, S3BlobStore(EXPORTS, client=aws.s3))
+        yield Anonymizing(aws, url, arn, dlq_url, S3BlobStore(EXPORTS, client=aws.s3), master)
     finally:
         _clear()
 
@@ -161,6 +166,8 @@ def test_an_instance_put_into_the_research_partition_is_deidentified_and_indexed
     assert an.deliver(messages + again) == []
     assert an.copies() == [copy_key] and an.world.store.get(copy_key) == copy
     assert an.receive(an.dlq_url) == [] and an.receive() == []
+    # the pseudonyms are keyed by the project's key from the stack's Secrets Manager secret
+    assert anonymizer_handler.anonymizer().keys("t7") == project_key(an.secret, "t7")
 
 
 def test_study_updated_rule_writes_part10_files_to_the_exports_bucket(an: Anonymizing) -> None:

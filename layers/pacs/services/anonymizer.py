@@ -103,12 +103,41 @@ class AnonymizeReport:
 
 def secret_source(settings: Settings) -> SecretSource:
     """The installation's master secret: `pacs.deid.secrets.secret_source(settings)` when the library
-    has it (Secrets Manager / SSM on AWS), else the file PACS_DEID_SECRET or DATA_DIR/deid/secret.key."""
+    has it (Secrets Manager / SSM on AWS), else a Secrets Manager ARN or the file PACS_DEID_SECRET
+    (default DATA_DIR/deid/secret.key)."""
     chooser = getattr(importlib.import_module("pacs.deid.secrets"), "secret_source", None)
     if callable(chooser):
         source: SecretSource = chooser(settings)
         return source
-    return FileSecret(settings.deid_secret or settings.data_dir / "deid" / "secret.key")
+    name = settings.deid_secret.strip()
+    if name.startswith("arn:aws:secretsmanager:"):
+        return _ManagedSecret(name, settings)
+    return FileSecret(name or settings.data_dir / "deid" / "secret.key")
+
+
+class _ManagedSecret:
+    """A Secrets Manager secret (SecretString: hex, or text taken as its UTF-8 bytes; or SecretBinary)."""
+
+    def __init__(self, arn: str, settings: Settings) -> None:
+        self.arn, self.settings = arn, settings
+
+    def master(self) -> bytes:
+        import boto3
+
+        region = self.arn.split(":")[3] or self.settings.region
+        client = boto3.client("secretsmanager", region_name=region,
+                              endpoint_url=self.settings.endpoint_url or None)
+        try:
+            value = client.get_secret_value(SecretId=self.arn)
+        except Exception as exc:
+            raise DeidError(f"the de-identification secret {self.arn} cannot be read: {exc}") from exc
+        if value.get("SecretBinary") is not None:
+            return bytes(value["SecretBinary"])
+        text = str(value.get("SecretString") or "").strip()
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            return text.encode()
 
 
 class ProjectKeys:
