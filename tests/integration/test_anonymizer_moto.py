@@ -172,7 +172,12 @@ def test_an_instance_put_into_the_research_partition_is_deidentified_and_indexed
 
 def test_study_updated_rule_writes_part10_files_to_the_exports_bucket(an: Anonymizing) -> None:
     an.put(2, Modality="MR")
-    assert an.deliver(an.receive()) == []
+    messages = an.receive()
+    assert an.deliver(messages) == []
+    study_updated = [m for m in messages if json.loads(m["Body"])["detail-type"] == "StudyUpdated"]
+    service = anonymizer_handler.anonymizer()
+    event = json.loads(study_updated[0]["Body"])
+    assert service.handle(event["detail-type"], event["detail"]).outcome == "up-to-date"  # recorded
     exported = [b.key for b in an.exports.list(f"{SRC}/export/rules/t7-files/files/")]
     assert len(exported) == 1 and exported[0].endswith(".dcm")
     data = an.exports.get(exported[0])
