@@ -10,6 +10,7 @@ from pacs.errors import PacsError
 from pacs.services.ingest import IngestService
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
 from gateway import commitment, find, get, move, mpps, status
@@ -43,7 +44,7 @@ def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
     except AttributeError:
         spooled = None
     try:
-        data = None if spooled is not None else event.encoded_dataset(include_meta=True)
+        data = None if spooled is not None else _with_meta(event)
     except Exception as exc:
         log.warning("C-STORE: cannot read the received data set: %s", exc)
         return _status(status.CANNOT_UNDERSTAND, f"cannot read data set: {exc}")
@@ -64,6 +65,17 @@ def handle_store(event: Event, ingest: IngestService) -> int | Dataset:
         log.exception("C-STORE failed")
         return _status(status.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
     return status.SUCCESS
+
+
+def _with_meta(event: Event) -> bytes:
+    """The received data set as Part 10, as pynetdicom's `encoded_dataset(include_meta=True)` makes it,
+    with the calling AE title as (0002,0016) Source Application Entity Title."""
+    meta = event.file_meta
+    calling = str(event.assoc.requestor.ae_title or "").strip()
+    if calling:
+        meta.SourceApplicationEntityTitle = calling
+    return b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta),
+                     event.encoded_dataset(include_meta=False)))
 
 
 def store_spooled(ingest: IngestService, path: str | Path, caller: str) -> tuple[int, str | None]:

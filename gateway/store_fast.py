@@ -138,7 +138,8 @@ class StoreFastPath:
         self.request = (context_id, msg_id, sop_class, sop_uid)
         self.started, self.received = time.perf_counter(), 0
         self.file = SpoolFile()
-        self.file.write(b"\0" * 128 + b"DICM" + file_meta_bytes(sop_class, sop_uid, cx.transfer_syntax[0]))
+        self.file.write(b"\0" * 128 + b"DICM" + file_meta_bytes(sop_class, sop_uid, cx.transfer_syntax[0],
+                                                                 assoc.requestor.ae_title))
         return True
 
     def _answer(self) -> None:

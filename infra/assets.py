@@ -54,6 +54,13 @@ def dicomweb_layer(out: Path = BUILD / "dicomweb-layer") -> tuple[Path, str]:
     return root, root.name
 
 
+def anonymizer_layer(out: Path = BUILD / "anonymizer-layer") -> tuple[Path, str]:
+    """The anonymizer's layer: the transcoder's (imagecodecs, to re-encode cleaned pixels) plus
+    pynetdicom (export jobs' C-STORE destinations), without the web stack; root and content hash."""
+    root: Path = layer_builder().build(out, "anonymizer")
+    return root, root.name
+
+
 def functions_code(out: Path = BUILD / "functions") -> Path:
     """`<root>/functions/…`: a clean copy of the handlers' package, with Python 3.12 bytecode when a
     3.12 interpreter is here (the code directory is read-only on Lambda too); returns the asset root.

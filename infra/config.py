@@ -59,6 +59,40 @@ def policy_json(value: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+def rules_json(value: Any) -> str:
+    """The anonymizer's rules as compact JSON, from JSON text, a parsed object (cdk.json) or a .json /
+    .toml file (validated by the anonymizer itself at its start, and by `pacs anonymizer check`)."""
+    if value is None or value == "":
+        return ""
+    try:
+        return policy_json(value)
+    except ValueError as exc:
+        reason = str(exc).replace("transcodePolicy: ", "").replace("README, Transcoder", "README, Anonymizer")
+        raise ValueError(f"deidRules: {reason}") from None
+
+
+def rule_partitions(rules: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(source partitions, destination partitions) the rules name: the originals of the first are
+    indexed (an S3 notification each), the anonymizer may write into the second."""
+    if not rules:
+        return (), ()
+    data = json.loads(rules)
+    sources: set[str] = set()
+    targets: set[str] = set()
+    for rule in data.get("rule", data.get("rules", [])):
+        if not isinstance(rule, dict):
+            continue
+        parts = rule.get("partitions", [])
+        sources.update([parts] if isinstance(parts, str) else [str(p) for p in parts])
+        destination = rule.get("destination")
+        if isinstance(destination, dict) and destination.get("partition"):
+            targets.add(str(destination["partition"]))
+    for p in sources | targets:
+        if not _PARTITION.match(p):
+            raise ValueError(f"deidRules: partition {p!r} is not a valid partition name")
+    return tuple(sorted(sources)), tuple(sorted(targets))
+
+
 @dataclass(frozen=True, slots=True)
 class PacsConfig:
     stage: str = "dev"
@@ -88,6 +122,10 @@ class PacsConfig:
     #: empty: no rules, nothing derived. The most transcoder invocations at once.
     transcode_policy: str = ""
     transcoder_concurrency: int = 10
+    #: The anonymizer's rules as JSON (context `deidRules`: JSON text, or a .json / .toml file); empty:
+    #: no rules (export jobs still run). The most anonymizer invocations at once.
+    deid_rules: str = ""
+    anonymizer_concurrency: int = 10
     #: Keep buckets, keys and the table when the stack is deleted (PHI: on unless `-c retainData=false`).
     retain_data: bool = True
     #: A directory to ship as the `pacs` layer instead of building it (tests: a tiny stand-in).
@@ -116,6 +154,11 @@ class PacsConfig:
             size = len(self.transcode_policy.encode())
             raise ValueError(f"transcodePolicy: {size} bytes of JSON; Lambda's environment takes 4 KB in "
                              f"all: keep the policy under {MAX_POLICY_BYTES} bytes")
+        if len(self.deid_rules.encode()) > MAX_POLICY_BYTES:
+            size = len(self.deid_rules.encode())
+            raise ValueError(f"deidRules: {size} bytes of JSON; Lambda's environment takes 4 KB in all: "
+                             f"keep the rules under {MAX_POLICY_BYTES} bytes")
+        rule_partitions(self.deid_rules)  # raises on a partition name that cannot be a key prefix
         if self.retention_days <= 0 or self.lifecycle_days <= 0:
             raise ValueError("retentionDays and lifecycleDays must be positive")
 
@@ -142,6 +185,8 @@ class PacsConfig:
             indexer_concurrency=int(ctx("indexerConcurrency") or defaults.indexer_concurrency),
             transcode_policy=policy_json(ctx("transcodePolicy")),
             transcoder_concurrency=int(ctx("transcoderConcurrency") or defaults.transcoder_concurrency),
+            deid_rules=rules_json(ctx("deidRules")),
+            anonymizer_concurrency=int(ctx("anonymizerConcurrency") or defaults.anonymizer_concurrency),
             retain_data=_flag(ctx("retainData"), True),
             layer_dir=str(ctx("layerDir") or ""),
             nag=_flag(ctx("nag"), True),

@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
+from infra.anonymizer import Anonymizer
 from infra.api import Api
 from infra.catalog import Catalog
 from infra.config import PacsConfig
@@ -44,6 +45,9 @@ class PacsStack(Stack):
         self.pipeline.schedule_reconcile(self.functions.reconcile)
         self.transcoder = Transcoder(self, "Transcoder", config=config, functions=self.functions,
                                      pipeline=self.pipeline)
+        self.anonymizer = Anonymizer(self, "Anonymizer", config=config, functions=self.functions,
+                                     pipeline=self.pipeline, exports=self.storage.exports,
+                                     data_key=self.keys.data)
         self.api = Api(self, "Api", config=config, fn=self.functions.dicomweb, logs_key=self.keys.logs)
         self.gateway = Gateway(self, "Gateway", config=config, vpc=vpc, subnets=subnets, resources=resources,
                                logs_key=self.keys.logs, access_logs=self.storage.access_logs)
@@ -51,8 +55,9 @@ class PacsStack(Stack):
             self, "Monitoring", config=config, key=self.keys.messaging,
             dlqs={"IngestDlq": self.pipeline.ingest_dlq, "DownstreamDlq": self.pipeline.downstream_dlq,
                   "RuleDlq": self.pipeline.rule_dlq, "ReconcileDlq": self.functions.reconcile_dlq,
-                  "TranscoderDlq": self.transcoder.dlq},
-            functions=[*self.functions.all, self.transcoder.function], api=self.api.api,
+                  "TranscoderDlq": self.transcoder.dlq, "AnonymizerDlq": self.anonymizer.dlq},
+            functions=[*self.functions.all, self.transcoder.function, self.anonymizer.function],
+            api=self.api.api,
             target_group=self.gateway.target_group,
         )
         CfnOutput(self, "GatewayDns", value=self.gateway.dns_name,
@@ -61,6 +66,8 @@ class PacsStack(Stack):
         CfnOutput(self, "CatalogTable", value=self.catalog.table.table_name)
         CfnOutput(self, "EventBus", value=self.pipeline.bus.event_bus_name)
         CfnOutput(self, "IngestDlqUrl", value=self.pipeline.ingest_dlq.queue_url)
+        CfnOutput(self, "ExportsBucket", value=self.storage.exports.bucket_name)
+        CfnOutput(self, "AnonymizerDlqUrl", value=self.anonymizer.dlq.queue_url)
         self._suppress_cdk_internals()
         suppress(self, Why(
             "HIPAA.Security-IAMNoInlinePolicy",

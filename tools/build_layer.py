@@ -2,6 +2,7 @@
 
     python tools/build_layer.py [--out .build/layer] [--print-size]    # prints the layer's root
     python tools/build_layer.py --profile transcoder                   # the transcoder's own layer
+    python tools/build_layer.py --profile anonymizer                   # the anonymizer's own layer
 
 Two profiles. `shared` (every function but the transcoder): the library's dependencies and the
 `functions` extra, without imagecodecs (82 MB: the shared layer would pass Lambda's 250 MB). `transcoder`
@@ -50,10 +51,15 @@ TRANSCODER_ONLY = ("imagecodecs",)
 NOT_IN_TRANSCODER = ("fastapi", "starlette", "mangum", "pynetdicom", "rich")
 #: Left out of the DICOMweb function's layer (the shared one plus imagecodecs, for encoding on the fly).
 NOT_IN_DICOMWEB = ("pynetdicom", "rich")
-PROFILES = ("shared", "transcoder", "dicomweb")
+#: Left out of the anonymizer's layer: the transcoder's (imagecodecs re-encodes cleaned pixels) plus
+#: pynetdicom (export jobs send to remote nodes by C-STORE) and cryptography (keys, the crosswalk).
+NOT_IN_ANONYMIZER = ("fastapi", "starlette", "mangum", "rich")
+PROFILES = ("shared", "transcoder", "dicomweb", "anonymizer")
 DEFAULT_OUTS = {"shared": DEFAULT_OUT, "transcoder": ROOT / ".build" / "transcoder-layer",
-                "dicomweb": ROOT / ".build" / "dicomweb-layer"}
-_LEFT_OUT = {"shared": TRANSCODER_ONLY, "transcoder": NOT_IN_TRANSCODER, "dicomweb": NOT_IN_DICOMWEB}
+                "dicomweb": ROOT / ".build" / "dicomweb-layer",
+                "anonymizer": ROOT / ".build" / "anonymizer-layer"}
+_LEFT_OUT = {"shared": TRANSCODER_ONLY, "transcoder": NOT_IN_TRANSCODER, "dicomweb": NOT_IN_DICOMWEB,
+             "anonymizer": NOT_IN_ANONYMIZER}
 #: Licences we do not ship.
 FORBIDDEN = ("pylibjpeg-libjpeg",)
 #: Removed from the layer: not needed at run time, and they count against the 250 MB limit.

@@ -121,6 +121,42 @@ def test_spooled_file_meta_is_pynetdicoms_byte_for_byte(sop_uid: str, ts: str) -
     assert file_meta_bytes(CTImageStorage, sop_uid, ts) == buf.getvalue()
 
 
+@pytest.mark.parametrize("calling", ["MODALITY", "CT1", "RESEARCH_CT", "A" * 16])
+def test_file_meta_with_the_calling_ae_is_pydicoms_byte_for_byte(calling: str) -> None:
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom.dsutils import create_file_meta
+
+    from gateway.ae import file_meta_bytes
+
+    meta = create_file_meta(sop_class_uid=UID(CTImageStorage), sop_instance_uid=UID("1.2.3.45"),
+                            transfer_syntax=UID(ExplicitVRLittleEndian))
+    meta.SourceApplicationEntityTitle = calling
+    buf = io.BytesIO()
+    write_file_meta_info(buf, meta)
+    assert file_meta_bytes(CTImageStorage, "1.2.3.45", ExplicitVRLittleEndian, calling) == buf.getvalue()
+    assert file_meta_bytes(CTImageStorage, "1.2.3.45", ExplicitVRLittleEndian, "") == \
+        file_meta_bytes(CTImageStorage, "1.2.3.45", ExplicitVRLittleEndian)
+
+
+def test_the_calling_ae_is_recorded_on_pynetdicoms_paths(gateway: tuple[int, FilesystemBlobStore]) -> None:
+    """Spooled by pynetdicom (TLS associations take this path) or received in memory: the stored file's
+    meta names the sender in (0002,0016) Source Application Entity Title."""
+    port, store = gateway
+    ds = encoded(ExplicitVRLittleEndian)
+    scu = AE(ae_title="RESEARCH_CT")
+    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = scu.associate("127.0.0.1", port, ae_title="PACS")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    (path,) = store.root.rglob(f"{ds.SOPInstanceUID}.dcm")
+    back = pydicom.dcmread(path)
+    assert back.file_meta.SourceApplicationEntityTitle == "RESEARCH_CT"
+    assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+
+
 def test_spooling_uses_its_own_files_and_leaves_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The gateway's spool files: in the spool directory, exclusive, unique per process, and removed
     by pynetdicom after the handler (the stored object is a link to the same inode)."""

@@ -17,7 +17,7 @@ from pacs.backends import Backend, open_backend
 from pacs.config import Settings
 from pacs.services.ingest import IngestService
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -211,3 +211,41 @@ def test_the_answer_waits_for_the_store(gateway: Gateway, monkeypatch: pytest.Mo
     (status,) = _send(gateway.port, [_instance(22)])
     assert status.Status == StorageFailure.dimse_status and "disk full" in str(status.ErrorComment)
     assert not list(gateway.backend.store.root.rglob("*.1.22.dcm"))  # type: ignore[attr-defined]
+
+
+def test_the_calling_ae_title_is_recorded_in_the_file_meta(gateway: Gateway) -> None:
+    """Both paths write who sent the instance as (0002,0016) Source Application Entity Title, the file
+    meta byte for byte what pydicom writes for pynetdicom's meta plus that element."""
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom.dsutils import create_file_meta
+
+    ds = _instance(7, PixelData=bytes(range(256)) * 40)
+    assert [s.Status for s in _send(gateway.port, [ds])] == [0]
+    data = _stored(gateway, ds)
+    back = pydicom.dcmread(io.BytesIO(data))
+    assert back.file_meta.SourceApplicationEntityTitle == "MODALITY"
+    meta = create_file_meta(sop_class_uid=UID(CTImageStorage), sop_instance_uid=UID(ds.SOPInstanceUID),
+                            transfer_syntax=UID(ExplicitVRLittleEndian))
+    meta.SourceApplicationEntityTitle = "MODALITY"
+    buf = io.BytesIO()
+    write_file_meta_info(buf, meta)
+    assert data[132:132 + len(buf.getvalue())] == buf.getvalue()
+
+
+def test_storescu_calling_ae_is_recorded(gateway: Gateway, tmp_path: Path) -> None:
+    """dcmtk's storescu (`-aet RESEARCH_CT`) on both paths: the stored file names its sender."""
+    import subprocess
+
+    from tests.interop.support import dcmtk_tool
+
+    storescu = dcmtk_tool("storescu")
+    if storescu is None:
+        pytest.skip("dcmtk's storescu is not installed")
+    ds = _instance(8, PixelData=bytes(range(256)) * 40)
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(to_part10(ds))
+    done = subprocess.run([storescu, "-aet", "RESEARCH_CT", "-aec", "PACS", "127.0.0.1", str(gateway.port),
+                           str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    back = pydicom.dcmread(io.BytesIO(_stored(gateway, ds)))
+    assert back.file_meta.SourceApplicationEntityTitle == "RESEARCH_CT"

@@ -17,11 +17,13 @@ from pacs.config import Settings
 TLS_KEYS = ("tls_cert", "tls_key", "tls_ca", "tls_port", "tls_require_client_cert")
 #: The transcoder options of `pacs up`.
 TRANSCODER_KEYS = ("transcode_policy", "transcode_workers")
+#: The anonymizer options of `pacs up`.
+ANONYMIZER_KEYS = ("deid_rules", "deid_workers")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend",
-            "endpoint_url", *TLS_KEYS, *TRANSCODER_KEYS)
+            "endpoint_url", *TLS_KEYS, *TRANSCODER_KEYS, *ANONYMIZER_KEYS)
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -30,7 +32,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from pacs.cli.nodes import apply_config
 
     keys = ("data_dir", "dimse_port", "http_port", "ae_title", "host", "gateway_workers", "backend",
-            "endpoint_url", *TLS_KEYS, *TRANSCODER_KEYS)
+            "endpoint_url", *TLS_KEYS, *TRANSCODER_KEYS, *ANONYMIZER_KEYS)
     try:
         settings, nodes = apply_config(args.config, _settings(args),
                                        [k for k in keys if getattr(args, k, None) is not None])
@@ -80,8 +82,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pacs.cli import events, export, mpps, nodes, scu, transcoder
-    from pacs.cli.up import add_arguments, add_tls_arguments, add_transcoder_arguments
+    from pacs.cli import anonymizer, events, export, mpps, nodes, scu, transcoder
+    from pacs.cli.up import (
+        add_anonymizer_arguments,
+        add_arguments,
+        add_tls_arguments,
+        add_transcoder_arguments,
+    )
 
     parser = argparse.ArgumentParser(prog="pacs", description="A serverless, cloud-native PACS.")
     parser.add_argument("--version", action="version", version=f"pacs {__version__}")
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     add_tls_arguments(p)
     add_transcoder_arguments(p)
+    add_anonymizer_arguments(p)
     p.add_argument("--config", type=Path, default=None,
                    help="a TOML file: [pacs] settings and [[nodes]] loaded into the registry (README)")
     p.set_defaults(fn=cmd_up)
@@ -106,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     events.register(sub)
     transcoder.register(sub)
     export.register(sub)
+    anonymizer.register(sub)
     from pacs.cli import convert, dump, extract, import_image, info  # the file tools
 
     for tool in (dump, info, convert, extract, import_image):

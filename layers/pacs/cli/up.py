@@ -131,6 +131,7 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
         worker.start()
     transcoding = _start_transcoder(settings, stop_indexing)
     exporting = _start_exports(settings, stop_indexing)
+    anonymizing = _start_anonymizer(settings, stop_indexing)
 
     env = {**os.environ, **settings.to_env()}
     tls_args = ["--tls-fd", str(tls_sock.fileno())] if tls_sock is not None else []
@@ -184,10 +185,9 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
         stop_indexing.set()
         if worker is not None:
             worker.join()
-        if transcoding is not None:
-            transcoding.join()
-        if exporting is not None:
-            exporting.join()
+        for thread in (transcoding, exporting, anonymizing):
+            if thread is not None:
+                thread.join()
         backend.close()
         for s, h in previous.items():
             signal.signal(s, h)
@@ -203,6 +203,13 @@ def _check_policy(settings: Settings) -> None:
             load_policy(settings.transcode_policy)
         except PolicyError as exc:
             raise SystemExit(f"pacs: the transcode policy cannot be used: {exc}") from None
+    if settings.backend == "embedded" and settings.deid_rules.strip():
+        from pacs.services.deid_rules import RulesError, load_rules
+
+        try:
+            load_rules(settings.deid_rules)
+        except RulesError as exc:
+            raise SystemExit(f"pacs: the de-identification rules cannot be used: {exc}") from None
 
 
 def _start_transcoder(settings: Settings, stop: threading.Event) -> threading.Thread | None:
@@ -237,6 +244,28 @@ def _start_exports(settings: Settings, stop: threading.Event) -> threading.Threa
     worker = ExportWorker(settings, init=die_with_parent)
     print(f"pacs: export jobs: {worker.workers} process(es)", flush=True)
     thread = threading.Thread(target=worker.run, args=(stop,), name="exports")
+    thread.start()
+    return thread
+
+
+def _start_anonymizer(settings: Settings, stop: threading.Event) -> threading.Thread | None:
+    """The anonymizer worker (embedded, when PACS_DEID_RULES names rules): a thread that follows the
+    event log and de-identifies in a pool of processes; stopped with the indexer."""
+    if settings.backend != "embedded" or not settings.deid_rules.strip():
+        return None
+    from pacs.services.anonymize_worker import AnonymizeWorker
+    from pacs.services.deid_rules import RulesError, describe
+
+    try:
+        anonymizer = AnonymizeWorker(settings, init=die_with_parent)
+    except RulesError as exc:
+        raise SystemExit(f"pacs: the de-identification rules cannot be used: {exc}") from None
+    if not anonymizer.rules:
+        anonymizer.close()
+        return None
+    print(f"pacs: anonymizer: {anonymizer.workers} process(es), rules: "
+          + "; ".join(describe(anonymizer.rules)), flush=True)
+    thread = threading.Thread(target=anonymizer.run, args=(stop,), name="anonymizer")
     thread.start()
     return thread
 
@@ -329,3 +358,10 @@ def add_transcoder_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a TOML or JSON transcode policy (README, Transcoder); none: no transcoder")
     parser.add_argument("--transcode-workers", type=int, default=None,
                         help="transcoder processes (one per CPU)")
+
+
+def add_anonymizer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The embedded anonymizer of `pacs up`: off unless rules are given."""
+    parser.add_argument("--deid-rules", default=None,
+                        help="TOML or JSON de-identification rules (README, Anonymizer); none: no anonymizer")
+    parser.add_argument("--deid-workers", type=int, default=None, help="anonymizer processes (one per CPU)")

@@ -21,8 +21,10 @@ class BatchPublisher(Protocol):
     def publish_batch(self, events: list[tuple[str, dict[str, Any]]]) -> None: ...
 
 
-def instance_detail(row: InstanceRow, modality: str | None = None) -> dict[str, Any]:
-    """The detail of InstanceStored / InstanceDeleted; `modality` (the series') when known."""
+def instance_detail(row: InstanceRow, modality: str | None = None, calling_ae: str | None = None
+                    ) -> dict[str, Any]:
+    """The detail of InstanceStored / InstanceDeleted; `modality` (the series') when known, `callingAE`
+    (who sent it: the stored file's (0002,0016) Source Application Entity Title) when recorded."""
     detail: dict[str, Any] = {
         "partition": row.partition,
         "studyInstanceUID": row.study_uid,
@@ -37,6 +39,8 @@ def instance_detail(row: InstanceRow, modality: str | None = None) -> dict[str, 
     }
     if modality is not None:
         detail["modality"] = modality
+    if calling_ae:
+        detail["callingAE"] = calling_ae
     return detail
 
 
@@ -58,10 +62,11 @@ def study_detail(
 
 
 def announcement(catalog: Catalog, row: InstanceRow, *, removed: bool, replaced: bool = False,
-                 modality: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+                 modality: str | None = None, calling_ae: str | None = None
+                 ) -> list[tuple[str, dict[str, Any]]]:
     """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study: (detail type,
     detail) pairs, in the order they are published."""
-    detail = instance_detail(row, modality)
+    detail = instance_detail(row, modality, calling_ae)
     if removed:
         kind = INSTANCE_DELETED
     else:

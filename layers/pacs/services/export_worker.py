@@ -178,11 +178,11 @@ class ExportWorker:
 
     def close(self) -> None:
         if self._pool is not None:
-            from pacs.services.transcode_worker import _stop_resource_tracker
+            from pacs.services.event_worker import stop_resource_tracker
 
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-            _stop_resource_tracker()  # else it outlives `pacs up` by a moment
+            stop_resource_tracker()  # else it outlives `pacs up` by a moment
         self.service.close()
         self.backend.close()
 

@@ -120,10 +120,11 @@ class IndexerService:
             self._publish_batch(events[start:start + step])
 
     def _announce(self, row: InstanceRow, *, removed: bool, replaced: bool = False,
-                  modality: str | None = None) -> None:
+                  modality: str | None = None, calling_ae: str | None = None) -> None:
         """InstanceStored (or InstanceDeleted) for `row`, then StudyUpdated for its study (as
         `pacs.events.details.announce`); held while a `transaction()` is open."""
-        pair = announcement(self.catalog, row, removed=removed, replaced=replaced, modality=modality)
+        pair = announcement(self.catalog, row, removed=removed, replaced=replaced, modality=modality,
+                            calling_ae=calling_ae)
         if self._held is not None:
             self._held.extend(pair)
         else:
@@ -205,7 +206,7 @@ class IndexerService:
             outcome = self._catch_up(item, head)
         if self.events is not None and outcome in (IndexOutcome.INSERTED, IndexOutcome.REPLACED):
             self._announce(row, removed=False, replaced=outcome is IndexOutcome.REPLACED,
-                           modality=item.modality)
+                           modality=item.modality, calling_ae=_calling_ae(ds))
         return outcome
 
     def _catch_up(self, item: IndexedInstance, head: BlobInfo) -> IndexOutcome:
@@ -237,6 +238,17 @@ class _LocalCopy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+def _calling_ae(ds: Dataset) -> str | None:
+    """Who sent the object: (0002,0016) Source Application Entity Title of its file meta (the gateway
+    writes the calling AE title there), or None."""
+    meta = getattr(ds, "file_meta", None)
+    value = meta.get("SourceApplicationEntityTitle") if meta is not None else None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    text = str(value or "").strip()
+    return text or None
 
 
 def _text(doc: DicomJson, key: str, ds: Dataset, keyword: str, *, or_empty: bool = False) -> str:

@@ -1,298 +1,63 @@
-"""The embedded transcoder worker (`pacs up`): follows the embedded event log with its own durable
-cursor and transcodes in a pool of processes (transcoding is CPU-bound; threads would share one GIL).
+"""The embedded transcoder worker (`pacs up`): the shared event worker (`pacs.services.event_worker`:
+durable cursor, retries, dead letters, a pool of processes) running the TranscoderService.
 
-The AWS twin is `functions/transcoder` (EventBridge → SQS → the same TranscoderService).
-
-- The cursor (the last event id whose work is finished, and every one before it) is kept in
-  `DATA_DIR/transcoder.db`: a restart neither repeats finished work nor loses an event; work in flight
-  at a crash is done again (the service is idempotent).
-- A failure worth retrying (the store or catalog did not answer, a worker process died) is retried
-  after RETRY_DELAY, up to `max_attempts`; an event that can never succeed (a corrupt original) and
-  one that exhausted its attempts go to the dead-letter table with the reason (`dead_letters()`,
-  `redrive()`, `pacs transcoder dlq list|redrive`).
-- A worker process that crashes breaks the pool: it is rebuilt and the work in flight submitted again
-  (each counted as an attempt).
+The cursor and dead letters are in `DATA_DIR/transcoder.db` (`pacs transcoder dlq list|redrive`). The
+AWS twin is `functions/transcoder` (EventBridge → SQS → the same TranscoderService).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import multiprocessing
-import os
-import signal
-import sqlite3
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from pacs.catalog.sqlite_connections import SqliteStore
 from pacs.config import Settings
-from pacs.events.embedded import EmbeddedEventLog, StoredEvent
+from pacs.services.event_worker import (
+    MAX_ATTEMPTS,
+    RETRY_DELAY,
+    DeadLetter,
+    EventWorker,
+    Handler,
+    WorkerState,
+)
 from pacs.services.transcode_policy import Policy, load_policy
 from pacs.services.transcoder import DETAIL_TYPES, PermanentFailure, TranscoderService
 
-log = logging.getLogger("pacs.transcoder")
-
-RETRY_DELAY = 1.0
-#: How often a running worker looks for redriven dead letters (`pacs transcoder dlq redrive`).
-REDRIVE_CHECK_SECONDS = 1.0
-MAX_ATTEMPTS = 3
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, after INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    event_id INTEGER PRIMARY KEY, detail_type TEXT NOT NULL, detail BLOB NOT NULL, error TEXT NOT NULL,
-    attempts INTEGER NOT NULL, failed_at REAL NOT NULL, redrive INTEGER NOT NULL DEFAULT 0
-);
-"""
+#: The dead letters' shape (kept under the transcoder's name).
+TranscodeDeadLetter = DeadLetter
 
 
-@dataclass(frozen=True, slots=True)
-class TranscodeDeadLetter:
-    event_id: int
-    detail_type: str
-    detail: dict[str, Any]
-    error: str
-    attempts: int
-
-
-class TranscoderState(SqliteStore):
-    """The worker's cursor and dead letters (`DATA_DIR/transcoder.db`)."""
+class TranscoderState(WorkerState):
+    """The transcoder's cursor and dead letters (`DATA_DIR/transcoder.db`)."""
 
     def __init__(self, path: str | Path) -> None:
-        super().__init__(path, _SCHEMA)
-
-    def cursor(self) -> int:
-        row = self._db().execute("SELECT after FROM cursor WHERE name='transcoder'").fetchone()
-        return 0 if row is None else int(row[0])
-
-    def save_cursor(self, after: int) -> None:
-        self._write(lambda db: db.execute(
-            "INSERT INTO cursor (name, after) VALUES ('transcoder', ?) "
-            "ON CONFLICT (name) DO UPDATE SET after = excluded.after", (after,)))
-
-    def dead_letter(self, event: StoredEvent, error: str, attempts: int) -> None:
-        self._write(lambda db: db.execute(
-            "INSERT OR REPLACE INTO dead_letters (event_id, detail_type, detail, error, attempts, failed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (event.id, event.detail_type, orjson.dumps(event.detail), error, attempts, time.time())))
-
-    def dead_letters(self) -> list[TranscodeDeadLetter]:
-        rows = self._db().execute(
-            "SELECT event_id, detail_type, detail, error, attempts FROM dead_letters ORDER BY event_id"
-        ).fetchall()
-        return [TranscodeDeadLetter(i, t, orjson.loads(d), e, a) for i, t, d, e, a in rows]
-
-    def redrive(self) -> int:
-        """Mark every dead letter for another try by the running (or next) worker; how many."""
-        n: int = self._write(lambda db: db.execute("UPDATE dead_letters SET redrive = 1").rowcount)
-        return n
-
-    def take_redriven(self) -> list[StoredEvent]:
-        def take(db: sqlite3.Connection) -> list[StoredEvent]:
-            rows = db.execute("DELETE FROM dead_letters WHERE redrive = 1 "
-                              "RETURNING event_id, detail_type, detail, failed_at").fetchall()
-            return [StoredEvent(i, f, "pacs", t, orjson.loads(d)) for i, t, d, f in rows]
-
-        taken: list[StoredEvent] = self._write(take)
-        return taken
+        super().__init__(path, "transcoder")
 
 
-# -- in the worker processes --------------------------------------------------------------------------
-
-_SERVICE: TranscoderService | None = None
-
-
-def _init(env: dict[str, str], extra: Callable[[], None] | None) -> None:
-    """A pool process: Ctrl-C is the supervisor's to handle; its own backend and policy."""
-    global _SERVICE
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if extra is not None:
-        extra()
+def transcoder_handler(settings: Settings) -> Handler:
+    """A pool process's handler: its own backend and the policy (`pacs.services.event_worker`)."""
     from pacs.backends import open_backend
 
-    settings = Settings.from_env(env)
     backend = open_backend(settings)
-    _SERVICE = TranscoderService(backend.store, backend.catalog, load_policy(settings.transcode_policy))
+    service = TranscoderService(backend.store, backend.catalog, load_policy(settings.transcode_policy))
+
+    def work(detail_type: str, detail: dict[str, Any]) -> tuple[str, str]:
+        try:
+            report = service.handle(detail_type, detail)
+        except PermanentFailure as exc:
+            return "permanent", str(exc)
+        return "done", f"{report.outcome} ({report.made} made)"
+
+    return work
 
 
-def _ready() -> int:
-    return os.getpid()
-
-
-def _work(detail_type: str, detail: dict[str, Any]) -> tuple[str, str]:
-    """("done", outcome) or ("permanent", reason); other exceptions are worth a retry."""
-    assert _SERVICE is not None
-    try:
-        report = _SERVICE.handle(detail_type, detail)
-    except PermanentFailure as exc:
-        return "permanent", str(exc)
-    return "done", f"{report.outcome} ({report.made} made)"
-
-
-# -- the supervisor's side ----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Job:
-    event: StoredEvent
-    attempts: int = 0
-    #: False for a redriven dead letter (behind the cursor already).
-    tracked: bool = True
-    due: float = 0.0
-
-
-class TranscodeWorker:
+class TranscodeWorker(EventWorker):
     """Follow the event log and transcode in `workers` processes (0: one per CPU)."""
 
     def __init__(self, settings: Settings, *, workers: int = 0, max_attempts: int = MAX_ATTEMPTS,
                  retry_delay: float = RETRY_DELAY, init: Callable[[], None] | None = None) -> None:
-        self.settings = settings
         self.policy: Policy = load_policy(settings.transcode_policy)  # PolicyError: refused at start
-        self.workers = max(1, workers or settings.transcode_workers or os.cpu_count() or 1)
-        self.max_attempts, self.retry_delay, self._extra_init = max_attempts, retry_delay, init
-        self.events = EmbeddedEventLog(settings.data_dir / "events.db")
-        self.state = TranscoderState(settings.data_dir / "transcoder.db")
-        self.cursor = self.state.cursor()
-        self._read_upto = self.cursor
-        self._running: dict[Future[tuple[str, str]], _Job] = {}
-        self._waiting: list[_Job] = []  # retries, due later
-        self._pool: ProcessPoolExecutor | None = None
-        self.done = self.failed = 0
-        self._next_redrive_check = 0.0
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                initargs=(self.settings.to_env(), self._extra_init))
-        return self._pool
-
-    def warm(self) -> None:
-        """Start every pool process now (each imports the codecs and opens its backend: about a second)."""
-        pool = self._executor()
-        pids: set[int] = set()
-        while len(pids) < self.workers:  # one task per idle process at a time, until all answered
-            pids |= {f.result() for f in [pool.submit(_ready) for _ in range(self.workers)]}
-
-    def _submit(self, job: _Job) -> None:
-        job.attempts += 1
-        try:
-            future = self._executor().submit(_work, job.event.detail_type, job.event.detail)
-        except BrokenProcessPool:  # a process died while idle: a new pool for this and what is in flight
-            self._rebuild()
-            future = self._executor().submit(_work, job.event.detail_type, job.event.detail)
-        self._running[future] = job
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._running or self._waiting)
-
-    def step(self, timeout: float = 0.5, *, read: bool = True) -> None:
-        """Take new events (up to twice the pool's size in flight), wait up to `timeout` for work to
-        finish, record what finished, and move the cursor past everything done."""
-        if read:
-            if time.monotonic() >= self._next_redrive_check:  # a write transaction: not at every step
-                self._next_redrive_check = time.monotonic() + REDRIVE_CHECK_SECONDS
-                for event in self.state.take_redriven():
-                    self._submit(_Job(event, tracked=False))
-            room = 2 * self.workers - len(self._running) - len(self._waiting)
-            if room > 0:
-                for event in self.events.read(self._read_upto, room, DETAIL_TYPES):
-                    self._read_upto = event.id
-                    self._submit(_Job(event))
-        now = time.monotonic()
-        for job in [j for j in self._waiting if j.due <= now]:
-            self._waiting.remove(job)
-            self._submit(job)
-        if not self._running:
-            time.sleep(timeout if read or self._waiting else 0)
-        else:
-            finished, _ = wait(list(self._running), timeout=timeout, return_when=FIRST_COMPLETED)
-            broken = False
-            for future in finished:
-                job = self._running.pop(future)
-                try:
-                    kind, text = future.result()
-                except BrokenProcessPool as exc:
-                    broken = True
-                    self._retry(job, f"a transcoder process died: {exc}")
-                    continue
-                except Exception as exc:
-                    self._retry(job, f"{type(exc).__name__}: {exc}")
-                    continue
-                if kind == "permanent":
-                    self._dead(job, text)
-                else:
-                    self.done += 1
-                    log.debug("event %d: %s", job.event.id, text)
-            if broken:
-                self._rebuild()
-        self._advance()
-
-    def _retry(self, job: _Job, error: str) -> None:
-        if job.attempts >= self.max_attempts:
-            self._dead(job, error)
-            return
-        log.warning("transcoding event %d failed (attempt %d): %s", job.event.id, job.attempts, error)
-        job.due = time.monotonic() + self.retry_delay
-        self._waiting.append(job)
-
-    def _dead(self, job: _Job, error: str) -> None:
-        log.warning("transcoding event %d dead-lettered: %s", job.event.id, error)
-        self.state.dead_letter(job.event, error, job.attempts)
-        self.failed += 1
-
-    def _rebuild(self) -> None:
-        """The pool broke (a process died): every job in flight is retried on a new pool."""
-        pool, self._pool = self._pool, None
-        for future, job in list(self._running.items()):
-            del self._running[future]
-            self._retry(job, "a transcoder process died")
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _advance(self) -> None:
-        pending = [j.event.id for j in (*self._running.values(), *self._waiting) if j.tracked]
-        cursor = min(pending) - 1 if pending else self._read_upto
-        if cursor > self.cursor:
-            self.cursor = cursor
-            self.state.save_cursor(cursor)
-
-    def run(self, stop: threading.Event, *, poll: float = 0.5) -> None:
-        """Transcode until `stop` is set, then finish the work in flight (retries left for the next
-        start: the cursor stays before them)."""
-        try:
-            while not stop.is_set():
-                self.step(poll)
-            while self._running:
-                self.step(poll, read=False)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            _stop_resource_tracker()
-        self.events.close()
-        self.state.close()
-
-
-def _stop_resource_tracker() -> None:
-    """Stop multiprocessing's resource tracker (started for the spawn pool's semaphores) and wait for it:
-    left alone it exits only after this process does, a moment later, outside a clean shutdown. It is
-    started again if anything needs it."""
-    from multiprocessing import resource_tracker
-
-    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # CPython 3.11+
-    if stop is not None:
-        with contextlib.suppress(OSError):  # ChildProcessError is an OSError
-            stop()
+        super().__init__(settings, name="transcoder", state_path=settings.data_dir / "transcoder.db",
+                         detail_types=DETAIL_TYPES, factory=transcoder_handler,
+                         workers=workers or settings.transcode_workers, max_attempts=max_attempts,
+                         retry_delay=retry_delay, init=init)

@@ -1,0 +1,1 @@
+"""The anonymizer function (de-identification rules and export tasks)."""
