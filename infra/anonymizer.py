@@ -90,6 +90,7 @@ class Anonymizer(Construct):
                   "PACS_ANONYMIZER_DLQ_URL": self.dlq.queue_url,
                   "PACS_EXPORTS_BUCKET": exports.bucket_name}
         env = {**pacs_environment(config, r), **queues, "PACS_DEID_RULES": config.deid_rules,
+               "PACS_DEID_PIXEL_RULES": config.deid_pixel_rules,
                "PACS_DEID_SECRET": self.secret.secret_arn,
                "PACS_ANONYMIZER_MAX_RECEIVE": str(MAX_RECEIVE_COUNT)}
         self.function = functions.function(

@@ -59,16 +59,17 @@ def policy_json(value: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def rules_json(value: Any) -> str:
-    """The anonymizer's rules as compact JSON, from JSON text, a parsed object (cdk.json) or a .json /
-    .toml file (validated by the anonymizer itself at its start, and by `pacs anonymizer check`)."""
+def rules_json(value: Any, context: str = "deidRules", section: str = "Anonymizer") -> str:
+    """The anonymizer's rules (or, with `context="deidPixelRules"`, Clean Pixel Data's rules) as compact
+    JSON, from JSON text, a parsed object (cdk.json) or a .json / .toml file (validated by the anonymizer
+    itself at its start, and by `pacs anonymizer check`)."""
     if value is None or value == "":
         return ""
     try:
         return policy_json(value)
     except ValueError as exc:
-        reason = str(exc).replace("transcodePolicy: ", "").replace("README, Transcoder", "README, Anonymizer")
-        raise ValueError(f"deidRules: {reason}") from None
+        reason = str(exc).replace("transcodePolicy: ", "").replace("README, Transcoder", f"README, {section}")
+        raise ValueError(f"{context}: {reason}") from None
 
 
 def rule_partitions(rules: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -126,6 +127,8 @@ class PacsConfig:
     #: no rules (export jobs still run). The most anonymizer invocations at once.
     deid_rules: str = ""
     anonymizer_concurrency: int = 10
+    #: Clean Pixel Data's rules as JSON (context `deidPixelRules`: JSON text, or a .json / .toml file).
+    deid_pixel_rules: str = ""
     #: Keep buckets, keys and the table when the stack is deleted (PHI: on unless `-c retainData=false`).
     retain_data: bool = True
     #: A directory to ship as the `pacs` layer instead of building it (tests: a tiny stand-in).
@@ -154,10 +157,10 @@ class PacsConfig:
             size = len(self.transcode_policy.encode())
             raise ValueError(f"transcodePolicy: {size} bytes of JSON; Lambda's environment takes 4 KB in "
                              f"all: keep the policy under {MAX_POLICY_BYTES} bytes")
-        if len(self.deid_rules.encode()) > MAX_POLICY_BYTES:
-            size = len(self.deid_rules.encode())
-            raise ValueError(f"deidRules: {size} bytes of JSON; Lambda's environment takes 4 KB in all: "
-                             f"keep the rules under {MAX_POLICY_BYTES} bytes")
+        for name, text in (("deidRules", self.deid_rules), ("deidPixelRules", self.deid_pixel_rules)):
+            if len(text.encode()) > MAX_POLICY_BYTES:
+                raise ValueError(f"{name}: {len(text.encode())} bytes of JSON; Lambda's environment takes "
+                                 f"4 KB in all: keep the rules under {MAX_POLICY_BYTES} bytes")
         rule_partitions(self.deid_rules)  # raises on a partition name that cannot be a key prefix
         if self.retention_days <= 0 or self.lifecycle_days <= 0:
             raise ValueError("retentionDays and lifecycleDays must be positive")
@@ -186,6 +189,7 @@ class PacsConfig:
             transcode_policy=policy_json(ctx("transcodePolicy")),
             transcoder_concurrency=int(ctx("transcoderConcurrency") or defaults.transcoder_concurrency),
             deid_rules=rules_json(ctx("deidRules")),
+            deid_pixel_rules=rules_json(ctx("deidPixelRules"), "deidPixelRules", "De-identification"),
             anonymizer_concurrency=int(ctx("anonymizerConcurrency") or defaults.anonymizer_concurrency),
             retain_data=_flag(ctx("retainData"), True),
             layer_dir=str(ctx("layerDir") or ""),

@@ -115,6 +115,9 @@ class Settings:
     #: made on first use). AWS: a Secrets Manager ARN (`arn:aws:secretsmanager:…`) or an SSM SecureString
     #: parameter name (`/pacs/deid/secret`).
     deid_secret: str = ""
+    #: Clean Pixel Data's rules (`pacs.deid.pixels`: burned-in regions per modality / manufacturer / model
+    #: / size), a TOML or JSON file or text; empty: none (every image that burns in is then held back).
+    deid_pixel_rules: str = ""
     #: Where export jobs write ZIPs and Part 10 files (AWS: the exports bucket; empty: the main bucket,
     #: under `{partition}/export/`).
     exports_bucket: str = ""

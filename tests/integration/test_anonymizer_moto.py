@@ -167,7 +167,7 @@ def test_an_instance_put_into_the_research_partition_is_deidentified_and_indexed
     assert an.copies() == [copy_key] and an.world.store.get(copy_key) == copy
     assert an.receive(an.dlq_url) == [] and an.receive() == []
     # the pseudonyms are keyed by the project's key from the stack's Secrets Manager secret
-    assert anonymizer_handler.anonymizer().keys("t7") == project_key(an.secret, "t7")
+    assert anonymizer_handler.anonymizer().deidentifiers.keys("t7") == project_key(an.secret, "t7")
 
 
 def test_study_updated_rule_writes_part10_files_to_the_exports_bucket(an: Anonymizing) -> None:

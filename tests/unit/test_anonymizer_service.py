@@ -15,7 +15,8 @@ import pydicom
 import pytest
 from pacs.backends import Backend
 from pacs.deid import Deidentifier, DeidError, HeldBack
-from pacs.deid.secrets import FileSecret
+from pacs.deid.project import project_keys
+from pacs.deid.secrets import FileSecret, secret_source
 from pacs.events.embedded import EmbeddedEventLog
 from pacs.services.anonymizer import (
     AnonymizeOutcome,
@@ -23,11 +24,9 @@ from pacs.services.anonymizer import (
     PermanentFailure,
     RuleOutcome,
     held_key,
-    project_keys,
-    secret_source,
     state_prefix,
 )
-from pacs.services.deid_rules import load_rules
+from pacs.services.deid_rules import RulesError, load_rules
 from pacs.services.indexer import IndexerService
 from pacs.services.ingest import IngestService
 from pacs.storage.keys import parse_instance_key
@@ -228,3 +227,18 @@ def test_an_export_key_is_made_of_checked_uids_only(embedded: Backend, monkeypat
     with pytest.raises(PermanentFailure, match="the copy's SeriesInstanceUID"):
         svc.handle(*store(embedded, 30)[0])
     assert not list(embedded.exports_store.list(f"{SRC}/export/rules/t7/files/"))
+
+
+def test_a_rule_with_a_crosswalk_records_its_pseudonyms(embedded: Backend) -> None:
+    """`crosswalk = true`: the rule's project crosswalk (encrypted, in the exports store) leads back from
+    the copy's pseudonyms to the originals, for authorised re-identification."""
+    from pacs.deid.crosswalk import Crosswalk
+
+    svc = service(embedded, rules(crosswalk=True, project="trial-7"))
+    [result] = svc.handle(*store(embedded, 31)[0]).results
+    copy = pydicom.dcmread(io.BytesIO(embedded.store.get(result.key)))
+    walk = Crosswalk(embedded.exports_store, SRC, "trial-7", project_keys(embedded.settings)("trial-7"))
+    assert ("patient_id", PATIENT[1]) in walk.lookup(str(copy.PatientID))
+    assert ("study_uid", STUDY) in walk.lookup(str(copy.StudyInstanceUID))
+    with pytest.raises(RulesError, match="crosswalk"):
+        load_rules(rules(crosswalk="yes"))

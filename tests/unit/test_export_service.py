@@ -7,6 +7,7 @@ import io
 import threading
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -286,3 +287,44 @@ def test_deliveries_by_a_queue_with_a_redrive_policy(service: ExportService, arc
     got = service.get(job.id)
     assert got is not None and got.status == "failed" and got.failed == 1
     assert got.failures[0]["reason"] == "given up: StorageFailure: the bucket did not answer"
+
+
+def test_the_crosswalk_and_the_installations_pixel_rules(archive: Backend, make_part10: MakePart10,
+                                                         tmp_path: Path) -> None:
+    """A job asking for the crosswalk records its pairs (encrypted, for `pacs deid reidentify`); under Clean
+    Pixel Data the installation's pixel rules (PACS_DEID_PIXEL_RULES) blank the regions they cover, and
+    an ultrasound image no rule covers is held back, not exported."""
+    import dataclasses
+
+    import numpy as np
+    from pacs.deid.crosswalk import Crosswalk
+    from pacs.deid.project import project_keys
+
+    rules = tmp_path / "pixels.toml"
+    rules.write_text('[[rule]]\nmodality = "CT"\nregions = [[0, 0, 4, 2]]\n')
+    archive.settings = dataclasses.replace(archive.settings, deid_pixel_rules=str(rules))
+    ingest_service(archive, index=True).ingest(make_part10(
+        StudyInstanceUID=B, SeriesInstanceUID=f"{B}.3", SOPInstanceUID=sop(B, 3, 1), PatientID="PID-B",
+        PatientName="Doe^Jane", SeriesNumber=3, InstanceNumber=1, Modality="US"))
+    d = archive.settings.data_dir
+    svc = ExportService(archive, SqliteExportJobs(d / "catalog.db"), SqliteTaskQueue(d / "tasks.db"))
+    try:
+        job = svc.create({"studies": [B], "destination": {"type": "files"}, "project": "trial-9",
+                          "options": ["clean-pixel-data"], "crosswalk": True})
+        run(svc)
+        got = svc.get(job.id)
+    finally:
+        svc.close()
+    assert got is not None and (got.status, got.done, got.held_back) == ("done", 1, 1), got
+    [held] = got.failures
+    assert held["sop"] == sop(B, 3, 1) and held["heldBack"]
+    [f] = archive.exports_store.list(got.output["prefix"])
+    ds = pydicom.dcmread(io.BytesIO(archive.exports_store.get(f.key)))
+    pixels = ds.pixel_array
+    original = np.arange(64, dtype=np.int16).reshape(8, 8)
+    assert (pixels[:2, :4] == pixels.min()).all() and (pixels[2:] == original[2:]).all()
+    assert ds.BurnedInAnnotation == "NO"
+    walk = Crosswalk(archive.exports_store, "default", "trial-9", project_keys(archive.settings)("trial-9"))
+    assert ("patient_id", "PID-B") in walk.lookup(str(ds.PatientID))
+    for entry in archive.exports_store.list("default/export/crosswalk/"):
+        assert b"PID-B" not in archive.exports_store.get(entry.key)

@@ -210,6 +210,13 @@ def _check_policy(settings: Settings) -> None:
             load_rules(settings.deid_rules)
         except RulesError as exc:
             raise SystemExit(f"pacs: the de-identification rules cannot be used: {exc}") from None
+    if settings.deid_pixel_rules.strip():
+        from pacs.deid.project import pixel_rules
+
+        try:
+            pixel_rules(settings)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"pacs: the pixel rules cannot be used: {exc}") from None
 
 
 def _start_transcoder(settings: Settings, stop: threading.Event) -> threading.Thread | None:
@@ -365,3 +372,5 @@ def add_anonymizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deid-rules", default=None,
                         help="TOML or JSON de-identification rules (README, Anonymizer); none: no anonymizer")
     parser.add_argument("--deid-workers", type=int, default=None, help="anonymizer processes (one per CPU)")
+    parser.add_argument("--deid-pixel-rules", default=None,
+                        help="TOML/JSON burned-in regions to blank (Clean Pixel Data: docs/deid-pixels.md)")

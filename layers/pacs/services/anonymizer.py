@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import importlib
 import logging
 import struct
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +40,9 @@ import orjson
 from pydicom.errors import InvalidDicomError
 
 from pacs.config import Settings
-from pacs.deid import Deidentifier, DeidError, DeidSettings, HeldBack
-from pacs.deid.secrets import FileSecret, SecretSource, project_key
+from pacs.deid import DeidError, HeldBack
+from pacs.deid.pixels import PixelRules
+from pacs.deid.project import Deidentifiers, ProjectKeys, pixel_rules, project_keys
 from pacs.dicom.part10 import read_header
 from pacs.dicom.uids import UidPolicy, check_uid
 from pacs.errors import InvalidDataset, PacsError, StorageFailure
@@ -98,70 +97,6 @@ class AnonymizeReport:
         return sum(1 for r in self.results if r.outcome is outcome)
 
 
-# -- keys --------------------------------------------------------------------------------------------
-
-
-def secret_source(settings: Settings) -> SecretSource:
-    """The installation's master secret: `pacs.deid.secrets.secret_source(settings)` when the library
-    has it (Secrets Manager / SSM on AWS), else a Secrets Manager ARN or the file PACS_DEID_SECRET
-    (default DATA_DIR/deid/secret.key)."""
-    chooser = getattr(importlib.import_module("pacs.deid.secrets"), "secret_source", None)
-    if callable(chooser):
-        source: SecretSource = chooser(settings)
-        return source
-    name = settings.deid_secret.strip()
-    if name.startswith("arn:aws:secretsmanager:"):
-        return _ManagedSecret(name, settings)
-    return FileSecret(name or settings.data_dir / "deid" / "secret.key")
-
-
-class _ManagedSecret:
-    """A Secrets Manager secret (SecretString: hex, or text taken as its UTF-8 bytes; or SecretBinary)."""
-
-    def __init__(self, arn: str, settings: Settings) -> None:
-        self.arn, self.settings = arn, settings
-
-    def master(self) -> bytes:
-        import boto3
-
-        region = self.arn.split(":")[3] or self.settings.region
-        client = boto3.client("secretsmanager", region_name=region,
-                              endpoint_url=self.settings.endpoint_url or None)
-        try:
-            value = client.get_secret_value(SecretId=self.arn)
-        except Exception as exc:
-            raise DeidError(f"the de-identification secret {self.arn} cannot be read: {exc}") from exc
-        if value.get("SecretBinary") is not None:
-            return bytes(value["SecretBinary"])
-        text = str(value.get("SecretString") or "").strip()
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            return text.encode()
-
-
-class ProjectKeys:
-    """Each project's key from the master secret, read once (lazily) and kept."""
-
-    def __init__(self, source: SecretSource) -> None:
-        self.source = source
-        self._master: bytes | None = None
-        self._keys: dict[str, bytes] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, project: str) -> bytes:
-        with self._lock:
-            if project not in self._keys:
-                if self._master is None:
-                    self._master = self.source.master()
-                self._keys[project] = project_key(self._master, project)
-            return self._keys[project]
-
-
-def project_keys(settings: Settings) -> ProjectKeys:
-    return ProjectKeys(secret_source(settings))
-
-
 # -- where things go ----------------------------------------------------------------------------------
 
 
@@ -212,26 +147,28 @@ def _instance_ref(detail: Mapping[str, Any]) -> tuple[_Ref, str]:
 
 
 class AnonymizerService:
-    def __init__(self, store: BlobStore, catalog: Any, rules: DeidRules, keys: Callable[[str], bytes], *,
+    def __init__(self, store: BlobStore, catalog: Any, rules: DeidRules, keys: ProjectKeys, *,
                  exports: BlobStore | None = None, events: EventPublisher | None = None,
-                 uid_policy: str = "key-safe") -> None:
+                 uid_policy: str = "key-safe", pixel_rules: PixelRules | None = None) -> None:
         self.store = store
         self.catalog = catalog
         self.rules = rules
-        self.keys = keys
-        #: Where exports go (the exports bucket on AWS); the originals' store when None.
+        #: Where exports (and crosswalks) go (the exports bucket on AWS); the originals' store when None.
         self.exports = exports if exports is not None else store
+        self.deidentifiers = Deidentifiers(keys, pixel_rules or PixelRules(), self.exports)
         self.events = events
         self.uid_policy = UidPolicy(uid_policy)
         self._ingest: dict[str, IngestService] = {}
 
     @classmethod
-    def from_backend(cls, backend: Any, rules: DeidRules, keys: Callable[[str], bytes] | None = None
+    def from_backend(cls, backend: Any, rules: DeidRules, keys: ProjectKeys | None = None
                      ) -> AnonymizerService:
-        """On a `pacs.backends.Backend`: its store, catalog, exports store and event publisher."""
+        """On a `pacs.backends.Backend`: its store, catalog, exports store and event publisher; the
+        installation's secret and pixel rules."""
         settings: Settings = backend.settings
         return cls(backend.store, backend.catalog, rules, keys or project_keys(settings),
-                   exports=backend.exports_store, events=backend.events, uid_policy=settings.uid_policy)
+                   exports=backend.exports_store, events=backend.events, uid_policy=settings.uid_policy,
+                   pixel_rules=pixel_rules(settings))
 
     def handle(self, detail_type: str, detail: Mapping[str, Any]) -> AnonymizeReport:
         """Do what one domain event asks. Raises PermanentFailure for an event that can never succeed,
@@ -348,8 +285,8 @@ class AnonymizerService:
                              str(ds.get("SOPClassUID", "") or ""))
 
     def _apply(self, rule: DeidRule, ref: _Ref, head: BlobInfo, data: bytes) -> RuleResult:
-        deid = Deidentifier(DeidSettings(profile=rule.profile, key=self.keys(rule.project),
-                                         project=rule.project))
+        deid = self.deidentifiers.make(rule.profile, rule.project, partition=ref.partition,
+                                       crosswalk=rule.crosswalk)
         try:
             out = deid.part10(data)
         except HeldBack as exc:

@@ -14,6 +14,7 @@ title, modality and SOP class (every condition given must hold; a list matches a
     profile = "basic"                      # pacs.deid.Profile.parse: basic, research, basic+retain-uids…
     options = ["retain-longitudinal-modified-dates"]
     project = "trial-7"                    # the key's name (default: the rule's name)
+    crosswalk = true                       # optional: original → pseudonym pairs kept, encrypted
     destination = { partition = "trial-7-deid" }   # ingested there: indexed and searchable
     # or: destination = { exports = true }  # Part 10 files under {partition}/export/rules/{rule}/files/
 
@@ -37,7 +38,7 @@ from pacs.events.publisher import INSTANCE_STORED, STUDY_UPDATED
 from pacs.storage.keys import check_partition
 
 _RULE_KEYS = {"name", "partitions", "calling_aes", "modalities", "sop_classes", "trigger", "profile",
-              "options", "project", "destination"}
+              "options", "project", "destination", "crosswalk"}
 _DEST_KEYS = {"partition", "exports"}
 TRIGGERS = (INSTANCE_STORED, STUDY_UPDATED)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -69,6 +70,8 @@ class DeidRule:
     calling_aes: frozenset[str] = frozenset()
     modalities: frozenset[str] = frozenset()
     sop_classes: frozenset[str] = frozenset()
+    #: Record original → pseudonym pairs in the project's encrypted crosswalk (`pacs.deid.crosswalk`).
+    crosswalk: bool = False
 
     @property
     def needs_calling_ae(self) -> bool:
@@ -171,6 +174,9 @@ def _rule(raw: Any, n: int) -> DeidRule:
     project = raw.get("project", name)
     if not isinstance(project, str) or not project.strip():
         raise RulesError(f"{where}: `project` must be a non-empty string")
+    crosswalk = raw.get("crosswalk", False)
+    if not isinstance(crosswalk, bool):
+        raise RulesError(f"{where}: `crosswalk` must be true or false")
     if "destination" not in raw:
         raise RulesError(f"{where}: `destination` is required "
                          "({ partition = \"…\" } or { exports = true })")
@@ -182,7 +188,7 @@ def _rule(raw: Any, n: int) -> DeidRule:
         name=name, partitions=partitions, profile=profile, project=project.strip(), to_partition=to_partition,
         trigger=str(trigger), calling_aes=_strings(raw, "calling_aes", where),
         modalities=frozenset(m.upper() for m in _strings(raw, "modalities", where)),
-        sop_classes=_strings(raw, "sop_classes", where),
+        sop_classes=_strings(raw, "sop_classes", where), crosswalk=crosswalk,
     )
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from pacs.catalog.matching import condition
 from pacs.catalog.nodes import NodeRegistry
-from pacs.deid import Profile
+from pacs.deid import DeidError, Profile
+from pacs.deid.crosswalk import check_project
 from pacs.dicom.uids import check_uid
 from pacs.errors import InvalidUID
 from pacs.services.query import SERIES_LEVEL, STUDY_LEVEL
@@ -24,7 +25,7 @@ from pacs.storage.keys import check_partition
 
 #: Explicit selections are bounded (a bigger one is a query).
 MAX_LISTED = 10_000
-_KEYS = {"studies", "series", "query", "profile", "options", "project", "destination"}
+_KEYS = {"studies", "series", "query", "profile", "options", "project", "destination", "crosswalk"}
 _PROJECT_MAX = 64
 
 
@@ -119,9 +120,17 @@ def parse_request(body: Any, *, source: str, nodes: NodeRegistry | None) -> dict
     if not isinstance(project, str) or not project.strip() or len(project) > _PROJECT_MAX \
             or not project.isprintable():
         raise ExportRequestError(f"'project' must be a name of 1-{_PROJECT_MAX} printable characters")
+    crosswalk = body.get("crosswalk", False)
+    if not isinstance(crosswalk, bool):
+        raise ExportRequestError("'crosswalk' is true or false")
+    if crosswalk:
+        try:
+            check_project(project)
+        except DeidError as exc:
+            raise ExportRequestError(f"a crosswalk needs a project usable in a key: {exc}") from None
     out: dict[str, Any] = {"studies": studies, "series": series}
     if query:
         out["query"] = query
     out.update(profile=profile_text, options=sorted(o.strip() for o in options), project=project,
-               destination=_destination(body.get("destination"), source, nodes))
+               destination=_destination(body.get("destination"), source, nodes), crosswalk=crosswalk)
     return out

@@ -29,8 +29,8 @@ import orjson
 from pacs.backends import Backend
 from pacs.catalog.exports import FINAL, ExportJob, ExportJobs, TaskReport, new_job_id
 from pacs.catalog.matching import condition
-from pacs.config import Settings
-from pacs.deid import Deidentifier, DeidError, DeidSettings, HeldBack, Profile
+from pacs.deid import Deidentifier, DeidError, HeldBack, Profile
+from pacs.deid.project import Deidentifiers
 from pacs.errors import NotFound
 from pacs.events.tasks import JOB_KEY, TaskQueue, task_queue
 from pacs.services.export_output import (
@@ -47,20 +47,12 @@ from pacs.services.export_zip import write_stream, zip_stream
 from pacs.services.query import Level, QueryRequest, QueryService
 from pacs.storage.keys import check_partition, instance_key
 
-__all__ = ["ExportRequestError", "ExportService", "PermanentExportFailure", "master_secret"]
+__all__ = ["ExportRequestError", "ExportService", "PermanentExportFailure"]
 
 log = logging.getLogger("pacs.exports")
 
 #: Instances per task: a bigger series is split into chunks (progress, parallel workers, retries).
 CHUNK = 50
-
-
-def master_secret(settings: Settings) -> bytes:
-    """The installation's de-identification master secret (`pacs.deid.secrets.secret_source`: the data
-    dir's file embedded, Secrets Manager or SSM on AWS)."""
-    from pacs.deid.secrets import secret_source
-
-    return secret_source(settings).master()
 
 
 @dataclass(slots=True)
@@ -85,6 +77,7 @@ class ExportService:
         self.settings = backend.settings
         self.partition = backend.settings.partition
         self._deid: dict[str, Deidentifier] = {}
+        self._deidentifiers: Deidentifiers | None = None
 
     @classmethod
     def from_backend(cls, backend: Backend) -> ExportService:
@@ -258,11 +251,11 @@ class ExportService:
         if deid is None:
             req = job.request
             profile = Profile.parse(req.get("profile", "basic"), req.get("options", []))
-            project = req.get("project", "default")
-            from pacs.deid.secrets import project_key
-
-            key = project_key(master_secret(self.settings), project)
-            deid = self._deid[job.id] = Deidentifier(DeidSettings(profile=profile, key=key, project=project))
+            if self._deidentifiers is None:  # the secret and pixel rules read at the first job's first task
+                self._deidentifiers = Deidentifiers.of(self.settings, self.backend.exports_store)
+            deid = self._deid[job.id] = self._deidentifiers.make(
+                profile, req.get("project", "default"), partition=job.partition,
+                crosswalk=bool(req.get("crosswalk", False)))
         return deid
 
     def _output(self, job: ExportJob) -> Output:
