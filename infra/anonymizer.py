@@ -18,6 +18,7 @@ and by itself); the de-identification master secret (Secrets Manager, generated,
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
@@ -50,7 +51,8 @@ class Anonymizer(Construct):
         super().__init__(scope, cid)
         r = functions.r
         key = pipeline.key
-        sources_, destinations = rule_partitions(config.deid_rules)
+        sources_, rule_destinations = rule_partitions(config.deid_rules)
+        destinations = tuple(sorted({*rule_destinations, *config.export_partitions}))
         self.dlq = sqs.Queue(self, "Dlq", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
                              enforce_ssl=True, retention_period=RETENTION)
         self.queue = sqs.Queue(
@@ -88,14 +90,21 @@ class Anonymizer(Construct):
             "pacs library + pydicom, codecs, imagecodecs, pynetdicom, cryptography (no GPL), Powertools")
         queues = {"PACS_ANONYMIZER_QUEUE_URL": self.queue.queue_url,
                   "PACS_ANONYMIZER_DLQ_URL": self.dlq.queue_url,
-                  "PACS_EXPORTS_BUCKET": exports.bucket_name}
+                  "PACS_EXPORTS_BUCKET": exports.bucket_name,
+                  "PACS_EXPORT_PARTITIONS": ",".join(destinations)}
         env = {**pacs_environment(config, r), **queues, "PACS_DEID_RULES": config.deid_rules,
                "PACS_DEID_PIXEL_RULES": config.deid_pixel_rules,
                "PACS_DEID_SECRET": self.secret.secret_arn,
                "PACS_ANONYMIZER_MAX_RECEIVE": str(MAX_RECEIVE_COUNT)}
+        # Export jobs to a node: DICOM associations to the nodes across the VPN (as the gateway's C-MOVE).
+        self.dicom_out = ec2.SecurityGroup(self, "DicomOutSg", vpc=functions.vpc, allow_all_outbound=False,
+                                           description="anonymizer: C-STORE to export nodes across the VPN")
+        for cidr in config.vpn_cidrs:
+            self.dicom_out.add_egress_rule(ec2.Peer.ipv4(cidr), ec2.Port.all_tcp(),
+                                           "DICOM associations to export nodes across the VPN")
         self.function = functions.function(
             "Anonymizer", "anonymizer", env, timeout=TIMEOUT, memory=MEMORY,
-            reserved=config.anonymizer_concurrency, layers=[self.layer])
+            reserved=config.anonymizer_concurrency, layers=[self.layer], security_groups=[self.dicom_out])
         self.function.add_event_source(sources.SqsEventSource(
             self.queue, batch_size=BATCH_SIZE, max_batching_window=Duration.seconds(5),
             report_batch_item_failures=True))

@@ -129,6 +129,9 @@ class PacsConfig:
     anonymizer_concurrency: int = 10
     #: Clean Pixel Data's rules as JSON (context `deidPixelRules`: JSON text, or a .json / .toml file).
     deid_pixel_rules: str = ""
+    #: Partitions export jobs may write de-identified copies into (context `exportPartitions`), besides
+    #: the rules' destinations: the anonymizer may write there and nowhere else among the originals.
+    export_partitions: tuple[str, ...] = ()
     #: Keep buckets, keys and the table when the stack is deleted (PHI: on unless `-c retainData=false`).
     retain_data: bool = True
     #: A directory to ship as the `pacs` layer instead of building it (tests: a tiny stand-in).
@@ -162,6 +165,9 @@ class PacsConfig:
                 raise ValueError(f"{name}: {len(text.encode())} bytes of JSON; Lambda's environment takes "
                                  f"4 KB in all: keep the rules under {MAX_POLICY_BYTES} bytes")
         rule_partitions(self.deid_rules)  # raises on a partition name that cannot be a key prefix
+        for p in self.export_partitions:
+            if not _PARTITION.match(p) or p == self.partition:
+                raise ValueError(f"exportPartitions: {p!r} is not a partition copies may go into")
         if self.retention_days <= 0 or self.lifecycle_days <= 0:
             raise ValueError("retentionDays and lifecycleDays must be positive")
 
@@ -190,6 +196,7 @@ class PacsConfig:
             transcoder_concurrency=int(ctx("transcoderConcurrency") or defaults.transcoder_concurrency),
             deid_rules=rules_json(ctx("deidRules")),
             deid_pixel_rules=rules_json(ctx("deidPixelRules"), "deidPixelRules", "De-identification"),
+            export_partitions=_split(ctx("exportPartitions")),
             anonymizer_concurrency=int(ctx("anonymizerConcurrency") or defaults.anonymizer_concurrency),
             retain_data=_flag(ctx("retainData"), True),
             layer_dir=str(ctx("layerDir") or ""),

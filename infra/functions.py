@@ -8,7 +8,7 @@ the VPC's isolated subnets, with X-Ray, encrypted log groups with retention, and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +161,8 @@ class Functions(Construct):
 
     def function(self, cid: str, name: str, env: dict[str, str], *, timeout: Duration, memory: int,
                  reserved: int | None, dlq: sqs.IQueue | None = None,
-                 layers: list[lambda_.ILayerVersion] | None = None) -> lambda_.Function:
+                 layers: list[lambda_.ILayerVersion] | None = None,
+                 security_groups: Sequence[ec2.ISecurityGroup] = ()) -> lambda_.Function:
         log_group = logs.LogGroup(self, f"{cid}Logs", encryption_key=self.r.logs_key,
                                   retention=retention(self.config.retention_days))
         fn = lambda_.Function(
@@ -177,7 +178,7 @@ class Functions(Construct):
             },
             timeout=timeout, memory_size=memory, reserved_concurrent_executions=reserved,
             tracing=lambda_.Tracing.ACTIVE, log_group=log_group,
-            vpc=self.vpc, vpc_subnets=self.subnets, security_groups=[self.security_group],
+            vpc=self.vpc, vpc_subnets=self.subnets, security_groups=[self.security_group, *security_groups],
             dead_letter_queue=dlq,
             description=f"pacs-{self.config.stage} {name}",
         )

@@ -124,6 +124,10 @@ class Settings:
     #: AWS: the anonymizer's queue (rule events and export tasks) and its dead-letter queue.
     anonymizer_queue_url: str = ""
     anonymizer_dlq_url: str = ""
+    #: The partitions export jobs may write de-identified copies into (comma-separated); `*`: any (embedded).
+    #: The AWS stack sets the ones its anonymizer may write (the rules' destinations, context
+    #: `exportPartitions`); empty: none.
+    export_partitions: str = "*"
     #: Anonymizer worker processes under `pacs up`; 0: one per CPU.
     deid_workers: int = 0
 

@@ -18,7 +18,7 @@ from aws_cdk.assertions import Annotations, Match
 from infra import assets
 from infra.anonymizer import DETAIL_TYPES
 from infra.config import PacsConfig, rule_partitions, rules_json
-from tests.infra.conftest import FULL, Synth, synthesize
+from tests.infra.conftest import FULL, VPN, Synth, synthesize
 from tests.infra.test_transcoder import logical_id, props
 
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
@@ -31,7 +31,8 @@ RULES = {"rule": [
 
 @pytest.fixture(scope="module")
 def an(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synthesize(tmp_path_factory.mktemp("anonymizer"), {**FULL, "deidRules": json.dumps(RULES)})
+    return synthesize(tmp_path_factory.mktemp("anonymizer"), {**FULL, "deidRules": json.dumps(RULES),
+                                                              "exportPartitions": "research-deid"})
 
 
 def function(synth: Synth, handler: str) -> tuple[str, dict[str, Any]]:
@@ -185,3 +186,20 @@ def test_handler_imports_from_the_anonymizer_layer_on_python312(layer: Path) -> 
                           env=env, capture_output=True, text=True, timeout=240, cwd=code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rules": 1, "uid": "2.25."}
+
+
+def test_export_partitions_and_nodes_across_the_vpn(an: Synth) -> None:
+    """Context exportPartitions: the anonymizer may write copies into those partitions too, besides the
+    rules' destinations (and the API refuses any other: PACS_EXPORT_PARTITIONS, on both functions); its
+    export nodes are reached across the VPN."""
+    _, fn = function(an, "functions.anonymizer.handler.handler")
+    assert fn["Environment"]["Variables"]["PACS_EXPORT_PARTITIONS"] == "research-deid,trial-7-deid"
+    _, web = function(an, "functions.dicomweb.handler.handler")
+    assert web["Environment"]["Variables"]["PACS_EXPORT_PARTITIONS"] == "research-deid,trial-7-deid"
+    assert len(fn["VpcConfig"]["SecurityGroupIds"]) == 2
+    an.template.has_resource_properties("AWS::EC2::SecurityGroup", {
+        "GroupDescription": "anonymizer: C-STORE to export nodes across the VPN",
+        "SecurityGroupEgress": Match.array_with([Match.object_like({"CidrIp": cidr, "IpProtocol": "tcp"})
+                                                 for cidr in VPN])})
+    puts = json.dumps([s for s in statements(an, fn) if "s3:PutObject" in actions(s)])
+    assert "/research-deid/*" in puts and "/trial-7-deid/*" in puts

@@ -328,3 +328,19 @@ def test_the_crosswalk_and_the_installations_pixel_rules(archive: Backend, make_
     assert ("patient_id", "PID-B") in walk.lookup(str(ds.PatientID))
     for entry in archive.exports_store.list("default/export/crosswalk/"):
         assert b"PID-B" not in archive.exports_store.get(entry.key)
+
+
+def test_only_the_allowed_partitions_take_copies(archive: Backend) -> None:
+    """PACS_EXPORT_PARTITIONS (set by the AWS stack to what its anonymizer may write): another partition
+    is refused with the reason, before anything runs."""
+    import dataclasses
+
+    archive.settings = dataclasses.replace(archive.settings, export_partitions="research-deid")
+    d = archive.settings.data_dir
+    svc = ExportService(archive, SqliteExportJobs(d / "catalog.db"), SqliteTaskQueue(d / "tasks.db"))
+    try:
+        with pytest.raises(ExportRequestError, match="may not write into partition 'elsewhere'"):
+            svc.create({"studies": [A], "destination": {"partition": "elsewhere"}})
+        assert svc.create({"studies": [A], "destination": {"partition": "research-deid"}}).status == "queued"
+    finally:
+        svc.close()

@@ -65,7 +65,7 @@ def _query(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _destination(value: Any, source: str, nodes: NodeRegistry | None) -> dict[str, str]:
+def _destination(value: Any, source: str, nodes: NodeRegistry | None, allowed: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ExportRequestError("'destination' is required: {\"partition\": NAME}, {\"type\": \"zip\"}, "
                                  "{\"type\": \"files\"} or {\"node\": AE_TITLE}")
@@ -77,6 +77,10 @@ def _destination(value: Any, source: str, nodes: NodeRegistry | None) -> dict[st
             raise ExportRequestError(f"destination: {exc}") from None
         if target == source:
             raise ExportRequestError("destination: de-identified copies never go into the source partition")
+        names = {p.strip() for p in allowed.split(",") if p.strip()}
+        if "*" not in names and target not in names:
+            raise ExportRequestError(f"destination: export jobs may not write into partition {target!r} "
+                                     f"(PACS_EXPORT_PARTITIONS: {', '.join(sorted(names)) or 'none'})")
         return {"partition": target}
     if set(value) == {"type"} and value["type"] in ("zip", "files"):
         return {"type": value["type"]}
@@ -89,7 +93,8 @@ def _destination(value: Any, source: str, nodes: NodeRegistry | None) -> dict[st
                              "{\"type\": \"files\"} or {\"node\": AE_TITLE}")
 
 
-def parse_request(body: Any, *, source: str, nodes: NodeRegistry | None) -> dict[str, Any]:
+def parse_request(body: Any, *, source: str, nodes: NodeRegistry | None, partitions: str = "*"
+                  ) -> dict[str, Any]:
     """The request, checked and normalised (what the job records); ExportRequestError naming the
     first problem."""
     if not isinstance(body, dict):
@@ -132,5 +137,6 @@ def parse_request(body: Any, *, source: str, nodes: NodeRegistry | None) -> dict
     if query:
         out["query"] = query
     out.update(profile=profile_text, options=sorted(o.strip() for o in options), project=project,
-               destination=_destination(body.get("destination"), source, nodes), crosswalk=crosswalk)
+               destination=_destination(body.get("destination"), source, nodes, partitions),
+               crosswalk=crosswalk)
     return out

@@ -103,7 +103,8 @@ class ExportService:
     def create(self, request: Any) -> ExportJob:
         """Check the request (ExportRequestError naming why it cannot run), record a queued job and
         queue its plan."""
-        req = parse_request(request, source=self.partition, nodes=self.backend.nodes)
+        req = parse_request(request, source=self.partition, nodes=self.backend.nodes,
+                            partitions=self.settings.export_partitions)
         self._check_listed(req)
         job = ExportJob(new_job_id(), self.partition, req, output={"destination": req["destination"]})
         self.jobs.create(job)
