@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := dcmtk libgdcm-tools dicom3tools chromium nodejs orthanc orthanc-dicomweb jq curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-codecs bench-dimse bench-catalog setup apt viewer synth clean
+.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-codecs bench-dimse bench-deid bench-catalog setup apt viewer synth clean
 
 setup: apt $(STAMP) viewer
 
@@ -74,6 +74,9 @@ bench-codecs: setup
 
 bench-dimse: setup
 	bash bench/run_dimse.sh
+
+bench-deid: setup
+	bash bench/run_deid.sh
 
 bench-catalog: $(STAMP)
 	$(BIN)/python bench/catalog_scale.py
