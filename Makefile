@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := dcmtk libgdcm-tools dicom3tools chromium nodejs orthanc orthanc-dicomweb jq curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-codecs bench-dimse bench-catalog setup apt viewer synth clean
+.PHONY: up test lint types unit integration interop bench bench-dicomweb bench-codecs bench-dimse bench-deid bench-catalog setup apt viewer synth clean
 
 setup: apt $(STAMP) viewer
 
@@ -51,17 +51,24 @@ lint: setup
 types: setup
 	$(BIN)/mypy layers/pacs gateway functions
 
+# The tests run in parallel (pytest-xdist): TEST_WORKERS processes, one per CPU by default (`logical`: 2 on a
+# 2-core machine even when psutil counts 1 physical core). tests/conftest.py keeps together what must share
+# a worker (the viewer/Chromium tests; each module whose fixtures start `pacs up`, Orthanc or a synth once);
+# `--dist loadgroup` spreads the rest test by test. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= logical
+XDIST = -n $(TEST_WORKERS) --dist loadgroup
+
 unit: setup
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q $(XDIST) tests/unit
 
 integration: setup
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q $(XDIST) tests/integration
 
 interop: setup
-	$(BIN)/pytest -q tests/interop
+	$(BIN)/pytest -q $(XDIST) tests/interop
 
 test: setup lint types
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider $(XDIST) tests
 
 bench: setup
 	bash bench/run_store.sh
@@ -74,6 +81,9 @@ bench-codecs: setup
 
 bench-dimse: setup
 	bash bench/run_dimse.sh
+
+bench-deid: setup
+	bash bench/run_deid.sh
 
 bench-catalog: $(STAMP)
 	$(BIN)/python bench/catalog_scale.py

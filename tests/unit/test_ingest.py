@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -197,7 +198,7 @@ def test_file_from_another_filesystem_is_copied(tmp_path: Path, make_part10: Mak
         pytest.skip("no /dev/shm")
     store = FilesystemBlobStore(tmp_path / "objects")
     data = make_part10()
-    path = shm / f"pacs-test-{tmp_path.name}.dcm"
+    path = shm / f"pacs-test-{os.getpid()}-{tmp_path.name}.dcm"  # unique across concurrent test runs
     path.write_bytes(data)
     try:
         result = IngestService(store).ingest_file(path)

@@ -41,12 +41,18 @@ def test_event_survives_a_killed_publisher(tmp_path: Path) -> None:
 
 
 def test_claimed_messages_are_invisible_until_timeout(tmp_path: Path) -> None:
-    q = LocalQueue(tmp_path / "q.db", visibility_timeout=0.3)
+    q = LocalQueue(tmp_path / "q.db", visibility_timeout=2.0)  # wide enough for a busy machine
     q.publish(ev(1))
     (m,) = q.receive(10)
+    claimed = time.monotonic()
     assert q.receive(10) == []  # claimed by a consumer that may still be working
-    time.sleep(0.4)
-    (again,) = q.receive(10)  # that consumer died: delivered again
+    assert time.monotonic() - claimed < 2.0, "the check above ran after the timeout: the machine stalled"
+    deadline = claimed + 60
+    while not (got := q.receive(10)):  # that consumer died: delivered again once the timeout passed
+        assert time.monotonic() < deadline, "not delivered again within 60 s"
+        time.sleep(0.05)
+    assert time.monotonic() - claimed >= 2.0
+    (again,) = got
     assert again.event == m.event and again.attempts == 2
     q.ack(again.id)
     assert q.depth() == 0

@@ -371,9 +371,9 @@ def test_wildcard_ignores_stored_padding() -> None:
 def test_wildcard_with_many_stars_is_not_exponential() -> None:
     query = "*A" * 20 + "*B"
     stored = attr("LT", "A" * 5000)
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time of this thread: other work on a busy machine does not count
     assert not m("AdditionalPatientHistory", query, stored)
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 @pytest.mark.parametrize(
