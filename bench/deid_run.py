@@ -615,7 +615,10 @@ def _export_job(url: str, base: str, body: dict[str, Any], timeout: float) -> di
         state = last.get("status") if st == 200 and isinstance(last, dict) else None
         if state in ("done", "failed", "error", "cancelled"):
             secs = time.perf_counter() - t0
-            counts = {k: last.get(k) for k in ("instances", "done", "failed", "heldBack") if k in last}
+            progress, totals = last.get("progress") or {}, last.get("totals") or {}
+            pairs = (("instances", totals.get("instances")), ("done", progress.get("done")),
+                     ("failed", progress.get("failed")), ("heldBack", progress.get("heldBack")))
+            counts = {k: v for k, v in pairs if v is not None}
             n = counts.get("done") if isinstance(counts.get("done"), int) else counts.get("instances")
             return {"status": state, "seconds": secs, "location": location, "counts": counts,
                     "instances_per_s": (n / secs) if isinstance(n, int) and secs > 0 else None,
