@@ -56,7 +56,9 @@ def gateway(tmp_path: Path) -> Iterator[tuple[int, GatewayServer, list[object]]]
 
 
 def requestor() -> AE:
-    ae = AE(ae_title="SCU")
+    """Our requestor (event reactors): pynetdicom's own reactor can take a C-ECHO response off the
+    queue before `send_c_echo` does under CPU load (pynetdicom#875); ours re-checks its pause."""
+    ae = EventAE(ae_title="SCU")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(Verification)
     return ae
