@@ -33,7 +33,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -140,6 +140,32 @@ def _work(detail_type: str, detail: dict[str, Any]) -> tuple[str, str]:
 # -- the supervisor's side ----------------------------------------------------------------------------
 
 
+J = TypeVar("J")
+
+
+def harvest(running: dict[Future[tuple[str, str]], J], timeout: float,
+            died: str) -> tuple[list[tuple[J, str | None, str]], bool]:
+    """Wait up to `timeout` for a job of the pool to finish; the finished ones (taken out of `running`),
+    each with the worker's (kind, text), or (None, error) when it raised (`died: …` when its process
+    died); and whether the pool broke."""
+    finished, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+    broken = False
+    out: list[tuple[J, str | None, str]] = []
+    for future in finished:
+        job = running.pop(future)
+        try:
+            kind, text = future.result()
+        except BrokenProcessPool as exc:
+            broken = True
+            out.append((job, None, f"{died}: {exc}"))
+            continue
+        except Exception as exc:
+            out.append((job, None, f"{type(exc).__name__}: {exc}"))
+            continue
+        out.append((job, kind, text))
+    return out, broken
+
+
 @dataclass(slots=True)
 class _Job:
     event: StoredEvent
@@ -228,20 +254,11 @@ class EventWorker:
         if not self._running:
             time.sleep(timeout if read or self._waiting else 0)
         else:
-            finished, _ = wait(list(self._running), timeout=timeout, return_when=FIRST_COMPLETED)
-            broken = False
-            for future in finished:
-                job = self._running.pop(future)
-                try:
-                    kind, text = future.result()
-                except BrokenProcessPool as exc:
-                    broken = True
-                    self._retry(job, f"a {self.name} process died: {exc}")
-                    continue
-                except Exception as exc:
-                    self._retry(job, f"{type(exc).__name__}: {exc}")
-                    continue
-                if kind == "permanent":
+            finished, broken = harvest(self._running, timeout, f"a {self.name} process died")
+            for job, kind, text in finished:
+                if kind is None:
+                    self._retry(job, text)
+                elif kind == "permanent":
                     self._dead(job, text)
                 else:
                     self.done += 1

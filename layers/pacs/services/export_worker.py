@@ -18,12 +18,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from pacs.config import Settings
 from pacs.events.tasks import SqliteTaskQueue, Task, TaskConsumer
+from pacs.services.event_worker import harvest
 from pacs.services.exports import ExportService, PermanentExportFailure
 
 log = logging.getLogger("pacs.exports")
@@ -149,20 +150,12 @@ class ExportWorker:
                 self._submit(task)
         if not self._running:
             return
-        finished, _ = wait(list(self._running), timeout=timeout, return_when=FIRST_COMPLETED)
-        broken = False
-        for future in finished:
-            task = self._running.pop(future)
-            try:
-                kind, text = future.result()
-            except BrokenProcessPool as exc:
-                broken = True
-                self._settle(task, f"an export process died: {exc}")
-                continue
-            except Exception as exc:
-                self._settle(task, f"{type(exc).__name__}: {exc}")
-                continue
-            self._settle(task, text if kind == "permanent" else None, permanent=kind == "permanent")
+        finished, broken = harvest(self._running, timeout, "an export process died")
+        for task, kind, text in finished:
+            if kind is None:
+                self._settle(task, text)
+            else:
+                self._settle(task, text if kind == "permanent" else None, permanent=kind == "permanent")
         if broken:
             self._rebuild()
 
