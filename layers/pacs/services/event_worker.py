@@ -33,7 +33,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -166,6 +166,49 @@ def harvest(running: dict[Future[tuple[str, str]], J], timeout: float,
     return out, broken
 
 
+class PoolSupervisor(Generic[J]):
+    """What the event and export workers share: jobs in flight on a process pool, the pool rebuilt
+    when a process dies, the loop until stopped. Subclasses set `_pool` and `_running`."""
+
+    _pool: ProcessPoolExecutor | None
+    _running: dict[Future[tuple[str, str]], J]
+
+    def step(self, timeout: float = 0.5, *, read: bool = True) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _died(self, job: J) -> None:
+        """A job in flight when its pool broke."""
+        raise NotImplementedError
+
+    def _rebuild(self) -> None:
+        """The pool broke (a process died): every job in flight goes to `_died`; a new pool comes next."""
+        pool, self._pool = self._pool, None
+        for future, job in list(self._running.items()):
+            del self._running[future]
+            self._died(job)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def run(self, stop: threading.Event, *, poll: float = 0.5) -> None:
+        """Work until `stop` is set, then finish the work in flight."""
+        try:
+            while not stop.is_set():
+                self.step(poll)
+            while self._running:
+                self.step(poll, read=False)
+        finally:
+            self.close()
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            stop_resource_tracker()  # else it outlives `pacs up` by a moment
+
+
 @dataclass(slots=True)
 class _Job:
     event: StoredEvent
@@ -175,7 +218,7 @@ class _Job:
     due: float = 0.0
 
 
-class EventWorker:
+class EventWorker(PoolSupervisor[_Job]):
     """Follow the event log and handle `detail_types` in `workers` processes, each running the handler
     `factory(settings)` builds; cursor and dead letters in `state_path` under `name`."""
 
@@ -193,9 +236,9 @@ class EventWorker:
         self.state = WorkerState(state_path, name)
         self.cursor = self.state.cursor()
         self._read_upto = self.cursor
-        self._running: dict[Future[tuple[str, str]], _Job] = {}
+        self._running = {}
         self._waiting: list[_Job] = []  # retries, due later
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = None
         self.done = self.failed = 0
         self._next_redrive_check = 0.0
 
@@ -280,14 +323,8 @@ class EventWorker:
         self.state.dead_letter(job.event, error, job.attempts)
         self.failed += 1
 
-    def _rebuild(self) -> None:
-        """The pool broke (a process died): every job in flight is retried on a new pool."""
-        pool, self._pool = self._pool, None
-        for future, job in list(self._running.items()):
-            del self._running[future]
-            self._retry(job, f"a {self.name} process died")
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+    def _died(self, job: _Job) -> None:
+        self._retry(job, f"a {self.name} process died")  # on the new pool
 
     def _advance(self) -> None:
         pending = [j.event.id for j in (*self._running.values(), *self._waiting) if j.tracked]
@@ -299,19 +336,10 @@ class EventWorker:
     def run(self, stop: threading.Event, *, poll: float = 0.5) -> None:
         """Work until `stop` is set, then finish the work in flight (retries left for the next
         start: the cursor stays before them)."""
-        try:
-            while not stop.is_set():
-                self.step(poll)
-            while self._running:
-                self.step(poll, read=False)
-        finally:
-            self.close()
+        super().run(stop, poll=poll)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            stop_resource_tracker()
+        self._close_pool()
         self.events.close()
         self.state.close()
 
