@@ -33,7 +33,7 @@ from typing import Any
 
 from pacs.deid.options import Profile
 from pacs.events.publisher import INSTANCE_STORED, STUDY_UPDATED
-from pacs.services.rules_source import load_source
+from pacs.services.rules_source import load_source, rule_list
 from pacs.storage.keys import check_partition
 
 _RULE_KEYS = {"name", "partitions", "calling_aes", "modalities", "sop_classes", "trigger", "profile",
@@ -214,13 +214,7 @@ def _check_loops(rules: Iterable[DeidRule]) -> None:
 
 def parse_rules(data: Mapping[str, Any]) -> DeidRules:
     """Validated rules from their parsed document (`{"rule": [ ... ]}`; `rules` is taken too)."""
-    unknown = set(data) - {"rule", "rules"}
-    if unknown:
-        raise RulesError(f"unknown top-level key(s) {', '.join(sorted(unknown))}: the rules are a list "
-                         "of `rule`")
-    raw_rules = data.get("rule", data.get("rules", []))
-    if not isinstance(raw_rules, list):
-        raise RulesError("`rule` must be a list of tables ([[rule]] in TOML)")
+    raw_rules = rule_list(data, error=RulesError, what="the rules are a list of `rule`")
     rules = tuple(_rule(raw, n) for n, raw in enumerate(raw_rules, 1))
     names = [r.name for r in rules]
     dup = sorted({n for n in names if names.count(n) > 1})

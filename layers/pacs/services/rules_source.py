@@ -1,5 +1,6 @@
 """Reading a rules setting (the transcode policy, the de-identification rules): JSON text, or a TOML or
-JSON file, parsed into a table and handed to the rules' own parser; errors name where they come from."""
+JSON file, parsed into a table and handed to the rules' own parser; errors name where they come from.
+`rule_list` is the top of both documents: a list of `rule` tables."""
 
 from __future__ import annotations
 
@@ -43,3 +44,15 @@ def _parse_text(text: str, kind: str, where: str, parse: Callable[[Mapping[str, 
         return parse(data)
     except error as exc:
         raise error(f"{where}: {exc}") from None
+
+
+def rule_list(data: Mapping[str, Any], *, error: type[Exception], what: str) -> list[Any]:
+    """The raw `rule` list of a parsed document (`rules` is taken too); `error` for other top-level
+    keys (`what` says what the document is) or a `rule` that is not a list."""
+    unknown = set(data) - {"rule", "rules"}
+    if unknown:
+        raise error(f"unknown top-level key(s) {', '.join(sorted(unknown))}: {what}")
+    raw_rules = data.get("rule", data.get("rules", []))
+    if not isinstance(raw_rules, list):
+        raise error("`rule` must be a list of tables ([[rule]] in TOML)")
+    return raw_rules

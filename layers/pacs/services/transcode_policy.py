@@ -28,7 +28,7 @@ from typing import Any
 from pydicom import uid as pydicom_uid
 
 from pacs.codecs import SYNTAXES, EncodeOptions, can_encode
-from pacs.services.rules_source import load_source
+from pacs.services.rules_source import load_source, rule_list
 
 _RULE_KEYS = {"name", "partitions", "modalities", "sop_classes", "stored_syntaxes", "min_bytes", "max_bytes",
               "copies"}
@@ -182,13 +182,7 @@ def _target(raw: Any, where: str) -> Target:
 
 def parse_policy(data: Mapping[str, Any]) -> Policy:
     """A validated policy from its parsed document (`{"rule": [ ... ]}`; `rules` is taken too)."""
-    unknown = set(data) - {"rule", "rules"}
-    if unknown:
-        raise PolicyError(f"unknown top-level key(s) {', '.join(sorted(unknown))}: "
-                          "the policy is a list of `rule`")
-    raw_rules = data.get("rule", data.get("rules", []))
-    if not isinstance(raw_rules, list):
-        raise PolicyError("`rule` must be a list of tables ([[rule]] in TOML)")
+    raw_rules = rule_list(data, error=PolicyError, what="the policy is a list of `rule`")
     rules = []
     for n, raw in enumerate(raw_rules, 1):
         if not isinstance(raw, Mapping):
