@@ -19,21 +19,18 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import assets
 from infra.config import PacsConfig, rule_partitions
 from infra.functions import Functions, layer_version, pacs_environment
 from infra.nag import GRANT_WILDCARDS, Why, arn_of, grant_findings, suppress
-from infra.pipeline import EVENT_SOURCE, MAX_RECEIVE_COUNT, RETENTION, Pipeline
+from infra.pipeline import MAX_RECEIVE_COUNT, Pipeline, event_queue
 
 #: The detail types the anonymizer consumes (pacs.services.anonymizer.DETAIL_TYPES).
 DETAIL_TYPES = ("InstanceStored", "StudyUpdated")
@@ -50,22 +47,11 @@ class Anonymizer(Construct):
                  pipeline: Pipeline, exports: s3.IBucket, data_key: kms.IKey) -> None:
         super().__init__(scope, cid)
         r = functions.r
-        key = pipeline.key
         sources_, rule_destinations = rule_partitions(config.deid_rules)
         destinations = tuple(sorted({*rule_destinations, *config.export_partitions}))
-        self.dlq = sqs.Queue(self, "Dlq", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
-                             enforce_ssl=True, retention_period=RETENTION)
-        self.queue = sqs.Queue(
-            self, "Queue", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key, enforce_ssl=True,
-            retention_period=RETENTION, visibility_timeout=Duration.seconds(TIMEOUT.to_seconds() * 6),
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVE_COUNT))
-        self.rule = events.Rule(
-            self, "OnInstance", event_bus=pipeline.bus,
-            description="Stored instances and updated studies to the anonymizer (de-identification rules)",
-            event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail_type=list(DETAIL_TYPES)),
-            targets=[targets.SqsQueue(self.queue, dead_letter_queue=pipeline.rule_dlq, retry_attempts=8,
-                                      max_event_age=Duration.hours(24))],
-        )
+        self.dlq, self.queue, self.rule = event_queue(
+            self, pipeline, timeout=TIMEOUT, detail_types=DETAIL_TYPES,
+            description="Stored instances and updated studies to the anonymizer (de-identification rules)")
         for partition in sources_:  # the deployment's partition is notified already (infra/pipeline.py)
             if partition != config.partition:
                 r.originals.add_event_notification(

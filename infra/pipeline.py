@@ -78,3 +78,24 @@ class Pipeline(Construct):
             targets=[targets.LambdaFunction(fn, dead_letter_queue=self.rule_dlq, retry_attempts=2,
                                             max_event_age=Duration.hours(6))],
         )
+
+
+def event_queue(scope: Construct, pipeline: Pipeline, *, timeout: Duration, detail_types: tuple[str, ...],
+                description: str) -> tuple[sqs.Queue, sqs.Queue, events.Rule]:
+    """(DLQ, queue, rule) of a consumer of the bus's events (the transcoder, the anonymizer): both
+    queues KMS-encrypted with the pipeline's key, the queue's visibility six times the consumer's
+    `timeout`, fed by a rule `OnInstance` on `detail_types` (its failed deliveries to the rule DLQ)."""
+    key = pipeline.key
+    dlq = sqs.Queue(scope, "Dlq", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
+                    enforce_ssl=True, retention_period=RETENTION)
+    queue = sqs.Queue(
+        scope, "Queue", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key, enforce_ssl=True,
+        retention_period=RETENTION, visibility_timeout=Duration.seconds(timeout.to_seconds() * 6),
+        dead_letter_queue=sqs.DeadLetterQueue(queue=dlq, max_receive_count=MAX_RECEIVE_COUNT))
+    rule = events.Rule(
+        scope, "OnInstance", event_bus=pipeline.bus, description=description,
+        event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail_type=list(detail_types)),
+        targets=[targets.SqsQueue(queue, dead_letter_queue=pipeline.rule_dlq, retry_attempts=8,
+                                  max_event_age=Duration.hours(24))],
+    )
+    return dlq, queue, rule

@@ -13,17 +13,14 @@ stack; tools/build_layer.py --profile transcoder): the shared layer plus imageco
 from __future__ import annotations
 
 from aws_cdk import Duration
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import assets
 from infra.config import PacsConfig
 from infra.functions import Functions, layer_version, pacs_environment
 from infra.nag import Why, suppress
-from infra.pipeline import EVENT_SOURCE, MAX_RECEIVE_COUNT, RETENTION, Pipeline
+from infra.pipeline import Pipeline, event_queue
 
 #: The detail types the transcoder consumes (pacs.services.transcoder.DETAIL_TYPES).
 DETAIL_TYPES = ("InstanceStored", "InstanceDeleted")
@@ -38,20 +35,9 @@ class Transcoder(Construct):
                  pipeline: Pipeline) -> None:
         super().__init__(scope, cid)
         r = functions.r
-        key = pipeline.key
-        self.dlq = sqs.Queue(self, "Dlq", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
-                             enforce_ssl=True, retention_period=RETENTION)
-        self.queue = sqs.Queue(
-            self, "Queue", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key, enforce_ssl=True,
-            retention_period=RETENTION, visibility_timeout=Duration.seconds(TIMEOUT.to_seconds() * 6),
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVE_COUNT))
-        self.rule = events.Rule(
-            self, "OnInstance", event_bus=pipeline.bus,
-            description="Stored and deleted instances to the transcoder (derived copies by policy)",
-            event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail_type=list(DETAIL_TYPES)),
-            targets=[targets.SqsQueue(self.queue, dead_letter_queue=pipeline.rule_dlq, retry_attempts=8,
-                                      max_event_age=Duration.hours(24))],
-        )
+        self.dlq, self.queue, self.rule = event_queue(
+            self, pipeline, timeout=TIMEOUT, detail_types=DETAIL_TYPES,
+            description="Stored and deleted instances to the transcoder (derived copies by policy)")
         self.layer = layer_version(
             self, "Layer", config.layer_dir, assets.transcoder_layer,
             "pacs library + pydicom, codecs and imagecodecs (no GPL), pynamodb, Powertools")

@@ -15,7 +15,6 @@ import functools
 import json
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -24,6 +23,8 @@ from pacs.backends import open_backend
 from pacs.config import Settings
 from pacs.services.transcode_policy import describe, load_policy
 from pacs.services.transcoder import PermanentFailure, TranscoderService
+
+from functions import sqs_dlq
 
 logger = Logger(service="transcoder")
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -46,20 +47,14 @@ def transcoder() -> TranscoderService:
 
 @functools.cache
 def _sqs() -> Any:
-    s = settings()
-    return boto3.client("sqs", region_name=s.region, endpoint_url=s.endpoint_url or None)
+    return sqs_dlq.sqs_client(settings())
 
 
 def dead_letter(record: SQSRecord, reason: str) -> None:
     """Send the record's body to the DLQ with the reason; without PACS_TRANSCODE_DLQ_URL, fail the
     record (its redrive policy dead-letters it after the retries, the reason in the logs)."""
-    url = settings().transcode_dlq_url
-    if not url:
-        raise PermanentFailure(reason)
-    _sqs().send_message(QueueUrl=url, MessageBody=record.body, MessageAttributes={
-        "error": {"DataType": "String", "StringValue": reason[:4096]},
-        "sourceMessageId": {"DataType": "String", "StringValue": record.message_id},
-    })
+    sqs_dlq.dead_letter(record, reason, url=settings().transcode_dlq_url, client=_sqs,
+                        failure=PermanentFailure)
 
 
 def parse(body: str) -> tuple[str, dict[str, Any]]:

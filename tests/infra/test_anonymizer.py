@@ -7,8 +7,6 @@ function's grants for export jobs; alarms; cdk-nag clean with rules; and its rea
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,8 @@ from infra import assets
 from infra.anonymizer import DETAIL_TYPES
 from infra.config import PacsConfig, rule_partitions, rules_json
 from tests.infra.conftest import FULL, VPN, Synth, synthesize
-from tests.infra.test_transcoder import logical_id, props
+from tests.infra.functions_helpers import check_layer, function, logical_id, props, smoke
 
-LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 RULES = {"rule": [
     {"name": "trial-7", "partitions": ["trial-7"], "calling_aes": ["RESEARCH_CT"],
      "destination": {"partition": "trial-7-deid"}},
@@ -33,12 +30,6 @@ RULES = {"rule": [
 def an(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synthesize(tmp_path_factory.mktemp("anonymizer"), {**FULL, "deidRules": json.dumps(RULES),
                                                               "exportPartitions": "research-deid"})
-
-
-def function(synth: Synth, handler: str) -> tuple[str, dict[str, Any]]:
-    [(lid, fn)] = [(k, r) for k, r in synth.resources("AWS::Lambda::Function").items()
-                   if props(r).get("Handler") == handler]
-    return lid, props(fn)
 
 
 def statements(synth: Synth, fn: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,14 +144,9 @@ def layer() -> Path:
 
 
 def test_anonymizer_layer_fits_lambdas_limit(layer: Path) -> None:
-    site = layer / "python"
-    for name in ("pacs", "pydicom", "numpy", "imagecodecs", "openjpeg", "jpeg_ls", "pynetdicom",
-                 "cryptography", "pynamodb", "aws_lambda_powertools", "orjson"):
-        assert (site / name).is_dir(), name
-    for name in ("fastapi", "mangum", "starlette", "rich", "uvicorn", "pylibjpeg_libjpeg"):
-        assert not (site / name).exists(), name
-    size = assets.tree_size(layer) + assets.tree_size(assets.functions_code())
-    assert size < LAMBDA_UNZIPPED_LIMIT, size
+    check_layer(layer, ("pacs", "pydicom", "numpy", "imagecodecs", "openjpeg", "jpeg_ls", "pynetdicom",
+                        "cryptography", "pynamodb", "aws_lambda_powertools", "orjson"),
+                ("fastapi", "mangum", "starlette", "rich", "uvicorn", "pylibjpeg_libjpeg"))
 
 
 SMOKE = """
@@ -175,17 +161,7 @@ print(json.dumps({"rules": len(rules.rules), "uid": Deidentifier(DeidSettings(ke
 
 
 def test_handler_imports_from_the_anonymizer_layer_on_python312(layer: Path) -> None:
-    python = assets.layer_builder().python312()
-    if python is None:
-        pytest.skip("no CPython 3.12 here")
-    code = assets.functions_code()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PACS_BACKEND": "aws", "PACS_BUCKET": "b",
-           "PACS_TABLE": "t", "PACS_REGION": "eu-west-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    paths = [str(code), str(layer / "python")]
-    done = subprocess.run([python, "-I", "-c", f"import sys; sys.path[:0] = {paths!r}\n{SMOKE}"],
-                          env=env, capture_output=True, text=True, timeout=240, cwd=code)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rules": 1, "uid": "2.25."}
+    assert smoke(layer, SMOKE) == {"rules": 1, "uid": "2.25."}
 
 
 def test_export_partitions_and_nodes_across_the_vpn(an: Synth) -> None:

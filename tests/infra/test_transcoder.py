@@ -17,8 +17,15 @@ from infra import assets
 from infra.config import PacsConfig, policy_json
 from infra.transcoder import DETAIL_TYPES
 from tests.infra.conftest import FULL, Synth, synthesize
+from tests.infra.functions_helpers import (
+    LAMBDA_UNZIPPED_LIMIT,
+    check_layer,
+    function,
+    logical_id,
+    props,
+    smoke,
+)
 
-LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 POLICY = {"rule": [{"name": "ct", "modalities": ["CT", "MR"], "copies": ["JPEGLSLossless"]}]}
 
 
@@ -27,23 +34,8 @@ def tc(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synthesize(tmp_path_factory.mktemp("transcoder"), {**FULL, "transcodePolicy": json.dumps(POLICY)})
 
 
-def props(r: dict[str, Any]) -> dict[str, Any]:
-    return r.get("Properties", {})  # type: ignore[no-any-return]
-
-
 def transcoder(synth: Synth) -> tuple[str, dict[str, Any]]:
-    [(lid, fn)] = [(k, r) for k, r in synth.resources("AWS::Lambda::Function").items()
-                   if props(r).get("Handler") == "functions.transcoder.handler.handler"]
-    return lid, props(fn)
-
-
-def logical_id(synth: Synth, path: str) -> str:
-    """The logical id of the resource at a construct path under the stack (`Transcoder/Queue`)."""
-    node: Any = synth.stack
-    for part in path.split("/"):
-        node = node.node.find_child(part)
-    child = node.node.default_child
-    return str(synth.stack.resolve(child.logical_id))
+    return function(synth, "functions.transcoder.handler.handler")
 
 
 def test_rule_routes_instance_events_to_the_transcoder_queue(tc: Synth) -> None:
@@ -123,15 +115,9 @@ def layer() -> Path:
 
 
 def test_transcoder_layer_fits_lambdas_limit_with_imagecodecs_and_without_the_web_stack(layer: Path) -> None:
-    site = layer / "python"
-    for name in ("pacs", "pydicom", "numpy", "imagecodecs", "openjpeg", "jpeg_ls", "pynamodb",
-                 "aws_lambda_powertools", "orjson"):
-        assert (site / name).is_dir(), name
-    for name in ("fastapi", "mangum", "pynetdicom", "rich", "uvicorn", "pylibjpeg_libjpeg"):
-        assert not (site / name).exists(), name
-    code = assets.tree_size(assets.functions_code())
-    size = assets.tree_size(layer)
-    assert size + code < LAMBDA_UNZIPPED_LIMIT, (size, code)
+    check_layer(layer, ("pacs", "pydicom", "numpy", "imagecodecs", "openjpeg", "jpeg_ls", "pynamodb",
+                        "aws_lambda_powertools", "orjson"),
+                ("fastapi", "mangum", "pynetdicom", "rich", "uvicorn", "pylibjpeg_libjpeg"))
 
 
 def test_shared_layer_requirements_leave_imagecodecs_out() -> None:
@@ -155,17 +141,7 @@ print(json.dumps({"rules": len(policy.rules), "htj2k": bool(imagecodecs.HTJ2K.av
 
 
 def test_handler_imports_from_the_transcoder_layer_on_python312(layer: Path) -> None:
-    python = assets.layer_builder().python312()
-    if python is None:
-        pytest.skip("no CPython 3.12 here")
-    code = assets.functions_code()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PACS_BACKEND": "aws", "PACS_BUCKET": "b",
-           "PACS_TABLE": "t", "PACS_REGION": "eu-west-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    paths = [str(code), str(layer / "python")]
-    done = subprocess.run([python, "-I", "-c", f"import sys; sys.path[:0] = {paths!r}\n{SMOKE}"],
-                          env=env, capture_output=True, text=True, timeout=240, cwd=code)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rules": 1, "htj2k": True, "roundtrip": True}
+    assert smoke(layer, SMOKE) == {"rules": 1, "htj2k": True, "roundtrip": True}
 
 
 def test_dicomweb_function_has_imagecodecs_for_encoding_on_the_fly(tc: Synth) -> None:

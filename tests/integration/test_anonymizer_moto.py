@@ -29,7 +29,8 @@ from pacs.storage.s3 import S3BlobStore
 from functions.anonymizer import handler as anonymizer_handler
 from functions.indexer import handler as indexer_handler
 from tests.integration import test_moto_pipeline as pipeline
-from tests.integration.test_moto_pipeline import BUCKET, REGION, MotoPacs, lambda_context
+from tests.integration.sqs_consumer import Consumer, event_queue
+from tests.integration.test_moto_pipeline import BUCKET, REGION, MotoPacs
 from tests.unit.conftest import build_dataset, to_part10
 
 aws = pipeline.aws  # the moto world fixture
@@ -46,11 +47,7 @@ RULES = {"rule": [
 
 
 @dataclass
-class Anonymizing:
-    world: MotoPacs
-    url: str
-    arn: str
-    dlq_url: str
+class Anonymizing(Consumer):
     exports: S3BlobStore
     secret: bytes
 
@@ -64,25 +61,8 @@ class Anonymizing:
         assert self.world.deliver(self.world.receive()) == []
         return data
 
-    def receive(self, url: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while got := self.world.sqs.receive_message(
-                QueueUrl=url or self.url, MaxNumberOfMessages=10, VisibilityTimeout=60,
-                AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", []):
-            self.world.sqs.delete_message_batch(QueueUrl=url or self.url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
-            out += got
-        return out
-
-    def record(self, m: dict[str, Any]) -> dict[str, Any]:
-        return {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                "attributes": {**m.get("Attributes", {}), "ApproximateReceiveCount": "1"},
-                "messageAttributes": {}, "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
-                "eventSourceARN": self.arn, "awsRegion": REGION}
-
     def deliver(self, messages: list[dict[str, Any]]) -> list[str]:
-        result = anonymizer_handler.handler({"Records": [self.record(m) for m in messages]}, lambda_context())
-        return [f["itemIdentifier"] for f in result["batchItemFailures"]]
+        return self.batch(anonymizer_handler.handler, messages)
 
     def copies(self) -> list[str]:
         return [b.key for b in self.world.store.list(f"{DST}/studies/")]
@@ -109,19 +89,8 @@ def an(aws: MotoPacs, monkeypatch: pytest.MonkeyPatch) -> Iterator[Anonymizing]:
         "QueueConfigurations": [queue_config, research]})
     aws.receive(keep_test_events=True)
     aws.s3.create_bucket(Bucket=EXPORTS)
-    events = boto3.client("events", region_name=REGION)
-    events.create_event_bus(Name=BUS)
-    sqs = aws.sqs
-    dlq_url = sqs.create_queue(QueueName="pacs-it-anonymizer-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName="pacs-it-anonymizer", Attributes={
-        "VisibilityTimeout": "60",
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    # the rule of infra/anonymizer.py
-    events.put_rule(Name="pacs-anonymizer", EventBusName=BUS, EventPattern=json.dumps(
-        {"source": ["pacs"], "detail-type": ["InstanceStored", "StudyUpdated"]}))
-    events.put_targets(Rule="pacs-anonymizer", EventBusName=BUS, Targets=[{"Id": "anonymizer", "Arn": arn}])
+    # the queue, DLQ and rule of infra/anonymizer.py
+    url, arn, dlq_url = event_queue(aws, BUS, "anonymizer", ["InstanceStored", "StudyUpdated"])
     monkeypatch.setenv("PACS_EVENT_BUS", BUS)
     monkeypatch.setenv("PACS_DEID_RULES", json.dumps(RULES))
     monkeypatch.setenv("PACS_ANONYMIZER_DLQ_URL", dlq_url)

@@ -215,7 +215,7 @@ def test_the_filesystem_backend_ignores_the_limit(tmp_path: Path) -> None:
 def test_packing_streams_in_parts(stored: MotoPacs, load_handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A body larger than a part goes up as several parts of an S3 multipart upload, reassembled exact."""
     import moto.s3.models
-    from pacs.services import packed
+    from pacs.services import packed, s3_stream
 
     monkeypatch.setattr(packed, "PART_SIZE", 16 * 1024)
     monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", 1024)
@@ -227,4 +227,4 @@ def test_packing_streams_in_parts(stored: MotoPacs, load_handler: Any, monkeypat
     content_type, body = follow(stored, redirected(get(handler, f"/dicomweb/studies/{uids(f.ct)[0]}")))
     assert multipart_parts(content_type, body) == [f.ct, f.ct2, f.ct3]
     assert len(parts) == -(-len(body) // (16 * 1024)) > 1 and set(parts[:-1]) == {16 * 1024}
-    assert list(packed._pieces([b"ab", b"cde", b"f"], 4)) == [b"abcd", b"ef"]
+    assert list(s3_stream.pieces([b"ab", b"cde", b"f"], 4)) == [b"abcd", b"ef"]

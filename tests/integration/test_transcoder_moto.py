@@ -25,7 +25,8 @@ from pydicom.encaps import encapsulate
 from functions.indexer import handler as indexer_handler
 from functions.transcoder import handler as transcoder_handler
 from tests.integration import test_moto_pipeline as pipeline
-from tests.integration.test_moto_pipeline import REGION, MotoPacs, P, files, key_of, lambda_context, uids
+from tests.integration.sqs_consumer import Consumer, event_queue
+from tests.integration.test_moto_pipeline import MotoPacs, P, files, key_of, uids
 
 aws = pipeline.aws  # the moto world fixture
 BUS = "pacs-it-bus"
@@ -34,36 +35,14 @@ POLICY = {"rule": [{"name": "ct", "modalities": ["CT"], "copies": ["JPEGLSLossle
 
 
 @dataclass
-class Transcoding:
-    world: MotoPacs
-    url: str
-    arn: str
-    dlq_url: str
-
+class Transcoding(Consumer):
     def index(self, *data: bytes) -> None:
         for d in data:
             self.world.ingest(d)
         assert self.world.deliver(self.world.receive()) == []
 
-    def receive(self, url: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while got := self.world.sqs.receive_message(
-                QueueUrl=url or self.url, MaxNumberOfMessages=10, VisibilityTimeout=60,
-                AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", []):
-            self.world.sqs.delete_message_batch(QueueUrl=url or self.url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
-            out += got
-        return out
-
-    def record(self, m: dict[str, Any]) -> dict[str, Any]:
-        return {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                "attributes": {**m.get("Attributes", {}), "ApproximateReceiveCount": "1"},
-                "messageAttributes": {}, "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
-                "eventSourceARN": self.arn, "awsRegion": REGION}
-
     def deliver(self, messages: list[dict[str, Any]]) -> list[str]:
-        result = transcoder_handler.handler({"Records": [self.record(m) for m in messages]}, lambda_context())
-        return [f["itemIdentifier"] for f in result["batchItemFailures"]]
+        return self.batch(transcoder_handler.handler, messages)
 
     def derived_keys(self) -> dict[str, str]:
         """Derived copies in the bucket: key → ETag."""
@@ -72,21 +51,8 @@ class Transcoding:
 
 @pytest.fixture
 def tc(aws: MotoPacs, monkeypatch: pytest.MonkeyPatch) -> Iterator[Transcoding]:
-    import boto3
-
-    events = boto3.client("events", region_name=REGION)
-    events.create_event_bus(Name=BUS)
-    sqs = aws.sqs
-    dlq_url = sqs.create_queue(QueueName="pacs-it-transcoder-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName="pacs-it-transcoder", Attributes={
-        "VisibilityTimeout": "60",
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    # the rule of infra/transcoder.py
-    events.put_rule(Name="pacs-transcoder", EventBusName=BUS, EventPattern=json.dumps(
-        {"source": ["pacs"], "detail-type": ["InstanceStored", "InstanceDeleted"]}))
-    events.put_targets(Rule="pacs-transcoder", EventBusName=BUS, Targets=[{"Id": "transcoder", "Arn": arn}])
+    # the queue, DLQ and rule of infra/transcoder.py
+    url, arn, dlq_url = event_queue(aws, BUS, "transcoder", ["InstanceStored", "InstanceDeleted"])
     monkeypatch.setenv("PACS_EVENT_BUS", BUS)
     monkeypatch.setenv("PACS_TRANSCODE_POLICY", json.dumps(POLICY))
     monkeypatch.setenv("PACS_TRANSCODE_DLQ_URL", dlq_url)

@@ -8,15 +8,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pacs.backends import Backend
-from pacs.services import index_worker
 from pacs.services.anonymize_worker import AnonymizerState, AnonymizeWorker
 from pacs.services.deid_rules import RulesError
-from pacs.services.indexer import IndexerService
 from pacs.services.ingest import IngestService
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -25,28 +22,18 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from tests.interop.support import PacsProcess
 from tests.unit.conftest import build_dataset, to_part10
+from tests.unit.event_workers import DEADLINE, index_all, until
 
 SRC, DST = "trial-7", "trial-7-deid"
 S = "1.2.826.0.1.3680043.8.498.41"
 RULES = json.dumps({"rule": [{"name": "t7", "partitions": [SRC], "destination": {"partition": DST}}]})
-DEADLINE = 120.0  # seconds: spawning pool processes on a busy 2-core machine
 
 
 def ingest(backend: Backend, *sops: int) -> None:
     for n in sops:
         ds = build_dataset(StudyInstanceUID=S, SeriesInstanceUID=f"{S}.1", SOPInstanceUID=f"{S}.1.{n}")
         IngestService(backend.store, partition=SRC).ingest(to_part10(ds))
-    assert backend.queue is not None
-    indexer = IndexerService(backend.store, backend.catalog, backend.events)
-    while index_worker.drain_once(backend.queue, indexer):
-        pass
-
-
-def until(what: Callable[[], bool], worker: AnonymizeWorker) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not what():
-        assert time.monotonic() < deadline, "the worker did not finish in time"
-        worker.step(0.2)
+    index_all(backend)
 
 
 def copies(backend: Backend) -> int:

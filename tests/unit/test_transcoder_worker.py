@@ -6,24 +6,21 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
 
 import pydicom
 import pytest
 from pacs.backends import Backend
-from pacs.services import index_worker
-from pacs.services.indexer import IndexerService
 from pacs.services.ingest import IngestService
 from pacs.services.transcode_policy import PolicyError
 from pacs.services.transcode_worker import TranscoderState, TranscodeWorker
 
 from tests.unit.conftest import build_dataset, to_part10
+from tests.unit.event_workers import DEADLINE, index_all, until
 
 P = "default"
 S = "1.2.826.0.1.3680043.8.498.31"
 RLE = "1.2.840.10008.1.2.5"
 POLICY = '{"rule": [{"modalities": ["CT"], "copies": ["JPEGLSLossless"]}]}'
-DEADLINE = 120.0  # seconds: spawning pool processes on a busy 2-core machine
 
 
 def ingest(backend: Backend, *sops: int, corrupt: bool = False) -> None:
@@ -35,17 +32,7 @@ def ingest(backend: Backend, *sops: int, corrupt: bool = False) -> None:
             ds["PixelData"].VR = "OB"
             syntax = RLE
         IngestService(backend.store).ingest(to_part10(ds, syntax))
-    assert backend.queue is not None
-    indexer = IndexerService(backend.store, backend.catalog, backend.events)
-    while index_worker.drain_once(backend.queue, indexer):
-        pass
-
-
-def until(what: Callable[[], bool], worker: TranscodeWorker) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not what():
-        assert time.monotonic() < deadline, "the worker did not finish in time"
-        worker.step(0.2)
+    index_all(backend)
 
 
 def copies(backend: Backend) -> int:

@@ -7,25 +7,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import orjson
 
-from pacs.config import Settings
+from pacs.cli import worker_commands
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from pacs.services.deid_rules import RulesError, describe, load_rules
 
-    try:
-        rules = load_rules(args.rules)
-    except RulesError as exc:
-        print(f"pacs: {exc}", file=sys.stderr)
-        return 1
-    for line in describe(rules):
-        print(line)
-    print(f"{len(rules.rules)} rule{'' if len(rules.rules) == 1 else 's'}", file=sys.stderr)
-    return 0
+    return worker_commands.check(args.rules, load_rules, RulesError, describe)
 
 
 def cmd_held(args: argparse.Namespace) -> int:
@@ -57,25 +48,8 @@ def cmd_held(args: argparse.Namespace) -> int:
 def cmd_dlq(args: argparse.Namespace) -> int:
     from pacs.services.anonymize_worker import STATE_FILE, AnonymizerState
 
-    settings = Settings.from_env(data_dir=args.data_dir)
-    path = settings.data_dir / STATE_FILE
-    if not path.is_file():
-        print(f"pacs: no anonymizer state at {path.resolve()} (the anonymizer never ran there)",
-              file=sys.stderr)
-        return 2
-    state = AnonymizerState(path)
-    try:
-        if args.action == "redrive":
-            print(f"redriven {state.redrive()} (taken by the running anonymizer, or the next `pacs up`)")
-            return 0
-        letters = state.dead_letters()
-        for d in letters:
-            what = d.detail.get("key") or d.detail.get("studyInstanceUID", "")
-            print(f"{d.event_id}\t{d.detail_type}\t{what}\tattempts={d.attempts}\t{d.error}")
-        print(f"{len(letters)} failed event{'' if len(letters) == 1 else 's'}", file=sys.stderr)
-    finally:
-        state.close()
-    return 0
+    return worker_commands.dlq(args, "anonymizer", STATE_FILE, AnonymizerState,
+                               lambda detail: detail.get("key") or detail.get("studyInstanceUID", ""))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,7 +65,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_arguments(h)
     h.add_argument("--partition", default=None, help="the source partition (PACS_PARTITION)")
     h.set_defaults(fn=cmd_held)
-    d = asub.add_parser("dlq", help="list or redrive the embedded anonymizer's failed events")
-    d.add_argument("action", choices=["list", "redrive"])
-    d.add_argument("--data-dir", type=Path, default=None, help="embedded storage (./pacs-data)")
-    d.set_defaults(fn=cmd_dlq)
+    worker_commands.add_dlq(asub, "anonymizer", cmd_dlq)

@@ -22,8 +22,9 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from pacs.backends import open_backend
 from pacs.catalog.nodes import RemoteNode
@@ -33,6 +34,12 @@ from pacs.monitoring import multiprocess
 from pacs.services import index_worker
 from pacs.services.indexer import IndexerService
 from pacs.services.reconcile import reconcile
+
+if TYPE_CHECKING:
+    from pacs.services.event_worker import EventWorker
+
+W = TypeVar("W", bound="EventWorker")
+R = TypeVar("R")
 
 READY_TIMEOUT = 60.0
 #: A child (gateway, web server) that exits unasked is restarted after FIRST_BACKOFF seconds,
@@ -227,18 +234,8 @@ def _start_transcoder(settings: Settings, stop: threading.Event) -> threading.Th
     from pacs.services.transcode_policy import PolicyError, describe
     from pacs.services.transcode_worker import TranscodeWorker
 
-    try:
-        transcoder = TranscodeWorker(settings, init=die_with_parent)
-    except PolicyError as exc:
-        raise SystemExit(f"pacs: the transcode policy cannot be used: {exc}") from None
-    if not transcoder.policy:
-        transcoder.close()
-        return None
-    print(f"pacs: transcoder: {transcoder.workers} process(es), rules: "
-          + "; ".join(describe(transcoder.policy)), flush=True)
-    thread = threading.Thread(target=transcoder.run, args=(stop,), name="transcoder")
-    thread.start()
-    return thread
+    return _start_rules_worker(stop, "transcoder", lambda: TranscodeWorker(settings, init=die_with_parent),
+                               PolicyError, "the transcode policy", lambda w: w.policy, describe)
 
 
 def _start_exports(settings: Settings, stop: threading.Event) -> threading.Thread | None:
@@ -263,16 +260,25 @@ def _start_anonymizer(settings: Settings, stop: threading.Event) -> threading.Th
     from pacs.services.anonymize_worker import AnonymizeWorker
     from pacs.services.deid_rules import RulesError, describe
 
+    return _start_rules_worker(stop, "anonymizer", lambda: AnonymizeWorker(settings, init=die_with_parent),
+                               RulesError, "the de-identification rules", lambda w: w.rules, describe)
+
+
+def _start_rules_worker(stop: threading.Event, name: str, make: Callable[[], W], error: type[Exception],
+                        what: str, rules_of: Callable[[W], R], describe: Callable[[R], Iterable[str]]
+                        ) -> threading.Thread | None:
+    """Start the worker `make` builds (refusing to start, `what` cannot be used, on `error`) in a thread
+    named `name`; None, the worker closed, when it has no rules."""
     try:
-        anonymizer = AnonymizeWorker(settings, init=die_with_parent)
-    except RulesError as exc:
-        raise SystemExit(f"pacs: the de-identification rules cannot be used: {exc}") from None
-    if not anonymizer.rules:
-        anonymizer.close()
+        worker = make()
+    except error as exc:
+        raise SystemExit(f"pacs: {what} cannot be used: {exc}") from None
+    rules = rules_of(worker)
+    if not rules:
+        worker.close()
         return None
-    print(f"pacs: anonymizer: {anonymizer.workers} process(es), rules: "
-          + "; ".join(describe(anonymizer.rules)), flush=True)
-    thread = threading.Thread(target=anonymizer.run, args=(stop,), name="anonymizer")
+    print(f"pacs: {name}: {worker.workers} process(es), rules: " + "; ".join(describe(rules)), flush=True)
+    thread = threading.Thread(target=worker.run, args=(stop,), name=name)
     thread.start()
     return thread
 

@@ -30,6 +30,15 @@ log = logging.getLogger("pacs.queue")
 _PEEK_SECONDS = 30
 
 
+def queue_depth(client: Any, queue_url: str) -> int:
+    """Messages in an SQS queue, visible or in flight (approximate, as SQS counts)."""
+    attrs = client.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
 def parse_body(body: str | bytes) -> list[ObjectEvent] | None:
     """The object events of an SQS message body: an S3 notification, or one wrapped by SNS; [] for
     S3's test event; None when the body is no notification at all."""
@@ -153,11 +162,7 @@ class SqsQueue:
             self._retry(settled[0], settled[1])
 
     def depth(self) -> int:
-        attrs = self.client.get_queue_attributes(
-            QueueUrl=self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return queue_depth(self.client, self.queue_url)
 
     def dead_letter_depth(self) -> int:
         """Messages in the dead-letter queue (0 without one)."""

@@ -24,6 +24,7 @@ from botocore.config import Config
 
 from pacs.config import Settings
 from pacs.events.local import SqliteMessageQueue
+from pacs.events.sqs import queue_depth
 
 JOB_KEY = "exportJob"
 
@@ -177,11 +178,7 @@ class SqsTaskQueue:
                                               VisibilityTimeout=math.ceil(retry_after))
 
     def depth(self) -> int:
-        attrs = self.client.get_queue_attributes(
-            QueueUrl=self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return queue_depth(self.client, self.queue_url)
 
     def dead_letters(self) -> list[DeadTask]:
         return []  # SQS's dead-letter queue: `pacs dlq`-style tools read it

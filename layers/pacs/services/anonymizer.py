@@ -46,11 +46,12 @@ from pacs.deid.project import Deidentifiers, ProjectKeys, pixel_rules, project_k
 from pacs.dicom.part10 import read_header
 from pacs.dicom.uids import UidPolicy, check_uid
 from pacs.errors import InvalidDataset, PacsError, StorageFailure
+from pacs.events.instance_ref import InstanceRef
 from pacs.events.publisher import INSTANCE_STORED, STUDY_UPDATED, EventPublisher
 from pacs.services.deid_rules import DeidRule, DeidRules, InstanceFacts
 from pacs.services.indexer import IndexerService
 from pacs.services.ingest import DuplicatePolicy, IngestService, Outcome
-from pacs.storage.keys import check_partition, instance_key, parse_instance_key, partition_studies_prefix
+from pacs.storage.keys import parse_instance_key, partition_studies_prefix
 from pacs.storage.port import AlreadyExists, BlobInfo, BlobStore
 
 log = logging.getLogger("pacs.anonymizer")
@@ -124,28 +125,6 @@ def export_key(partition: str, rule: str, study: str, series: str, sop: str) -> 
     return f"{rule_prefix(partition, rule)}files/{study}/{series}/{sop}.dcm"
 
 
-@dataclass(frozen=True, slots=True)
-class _Ref:
-    partition: str
-    study: str
-    series: str
-    sop: str
-    key: str
-
-
-def _instance_ref(detail: Mapping[str, Any]) -> tuple[_Ref, str]:
-    try:
-        partition = check_partition(str(detail["partition"]))
-        study, series, sop = (str(detail[k]) for k in
-                              ("studyInstanceUID", "seriesInstanceUID", "sopInstanceUID"))
-        key = instance_key(partition, study, series, sop)
-    except (KeyError, ValueError, PacsError) as exc:
-        raise PermanentFailure(f"not an instance event detail: {type(exc).__name__}: {exc}") from None
-    if detail.get("key") not in (None, key):
-        raise PermanentFailure(f"the detail's key {detail.get('key')!r} is not the instance's {key!r}")
-    return _Ref(partition, study, series, sop, key), str(detail.get("etag") or "")
-
-
 class AnonymizerService:
     def __init__(self, store: BlobStore, catalog: Any, rules: DeidRules, keys: ProjectKeys, *,
                  exports: BlobStore | None = None, events: EventPublisher | None = None,
@@ -184,7 +163,8 @@ class AnonymizerService:
         rules = self.rules.for_trigger(INSTANCE_STORED, partition)
         if not rules:  # incl. the copies this service ingests into destination partitions
             return AnonymizeReport(AnonymizeOutcome.IGNORED)
-        ref, etag = _instance_ref(detail)
+        ref = InstanceRef.from_detail(detail, PermanentFailure)
+        etag = ref.etag
         head = self.store.head(ref.key)
         if head is None or (etag and head.etag != etag):
             return AnonymizeReport(AnonymizeOutcome.SUPERSEDED)
@@ -213,7 +193,7 @@ class AnonymizerService:
             k = parse_instance_key(info.key)
             if k is None:
                 continue
-            ref = _Ref(k.partition, k.study_uid, k.series_uid, k.sop_uid, info.key)
+            ref = InstanceRef(k.partition, k.study_uid, k.series_uid, k.sop_uid, info.key)
             results += self._instance(ref, info, rules, None, listed)
         if not results:  # nothing new: every version recorded already, or none matched
             return AnonymizeReport(AnonymizeOutcome.UP_TO_DATE if any(listed.values()) else
@@ -222,7 +202,7 @@ class AnonymizerService:
 
     # -- one instance ------------------------------------------------------------------------------
 
-    def _instance(self, ref: _Ref, head: BlobInfo, rules: list[DeidRule], facts: InstanceFacts | None,
+    def _instance(self, ref: InstanceRef, head: BlobInfo, rules: list[DeidRule], facts: InstanceFacts | None,
                   listed: dict[str, set[str]] | None = None) -> list[RuleResult]:
         """Every rule that takes this version of the instance: recorded ones first (a version's facts
         never change: no need to read it again), then the header read (ranged) for the others' matching,
@@ -260,7 +240,7 @@ class AnonymizerService:
         except (ValueError, PacsError):
             return ""
 
-    def _record(self, rule: DeidRule, ref: _Ref, head: BlobInfo, *, copy: str) -> None:
+    def _record(self, rule: DeidRule, ref: InstanceRef, head: BlobInfo, *, copy: str) -> None:
         """Record that this version was taken by the rule (`copy`: where its copy went; "": skipped,
         the rule did not match)."""
         key = state_key(ref.partition, rule, ref.study, ref.series, ref.sop, head.etag)
@@ -269,7 +249,7 @@ class AnonymizerService:
             "destination": rule.destination(), "copy": copy,
         }), content_type="application/json")
 
-    def _facts(self, ref: _Ref) -> InstanceFacts:
+    def _facts(self, ref: InstanceRef) -> InstanceFacts:
         """Modality, SOP class and calling AE of a stored original, from its header alone."""
         try:
             with self.store.open(ref.key) as fp:
@@ -284,7 +264,7 @@ class AnonymizerService:
         return InstanceFacts(ref.partition, str(calling or "").strip(), str(ds.get("Modality", "") or ""),
                              str(ds.get("SOPClassUID", "") or ""))
 
-    def _apply(self, rule: DeidRule, ref: _Ref, head: BlobInfo, data: bytes) -> RuleResult:
+    def _apply(self, rule: DeidRule, ref: InstanceRef, head: BlobInfo, data: bytes) -> RuleResult:
         deid = self.deidentifiers.make(rule.profile, rule.project, partition=ref.partition,
                                        crosswalk=rule.crosswalk)
         try:

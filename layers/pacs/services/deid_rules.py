@@ -25,9 +25,7 @@ of the rules' matched partitions is (directly, or through other rules: a loop).
 
 from __future__ import annotations
 
-import json
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 
 from pacs.deid.options import Profile
 from pacs.events.publisher import INSTANCE_STORED, STUDY_UPDATED
+from pacs.services.rules_source import load_source, rule_list
 from pacs.storage.keys import check_partition
 
 _RULE_KEYS = {"name", "partitions", "calling_aes", "modalities", "sop_classes", "trigger", "profile",
@@ -215,13 +214,7 @@ def _check_loops(rules: Iterable[DeidRule]) -> None:
 
 def parse_rules(data: Mapping[str, Any]) -> DeidRules:
     """Validated rules from their parsed document (`{"rule": [ ... ]}`; `rules` is taken too)."""
-    unknown = set(data) - {"rule", "rules"}
-    if unknown:
-        raise RulesError(f"unknown top-level key(s) {', '.join(sorted(unknown))}: the rules are a list "
-                         "of `rule`")
-    raw_rules = data.get("rule", data.get("rules", []))
-    if not isinstance(raw_rules, list):
-        raise RulesError("`rule` must be a list of tables ([[rule]] in TOML)")
+    raw_rules = rule_list(data, error=RulesError, what="the rules are a list of `rule`")
     rules = tuple(_rule(raw, n) for n, raw in enumerate(raw_rules, 1))
     names = [r.name for r in rules]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -234,31 +227,8 @@ def parse_rules(data: Mapping[str, Any]) -> DeidRules:
 def load_rules(source: str | Path | None) -> DeidRules:
     """The rules named by a setting: empty → none; text starting with `{` → JSON itself; else a file,
     TOML (`.toml`) or JSON (`.json`, or any content starting with `{`)."""
-    if source is None or not str(source).strip():
-        return DeidRules()
-    text = str(source).strip()
-    if text.startswith("{"):
-        return _parse_text(text, "json", "the rules text")
-    path = Path(text)
-    try:
-        content = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(f"cannot read the de-identification rules {path}: {exc.strerror or exc}") from None
-    kind = "json" if path.suffix.lower() == ".json" or content.lstrip().startswith("{") else "toml"
-    return _parse_text(content, kind, str(path))
-
-
-def _parse_text(text: str, kind: str, where: str) -> DeidRules:
-    try:
-        data = json.loads(text) if kind == "json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise RulesError(f"{where}: not valid {kind.upper()}: {exc}") from None
-    if not isinstance(data, dict):
-        raise RulesError(f"{where}: the rules are a table with a `rule` list")
-    try:
-        return parse_rules(data)
-    except RulesError as exc:
-        raise RulesError(f"{where}: {exc}") from None
+    return load_source(source, parse_rules, DeidRules, error=RulesError, what="de-identification rules",
+                       text_name="the rules text", shape="the rules are a table with a `rule` list")
 
 
 def describe(rules: DeidRules) -> Iterable[str]:

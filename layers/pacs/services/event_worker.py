@@ -33,7 +33,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -140,6 +140,75 @@ def _work(detail_type: str, detail: dict[str, Any]) -> tuple[str, str]:
 # -- the supervisor's side ----------------------------------------------------------------------------
 
 
+J = TypeVar("J")
+
+
+def harvest(running: dict[Future[tuple[str, str]], J], timeout: float,
+            died: str) -> tuple[list[tuple[J, str | None, str]], bool]:
+    """Wait up to `timeout` for a job of the pool to finish; the finished ones (taken out of `running`),
+    each with the worker's (kind, text), or (None, error) when it raised (`died: …` when its process
+    died); and whether the pool broke."""
+    finished, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+    broken = False
+    out: list[tuple[J, str | None, str]] = []
+    for future in finished:
+        job = running.pop(future)
+        try:
+            kind, text = future.result()
+        except BrokenProcessPool as exc:
+            broken = True
+            out.append((job, None, f"{died}: {exc}"))
+            continue
+        except Exception as exc:
+            out.append((job, None, f"{type(exc).__name__}: {exc}"))
+            continue
+        out.append((job, kind, text))
+    return out, broken
+
+
+class PoolSupervisor(Generic[J]):
+    """What the event and export workers share: jobs in flight on a process pool, the pool rebuilt
+    when a process dies, the loop until stopped. Subclasses set `_pool` and `_running`."""
+
+    _pool: ProcessPoolExecutor | None
+    _running: dict[Future[tuple[str, str]], J]
+
+    def step(self, timeout: float = 0.5, *, read: bool = True) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _died(self, job: J) -> None:
+        """A job in flight when its pool broke."""
+        raise NotImplementedError
+
+    def _rebuild(self) -> None:
+        """The pool broke (a process died): every job in flight goes to `_died`; a new pool comes next."""
+        pool, self._pool = self._pool, None
+        for future, job in list(self._running.items()):
+            del self._running[future]
+            self._died(job)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def run(self, stop: threading.Event, *, poll: float = 0.5) -> None:
+        """Work until `stop` is set, then finish the work in flight."""
+        try:
+            while not stop.is_set():
+                self.step(poll)
+            while self._running:
+                self.step(poll, read=False)
+        finally:
+            self.close()
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            stop_resource_tracker()  # else it outlives `pacs up` by a moment
+
+
 @dataclass(slots=True)
 class _Job:
     event: StoredEvent
@@ -149,7 +218,7 @@ class _Job:
     due: float = 0.0
 
 
-class EventWorker:
+class EventWorker(PoolSupervisor[_Job]):
     """Follow the event log and handle `detail_types` in `workers` processes, each running the handler
     `factory(settings)` builds; cursor and dead letters in `state_path` under `name`."""
 
@@ -167,9 +236,9 @@ class EventWorker:
         self.state = WorkerState(state_path, name)
         self.cursor = self.state.cursor()
         self._read_upto = self.cursor
-        self._running: dict[Future[tuple[str, str]], _Job] = {}
+        self._running = {}
         self._waiting: list[_Job] = []  # retries, due later
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = None
         self.done = self.failed = 0
         self._next_redrive_check = 0.0
 
@@ -228,20 +297,11 @@ class EventWorker:
         if not self._running:
             time.sleep(timeout if read or self._waiting else 0)
         else:
-            finished, _ = wait(list(self._running), timeout=timeout, return_when=FIRST_COMPLETED)
-            broken = False
-            for future in finished:
-                job = self._running.pop(future)
-                try:
-                    kind, text = future.result()
-                except BrokenProcessPool as exc:
-                    broken = True
-                    self._retry(job, f"a {self.name} process died: {exc}")
-                    continue
-                except Exception as exc:
-                    self._retry(job, f"{type(exc).__name__}: {exc}")
-                    continue
-                if kind == "permanent":
+            finished, broken = harvest(self._running, timeout, f"a {self.name} process died")
+            for job, kind, text in finished:
+                if kind is None:
+                    self._retry(job, text)
+                elif kind == "permanent":
                     self._dead(job, text)
                 else:
                     self.done += 1
@@ -263,14 +323,8 @@ class EventWorker:
         self.state.dead_letter(job.event, error, job.attempts)
         self.failed += 1
 
-    def _rebuild(self) -> None:
-        """The pool broke (a process died): every job in flight is retried on a new pool."""
-        pool, self._pool = self._pool, None
-        for future, job in list(self._running.items()):
-            del self._running[future]
-            self._retry(job, f"a {self.name} process died")
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+    def _died(self, job: _Job) -> None:
+        self._retry(job, f"a {self.name} process died")  # on the new pool
 
     def _advance(self) -> None:
         pending = [j.event.id for j in (*self._running.values(), *self._waiting) if j.tracked]
@@ -282,19 +336,10 @@ class EventWorker:
     def run(self, stop: threading.Event, *, poll: float = 0.5) -> None:
         """Work until `stop` is set, then finish the work in flight (retries left for the next
         start: the cursor stays before them)."""
-        try:
-            while not stop.is_set():
-                self.step(poll)
-            while self._running:
-                self.step(poll, read=False)
-        finally:
-            self.close()
+        super().run(stop, poll=poll)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            stop_resource_tracker()
+        self._close_pool()
         self.events.close()
         self.state.close()
 

@@ -16,14 +16,14 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from pacs.config import Settings
 from pacs.events.tasks import SqliteTaskQueue, Task, TaskConsumer
+from pacs.services.event_worker import PoolSupervisor, harvest
 from pacs.services.exports import ExportService, PermanentExportFailure
 
 log = logging.getLogger("pacs.exports")
@@ -91,7 +91,7 @@ def drain(service: ExportService, queue: SqliteTaskQueue, *, max_tasks: int = 10
     return ran
 
 
-class ExportWorker:
+class ExportWorker(PoolSupervisor[Task]):
     """Consume the embedded task queue with `workers` processes (0: PACS_DEID_WORKERS, else one per CPU)."""
 
     def __init__(self, settings: Settings, *, workers: int = 0,
@@ -106,8 +106,8 @@ class ExportWorker:
         queue = self.service.queue
         assert isinstance(queue, SqliteTaskQueue), "the embedded worker consumes the embedded queue"
         self.queue = queue
-        self._pool: ProcessPoolExecutor | None = None
-        self._running: dict[Future[tuple[str, str]], Task] = {}
+        self._pool = None
+        self._running = {}
         self.done = self.failed = 0
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -125,13 +125,8 @@ class ExportWorker:
             future = self._executor().submit(_work, task.body)
         self._running[future] = task
 
-    def _rebuild(self) -> None:
-        pool, self._pool = self._pool, None
-        for future, task in list(self._running.items()):
-            del self._running[future]
-            self._settle(task, "an export process died")
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+    def _died(self, task: Task) -> None:
+        self._settle(task, "an export process died")
 
     def _settle(self, task: Task, error: str | None, *, permanent: bool = False) -> None:
         if error is None:
@@ -149,40 +144,17 @@ class ExportWorker:
                 self._submit(task)
         if not self._running:
             return
-        finished, _ = wait(list(self._running), timeout=timeout, return_when=FIRST_COMPLETED)
-        broken = False
-        for future in finished:
-            task = self._running.pop(future)
-            try:
-                kind, text = future.result()
-            except BrokenProcessPool as exc:
-                broken = True
-                self._settle(task, f"an export process died: {exc}")
-                continue
-            except Exception as exc:
-                self._settle(task, f"{type(exc).__name__}: {exc}")
-                continue
-            self._settle(task, text if kind == "permanent" else None, permanent=kind == "permanent")
+        finished, broken = harvest(self._running, timeout, "an export process died")
+        for task, kind, text in finished:
+            if kind is None:
+                self._settle(task, text)
+            else:
+                self._settle(task, text if kind == "permanent" else None, permanent=kind == "permanent")
         if broken:
             self._rebuild()
 
-    def run(self, stop: threading.Event, *, poll: float = 0.5) -> None:
-        """Work until `stop` is set, then finish the tasks in flight."""
-        try:
-            while not stop.is_set():
-                self.step(poll)
-            while self._running:
-                self.step(poll, read=False)
-        finally:
-            self.close()
-
     def close(self) -> None:
-        if self._pool is not None:
-            from pacs.services.event_worker import stop_resource_tracker
-
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            stop_resource_tracker()  # else it outlives `pacs up` by a moment
+        self._close_pool()
         self.service.close()
         self.backend.close()
 

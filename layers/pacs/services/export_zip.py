@@ -9,8 +9,8 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
+from pacs.services.s3_stream import upload_s3
 from pacs.storage.port import BlobStore
 
 PART_SIZE = 8 << 20
@@ -51,37 +51,6 @@ def zip_stream(store: BlobStore, entries: Iterable[tuple[str, str, int]]) -> Ite
     yield from sink.take()
 
 
-def _pieces(data: Iterable[bytes], size: int) -> Iterator[bytes]:
-    buf = bytearray()
-    for chunk in data:
-        buf += chunk
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
-
-
-def _upload_s3(store: Any, key: str, data: Iterable[bytes], content_type: str) -> None:
-    """An S3 multipart upload of the stream (aborted on any failure: no partial object)."""
-    client, bucket = store.client, store.bucket_for(key)
-    args: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentType": content_type}
-    if store.kms_key_id:
-        args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=store.kms_key_id)
-    upload_id = client.create_multipart_upload(**args)["UploadId"]
-    try:
-        parts = []
-        for number, piece in enumerate(_pieces(data, PART_SIZE), start=1):
-            resp = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                      Body=piece)
-            parts.append({"PartNumber": number, "ETag": resp["ETag"]})
-        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                         MultipartUpload={"Parts": parts})
-    except BaseException:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        raise
-
-
 def write_stream(store: BlobStore, key: str, data: Iterable[bytes], *, content_type: str = "application/zip",
                  spool_dir: Path | None = None) -> int:
     """Write a stream as one object at `key`; its size."""
@@ -96,7 +65,7 @@ def write_stream(store: BlobStore, key: str, data: Iterable[bytes], *, content_t
                 size += len(chunk)
                 yield chunk
 
-        _upload_s3(store, key, counted(), content_type)
+        upload_s3(store, key, counted(), content_type, part_size=PART_SIZE)
         return size
     if spool_dir is not None:
         spool_dir.mkdir(parents=True, exist_ok=True)

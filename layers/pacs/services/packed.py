@@ -18,17 +18,14 @@ import hashlib
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from pacs.catalog.records import InstanceRow
 from pacs.dicom.multipart import multipart_stream
 from pacs.dicom.uids import check_uid
 from pacs.errors import StorageFailure
+from pacs.services.s3_stream import upload_s3
 from pacs.storage.keys import check_partition
 from pacs.storage.port import BlobStore
-
-if TYPE_CHECKING:
-    from pacs.storage.s3 import S3BlobStore
 
 #: S3 multipart part size (the minimum is 5 MiB for every part but the last).
 PART_SIZE = 8 << 20
@@ -96,41 +93,6 @@ def body(p: Packing, rows: list[InstanceRow], chunks: Chunks, media_type: str) -
     return multipart_stream((_exact(r, chunks(r)) for r in rows), p.boundary, media_type)
 
 
-def _pieces(data: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Re-chunk a stream into pieces of exactly `size` bytes (the last one shorter)."""
-    buf = bytearray()
-    for chunk in data:
-        buf += chunk
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
-
-
-def _upload_s3(store: S3BlobStore, key: str, data: Iterable[bytes], content_type: str) -> None:
-    """An S3 multipart upload of the stream (aborted on any failure: no partial object)."""
-    client, bucket = store.client, store.bucket_for(key)
-    args: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentType": content_type,
-                            "Tagging": TRANSIENT_TAGGING}
-    if store.kms_key_id:
-        args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=store.kms_key_id)
-    upload_id = client.create_multipart_upload(**args)["UploadId"]
-    try:
-        done = []
-        for number, piece in enumerate(_pieces(data, PART_SIZE), start=1):
-            resp = client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=piece
-            )
-            done.append({"PartNumber": number, "ETag": resp["ETag"]})
-        client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
-        )
-    except BaseException:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        raise
-
-
 def _upload_spooled(store: BlobStore, key: str, data: Iterable[bytes], content_type: str) -> None:
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
         for chunk in data:
@@ -144,7 +106,7 @@ def pack(store: BlobStore, p: Packing, data: Iterable[bytes]) -> None:
     from pacs.storage.s3 import S3BlobStore  # boto3 only where S3 is used
 
     if isinstance(store, S3BlobStore):
-        _upload_s3(store, p.key, data, p.content_type)
+        upload_s3(store, p.key, data, p.content_type, part_size=PART_SIZE, tagging=TRANSIENT_TAGGING)
     else:
         _upload_spooled(store, p.key, data, p.content_type)
 

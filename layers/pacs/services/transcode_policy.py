@@ -20,8 +20,6 @@ codec here can encode, options that do not fit the syntax.
 
 from __future__ import annotations
 
-import json
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 from pydicom import uid as pydicom_uid
 
 from pacs.codecs import SYNTAXES, EncodeOptions, can_encode
+from pacs.services.rules_source import load_source, rule_list
 
 _RULE_KEYS = {"name", "partitions", "modalities", "sop_classes", "stored_syntaxes", "min_bytes", "max_bytes",
               "copies"}
@@ -183,13 +182,7 @@ def _target(raw: Any, where: str) -> Target:
 
 def parse_policy(data: Mapping[str, Any]) -> Policy:
     """A validated policy from its parsed document (`{"rule": [ ... ]}`; `rules` is taken too)."""
-    unknown = set(data) - {"rule", "rules"}
-    if unknown:
-        raise PolicyError(f"unknown top-level key(s) {', '.join(sorted(unknown))}: "
-                          "the policy is a list of `rule`")
-    raw_rules = data.get("rule", data.get("rules", []))
-    if not isinstance(raw_rules, list):
-        raise PolicyError("`rule` must be a list of tables ([[rule]] in TOML)")
+    raw_rules = rule_list(data, error=PolicyError, what="the policy is a list of `rule`")
     rules = []
     for n, raw in enumerate(raw_rules, 1):
         if not isinstance(raw, Mapping):
@@ -223,31 +216,8 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
 def load_policy(source: str | Path | None) -> Policy:
     """The policy named by a setting: empty → no rules; text starting with `{` → JSON itself; else a
     file, TOML (`.toml`) or JSON (`.json`, or any other name whose content starts with `{`)."""
-    if source is None or not str(source).strip():
-        return Policy()
-    text = str(source).strip()
-    if text.startswith("{"):
-        return _parse_text(text, "json", "the policy text")
-    path = Path(text)
-    try:
-        content = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"cannot read the transcode policy {path}: {exc.strerror or exc}") from None
-    kind = "json" if path.suffix.lower() == ".json" or content.lstrip().startswith("{") else "toml"
-    return _parse_text(content, kind, str(path))
-
-
-def _parse_text(text: str, kind: str, where: str) -> Policy:
-    try:
-        data = json.loads(text) if kind == "json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError(f"{where}: not valid {kind.upper()}: {exc}") from None
-    if not isinstance(data, dict):
-        raise PolicyError(f"{where}: the policy is a table with a `rule` list")
-    try:
-        return parse_policy(data)
-    except PolicyError as exc:
-        raise PolicyError(f"{where}: {exc}") from None
+    return load_source(source, parse_policy, Policy, error=PolicyError, what="transcode policy",
+                       text_name="the policy text", shape="the policy is a table with a `rule` list")
 
 
 def describe(policy: Policy) -> Iterable[str]:

@@ -23,11 +23,10 @@ from typing import Any
 import pydicom
 
 from pacs.codecs import TranscodeError
-from pacs.errors import PacsError
+from pacs.events.instance_ref import InstanceRef
 from pacs.events.publisher import INSTANCE_DELETED, INSTANCE_STORED
 from pacs.services.derived import CopyResult, DerivedCopies
 from pacs.services.transcode_policy import InstanceFacts, Policy
-from pacs.storage.keys import check_partition, instance_key
 from pacs.storage.port import BlobStore
 
 log = logging.getLogger("pacs.transcoder")
@@ -59,29 +58,6 @@ class TranscodeReport:
         return sum(1 for c in self.copies if c.outcome in ("made", "remade"))
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceRef:
-    partition: str
-    study: str
-    series: str
-    sop: str
-    key: str
-    etag: str
-
-    @classmethod
-    def from_detail(cls, detail: Mapping[str, Any]) -> InstanceRef:
-        try:
-            partition = check_partition(str(detail["partition"]))
-            study, series, sop = (str(detail[k]) for k in
-                                  ("studyInstanceUID", "seriesInstanceUID", "sopInstanceUID"))
-            key = instance_key(partition, study, series, sop)
-        except (KeyError, ValueError, PacsError) as exc:
-            raise PermanentFailure(f"not an instance event detail: {type(exc).__name__}: {exc}") from None
-        if detail.get("key") not in (None, key):
-            raise PermanentFailure(f"the detail's key {detail.get('key')!r} is not the instance's {key!r}")
-        return cls(partition, study, series, sop, key, str(detail.get("etag") or ""))
-
-
 class TranscoderService:
     def __init__(self, store: BlobStore, catalog: object, policy: Policy,
                  partitions: frozenset[str] | None = None) -> None:
@@ -99,7 +75,7 @@ class TranscoderService:
         any other exception for one worth retrying (the store or catalog did not answer)."""
         if detail_type not in DETAIL_TYPES:
             return TranscodeReport(TranscodeOutcome.IGNORED)
-        ref = InstanceRef.from_detail(detail)
+        ref = InstanceRef.from_detail(detail, PermanentFailure)
         if self.partitions is not None and ref.partition not in self.partitions:
             return TranscodeReport(TranscodeOutcome.IGNORED)
         if detail_type == INSTANCE_DELETED:
