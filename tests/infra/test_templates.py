@@ -362,11 +362,16 @@ def test_only_the_vpn_cidrs_reach_the_dicom_ports(full: Synth) -> None:
     assert dicom == sorted((cidr, port) for cidr in VPN for port in (11112, 2762))
     assert all(cidr != "0.0.0.0/0" for cidr, _ in from_cidrs)
     assert {port for _, port in from_cidrs} <= {11112, 2762, 443}
-    # outbound DICOM (C-MOVE destinations, commitment reports) goes to the VPN CIDRs only
-    egress = [r for sg in full.resources("AWS::EC2::SecurityGroup").values()
-              for r in props(sg).get("SecurityGroupEgress", []) if r.get("FromPort") != 443]
+    # outbound DICOM goes to the VPN CIDRs only: the gateway's (C-MOVE destinations, commitment reports)
+    # and the anonymizer's (export jobs to nodes)
     no_egress = "255.255.255.255/32"  # how CDK writes "no outbound rule" for a closed security group
-    assert sorted(r["CidrIp"] for r in egress if r.get("CidrIp", no_egress) != no_egress) == sorted(VPN)
+    outbound = {props(sg)["GroupDescription"]: sorted(
+        r["CidrIp"] for r in props(sg).get("SecurityGroupEgress", [])
+        if r.get("FromPort") != 443 and r.get("CidrIp", no_egress) != no_egress)
+        for sg in full.resources("AWS::EC2::SecurityGroup").values()}
+    dicom_out = {what: cidrs for what, cidrs in outbound.items() if cidrs}
+    assert list(dicom_out.values()) == [sorted(VPN)] * 2, dicom_out
+    assert any("anonymizer" in what for what in dicom_out)
 
 
 def test_gateway_image_is_a_docker_asset_synth_did_not_build(full: Synth) -> None:
