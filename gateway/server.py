@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pacs.backends import ingest_service, open_backend
-from pacs.cli.children import die_with_parent
+from pacs.cli.children import die_with_parent, follow_parent
 from pacs.config import Settings
 from pacs.monitoring import dimse as dimse_metrics
 from pacs.monitoring import emf_reporter
@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, default=None, help="serve this inherited listening socket")
     parser.add_argument("--tls-fd", type=int, default=None, help="serve DICOM TLS on this inherited socket")
     args = parser.parse_args(argv)
+    follow_parent()  # under `pacs up`: never outlive it
     logging.basicConfig(level=os.environ.get("PACS_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env(dimse_port=args.port, ae_title=args.ae_title)

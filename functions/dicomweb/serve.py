@@ -17,12 +17,14 @@ import socket
 import sys
 
 import uvicorn
+from pacs.cli.children import follow_parent
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m functions.dicomweb.serve", description=__doc__)
     parser.add_argument("--fd", type=int, required=True, help="an inherited listening TCP socket")
     args = parser.parse_args(argv)
+    follow_parent()  # under `pacs up`: never outlive it
     sock = socket.socket(fileno=args.fd)  # the family and type are read from the socket itself
     config = uvicorn.Config(
         "functions.dicomweb.app:create_app", factory=True, access_log=False, log_level="warning",

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pacs.backends import open_backend
 from pacs.catalog.nodes import RemoteNode
-from pacs.cli.children import die_with_parent
+from pacs.cli.children import PARENT_PID, die_with_parent
 from pacs.config import Settings
 from pacs.monitoring import multiprocess
 from pacs.services import index_worker
@@ -297,7 +297,10 @@ class Child:
         self.restarts = 0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env=self.env, pass_fds=self.fds, preexec_fn=die_with_parent)
+        # No preexec_fn: this process has threads (the workers' supervisors); the child follows its
+        # parent itself (`follow_parent`, PACS_PARENT_PID).
+        self.proc = subprocess.Popen(self.argv, env={**self.env, PARENT_PID: str(os.getpid())},
+                                     pass_fds=self.fds)
         self.started = time.monotonic()
         self.due = None
 
