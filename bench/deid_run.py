@@ -421,8 +421,7 @@ def bench(a: argparse.Namespace) -> int:
                              "bytes": sum(f.stat().st_size for f in files),
                              "profile": "basic+" + "+".join(PROFILE_OPTIONS), "jitter_days": JITTER_DAYS,
                              "recipe_lines": sum(1 for ln in deid_recipe().splitlines() if ln[:1].isupper()),
-                             "cpu": _cpu_model(), "nproc": os.cpu_count(), "load_before": _loadavg(),
-                             "ours_placeholder": _ours_is_placeholder()},
+                             "cpu": _cpu_model(), "nproc": os.cpu_count(), "load_before": _loadavg()},
                     "runs": [], "checks": {}})
     save = lambda: Path(a.results).write_text(json.dumps(results, indent=1) + "\n")  # noqa: E731
     workers = {t: Worker(t, data, work, a.py) for t in tools}
@@ -450,17 +449,6 @@ def bench(a: argparse.Namespace) -> int:
         for t in tools:
             shutil.rmtree(work / t, ignore_errors=True)
     return 0
-
-
-def _ours_is_placeholder() -> bool:
-    """True while `pacs.deid`'s engine is still the interface skeleton of issue 13 (its body a stand-in)."""
-    import inspect
-
-    with contextlib.suppress(Exception):
-        import pacs.deid.engine as engine
-
-        return "PLACEHOLDER" in inspect.getsource(engine)
-    return False
 
 
 def _line(rec: dict[str, Any]) -> str:

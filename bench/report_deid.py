@@ -77,12 +77,9 @@ def report(data: dict[str, Any], target: float) -> tuple[str, bool]:
     ours_checks = data.get("checks", {}).get("ours") or {}
     unfinished = bool(ours_checks) and (
         bool(ours_checks.get("leaks")) or not ours_checks.get("date_shifted_once"))
-    if meta.get("ours_placeholder") or unfinished:
-        lines.append("**Caution, ours**: " + (
-            "`pacs.deid.engine` is still the interface skeleton (a PLACEHOLDER body: UIDs and patient "
-            "name/ID replaced, nothing else). " if meta.get("ours_placeholder") else "") + (
-            "Its output fails the checks (identifying values left or dates not shifted), so its figure is "
-            "not a de-identification speed and the ratio below is a placeholder's." if unfinished else ""))
+    if unfinished:
+        lines.append("**Caution, ours**: its output fails the checks (identifying values left or dates not "
+                     "shifted), so its figure is not a de-identification speed, nor the ratio below.")
         lines.append("")
     peers = {t: v for t, v in best.items() if t != "ours"}
     if "ours" in best and peers:
