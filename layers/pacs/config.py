@@ -130,6 +130,9 @@ class Settings:
     export_partitions: str = "*"
     #: Anonymizer worker processes under `pacs up`; 0: one per CPU.
     deid_workers: int = 0
+    #: A study is stable (a `StudyStable` event) when no instance arrived for this long; 0: no
+    #: study-stable worker under `pacs up`.
+    study_quiet_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

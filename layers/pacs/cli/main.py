@@ -18,7 +18,7 @@ TLS_KEYS = ("tls_cert", "tls_key", "tls_ca", "tls_port", "tls_require_client_cer
 #: The transcoder options of `pacs up`.
 TRANSCODER_KEYS = ("transcode_policy", "transcode_workers")
 #: The anonymizer options of `pacs up`.
-ANONYMIZER_KEYS = ("deid_rules", "deid_workers", "deid_pixel_rules")
+ANONYMIZER_KEYS = ("deid_rules", "deid_workers", "deid_pixel_rules", "study_quiet_seconds")
 
 
 def _settings(args: argparse.Namespace) -> Settings:

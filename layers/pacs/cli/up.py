@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from pacs.backends import open_backend
+from pacs.backends import Backend, open_backend
 from pacs.catalog.nodes import RemoteNode
 from pacs.cli.children import PARENT_PID, die_with_parent
 from pacs.config import Settings
@@ -139,6 +139,7 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
     transcoding = _start_transcoder(settings, stop_indexing)
     exporting = _start_exports(settings, stop_indexing)
     anonymizing = _start_anonymizer(settings, stop_indexing)
+    stabling = _start_study_stable(settings, backend, stop_indexing)
 
     env = {**os.environ, **settings.to_env()}
     tls_args = ["--tls-fd", str(tls_sock.fileno())] if tls_sock is not None else []
@@ -192,7 +193,7 @@ def run(settings: Settings, nodes: Sequence[RemoteNode] = ()) -> int:
         stop_indexing.set()
         if worker is not None:
             worker.join()
-        for thread in (transcoding, exporting, anonymizing):
+        for thread in (transcoding, exporting, anonymizing, stabling):
             if thread is not None:
                 thread.join()
         backend.close()
@@ -262,6 +263,21 @@ def _start_anonymizer(settings: Settings, stop: threading.Event) -> threading.Th
 
     return _start_rules_worker(stop, "anonymizer", lambda: AnonymizeWorker(settings, init=die_with_parent),
                                RulesError, "the de-identification rules", lambda w: w.rules, describe)
+
+
+def _start_study_stable(settings: Settings, backend: Backend, stop: threading.Event
+                        ) -> threading.Thread | None:
+    """The study-stable worker (embedded, unless PACS_STUDY_QUIET_SECONDS is 0): a thread that follows
+    the event log and emits StudyStable when a study had no new instance for the quiet time."""
+    if settings.backend != "embedded" or settings.study_quiet_seconds <= 0:
+        return None
+    from pacs.services.stable_worker import StableWorker
+
+    worker = StableWorker(settings, backend.catalog)
+    print(f"pacs: study-stable: after {settings.study_quiet_seconds} s without a new instance", flush=True)
+    thread = threading.Thread(target=worker.run, args=(stop,), name=worker.name)
+    thread.start()
+    return thread
 
 
 def _start_rules_worker(stop: threading.Event, name: str, make: Callable[[], W], error: type[Exception],
@@ -381,5 +397,7 @@ def add_anonymizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deid-rules", default=None,
                         help="TOML or JSON de-identification rules (README, Anonymizer); none: no anonymizer")
     parser.add_argument("--deid-workers", type=int, default=None, help="anonymizer processes (one per CPU)")
+    parser.add_argument("--study-quiet-seconds", type=int, default=None,
+                        help="StudyStable after this many seconds without a new instance (60; 0: off)")
     parser.add_argument("--deid-pixel-rules", default=None,
                         help="TOML/JSON burned-in regions to blank (Clean Pixel Data: docs/deid-pixels.md)")

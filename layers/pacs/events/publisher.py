@@ -12,6 +12,7 @@ INSTANCE_STORED = "InstanceStored"
 STUDY_UPDATED = "StudyUpdated"
 INSTANCE_DELETED = "InstanceDeleted"
 MPPS_UPDATED = "MppsUpdated"
+STUDY_STABLE = "StudyStable"
 
 SOURCE = "pacs"
 
