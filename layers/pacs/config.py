@@ -133,6 +133,8 @@ class Settings:
     #: A study is stable (a `StudyStable` event) when no instance arrived for this long; 0: no
     #: study-stable worker under `pacs up`.
     study_quiet_seconds: int = 60
+    #: AWS: the study-stable function's queue (StudyUpdated events and its own timer messages).
+    stable_queue_url: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -83,12 +83,17 @@ class StudyStableService:
         """Emit `StudyStable` for every timer due now; the details emitted."""
         emitted = []
         for timer in self.timers.due(self.clock()):
-            if not self.timers.claim(timer):
-                continue  # changed meanwhile: re-armed
-            detail = self._publish(timer, timer.generation + 1)
+            detail = self.fire_timer(timer)
             if detail is not None:
                 emitted.append(detail)
         return emitted
+
+    def fire_timer(self, timer: Timer) -> dict[str, Any] | None:
+        """Emit `StudyStable` for `timer` (read from the store, due) unless the study changed since; the
+        detail emitted, or None."""
+        if not self.timers.claim(timer):
+            return None  # changed meanwhile: re-armed
+        return self._publish(timer, timer.generation + 1)
 
     def recover(self, published: Callable[[Timer], bool]) -> int:
         """At start: publish the claims a crash left pending unless `published(timer)` finds their
@@ -97,9 +102,13 @@ class StudyStableService:
         for timer in self.timers.pending():
             if published(timer):
                 self.timers.published(timer)
-            elif self._publish(timer, timer.generation) is not None:
+            elif self.republish(timer) is not None:
                 n += 1
         return n
+
+    def republish(self, timer: Timer) -> dict[str, Any] | None:
+        """Publish the generation a claim left pending (`timer.generation`: the claimed one)."""
+        return self._publish(timer, timer.generation)
 
     def _publish(self, timer: Timer, generation: int) -> dict[str, Any] | None:
         detail = study_detail(self.catalog, timer.partition, timer.study_uid, STUDY_STABLE, "")
