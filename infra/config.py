@@ -127,6 +127,8 @@ class PacsConfig:
     #: no rules (export jobs still run). The most anonymizer invocations at once.
     deid_rules: str = ""
     anonymizer_concurrency: int = 10
+    #: StudyStable after this many seconds without a new instance (context `studyQuietSeconds`).
+    study_quiet_seconds: int = 60
     #: Clean Pixel Data's rules as JSON (context `deidPixelRules`: JSON text, or a .json / .toml file).
     deid_pixel_rules: str = ""
     #: Partitions export jobs may write de-identified copies into (context `exportPartitions`), besides
@@ -198,6 +200,7 @@ class PacsConfig:
             deid_pixel_rules=rules_json(ctx("deidPixelRules"), "deidPixelRules", "De-identification"),
             export_partitions=_split(ctx("exportPartitions")),
             anonymizer_concurrency=int(ctx("anonymizerConcurrency") or defaults.anonymizer_concurrency),
+            study_quiet_seconds=int(ctx("studyQuietSeconds") or defaults.study_quiet_seconds),
             retain_data=_flag(ctx("retainData"), True),
             layer_dir=str(ctx("layerDir") or ""),
             nag=_flag(ctx("nag"), True),

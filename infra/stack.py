@@ -18,6 +18,7 @@ from infra.monitoring import Monitoring
 from infra.nag import Why, suppress, suppress_path
 from infra.network import Network
 from infra.pipeline import Pipeline
+from infra.stable import StudyStable
 from infra.storage import Storage
 from infra.transcoder import Transcoder
 
@@ -48,6 +49,8 @@ class PacsStack(Stack):
         self.anonymizer = Anonymizer(self, "Anonymizer", config=config, functions=self.functions,
                                      pipeline=self.pipeline, exports=self.storage.exports,
                                      data_key=self.keys.data)
+        self.stable = StudyStable(self, "StudyStable", config=config, functions=self.functions,
+                                  pipeline=self.pipeline)
         self.api = Api(self, "Api", config=config, fn=self.functions.dicomweb, logs_key=self.keys.logs)
         self.gateway = Gateway(self, "Gateway", config=config, vpc=vpc, subnets=subnets, resources=resources,
                                logs_key=self.keys.logs, access_logs=self.storage.access_logs)
@@ -55,8 +58,10 @@ class PacsStack(Stack):
             self, "Monitoring", config=config, key=self.keys.messaging,
             dlqs={"IngestDlq": self.pipeline.ingest_dlq, "DownstreamDlq": self.pipeline.downstream_dlq,
                   "RuleDlq": self.pipeline.rule_dlq, "ReconcileDlq": self.functions.reconcile_dlq,
-                  "TranscoderDlq": self.transcoder.dlq, "AnonymizerDlq": self.anonymizer.dlq},
-            functions=[*self.functions.all, self.transcoder.function, self.anonymizer.function],
+                  "TranscoderDlq": self.transcoder.dlq, "AnonymizerDlq": self.anonymizer.dlq,
+                  "StableDlq": self.stable.dlq},
+            functions=[*self.functions.all, self.transcoder.function, self.anonymizer.function,
+                       self.stable.function],
             api=self.api.api,
             target_group=self.gateway.target_group,
         )

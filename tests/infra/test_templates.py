@@ -15,7 +15,7 @@ from tests.infra.conftest import VPN, Synth
 
 OUR_HANDLERS = {"functions.indexer.handler.handler", "functions.reconcile.handler.handler",
                 "functions.dicomweb.handler.handler", "functions.transcoder.handler.handler",
-                "functions.anonymizer.handler.handler"}
+                "functions.anonymizer.handler.handler", "functions.stable.handler.handler"}
 #: Services whose actions touch stored data (objects, catalog items, keys, messages, events).
 DATA_SERVICES = ("s3", "dynamodb", "kms", "sqs", "sns", "events")
 
@@ -389,9 +389,9 @@ def test_gateway_image_is_a_docker_asset_synth_did_not_build(full: Synth) -> Non
 def test_alarms_cover_dlqs_function_errors_throttles_api_5xx_and_unhealthy_gateway(full: Synth) -> None:
     alarms = [props(a) for a in full.resources("AWS::CloudWatch::Alarm").values()]
     metrics = sorted(a["MetricName"] for a in alarms)
-    # ingest, downstream, rule, reconcile, transcoder, anonymizer
-    assert metrics.count("ApproximateNumberOfMessagesVisible") == 6
-    assert metrics.count("Errors") == 5 and metrics.count("Throttles") == 5
+    # ingest, downstream, rule, reconcile, transcoder, anonymizer, study-stable
+    assert metrics.count("ApproximateNumberOfMessagesVisible") == 7
+    assert metrics.count("Errors") == 6 and metrics.count("Throttles") == 6
     assert "5xx" in metrics and "UnHealthyHostCount" in metrics
     assert metrics.count("ObjectStoreErrors") == 3 and "IndexerLag" in metrics
     assert all(a["AlarmActions"] and (a["Threshold"] == 0 or a["MetricName"] == "IndexerLag") for a in alarms)
