@@ -159,3 +159,16 @@ def test_worker_follows_the_log_and_survives_a_restart(tmp_path: Path) -> None:
     stable = [e for e in log.read(0, 100) if e.detail_type == STUDY_STABLE]
     assert [e.detail["generation"] for e in stable] == [1]
     log.close()
+
+
+def test_pacs_up_option_sets_the_quiet_time() -> None:
+    import argparse
+
+    from pacs.cli.main import _settings
+    from pacs.cli.up import add_anonymizer_arguments, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    add_anonymizer_arguments(parser)
+    assert _settings(parser.parse_args(["--study-quiet-seconds", "1"])).study_quiet_seconds == 1
+    assert _settings(parser.parse_args(["--study-quiet-seconds", "0"])).study_quiet_seconds == 0
