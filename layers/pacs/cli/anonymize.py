@@ -92,11 +92,10 @@ def _check_output(out: Path, paths: list[Path]) -> str | None:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
-    from pacs.deid.crosswalk import Crosswalk, check_project
-    from pacs.deid.engine import Deidentifier, DeidSettings
+    from pacs.deid.crosswalk import check_project
     from pacs.deid.options import DeidError, Option, Profile
     from pacs.deid.pixels import PixelRules, load_pixel_rules
-    from pacs.deid.secrets import project_key
+    from pacs.deid.project import Deidentifiers, ProjectKeys
 
     if not args.paths or args.out is None:
         return files.usage("anonymize", "give IN… and -o OUT")
@@ -110,25 +109,21 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         rules = load_pixel_rules(args.pixel_rules) if args.pixel_rules else PixelRules()
         check_project(args.project)
         source = deid.find_secret(args, settings, create=True)
-        key = project_key(source.master(), args.project)
-        crosswalk = None
-        if args.crosswalk:
-            store = deid.crosswalk_store(settings, create=True)
-            crosswalk = Crosswalk(store, settings.partition, args.project, key)
+        store = deid.crosswalk_store(settings, create=True) if args.crosswalk else None
+        engine = Deidentifiers(ProjectKeys(source), rules, store).make(
+            profile, args.project, partition=settings.partition, crosswalk=args.crosswalk)
     except (ValueError, DeidError, deid.Usage) as exc:
         return files.usage("anonymize", str(exc))
     inputs, walked = files.walk(args.paths)
     many = len(inputs) > 1 or walked or args.layout == "uids"
     if many and args.out.exists() and not args.out.is_dir():
         return files.usage("anonymize", f"{args.out} is a file: several inputs need a directory as -o")
-    engine = Deidentifier(DeidSettings(profile=profile, key=key, project=args.project, pixel_rules=rules),
-                          crosswalk)
     run = _Run(args, engine, rules if Option.CLEAN_PIXEL_DATA in profile else None, many,
                {i.path.resolve() for i in inputs})
     outcome = Outcome()
     for item in files.each(args, inputs, walked, f"anonymize ({profile.describe()})"):
         run.one(item, outcome)
-    _summary(outcome, args.out, crosswalk is not None)
+    _summary(outcome, args.out, engine.crosswalk is not None)
     return files.FAILED if outcome.held or outcome.failed else files.OK
 
 

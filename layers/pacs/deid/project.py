@@ -48,7 +48,7 @@ class Deidentifiers:
     """Makes the de-identifier of a (profile, project), with the crosswalk in `crosswalk_store` (under
     the source partition's `export/crosswalk/{project}/`) when asked for."""
 
-    def __init__(self, keys: ProjectKeys, rules: PixelRules, crosswalk_store: BlobStore) -> None:
+    def __init__(self, keys: ProjectKeys, rules: PixelRules, crosswalk_store: BlobStore | None) -> None:
         self.keys, self.rules, self.crosswalk_store = keys, rules, crosswalk_store
 
     @classmethod
@@ -58,6 +58,9 @@ class Deidentifiers:
     def make(self, profile: Profile, project: str, *, partition: str,
              crosswalk: bool = False) -> Deidentifier:
         key = self.keys(project)
-        walk = Crosswalk(self.crosswalk_store, partition, project, key) if crosswalk else None
+        if crosswalk and self.crosswalk_store is None:
+            raise ValueError("a crosswalk needs a store to keep it in")
+        walk = Crosswalk(self.crosswalk_store, partition, project, key) \
+            if crosswalk and self.crosswalk_store is not None else None
         return Deidentifier(DeidSettings(profile=profile, key=key, project=project, pixel_rules=self.rules),
                             crosswalk=walk)
